@@ -1,0 +1,180 @@
+//! Stable fingerprints of canonical values.
+//!
+//! **Specification** (stored in the snapshot, so it must never change silently; any change
+//! bumps [`FINGERPRINT_VERSION`], which changes every row fingerprint and so re-plans every
+//! contact's attributes against the stored per-attribute fingerprints, which are unaffected):
+//!
+//! * Hash function: XXH3-64 (`xxhash-rust`), which is specified and identical on every
+//!   platform and version; all integers below are little-endian.
+//! * **Value fingerprint**: `XXH3_64(tag ‖ text)` with seed 0, where `tag` is one byte
+//!   (`b` bool, `i` integer, `n` number, `s` string) and `text` is the canonical text
+//!   ([`Canonical::to_text`]) in UTF-8.
+//! * **Contact key hash**: `XXH3_64(kind ‖ 0x00 ‖ key)` with seed 0, `kind` = `email`/`phone`.
+//! * **Row fingerprint**: `XXH3_64(version ‖ on_null ‖ kind ‖ 0x00 ‖ key ‖ 0xFF ‖ entries)`
+//!   where each mapped attribute, in ascending order of its snapshot key, contributes
+//!   `attribute_key ‖ 0x00 ‖ (tag ‖ text | "z") ‖ 0x1F`; the result keeps its low 62 bits and
+//!   is never 0 (0 becomes 1). It changes when any mapped value, the mapping itself, or the
+//!   null policy changes.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::mapping::{IdentifierKind, OnNull};
+use crate::value::Canonical;
+
+/// Version byte mixed into every row fingerprint.
+pub const FINGERPRINT_VERSION: u8 = 1;
+
+/// Row fingerprints use the low 62 bits; the planner keeps per-run state in the top two.
+pub const ROW_FP_MASK: u64 = (1 << 62) - 1;
+
+/// Fingerprint of one canonical value.
+pub fn value_fingerprint(v: &Canonical) -> u64 {
+    let mut buf = Vec::with_capacity(24);
+    push_value(&mut buf, v);
+    xxh3_64(&buf)
+}
+
+fn push_value(buf: &mut Vec<u8>, v: &Canonical) {
+    buf.push(v.tag() as u8);
+    match v {
+        Canonical::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Canonical::Int(i) => {
+            use std::io::Write;
+            let _ = write!(buf, "{i}");
+        }
+        Canonical::Number(n) => buf.extend_from_slice(n.as_str().as_bytes()),
+        Canonical::Text(s) => buf.extend_from_slice(s.as_bytes()),
+    }
+}
+
+/// Hash of a contact's normalized identifier.
+pub fn key_hash(kind: IdentifierKind, key: &str) -> u64 {
+    let mut buf = Vec::with_capacity(key.len() + 8);
+    buf.extend_from_slice(kind.as_str().as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(key.as_bytes());
+    xxh3_64(&buf)
+}
+
+pub(crate) fn attribute_key_hash(key: &str) -> u64 {
+    xxh3_64(key.as_bytes())
+}
+
+/// Builds row fingerprints, reusing one buffer.
+#[derive(Debug, Default)]
+pub struct RowHasher {
+    buf: Vec<u8>,
+}
+
+impl RowHasher {
+    /// Starts a row: version, null policy and identifier.
+    pub fn start(&mut self, on_null: OnNull, kind: IdentifierKind, key: &str) {
+        self.buf.clear();
+        self.buf.push(FINGERPRINT_VERSION);
+        self.buf.push(match on_null {
+            OnNull::Omit => b'o',
+            OnNull::Clear => b'c',
+        });
+        self.buf.extend_from_slice(kind.as_str().as_bytes());
+        self.buf.push(0);
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.push(0xFF);
+    }
+
+    /// Adds one attribute; call in ascending order of attribute key.
+    pub fn attribute(&mut self, attribute_key: &str, value: Option<&Canonical>) {
+        self.buf.extend_from_slice(attribute_key.as_bytes());
+        self.buf.push(0);
+        match value {
+            Some(v) => push_value(&mut self.buf, v),
+            None => self.buf.push(b'z'),
+        }
+        self.buf.push(0x1F);
+    }
+
+    /// The row fingerprint: 62 bits, never 0.
+    pub fn finish(&self) -> u64 {
+        match xxh3_64(&self.buf) & ROW_FP_MASK {
+            0 => 1,
+            h => h,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::NumberText;
+    use proptest::prelude::*;
+
+    /// Pinned values: if one of these changes, stored snapshots would be invalidated.
+    #[test]
+    fn fingerprints_are_pinned() {
+        let got = [
+            value_fingerprint(&Canonical::Text("Gold".into())),
+            value_fingerprint(&Canonical::Int(42)),
+            value_fingerprint(&Canonical::Bool(true)),
+            value_fingerprint(&Canonical::Number(NumberText::parse("412.5").unwrap())),
+            key_hash(IdentifierKind::Email, "ann@example.com"),
+            row("ann@example.com", &[("custom:Tier", Some(Canonical::Text("Gold".into()))), ("std:city", None)]),
+        ];
+        assert_eq!(got, PINNED);
+    }
+
+    const PINNED: [u64; 6] = [
+        0xa765_d44c_57a4_dbf6,
+        0xc55f_260c_193d_d5f1,
+        0x8258_6df6_a6c6_0eae,
+        0xfd8b_8122_f926_9616,
+        0x208b_6d24_9d3b_7f47,
+        0x347c_4839_6e60_5047,
+    ];
+
+    #[test]
+    fn tags_separate_types() {
+        let s = value_fingerprint(&Canonical::Text("1".into()));
+        let i = value_fingerprint(&Canonical::Int(1));
+        let b = value_fingerprint(&Canonical::Text("true".into()));
+        let t = value_fingerprint(&Canonical::Bool(true));
+        assert_ne!(s, i);
+        assert_ne!(b, t);
+    }
+
+    fn row(key: &str, attrs: &[(&str, Option<Canonical>)]) -> u64 {
+        let mut h = RowHasher::default();
+        h.start(OnNull::Omit, IdentifierKind::Email, key);
+        for (k, v) in attrs {
+            h.attribute(k, v.as_ref());
+        }
+        h.finish()
+    }
+
+    proptest! {
+        #[test]
+        fn row_fingerprint_is_a_pure_function(key in ".{0,20}", vals in proptest::collection::vec(proptest::option::of(".{0,10}"), 0..6)) {
+            let attrs: Vec<(String, Option<Canonical>)> = vals.iter().enumerate()
+                .map(|(i, v)| (format!("custom:a{i}"), v.clone().map(Canonical::Text))).collect();
+            let refs: Vec<(&str, Option<Canonical>)> = attrs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let a = row(&key, &refs);
+            prop_assert_eq!(a, row(&key, &refs));
+            prop_assert!(a != 0 && a <= ROW_FP_MASK);
+        }
+
+        #[test]
+        fn any_single_value_change_changes_the_row(a in ".{0,10}", b in ".{0,10}") {
+            prop_assume!(a != b);
+            let x = row("k", &[("custom:x", Some(Canonical::Text(a.clone())))]);
+            let y = row("k", &[("custom:x", Some(Canonical::Text(b.clone())))]);
+            prop_assert_ne!(x, y);
+            // Null is distinct from every value, including the empty string.
+            prop_assert_ne!(row("k", &[("custom:x", None)]), row("k", &[("custom:x", Some(Canonical::Text(String::new())))]));
+        }
+
+        #[test]
+        fn value_fingerprint_is_stable_for_equal_numbers(s in "[0-9]{1,4}\\.[0-9]{1,3}") {
+            let a = NumberText::parse(&s).expect("number");
+            let b = NumberText::parse(&format!("0{s}0")).expect("number");
+            prop_assert_eq!(value_fingerprint(&Canonical::Number(a)), value_fingerprint(&Canonical::Number(b)));
+        }
+    }
+}

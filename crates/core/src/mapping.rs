@@ -1,0 +1,458 @@
+//! The field mapping: which model column feeds which Attentive attribute.
+//!
+//! [`Mapping`] is what a config describes; [`Mapping::bind`] checks it against the model's
+//! columns and yields a [`BoundMapping`], the validated form the planner works with.
+
+use std::fmt;
+
+/// The kind of identifier that matches a model row to an existing Attentive contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifierKind {
+    Email,
+    Phone,
+}
+
+impl IdentifierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentifierKind::Email => "email",
+            IdentifierKind::Phone => "phone",
+        }
+    }
+}
+
+macro_rules! standard_fields {
+    ($($variant:ident => $name:literal, [$($path:literal),+];)+) => {
+        /// The 19 standard profile fields Attentive supports (v2 user attributes).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum StandardField { $($variant,)+ }
+
+        impl StandardField {
+            /// Every standard field, in a fixed order.
+            pub const ALL: [StandardField; 19] = [$(StandardField::$variant,)+];
+
+            /// The name used in config files (`first_name`).
+            pub fn name(self) -> &'static str {
+                match self { $(StandardField::$variant => $name,)+ }
+            }
+
+            /// Where the value goes in a `POST /v2/user/attributes` body.
+            pub fn wire_path(self) -> &'static [&'static str] {
+                match self { $(StandardField::$variant => &[$($path),+],)+ }
+            }
+        }
+    };
+}
+
+standard_fields! {
+    Address => "address", ["attributes", "location", "address1"];
+    Age => "age", ["attributes", "demographic", "age"];
+    City => "city", ["attributes", "location", "city"];
+    Country => "country", ["attributes", "location", "country"];
+    DateOfBirth => "date_of_birth", ["attributes", "demographic", "dateOfBirth"];
+    Email => "email", ["identifiers", "email"];
+    FirstName => "first_name", ["attributes", "firstName"];
+    Language => "language", ["attributes", "demographic", "language"];
+    LastName => "last_name", ["attributes", "lastName"];
+    Latitude => "latitude", ["attributes", "location", "latitude"];
+    Longitude => "longitude", ["attributes", "location", "longitude"];
+    Organization => "organization", ["attributes", "demographic", "organization"];
+    Phone => "phone", ["identifiers", "phone"];
+    Region => "region", ["attributes", "location", "region"];
+    State => "state", ["attributes", "location", "state"];
+    TimeZone => "time_zone", ["attributes", "location", "timezone"];
+    Title => "title", ["attributes", "demographic", "title"];
+    Website => "website", ["attributes", "demographic", "website"];
+    ZipCode => "zip_code", ["attributes", "location", "zip"];
+}
+
+impl StandardField {
+    /// Looks a field up by its config name.
+    pub fn from_name(name: &str) -> Option<StandardField> {
+        StandardField::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The comma-separated list of config names, for messages.
+    pub fn names() -> String {
+        StandardField::ALL.map(StandardField::name).join(", ")
+    }
+}
+
+impl fmt::Display for StandardField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The type a custom attribute's values are parsed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomType {
+    String,
+    Number,
+    Bool,
+    Date,
+    Datetime,
+}
+
+/// What to do when a mapped value is null or empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNull {
+    /// Send nothing for it (Attentive advises against nulls).
+    #[default]
+    Omit,
+    /// Send an empty string so that Attentive clears a value this tool set before.
+    Clear,
+}
+
+/// What to do when two rows of one run have the same normalized identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicatePolicy {
+    /// Every row of a duplicated identifier is rejected as `duplicate_identifier`.
+    #[default]
+    Reject,
+    /// The first row wins; later ones are rejected.
+    First,
+    /// The last row wins; earlier ones are rejected.
+    Last,
+}
+
+/// How to read dates such as `03/04/1990`, which are ambiguous without an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateOrder {
+    /// Only unambiguous forms (`YYYY-MM-DD`, `YYYY/MM/DD`, ISO-8601 datetimes) are accepted.
+    #[default]
+    Iso,
+    Mdy,
+    Dmy,
+}
+
+/// A mapped Attentive attribute: a standard field or a named custom attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttributeId {
+    Standard(StandardField),
+    Custom(String),
+}
+
+impl AttributeId {
+    /// The stable key under which the snapshot stores this attribute: `std:first_name` or
+    /// `custom:Loyalty Tier`. Renaming the attribute changes the key, so it is backfilled.
+    pub fn key(&self) -> String {
+        match self {
+            AttributeId::Standard(f) => format!("std:{}", f.name()),
+            AttributeId::Custom(n) => format!("custom:{n}"),
+        }
+    }
+
+    /// Parses a [`AttributeId::key`].
+    pub fn from_key(key: &str) -> Option<AttributeId> {
+        if let Some(n) = key.strip_prefix("std:") {
+            StandardField::from_name(n).map(AttributeId::Standard)
+        } else {
+            key.strip_prefix("custom:")
+                .map(|n| AttributeId::Custom(n.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for AttributeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttributeId::Standard(s) => write!(f, "{s}"),
+            AttributeId::Custom(n) => write!(f, "custom {n:?}"),
+        }
+    }
+}
+
+/// One mapped attribute as the config declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeMapping {
+    pub attribute: AttributeId,
+    /// The model column that feeds it.
+    pub column: String,
+    /// For custom attributes: the declared type (`None` = as the model types it).
+    pub custom_type: Option<CustomType>,
+}
+
+/// The identifier column and how to read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identifier {
+    pub column: String,
+    pub kind: IdentifierKind,
+}
+
+/// The rules that turn raw cells into canonical values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NormalizeOptions {
+    /// Region (ISO 3166-1 alpha-2) for phones written in national format. `None` means
+    /// national-format phones are rejected: the tool never guesses `+1`.
+    pub default_phone_region: Option<phonenumber::country::Id>,
+    pub date_order: DateOrder,
+    /// The day dates of birth are checked against ("not in the future"); `None` = today (UTC).
+    pub today: Option<chrono::NaiveDate>,
+}
+
+/// A whole mapping as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    pub identifier: Identifier,
+    pub attributes: Vec<AttributeMapping>,
+    pub on_null: OnNull,
+    pub duplicates: DuplicatePolicy,
+    pub options: NormalizeOptions,
+}
+
+/// A mapping problem found before any row is read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MappingError {
+    #[error("column `{column}` (mapped to {target}) is not in the model; its columns are: {available}")]
+    UnknownColumn {
+        column: String,
+        target: String,
+        available: String,
+    },
+    #[error("custom attribute name {name:?} is {len} characters long; Attentive allows at most 200")]
+    NameTooLong { name: String, len: usize },
+    #[error("custom attribute name must not be empty or only spaces")]
+    EmptyName,
+    #[error("custom attribute name {name:?} has leading or trailing spaces; Attentive names are exact, so write it without them")]
+    NameSpaces { name: String },
+    #[error("custom attribute name {name:?} contains a control character")]
+    NameControl { name: String },
+    #[error("{attribute} is mapped twice")]
+    Duplicate { attribute: String },
+    #[error("standard field `{field}` is the identifier already (column `{column}`); map it once")]
+    IdentifierAgain { field: StandardField, column: String },
+    #[error("a custom type applies to custom attributes only, not to standard field `{field}`")]
+    TypeOnStandard { field: StandardField },
+}
+
+/// Longest custom attribute name Attentive accepts.
+pub const MAX_CUSTOM_NAME_CHARS: usize = 200;
+
+/// Checks a custom attribute name against Attentive's rules.
+pub fn check_custom_name(name: &str) -> Result<(), MappingError> {
+    let len = name.chars().count();
+    if name.trim().is_empty() {
+        return Err(MappingError::EmptyName);
+    }
+    if len > MAX_CUSTOM_NAME_CHARS {
+        return Err(MappingError::NameTooLong {
+            name: name.to_owned(),
+            len,
+        });
+    }
+    if name.trim() != name {
+        return Err(MappingError::NameSpaces {
+            name: name.to_owned(),
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(MappingError::NameControl {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// One attribute bound to a column index of the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundAttribute {
+    pub attribute: AttributeId,
+    /// The snapshot key, [`AttributeId::key`].
+    pub key: String,
+    pub column: String,
+    pub index: usize,
+    pub custom_type: Option<CustomType>,
+    /// Seed of this attribute's part of a row fingerprint (hash of its key).
+    pub(crate) key_hash: u64,
+}
+
+/// A mapping checked against a model's columns: what the planner runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundMapping {
+    pub identifier: Identifier,
+    pub identifier_index: usize,
+    /// Sorted by snapshot key, so fingerprints do not depend on config order.
+    pub attributes: Vec<BoundAttribute>,
+    pub on_null: OnNull,
+    pub duplicates: DuplicatePolicy,
+    pub options: NormalizeOptions,
+}
+
+impl Mapping {
+    /// Checks every rule and resolves columns. Returns every problem found, not just the first.
+    pub fn bind(&self, columns: &[String]) -> Result<BoundMapping, Vec<MappingError>> {
+        let mut errors = Vec::new();
+        let find = |column: &str, target: String, errors: &mut Vec<MappingError>| {
+            let idx = columns.iter().position(|c| c == column);
+            if idx.is_none() {
+                errors.push(MappingError::UnknownColumn {
+                    column: column.to_owned(),
+                    target,
+                    available: columns.join(", "),
+                });
+            }
+            idx
+        };
+        let identifier_index = find(
+            &self.identifier.column,
+            format!("the {} identifier", self.identifier.kind.as_str()),
+            &mut errors,
+        );
+        let mut attributes: Vec<BoundAttribute> = Vec::new();
+        for m in &self.attributes {
+            match &m.attribute {
+                AttributeId::Custom(name) => {
+                    if let Err(e) = check_custom_name(name) {
+                        errors.push(e);
+                    }
+                }
+                AttributeId::Standard(field) => {
+                    if m.custom_type.is_some() {
+                        errors.push(MappingError::TypeOnStandard { field: *field });
+                    }
+                    let is_identifier = matches!(
+                        (field, self.identifier.kind),
+                        (StandardField::Email, IdentifierKind::Email)
+                            | (StandardField::Phone, IdentifierKind::Phone)
+                    );
+                    if is_identifier {
+                        errors.push(MappingError::IdentifierAgain {
+                            field: *field,
+                            column: self.identifier.column.clone(),
+                        });
+                    }
+                }
+            }
+            let key = m.attribute.key();
+            if attributes.iter().any(|a| a.key == key) {
+                errors.push(MappingError::Duplicate {
+                    attribute: m.attribute.to_string(),
+                });
+                continue;
+            }
+            if let Some(index) = find(&m.column, m.attribute.to_string(), &mut errors) {
+                attributes.push(BoundAttribute {
+                    key_hash: crate::fingerprint::attribute_key_hash(&key),
+                    key,
+                    attribute: m.attribute.clone(),
+                    column: m.column.clone(),
+                    index,
+                    custom_type: m.custom_type,
+                });
+            }
+        }
+        match identifier_index {
+            Some(identifier_index) if errors.is_empty() => {
+                attributes.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok(BoundMapping {
+                    identifier: self.identifier.clone(),
+                    identifier_index,
+                    attributes,
+                    on_null: self.on_null,
+                    duplicates: self.duplicates,
+                    options: self.options.clone(),
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+impl BoundMapping {
+    /// The snapshot keys of every mapped attribute.
+    pub fn attribute_keys(&self) -> impl Iterator<Item = &str> {
+        self.attributes.iter().map(|a| a.key.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(attrs: Vec<AttributeMapping>) -> Mapping {
+        Mapping {
+            identifier: Identifier {
+                column: "email".into(),
+                kind: IdentifierKind::Email,
+            },
+            attributes: attrs,
+            on_null: OnNull::Omit,
+            duplicates: DuplicatePolicy::Reject,
+            options: NormalizeOptions::default(),
+        }
+    }
+
+    fn attr(a: AttributeId, col: &str) -> AttributeMapping {
+        AttributeMapping {
+            attribute: a,
+            column: col.into(),
+            custom_type: None,
+        }
+    }
+
+    #[test]
+    fn nineteen_standard_fields_with_unique_names_and_paths() {
+        let mut names: Vec<_> = StandardField::ALL.iter().map(|f| f.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 19);
+        let mut paths: Vec<_> = StandardField::ALL.iter().map(|f| f.wire_path()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!(paths.len(), 19);
+        for f in StandardField::ALL {
+            assert_eq!(StandardField::from_name(f.name()), Some(f));
+            let id = AttributeId::Standard(f);
+            assert_eq!(AttributeId::from_key(&id.key()), Some(id));
+        }
+    }
+
+    #[test]
+    fn bind_reports_every_problem() {
+        let cols = vec!["email".to_string(), "fname".to_string()];
+        let m = mapping(vec![
+            attr(AttributeId::Standard(StandardField::FirstName), "fname"),
+            attr(AttributeId::Standard(StandardField::FirstName), "fname"),
+            attr(AttributeId::Custom("x".repeat(201)), "fname"),
+            attr(AttributeId::Custom("Tier".into()), "tier"),
+            attr(AttributeId::Standard(StandardField::Email), "email"),
+        ]);
+        let errs = m.bind(&cols).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 4, "{text:#?}");
+        assert!(text[0].contains("mapped twice"));
+        assert!(text[1].contains("201 characters"));
+        assert!(text[2].contains("column `tier`") && text[2].contains("email, fname"));
+        assert!(text[3].contains("identifier already"));
+    }
+
+    #[test]
+    fn bind_sorts_attributes_by_key() {
+        let cols = vec!["email".to_string(), "a".to_string(), "b".to_string()];
+        let m = mapping(vec![
+            attr(AttributeId::Custom("Zed".into()), "a"),
+            attr(AttributeId::Standard(StandardField::City), "b"),
+        ]);
+        let b = m.bind(&cols).unwrap();
+        let keys: Vec<_> = b.attribute_keys().collect();
+        assert_eq!(keys, ["custom:Zed", "std:city"]);
+        assert_eq!(b.attributes[0].index, 1);
+    }
+
+    #[test]
+    fn custom_names_are_checked() {
+        assert!(check_custom_name("Loyalty Tier").is_ok());
+        assert!(check_custom_name(&"é".repeat(200)).is_ok());
+        assert!(check_custom_name(&"é".repeat(201)).is_err());
+        assert!(check_custom_name(" Tier").is_err());
+        assert!(check_custom_name("").is_err());
+        assert!(check_custom_name("a\nb").is_err());
+    }
+}

@@ -1,0 +1,538 @@
+//! The planner: model rows + snapshot → what to send, per contact, and an outcome per row.
+//!
+//! Memory is bounded by the number of contacts, not by values: the planner keeps one
+//! `u64 → u64` entry per contact (key hash → row fingerprint, with two bits of per-run state),
+//! and reads per-attribute values from the snapshot only for contacts whose row changed.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use nohash_hasher::BuildNoHashHasher;
+
+use crate::fingerprint::{self, RowHasher, ROW_FP_MASK};
+use crate::mapping::{AttributeId, BoundMapping, DuplicatePolicy, IdentifierKind, OnNull};
+use crate::normalize;
+use crate::ports::{ContactRef, ContactWrite, SnapshotStore, StoredAttribute};
+use crate::value::{Canonical, SourceRow};
+
+const STATE_SHIFT: u32 = 62;
+const UNSEEN: u64 = 0;
+const SEEN_UNCHANGED: u64 = 1;
+const SEEN_CHANGED: u64 = 2;
+const SEEN_DEAD: u64 = 3;
+
+/// Per contact: the row fingerprint last settled in the snapshot (0 = none), plus two bits of
+/// per-run state used to find duplicated identifiers.
+#[derive(Debug, Default)]
+pub struct SnapshotIndex {
+    map: HashMap<u64, u64, BuildNoHashHasher<u64>>,
+}
+
+impl SnapshotIndex {
+    pub fn with_capacity(n: usize) -> Self {
+        SnapshotIndex {
+            map: HashMap::with_capacity_and_hasher(n, BuildNoHashHasher::default()),
+        }
+    }
+
+    /// Records a contact's settled row fingerprint.
+    pub fn insert(&mut self, key_hash: u64, row_fingerprint: u64) {
+        self.map.insert(key_hash, row_fingerprint & ROW_FP_MASK);
+    }
+
+    pub fn reserve(&mut self, additional: usize) {
+        self.map.reserve(additional);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The settled row fingerprint of a contact, if the snapshot has one.
+    pub fn get(&self, key_hash: u64) -> Option<u64> {
+        self.map
+            .get(&key_hash)
+            .map(|v| v & ROW_FP_MASK)
+            .filter(|fp| *fp != 0)
+    }
+}
+
+/// Why a row was rejected, as a stable code for reports and filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    /// The source could not read the record (ragged row, invalid UTF-8, bad JSON).
+    UnreadableRow,
+    MissingIdentifier,
+    InvalidIdentifier,
+    InvalidValue,
+    DuplicateIdentifier,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::UnreadableRow => "unreadable_row",
+            RejectCode::MissingIdentifier => "missing_identifier",
+            RejectCode::InvalidIdentifier => "invalid_identifier",
+            RejectCode::InvalidValue => "invalid_value",
+            RejectCode::DuplicateIdentifier => "duplicate_identifier",
+        }
+    }
+}
+
+/// One problem in a row: which column, which value, which rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub column: Option<String>,
+    /// The raw value, cut to 80 characters.
+    pub value: Option<String>,
+    pub rule: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.column, &self.value) {
+            (Some(c), Some(v)) => write!(f, "column `{c}` = {v:?}: {}", self.rule),
+            (Some(c), None) => write!(f, "column `{c}`: {}", self.rule),
+            _ => f.write_str(&self.rule),
+        }
+    }
+}
+
+/// A rejected row: never sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejection {
+    pub code: RejectCode,
+    /// The normalized identifier, when it could be read.
+    pub identifier: Option<String>,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.code.as_str())?;
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One attribute to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeChange {
+    /// Index into [`BoundMapping::attributes`].
+    pub attribute: usize,
+    /// The new value; `None` clears it (`on_null = "clear"`).
+    pub value: Option<Canonical>,
+    /// The value's fingerprint (for `None`: of the empty string that is sent).
+    pub fingerprint: u64,
+    /// What the snapshot held, if anything.
+    pub previous: Option<Canonical>,
+}
+
+/// A contact with attributes to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactChange {
+    pub contact: ContactRef,
+    pub key_hash: u64,
+    /// The row fingerprint the snapshot takes once the write is acknowledged.
+    pub row_fingerprint: u64,
+    /// True when the snapshot knew nothing of this contact.
+    pub new_contact: bool,
+    pub changes: Vec<AttributeChange>,
+}
+
+impl ContactChange {
+    /// The write for the destination.
+    pub fn to_write(&self, mapping: &BoundMapping) -> ContactWrite {
+        ContactWrite {
+            contact: self.contact.clone(),
+            attributes: self
+                .changes
+                .iter()
+                .map(|c| (mapping.attributes[c.attribute].attribute.clone(), c.value.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// A contact whose row fingerprint moved but that has nothing to send (a value became null
+/// and is omitted, or a mapping was removed): the snapshot may record the new fingerprint
+/// without a write, so the next run does not look again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    pub contact: ContactRef,
+    pub key_hash: u64,
+    pub row_fingerprint: u64,
+}
+
+/// The plan for one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowOutcome {
+    Unchanged {
+        key_hash: u64,
+        refresh: Option<Refresh>,
+    },
+    Changed(ContactChange),
+    Rejected(Rejection),
+}
+
+/// What the planner decided for one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowPlan {
+    /// [`SourceRow::number`].
+    pub row: u64,
+    pub outcome: RowOutcome,
+    /// Set when this row makes an earlier row of the same identifier void (duplicates): a
+    /// consumer that kept that earlier row's change must drop it. Its count has already been
+    /// moved to `rejected` in [`PlanCounts`].
+    pub voids_earlier: Option<u64>,
+}
+
+/// Counts per outcome, kept exact as duplicates void earlier rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PlanCounts {
+    pub rows: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+    /// Rejections by code.
+    pub rejected_by_code: std::collections::BTreeMap<RejectCode, u64>,
+    /// Attributes to send, by snapshot key.
+    pub attributes_to_send: std::collections::BTreeMap<String, u64>,
+}
+
+/// Errors that stop planning.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError<E: std::error::Error + 'static> {
+    #[error("reading the snapshot failed")]
+    Snapshot(#[source] E),
+}
+
+/// Plans rows one at a time. Create one per run; feed every row; read [`Planner::counts`].
+#[derive(Debug)]
+pub struct Planner<'m> {
+    mapping: &'m BoundMapping,
+    activation: String,
+    index: SnapshotIndex,
+    hasher: RowHasher,
+    values: Vec<Option<Canonical>>,
+    stored: Vec<StoredAttribute>,
+    counts: PlanCounts,
+}
+
+fn cut(s: &str) -> String {
+    if s.chars().count() <= 80 {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(79).collect();
+        t.push('…');
+        t
+    }
+}
+
+impl<'m> Planner<'m> {
+    /// `index` comes from [`SnapshotStore::load_index`] for the same activation.
+    pub fn new(mapping: &'m BoundMapping, activation: &str, index: SnapshotIndex) -> Self {
+        Planner {
+            mapping,
+            activation: activation.to_owned(),
+            index,
+            hasher: RowHasher::default(),
+            values: Vec::with_capacity(mapping.attributes.len()),
+            stored: Vec::new(),
+            counts: PlanCounts::default(),
+        }
+    }
+
+    pub fn counts(&self) -> &PlanCounts {
+        &self.counts
+    }
+
+    pub fn into_counts(self) -> PlanCounts {
+        self.counts
+    }
+
+    fn reject(&mut self, row: u64, rejection: Rejection, voids: Option<u64>) -> RowPlan {
+        self.counts.rejected += 1;
+        *self.counts.rejected_by_code.entry(rejection.code).or_default() += 1;
+        RowPlan {
+            row,
+            outcome: RowOutcome::Rejected(rejection),
+            voids_earlier: voids,
+        }
+    }
+
+    /// Plans one row. `snapshot` is read only for contacts whose row fingerprint moved.
+    pub fn plan_row<S: SnapshotStore>(
+        &mut self,
+        row: &SourceRow,
+        snapshot: &S,
+    ) -> Result<RowPlan, PlanError<S::Error>> {
+        self.counts.rows += 1;
+        let m = self.mapping;
+        if let Some(defect) = &row.defect {
+            let r = Rejection {
+                code: RejectCode::UnreadableRow,
+                identifier: None,
+                problems: vec![Problem {
+                    column: None,
+                    value: None,
+                    rule: defect.clone(),
+                }],
+            };
+            return Ok(self.reject(row.number, r, None));
+        }
+        let id_col = &m.identifier.column;
+        let raw_id = row.values.get(m.identifier_index);
+        let key = match raw_id.map(|v| normalize::identifier(m.identifier.kind, v, &m.options)) {
+            Some(Ok(Some(k))) => k,
+            Some(Ok(None)) | None => {
+                let r = Rejection {
+                    code: RejectCode::MissingIdentifier,
+                    identifier: None,
+                    problems: vec![Problem {
+                        column: Some(id_col.clone()),
+                        value: None,
+                        rule: format!("the {} identifier is empty", m.identifier.kind.as_str()),
+                    }],
+                };
+                return Ok(self.reject(row.number, r, None));
+            }
+            Some(Err(e)) => {
+                let r = Rejection {
+                    code: RejectCode::InvalidIdentifier,
+                    identifier: None,
+                    problems: vec![Problem {
+                        column: Some(id_col.clone()),
+                        value: raw_id.map(|v| cut(&v.to_string())),
+                        rule: e.0,
+                    }],
+                };
+                return Ok(self.reject(row.number, r, None));
+            }
+        };
+        let key_hash = fingerprint::key_hash(m.identifier.kind, &key);
+
+        // Normalize every mapped value, collecting every problem of the row.
+        self.values.clear();
+        let mut problems = Vec::new();
+        for a in &m.attributes {
+            let raw = row.values.get(a.index).unwrap_or(&crate::value::Value::Null);
+            let res = match &a.attribute {
+                AttributeId::Standard(f) => normalize::standard(*f, raw, &m.options),
+                AttributeId::Custom(_) => normalize::custom(raw, a.custom_type, &m.options),
+            };
+            match res {
+                Ok(v) => self.values.push(v),
+                Err(e) => {
+                    problems.push(Problem {
+                        column: Some(a.column.clone()),
+                        value: Some(cut(&raw.to_string())),
+                        rule: e.0,
+                    });
+                    self.values.push(None);
+                }
+            }
+        }
+
+        // Duplicate identifiers.
+        let current = self.index.map.get(&key_hash).copied().unwrap_or(0);
+        let state = current >> STATE_SHIFT;
+        let stored_fp = current & ROW_FP_MASK;
+        let mut voids = None;
+        if state != UNSEEN {
+            let dup = |key: &str| Rejection {
+                code: RejectCode::DuplicateIdentifier,
+                identifier: Some(key.to_owned()),
+                problems: vec![Problem {
+                    column: Some(id_col.clone()),
+                    value: Some(cut(key)),
+                    rule: match m.duplicates {
+                        DuplicatePolicy::Reject => "this identifier appears on more than one row; every row with it is rejected (set duplicates = \"first\" or \"last\" to keep one)".to_owned(),
+                        DuplicatePolicy::First => "this identifier appeared on an earlier row, which wins (duplicates = \"first\")".to_owned(),
+                        DuplicatePolicy::Last => "this identifier appears on a later row, which wins (duplicates = \"last\")".to_owned(),
+                    },
+                }],
+            };
+            match m.duplicates {
+                DuplicatePolicy::Reject | DuplicatePolicy::First => {
+                    if m.duplicates == DuplicatePolicy::Reject && state != SEEN_DEAD {
+                        // The earlier accepted row becomes a rejected duplicate too.
+                        self.void_earlier(state, &dup(&key));
+                        voids = Some(key_hash);
+                        self.set_state(key_hash, SEEN_DEAD, stored_fp);
+                    }
+                    return Ok(self.reject(row.number, dup(&key), voids));
+                }
+                DuplicatePolicy::Last => {
+                    if state != SEEN_DEAD {
+                        self.void_earlier(state, &dup(&key));
+                        voids = Some(key_hash);
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            self.set_state(key_hash, SEEN_DEAD, stored_fp);
+            let r = Rejection {
+                code: RejectCode::InvalidValue,
+                identifier: Some(key),
+                problems,
+            };
+            return Ok(self.reject(row.number, r, voids));
+        }
+
+        self.hasher.start(m.on_null, m.identifier.kind, &key);
+        for (a, v) in m.attributes.iter().zip(&self.values) {
+            self.hasher.attribute(&a.key, v.as_ref());
+        }
+        let row_fp = self.hasher.finish();
+        let contact = ContactRef {
+            kind: m.identifier.kind,
+            key,
+        };
+
+        if stored_fp == row_fp {
+            self.set_state(key_hash, SEEN_UNCHANGED, stored_fp);
+            self.counts.unchanged += 1;
+            return Ok(RowPlan {
+                row: row.number,
+                outcome: RowOutcome::Unchanged {
+                    key_hash,
+                    refresh: None,
+                },
+                voids_earlier: voids,
+            });
+        }
+
+        // Something moved: compare attribute by attribute with the snapshot.
+        self.stored.clear();
+        if stored_fp != 0 {
+            snapshot
+                .contact_attributes(&self.activation, &contact.key, &mut self.stored)
+                .map_err(PlanError::Snapshot)?;
+        }
+        let mut changes = Vec::new();
+        for (i, (a, v)) in m.attributes.iter().zip(self.values.iter()).enumerate() {
+            let prev = self.stored.iter().find(|s| s.key == a.key);
+            match v {
+                Some(v) => {
+                    let fp = fingerprint::value_fingerprint(v);
+                    if prev.map(|p| p.fingerprint) != Some(fp) {
+                        changes.push(AttributeChange {
+                            attribute: i,
+                            value: Some(v.clone()),
+                            fingerprint: fp,
+                            previous: prev.map(|p| p.value.clone()),
+                        });
+                    }
+                }
+                None => {
+                    let cleared = Canonical::Text(String::new());
+                    let fp = fingerprint::value_fingerprint(&cleared);
+                    if m.on_null == OnNull::Clear && prev.is_some_and(|p| p.fingerprint != fp) {
+                        changes.push(AttributeChange {
+                            attribute: i,
+                            value: None,
+                            fingerprint: fp,
+                            previous: prev.map(|p| p.value.clone()),
+                        });
+                    }
+                }
+            }
+        }
+        if changes.is_empty() {
+            self.set_state(key_hash, SEEN_UNCHANGED, stored_fp);
+            self.counts.unchanged += 1;
+            return Ok(RowPlan {
+                row: row.number,
+                outcome: RowOutcome::Unchanged {
+                    key_hash,
+                    refresh: Some(Refresh {
+                        contact,
+                        key_hash,
+                        row_fingerprint: row_fp,
+                    }),
+                },
+                voids_earlier: voids,
+            });
+        }
+        self.set_state(key_hash, SEEN_CHANGED, stored_fp);
+        self.counts.changed += 1;
+        for c in &changes {
+            *self
+                .counts
+                .attributes_to_send
+                .entry(m.attributes[c.attribute].key.clone())
+                .or_default() += 1;
+        }
+        Ok(RowPlan {
+            row: row.number,
+            outcome: RowOutcome::Changed(ContactChange {
+                contact,
+                key_hash,
+                row_fingerprint: row_fp,
+                new_contact: stored_fp == 0,
+                changes,
+            }),
+            voids_earlier: voids,
+        })
+    }
+
+    fn set_state(&mut self, key_hash: u64, state: u64, stored_fp: u64) {
+        self.index
+            .map
+            .insert(key_hash, (state << STATE_SHIFT) | stored_fp);
+    }
+
+    /// Moves an earlier accepted row of a duplicated identifier to `rejected`.
+    fn void_earlier(&mut self, state: u64, rejection: &Rejection) {
+        match state {
+            SEEN_UNCHANGED => self.counts.unchanged -= 1,
+            SEEN_CHANGED => {
+                self.counts.changed -= 1;
+                // Attribute counts of a voided change are not tracked per key; the consumer
+                // that kept the change recounts when it drops it. Keep totals honest here.
+            }
+            _ => return,
+        }
+        self.counts.rejected += 1;
+        *self
+            .counts
+            .rejected_by_code
+            .entry(rejection.code)
+            .or_default() += 1;
+    }
+
+    /// Subtracts a dropped change's attributes from [`PlanCounts::attributes_to_send`]; call
+    /// when dropping a change because of [`RowPlan::voids_earlier`].
+    pub fn forget_change(&mut self, change: &ContactChange) {
+        for c in &change.changes {
+            if let Some(n) = self
+                .counts
+                .attributes_to_send
+                .get_mut(&self.mapping.attributes[c.attribute].key)
+            {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The identifier kind of this plan.
+    pub fn identifier_kind(&self) -> IdentifierKind {
+        self.mapping.identifier.kind
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+//! The ports: traits that adapters implement so the engine can stay free of I/O.
+//!
+//! `sources` implements [`ModelSource`], `state-store` implements [`SnapshotStore`],
+//! `attentive-client` implements [`Destination`]. This crate knows none of them.
+
+use std::future::Future;
+
+use crate::plan::SnapshotIndex;
+use crate::value::{Canonical, SourceRow};
+
+/// A stream of model rows. Implementations read incrementally and never load the whole model.
+pub trait ModelSource {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The column names, in the order of [`SourceRow::values`].
+    fn columns(&self) -> &[String];
+
+    /// Reads the next record into `row` (reusing its allocations). Returns `Ok(false)` at the
+    /// end. A record that cannot be read properly (ragged, invalid UTF-8, bad JSON) is not an
+    /// error: it comes back with [`SourceRow::defect`] set, and reading goes on. `Err` is for
+    /// failures that stop the read (I/O error, lost connection).
+    fn next_row(&mut self, row: &mut SourceRow) -> Result<bool, Self::Error>;
+}
+
+impl<S: ModelSource + ?Sized> ModelSource for Box<S> {
+    type Error = S::Error;
+    fn columns(&self) -> &[String] {
+        (**self).columns()
+    }
+    fn next_row(&mut self, row: &mut SourceRow) -> Result<bool, Self::Error> {
+        (**self).next_row(row)
+    }
+}
+
+/// What the snapshot holds for one attribute of one contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAttribute {
+    /// The attribute's snapshot key ([`crate::mapping::AttributeId::key`]).
+    pub key: String,
+    pub fingerprint: u64,
+    pub value: Canonical,
+    /// The run whose acknowledged write set it.
+    pub run_id: Option<i64>,
+}
+
+/// The read side of the snapshot, which planning needs.
+pub trait SnapshotStore {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Fills `index` with `(key hash, row fingerprint)` for every contact of the activation.
+    fn load_index(&self, activation: &str, index: &mut SnapshotIndex) -> Result<(), Self::Error>;
+
+    /// The stored attributes of one contact (any order), appended to `out`.
+    fn contact_attributes(
+        &self,
+        activation: &str,
+        contact_key: &str,
+        out: &mut Vec<StoredAttribute>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Whether a contact exists in the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existence {
+    Exists,
+    NotFound,
+}
+
+/// An identifier as the destination matches it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContactRef {
+    pub kind: crate::mapping::IdentifierKind,
+    /// Normalized: lower-case email or E.164 phone.
+    pub key: String,
+}
+
+/// One write to the destination: the changed attributes of one contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactWrite {
+    pub contact: ContactRef,
+    /// Each changed attribute with its new value; `None` clears it (`on_null = "clear"`).
+    pub attributes: Vec<(crate::mapping::AttributeId, Option<Canonical>)>,
+}
+
+/// What the destination answered for one write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Accepted (2xx, or a bulk result line saying success): the snapshot may move.
+    Acknowledged,
+    /// Refused for its content (400): not re-sent until its values change.
+    Rejected { message: String },
+    /// The contact does not exist.
+    NotFound,
+    /// Still failing after retries: sent again by the next run.
+    Failed { reason: String },
+}
+
+/// Where changes go: one Attentive account. Implemented by `attentive-client`.
+///
+/// `Err` is reserved for what stops a whole run (key rejected, permission missing); per-write
+/// problems are [`WriteOutcome`]s.
+pub trait Destination: Send + Sync {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// A read-only check that the contact exists. Never creates anything.
+    fn check_exists(
+        &self,
+        contact: &ContactRef,
+    ) -> impl Future<Output = Result<Existence, Self::Error>> + Send;
+
+    /// Sends one contact's changes.
+    fn write(
+        &self,
+        write: &ContactWrite,
+    ) -> impl Future<Output = Result<WriteOutcome, Self::Error>> + Send;
+}
