@@ -43,11 +43,11 @@ impl MemorySnapshot {
         }
     }
 
-    /// Records a new row fingerprint for a contact with nothing to send.
+    /// Records a new row fingerprint for a contact with nothing to send (creating its entry).
     pub fn refresh(&mut self, r: &Refresh) {
-        if let Some(c) = self.contacts.get_mut(&r.contact.key) {
-            c.row_fingerprint = r.row_fingerprint;
-        }
+        let c = self.contacts.entry(r.contact.key.clone()).or_default();
+        c.key_hash = r.key_hash;
+        c.row_fingerprint = r.row_fingerprint;
     }
 
     /// Drops attributes that are no longer mapped.

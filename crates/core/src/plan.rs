@@ -19,7 +19,8 @@ const STATE_SHIFT: u32 = 62;
 const UNSEEN: u64 = 0;
 const SEEN_UNCHANGED: u64 = 1;
 const SEEN_CHANGED: u64 = 2;
-const SEEN_DEAD: u64 = 3;
+/// Seen, and the row was rejected for an invalid value.
+const SEEN_INVALID: u64 = 3;
 
 /// Per contact: the row fingerprint last settled in the snapshot (0 = none), plus two bits of
 /// per-run state used to find duplicated identifiers.
@@ -192,9 +193,9 @@ pub struct RowPlan {
     /// [`SourceRow::number`].
     pub row: u64,
     pub outcome: RowOutcome,
-    /// Set when this row makes an earlier row of the same identifier void (duplicates): a
-    /// consumer that kept that earlier row's change must drop it. Its count has already been
-    /// moved to `rejected` in [`PlanCounts`].
+    /// Set (to the identifier's key hash) when this row makes the earlier row of the same
+    /// identifier a rejected duplicate: a consumer that kept that row's change must drop it and
+    /// report it as `duplicate_identifier`. [`PlanCounts`] already counts it so.
     pub voids_earlier: Option<u64>,
 }
 
@@ -227,6 +228,8 @@ pub struct Planner<'m> {
     hasher: RowHasher,
     values: Vec<Option<Canonical>>,
     stored: Vec<StoredAttribute>,
+    /// Identifiers found on more than one row (duplicates = "reject"): usually few.
+    duplicated: std::collections::HashSet<u64, BuildNoHashHasher<u64>>,
     counts: PlanCounts,
 }
 
@@ -250,6 +253,7 @@ impl<'m> Planner<'m> {
             hasher: RowHasher::default(),
             values: Vec::with_capacity(mapping.attributes.len()),
             stored: Vec::new(),
+            duplicated: Default::default(),
             counts: PlanCounts::default(),
         }
     }
@@ -364,26 +368,27 @@ impl<'m> Planner<'m> {
                     },
                 }],
             };
+            let dead = self.duplicated.contains(&key_hash);
             match m.duplicates {
-                DuplicatePolicy::Reject | DuplicatePolicy::First => {
-                    if m.duplicates == DuplicatePolicy::Reject && state != SEEN_DEAD {
-                        // The earlier accepted row becomes a rejected duplicate too.
-                        self.void_earlier(state, &dup(&key));
+                DuplicatePolicy::Reject => {
+                    if !dead {
+                        // The earlier row becomes a rejected duplicate too.
+                        self.void_earlier(state);
                         voids = Some(key_hash);
-                        self.set_state(key_hash, SEEN_DEAD, stored_fp);
+                        self.duplicated.insert(key_hash);
                     }
                     return Ok(self.reject(row.number, dup(&key), voids));
                 }
+                DuplicatePolicy::First => return Ok(self.reject(row.number, dup(&key), None)),
                 DuplicatePolicy::Last => {
-                    if state != SEEN_DEAD {
-                        self.void_earlier(state, &dup(&key));
-                        voids = Some(key_hash);
-                    }
+                    self.void_earlier(state);
+                    voids = Some(key_hash);
                 }
             }
         }
+
         if !problems.is_empty() {
-            self.set_state(key_hash, SEEN_DEAD, stored_fp);
+            self.set_state(key_hash, SEEN_INVALID, stored_fp);
             let r = Rejection {
                 code: RejectCode::InvalidValue,
                 identifier: Some(key),
@@ -495,42 +500,45 @@ impl<'m> Planner<'m> {
             .insert(key_hash, (state << STATE_SHIFT) | stored_fp);
     }
 
-    /// Moves an earlier accepted row of a duplicated identifier to `rejected`.
-    fn void_earlier(&mut self, state: u64, rejection: &Rejection) {
+    /// Moves the earlier row of a duplicated identifier to `rejected` as a duplicate.
+    fn void_earlier(&mut self, state: u64) {
+        let code = RejectCode::DuplicateIdentifier;
         match state {
             SEEN_UNCHANGED => self.counts.unchanged -= 1,
-            SEEN_CHANGED => {
-                self.counts.changed -= 1;
-                // Attribute counts of a voided change are not tracked per key; the consumer
-                // that kept the change recounts when it drops it. Keep totals honest here.
+            SEEN_CHANGED => self.counts.changed -= 1,
+            SEEN_INVALID => {
+                // Already rejected; it is now counted as a duplicate instead.
+                self.counts.rejected -= 1;
+                decrement(&mut self.counts.rejected_by_code, &RejectCode::InvalidValue);
             }
             _ => return,
         }
         self.counts.rejected += 1;
-        *self
-            .counts
-            .rejected_by_code
-            .entry(rejection.code)
-            .or_default() += 1;
+        *self.counts.rejected_by_code.entry(code).or_default() += 1;
     }
 
     /// Subtracts a dropped change's attributes from [`PlanCounts::attributes_to_send`]; call
     /// when dropping a change because of [`RowPlan::voids_earlier`].
     pub fn forget_change(&mut self, change: &ContactChange) {
         for c in &change.changes {
-            if let Some(n) = self
-                .counts
-                .attributes_to_send
-                .get_mut(&self.mapping.attributes[c.attribute].key)
-            {
-                *n = n.saturating_sub(1);
-            }
+            let key = &self.mapping.attributes[c.attribute].key;
+            decrement(&mut self.counts.attributes_to_send, key);
         }
     }
 
     /// The identifier kind of this plan.
     pub fn identifier_kind(&self) -> IdentifierKind {
         self.mapping.identifier.kind
+    }
+}
+
+/// Lowers a count, removing it at zero so that counts compare equal however they were reached.
+fn decrement<K: Ord>(map: &mut std::collections::BTreeMap<K, u64>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
     }
 }
 

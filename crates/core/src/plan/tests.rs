@@ -92,14 +92,31 @@ fn plan(mapping: &BoundMapping, snap: &MemorySnapshot, rows: &[SourceRow]) -> (V
     for r in rows {
         let p = planner.plan_row(r, snap).unwrap();
         if let Some(h) = p.voids_earlier {
-            out.retain(|e| match &e.outcome {
-                RowOutcome::Changed(c) if c.key_hash == h => {
-                    planner.forget_change(c);
-                    false
+            // The earlier row of this identifier is now a rejected duplicate.
+            for e in out.iter_mut() {
+                let voided = match &e.outcome {
+                    RowOutcome::Changed(c) if c.key_hash == h => {
+                        planner.forget_change(c);
+                        true
+                    }
+                    RowOutcome::Unchanged { key_hash, .. } => *key_hash == h,
+                    RowOutcome::Rejected(r) => r.identifier.as_deref().is_some_and(|k| {
+                        crate::fingerprint::key_hash(IdentifierKind::Email, k) == h
+                    }),
+                    _ => false,
+                };
+                if voided {
+                    e.outcome = RowOutcome::Rejected(Rejection {
+                        code: RejectCode::DuplicateIdentifier,
+                        identifier: None,
+                        problems: vec![Problem {
+                            column: None,
+                            value: None,
+                            rule: "voided by a later row".into(),
+                        }],
+                    });
                 }
-                RowOutcome::Unchanged { key_hash, .. } => *key_hash != h,
-                _ => true,
-            });
+            }
         }
         out.push(p);
     }
@@ -264,6 +281,7 @@ fn duplicates_reject_every_row_by_default() {
         "",
         "ann@example.com|Ann|Paris|gold\nbob@example.com|Bob|Rome|x\nANN@example.com|Annie|Paris|gold\nann@example.com|A|P|g",
         expect![[r#"
+            line 2: duplicate_identifier: voided by a later row
             line 3: bob@example.com (new): custom:Loyalty Tier="x" std:city="Rome" std:first_name="Bob"
             line 4: duplicate_identifier: column `email` = "ann@example.com": this identifier appears on more than one row; every row with it is rejected (set duplicates = "first" or "last" to keep one)
             line 5: duplicate_identifier: column `email` = "ann@example.com": this identifier appears on more than one row; every row with it is rejected (set duplicates = "first" or "last" to keep one)
@@ -315,7 +333,7 @@ fn nulls_are_omitted_by_default_and_cleared_on_request() {
         after,
         expect![[r#"
             line 2: ann@example.com: std:city=<clear>
-            rows=1 changed=0 unchanged=0 rejected=0
+            rows=1 changed=1 unchanged=0 rejected=0
         "#]],
     );
 }
