@@ -1,1 +1,84 @@
-//! Model sources.
+//! Model sources for attentive-sync: CSV and JSONL files, streamed.
+//!
+//! Each source implements [`sync_core::ports::ModelSource`]. They read incrementally through a
+//! 256 KiB buffer and reuse the row they are given, so memory stays flat however large the
+//! model is. (A JSONL source holds its first 1,000 non-blank lines while it learns the
+//! columns; a single record or line may grow to 64 MiB before it is cut off as a defect.)
+//!
+//! # Defects and errors
+//!
+//! A record that cannot be read properly is a *defect*: it comes back as a row with
+//! [`SourceRow::defect`](sync_core::value::SourceRow::defect) set to a message naming its line
+//! (every value of such a row is [`Value::Null`]), and reading
+//! goes on with the next record. Defects are:
+//!
+//! - CSV: a record whose field count differs from the header's; a field that is not valid
+//!   UTF-8; a record longer than 64 MiB (usually a quote left open).
+//! - JSONL: a line that is not valid JSON, not a JSON object, or not valid UTF-8; a line longer
+//!   than 64 MiB.
+//!
+//! An [`Error`] stops the read: the file cannot be opened, reading it fails (I/O), the CSV
+//! header is missing or unusable (empty file, empty or duplicate column name, invalid UTF-8),
+//! a JSONL file yields no column (empty, or no JSON object with keys in its first 1,000
+//! non-blank lines), or the CSV options cannot work. After an I/O error a source reports the
+//! end of the input.
+
+mod csv;
+mod error;
+mod jsonl;
+
+use std::io::{self, BufReader, Read};
+
+use sync_core::value::{SourceRow, Value};
+
+pub use crate::csv::{CsvOptions, CsvSource};
+pub use crate::error::Error;
+pub use crate::jsonl::JsonlSource;
+
+/// The UTF-8 byte-order mark, which some tools write at the start of a file.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The read buffer of every source.
+const BUFFER_CAPACITY: usize = 256 * 1024;
+
+/// The longest record or line a source keeps; a longer one is a defect.
+#[cfg(not(test))]
+const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+/// Small in tests, so that the limit can be reached cheaply.
+#[cfg(test)]
+const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// [`MAX_RECORD_BYTES`] for messages.
+fn max_record_size() -> String {
+    format!("{} MiB", MAX_RECORD_BYTES >> 20)
+}
+
+/// A buffered input that retries interrupted reads.
+type Input = BufReader<Retry>;
+
+fn buffered(reader: Box<dyn Read + Send>) -> Input {
+    BufReader::with_capacity(BUFFER_CAPACITY, Retry(reader))
+}
+
+/// A reader that retries reads interrupted by a signal, so that buffered reads never see
+/// [`io::ErrorKind::Interrupted`].
+struct Retry(Box<dyn Read + Send>);
+
+impl Read for Retry {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Marks `row` as unreadable: every value becomes null and `message` says why.
+fn set_defect(row: &mut SourceRow, message: String) {
+    for value in &mut row.values {
+        *value = Value::Null;
+    }
+    row.defect = Some(message);
+}

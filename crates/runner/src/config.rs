@@ -1,0 +1,538 @@
+//! The project config file, in two stages: [`RawConfig`] is what serde reads (unknown keys
+//! refused); [`Project`] is the validated form, with every error found before any row is read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sync_core::mapping::{
+    check_custom_name, AttributeId, AttributeMapping, CustomType, DateOrder, DuplicatePolicy,
+    Identifier, IdentifierKind, Mapping, NormalizeOptions, OnNull, StandardField,
+};
+
+/// The config file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub state: RawState,
+    #[serde(default)]
+    pub destinations: BTreeMap<String, RawDestination>,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+    #[serde(default)]
+    pub activations: BTreeMap<String, RawActivation>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// SQLite file, relative to the config file. Default `attentive-sync.db`.
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    pub api_key: String,
+    pub base_url: Option<String>,
+    pub requests_per_second: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub source: String,
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub query: Option<String>,
+    pub delimiter: Option<String>,
+    pub quote: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentifier {
+    pub column: String,
+    pub kind: IdentifierKind,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawCustom {
+    Column(String),
+    Typed(RawTypedCustom),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTypedCustom {
+    pub column: String,
+    #[serde(rename = "type")]
+    pub ty: Option<CustomType>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActivation {
+    pub model: String,
+    pub destination: String,
+    pub identifier: RawIdentifier,
+    pub default_phone_region: Option<String>,
+    #[serde(default)]
+    pub date_order: DateOrder,
+    #[serde(default)]
+    pub on_null: OnNull,
+    #[serde(default)]
+    pub duplicates: DuplicatePolicy,
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub standard: BTreeMap<String, String>,
+    #[serde(default)]
+    pub custom: BTreeMap<String, RawCustom>,
+}
+
+/// A secret read from the config (an API key): never printed, logged or stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A validated destination.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub name: String,
+    /// `None` when the key's environment variable is not set: planning works without it,
+    /// sending does not.
+    pub api_key: Result<Secret, String>,
+    pub base_url: String,
+    pub requests_per_second: f64,
+}
+
+/// Where a model's rows come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSpec {
+    Csv {
+        path: PathBuf,
+        delimiter: u8,
+        quote: u8,
+    },
+    Jsonl {
+        path: PathBuf,
+    },
+}
+
+/// A validated model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub spec: ModelSpec,
+}
+
+/// A validated activation: model → destination with a mapping.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    pub name: String,
+    pub model: String,
+    pub destination: String,
+    pub mapping: Mapping,
+    pub schedule: Option<String>,
+}
+
+/// A validated project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The config file.
+    pub path: PathBuf,
+    pub state_path: PathBuf,
+    pub destinations: BTreeMap<String, Destination>,
+    pub models: BTreeMap<String, Model>,
+    pub activations: BTreeMap<String, Activation>,
+}
+
+/// One config problem: the file, the key, and what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut s = format!(
+        "{} has {} problem{}:",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        s.push_str(&format!("\n  - {}: {}", p.key, p.message));
+    }
+    s
+}
+
+/// Replaces `${VAR}` with the variable's value (`$$` is a literal `$`).
+pub fn interpolate(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = after.strip_prefix('{') {
+            let Some(end) = r.find('}') else {
+                return Err("`${` without a closing `}`".to_owned());
+            };
+            let name = &r[..end];
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(format!("`${{{name}}}` is not a variable name (letters, digits, _)"));
+            }
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => return Err(format!("environment variable {name} is not set")),
+            }
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn one_byte(value: &Option<String>, default: u8, key: &str, problems: &mut Vec<Problem>) -> u8 {
+    match value.as_deref() {
+        None => default,
+        Some("\\t") | Some("\t") => b'\t',
+        Some(s) if s.len() == 1 => s.as_bytes()[0],
+        Some(s) => {
+            problems.push(Problem {
+                key: key.to_owned(),
+                message: format!("{s:?} must be exactly one ASCII character (like \",\", \";\" or \"\\t\")"),
+            });
+            default
+        }
+    }
+}
+
+impl Project {
+    /// Reads, parses and validates a config file, reading environment variables for `${VAR}`.
+    pub fn load(path: &Path) -> Result<Project, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Project::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates config text; `path` locates relative paths and names the file in
+    /// messages; `env` resolves `${VAR}`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Project, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let resolve = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let mut problems = Vec::new();
+        let mut interp = |key: String, s: &str, problems: &mut Vec<Problem>| match interpolate(s, env) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                problems.push(Problem { key, message });
+                None
+            }
+        };
+
+        let state_path = resolve(raw.state.path.as_deref().unwrap_or("attentive-sync.db"));
+
+        let mut destinations = BTreeMap::new();
+        for (name, d) in &raw.destinations {
+            let key = format!("destinations.{name}");
+            let api_key = match interpolate(&d.api_key, env) {
+                Ok(k) if k.trim().is_empty() => Err(format!("{key}.api_key is empty")),
+                Ok(k) => Ok(Secret::new(k)),
+                Err(e) => Err(format!("{key}.api_key: {e}")),
+            };
+            let base_url = match &d.base_url {
+                Some(u) => interp(format!("{key}.base_url"), u, &mut problems).unwrap_or_default(),
+                None => "https://api.attentivemobile.com".to_owned(),
+            };
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) && !base_url.is_empty() {
+                problems.push(Problem {
+                    key: format!("{key}.base_url"),
+                    message: format!("{base_url:?} must start with http:// or https://"),
+                });
+            }
+            let rps = d.requests_per_second.unwrap_or(150.0);
+            if !(rps > 0.0 && rps <= 10_000.0) {
+                problems.push(Problem {
+                    key: format!("{key}.requests_per_second"),
+                    message: format!("{rps} must be greater than 0 and at most 10000"),
+                });
+            }
+            destinations.insert(
+                name.clone(),
+                Destination {
+                    name: name.clone(),
+                    api_key,
+                    base_url,
+                    requests_per_second: rps,
+                },
+            );
+        }
+
+        let mut models = BTreeMap::new();
+        for (name, m) in &raw.models {
+            let key = format!("models.{name}");
+            let path_of = |problems: &mut Vec<Problem>| match &m.path {
+                Some(p) => Some(resolve(&interpolate(p, env).unwrap_or_else(|e| {
+                    problems.push(Problem {
+                        key: format!("{key}.path"),
+                        message: e,
+                    });
+                    String::new()
+                }))),
+                None => {
+                    problems.push(Problem {
+                        key: format!("{key}.path"),
+                        message: format!("a {} model needs `path`", m.source),
+                    });
+                    None
+                }
+            };
+            let spec = match m.source.as_str() {
+                "csv" => path_of(&mut problems).map(|path| ModelSpec::Csv {
+                    path,
+                    delimiter: one_byte(&m.delimiter, b',', &format!("{key}.delimiter"), &mut problems),
+                    quote: one_byte(&m.quote, b'"', &format!("{key}.quote"), &mut problems),
+                }),
+                "jsonl" => path_of(&mut problems).map(|path| ModelSpec::Jsonl { path }),
+                other => {
+                    problems.push(Problem {
+                        key: format!("{key}.source"),
+                        message: format!("{other:?} is not a supported source; use \"csv\" or \"jsonl\""),
+                    });
+                    None
+                }
+            };
+            for (field, set) in [("url", m.url.is_some()), ("query", m.query.is_some())] {
+                if set {
+                    problems.push(Problem {
+                        key: format!("{key}.{field}"),
+                        message: format!("`{field}` applies to SQL sources, not to source = {:?}", m.source),
+                    });
+                }
+            }
+            if matches!(spec, Some(ModelSpec::Jsonl { .. })) && (m.delimiter.is_some() || m.quote.is_some()) {
+                problems.push(Problem {
+                    key: key.clone(),
+                    message: "`delimiter` and `quote` apply to csv models only".to_owned(),
+                });
+            }
+            if let Some(spec) = spec {
+                models.insert(name.clone(), Model { name: name.clone(), spec });
+            }
+        }
+
+        let mut activations = BTreeMap::new();
+        for (name, a) in &raw.activations {
+            let key = format!("activations.{name}");
+            if !raw.models.contains_key(&a.model) {
+                problems.push(Problem {
+                    key: format!("{key}.model"),
+                    message: format!("no model named {:?}; models: {}", a.model, list(raw.models.keys())),
+                });
+            }
+            if !raw.destinations.contains_key(&a.destination) {
+                problems.push(Problem {
+                    key: format!("{key}.destination"),
+                    message: format!(
+                        "no destination named {:?}; destinations: {}",
+                        a.destination,
+                        list(raw.destinations.keys())
+                    ),
+                });
+            }
+            let region = match &a.default_phone_region {
+                None => None,
+                Some(r) => match r.trim().to_uppercase().parse::<phonenumber::country::Id>() {
+                    Ok(id) => Some(id),
+                    Err(_) => {
+                        problems.push(Problem {
+                            key: format!("{key}.default_phone_region"),
+                            message: format!("{r:?} is not an ISO 3166-1 alpha-2 region with phone numbers (like \"US\", \"GB\")"),
+                        });
+                        None
+                    }
+                },
+            };
+            let mut attributes = Vec::new();
+            for (field, column) in &a.standard {
+                match StandardField::from_name(field) {
+                    Some(f) => attributes.push(AttributeMapping {
+                        attribute: AttributeId::Standard(f),
+                        column: column.clone(),
+                        custom_type: None,
+                    }),
+                    None => problems.push(Problem {
+                        key: format!("{key}.standard.{field}"),
+                        message: format!("not a standard field; valid: {}", StandardField::names()),
+                    }),
+                }
+            }
+            for (attr, c) in &a.custom {
+                if let Err(e) = check_custom_name(attr) {
+                    problems.push(Problem {
+                        key: format!("{key}.custom.{attr:?}"),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+                let (column, ty) = match c {
+                    RawCustom::Column(c) => (c.clone(), None),
+                    RawCustom::Typed(t) => (t.column.clone(), t.ty),
+                };
+                attributes.push(AttributeMapping {
+                    attribute: AttributeId::Custom(attr.clone()),
+                    column,
+                    custom_type: ty,
+                });
+            }
+            if attributes.is_empty() {
+                problems.push(Problem {
+                    key: key.clone(),
+                    message: "maps no attributes; add [activations.NAME.standard] or [activations.NAME.custom] entries".to_owned(),
+                });
+            }
+            if let Some(s) = &a.schedule {
+                if s.split_whitespace().count() != 5 {
+                    problems.push(Problem {
+                        key: format!("{key}.schedule"),
+                        message: format!("{s:?} is not a cron expression of 5 fields (minute hour day month weekday)"),
+                    });
+                }
+            }
+            activations.insert(
+                name.clone(),
+                Activation {
+                    name: name.clone(),
+                    model: a.model.clone(),
+                    destination: a.destination.clone(),
+                    mapping: Mapping {
+                        identifier: Identifier {
+                            column: a.identifier.column.clone(),
+                            kind: a.identifier.kind,
+                        },
+                        attributes,
+                        on_null: a.on_null,
+                        duplicates: a.duplicates,
+                        options: NormalizeOptions {
+                            default_phone_region: region,
+                            date_order: a.date_order,
+                            today: None,
+                        },
+                    },
+                    schedule: a.schedule.clone(),
+                },
+            );
+        }
+        if problems.is_empty() {
+            Ok(Project {
+                path: path.to_owned(),
+                state_path,
+                destinations,
+                models,
+                activations,
+            })
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// The activation named `name`, or an error listing the ones there are.
+    pub fn activation(&self, name: &str) -> Result<&Activation, String> {
+        self.activations.get(name).ok_or_else(|| {
+            format!(
+                "no activation named {name:?} in {}; activations: {}",
+                self.path.display(),
+                list(self.activations.keys())
+            )
+        })
+    }
+
+    /// Problems that do not stop planning but stop sending (e.g. an unset API key).
+    pub fn delivery_problems(&self) -> Vec<String> {
+        self.destinations
+            .values()
+            .filter_map(|d| d.api_key.as_ref().err().cloned())
+            .collect()
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = names.map(String::as_str).collect();
+    if v.is_empty() {
+        "(none)".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "ATTENTIVE_API_KEY" => Some("sk-test-123".into()),
+        "DATA_DIR" => Some("/data".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Project, ConfigError> {
+    Project::parse(Path::new("/proj/attentive-sync.toml"), text, &env)
+}
+
+const GOOD: &str = r#"
+[destinations.attentive]
+api_key = "${ATTENTIVE_API_KEY}"
+
+[models.customers]
+source = "csv"
+path = "${DATA_DIR}/customers.csv"
+delimiter = ";"
+
+[activations.vip]
+model = "customers"
+destination = "attentive"
+identifier = { column = "email", kind = "email" }
+default_phone_region = "us"
+schedule = "0 */6 * * *"
+[activations.vip.standard]
+first_name = "fname"
+[activations.vip.custom]
+"Loyalty Tier" = "tier"
+"Lifetime Value" = { column = "ltv", type = "number" }
+"#;
+
+#[test]
+fn a_good_config_validates() {
+    let p = parse(GOOD).unwrap();
+    assert_eq!(p.state_path, Path::new("/proj/attentive-sync.db"));
+    let d = &p.destinations["attentive"];
+    assert_eq!(d.api_key.as_ref().unwrap().expose(), "sk-test-123");
+    assert_eq!(format!("{:?}", d.api_key), "Ok(Secret(<redacted>))");
+    assert_eq!(d.requests_per_second, 150.0);
+    assert_eq!(
+        p.models["customers"].spec,
+        ModelSpec::Csv {
+            path: "/data/customers.csv".into(),
+            delimiter: b';',
+            quote: b'"'
+        }
+    );
+    let a = &p.activations["vip"];
+    assert_eq!(a.mapping.attributes.len(), 3);
+    assert_eq!(
+        a.mapping.options.default_phone_region,
+        Some(phonenumber::country::Id::US)
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_location() {
+    let text = GOOD.replace("schedule =", "shedule =");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.starts_with("/proj/attentive-sync.toml:"), "{e}");
+    assert!(e.contains("unknown field `shedule`"), "{e}");
+    assert!(e.contains("line 16"), "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let text = r#"
+[destinations.attentive]
+api_key = "${MISSING_KEY}"
+requests_per_second = 0
+
+[models.customers]
+source = "excel"
+
+[activations.vip]
+model = "custmers"
+destination = "attentive"
+identifier = { column = "email", kind = "email" }
+default_phone_region = "ZZ"
+[activations.vip.standard]
+frist_name = "fname"
+[activations.vip.custom]
+" Tier" = "tier"
+"#;
+    let e = parse(text).unwrap_err().to_string();
+    expect_test::expect![[r#"
+        /proj/attentive-sync.toml has 6 problems:
+          - destinations.attentive.requests_per_second: 0 must be greater than 0 and at most 10000
+          - models.customers.source: "excel" is not a supported source; use "csv" or "jsonl"
+          - activations.vip.model: no model named "custmers"; models: customers
+          - activations.vip.default_phone_region: "ZZ" is not an ISO 3166-1 alpha-2 region with phone numbers (like "US", "GB")
+          - activations.vip.standard.frist_name: not a standard field; valid: address, age, city, country, date_of_birth, email, first_name, language, last_name, latitude, longitude, organization, phone, region, state, time_zone, title, website, zip_code
+          - activations.vip.custom." Tier": custom attribute name " Tier" has leading or trailing spaces; Attentive names are exact, so write it without them"#]]
+    .assert_eq(&e);
+}
+
+#[test]
+fn a_missing_api_key_variable_blocks_delivery_not_planning() {
+    let text = GOOD.replace("${ATTENTIVE_API_KEY}", "${NOT_SET_ANYWHERE}");
+    let p = parse(&text).unwrap();
+    let problems = p.delivery_problems();
+    assert_eq!(
+        problems,
+        ["destinations.attentive.api_key: environment variable NOT_SET_ANYWHERE is not set"]
+    );
+}
+
+#[test]
+fn interpolation_rules() {
+    assert_eq!(interpolate("a$$b", &env).unwrap(), "a$b");
+    assert_eq!(interpolate("${DATA_DIR}/x", &env).unwrap(), "/data/x");
+    assert_eq!(interpolate("cost $5", &env).unwrap(), "cost $5");
+    assert!(interpolate("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
+    assert!(interpolate("${A-B}", &env).unwrap_err().contains("not a variable name"));
+    assert!(interpolate("${OPEN", &env).unwrap_err().contains("closing"));
+}

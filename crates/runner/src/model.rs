@@ -1,0 +1,28 @@
+//! Opens the model source a config names.
+
+use sources::{CsvOptions, CsvSource, JsonlSource};
+use sync_core::ports::ModelSource;
+
+use crate::config::ModelSpec;
+
+/// A model source of any supported kind.
+pub type DynSource = Box<dyn ModelSource<Error = sources::Error> + Send>;
+
+/// Opens the source; reading starts at the first row.
+pub fn open(spec: &ModelSpec) -> Result<DynSource, sources::Error> {
+    Ok(match spec {
+        ModelSpec::Csv {
+            path,
+            delimiter,
+            quote,
+        } => {
+            let opts = CsvOptions {
+                delimiter: *delimiter,
+                quote: *quote,
+                ..CsvOptions::default()
+            };
+            Box::new(CsvSource::open(path, &opts)?)
+        }
+        ModelSpec::Jsonl { path } => Box::new(JsonlSource::open(path)?),
+    })
+}

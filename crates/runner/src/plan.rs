@@ -1,0 +1,335 @@
+//! The plan pipeline: model → normalize → diff against the snapshot. `plan` (dry run) and
+//! `run` use this same code path.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sync_core::fingerprint::key_hash;
+use sync_core::mapping::{BoundMapping, MappingError};
+use sync_core::plan::{PlanCounts, PlanError, Planner, Rejection, RowOutcome, RowPlan};
+use sync_core::ports::{ModelSource, SnapshotStore};
+use sync_core::{SnapshotIndex, SourceRow};
+
+use crate::config::{Activation, Project};
+use crate::model;
+
+/// What stops a plan.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error("activation {activation:?} does not fit model {model:?}:{}", render(problems))]
+    Mapping {
+        activation: String,
+        model: String,
+        problems: Vec<MappingError>,
+    },
+    #[error("reading model {model:?} failed")]
+    Source {
+        model: String,
+        #[source]
+        source: sources::Error,
+    },
+    #[error("the state store failed")]
+    Store(#[source] state_store::Error),
+    #[error("writing {path} failed")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn render(problems: &[MappingError]) -> String {
+    problems.iter().map(|p| format!("\n  - {p}")).collect()
+}
+
+/// One attribute of a planned change, for people and JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AttributeView {
+    /// `first_name`, or the custom attribute's name.
+    pub attribute: String,
+    pub custom: bool,
+    /// The new value (`null` = cleared).
+    pub value: Option<sync_core::Canonical>,
+    pub previous: Option<sync_core::Canonical>,
+}
+
+/// One contact's planned change.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChangeView {
+    pub row: u64,
+    pub contact: String,
+    pub new_contact: bool,
+    pub attributes: Vec<AttributeView>,
+}
+
+/// One rejected row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RejectionView {
+    pub row: u64,
+    #[serde(flatten)]
+    pub rejection: Rejection,
+    pub message: String,
+}
+
+/// The result of planning one activation.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub activation: String,
+    pub model: String,
+    pub counts: PlanCounts,
+    /// Contacts the snapshot knew before this plan.
+    pub snapshot_contacts: u64,
+    /// The first changes, in row order.
+    pub sample_changes: Vec<ChangeView>,
+    /// The first rejected rows, in row order.
+    pub sample_rejections: Vec<RejectionView>,
+    pub duration_ms: u64,
+}
+
+/// How to plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// How many changes and rejections the report shows.
+    pub sample_size: usize,
+    /// Where to write every changed contact and rejected row (JSON Lines).
+    pub output: Option<PathBuf>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            sample_size: 10,
+            output: None,
+        }
+    }
+}
+
+/// Binds an activation's mapping to its model's columns.
+pub fn bind(project: &Project, activation: &Activation) -> Result<(model::DynSource, BoundMapping), Error> {
+    let model = project
+        .models
+        .get(&activation.model)
+        .ok_or_else(|| Error::Config(format!("no model named {:?}", activation.model)))?;
+    let source = model::open(&model.spec).map_err(|source| Error::Source {
+        model: model.name.clone(),
+        source,
+    })?;
+    let mapping = activation
+        .mapping
+        .bind(source.columns())
+        .map_err(|problems| Error::Mapping {
+            activation: activation.name.clone(),
+            model: model.name.clone(),
+            problems,
+        })?;
+    Ok((source, mapping))
+}
+
+/// Converts one change to its view.
+pub fn change_view(mapping: &BoundMapping, row: u64, c: &sync_core::plan::ContactChange) -> ChangeView {
+    ChangeView {
+        row,
+        contact: c.contact.key.clone(),
+        new_contact: c.new_contact,
+        attributes: c
+            .changes
+            .iter()
+            .map(|a| {
+                let attr = &mapping.attributes[a.attribute].attribute;
+                AttributeView {
+                    attribute: match attr {
+                        sync_core::AttributeId::Standard(f) => f.name().to_owned(),
+                        sync_core::AttributeId::Custom(n) => n.clone(),
+                    },
+                    custom: matches!(attr, sync_core::AttributeId::Custom(_)),
+                    value: a.value.clone(),
+                    previous: a.previous.clone(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Runs the planner over the whole model, calling `on_row` for every row in order, and
+/// `progress` with the number of rows read so far every few thousand rows.
+///
+/// When a row voids an earlier one (duplicate identifiers), [`RowPlan::voids_earlier`] is set
+/// on the later row; consumers that keep changes must drop the earlier change of that key.
+pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
+    project: &Project,
+    activation_name: &str,
+    store: &S,
+    progress: &dyn Fn(u64),
+    on_row: &mut dyn FnMut(&BoundMapping, &RowPlan, &mut Planner<'_>) -> Result<(), Error>,
+) -> Result<(PlanCounts, u64, Duration), Error> {
+    let started = Instant::now();
+    let activation = project.activation(activation_name).map_err(Error::Config)?;
+    let (mut source, mapping) = bind(project, activation)?;
+    let mut index = SnapshotIndex::default();
+    store
+        .load_index(&activation.name, &mut index)
+        .map_err(Error::Store)?;
+    let snapshot_contacts = index.len() as u64;
+    let mut planner = Planner::new(&mapping, &activation.name, index);
+    let mut row = SourceRow::default();
+    let model_name = activation.model.clone();
+    let mut n = 0u64;
+    loop {
+        let more = source.next_row(&mut row).map_err(|source| Error::Source {
+            model: model_name.clone(),
+            source,
+        })?;
+        if !more {
+            break;
+        }
+        let plan = planner.plan_row(&row, store).map_err(|e| match e {
+            PlanError::Snapshot(s) => Error::Store(s),
+        })?;
+        on_row(&mapping, &plan, &mut planner)?;
+        n += 1;
+        if n % 8192 == 0 {
+            progress(n);
+        }
+    }
+    progress(n);
+    Ok((planner.into_counts(), snapshot_contacts, started.elapsed()))
+}
+
+#[derive(Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum OutputLine<'a> {
+    Changed(&'a ChangeView),
+    Rejected(&'a RejectionView),
+}
+
+/// Plans an activation without sending anything: counts, samples, and optionally the full
+/// list of changes and rejections as JSON Lines.
+pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
+    project: &Project,
+    activation_name: &str,
+    store: &S,
+    opts: &PlanOptions,
+    progress: &dyn Fn(u64),
+) -> Result<PlanReport, Error> {
+    let activation = project.activation(activation_name).map_err(Error::Config)?;
+    let kind = activation.mapping.identifier.kind;
+    let mut sample_changes: Vec<(u64, ChangeView)> = Vec::new();
+    let mut sample_rejections: Vec<RejectionView> = Vec::new();
+    // key hash → the row that voided earlier rows of that key.
+    let mut voided: HashMap<u64, u64> = HashMap::new();
+    let out_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Output { path, source }
+    };
+    let mut output = match &opts.output {
+        Some(p) => Some(BufWriter::new(File::create(p).map_err(out_err(p))?)),
+        None => None,
+    };
+    let (counts, snapshot_contacts, elapsed) = plan_rows(project, activation_name, store, progress, &mut |mapping, p, _| {
+        if let Some(h) = p.voids_earlier {
+            voided.insert(h, p.row);
+        }
+        let (change, rejection) = match &p.outcome {
+            RowOutcome::Changed(c) => (Some((c.key_hash, change_view(mapping, p.row, c))), None),
+            RowOutcome::Rejected(r) => (
+                None,
+                Some(RejectionView {
+                    row: p.row,
+                    message: r.to_string(),
+                    rejection: r.clone(),
+                }),
+            ),
+            RowOutcome::Unchanged { .. } => (None, None),
+        };
+        if let Some(w) = output.as_mut() {
+            let line = match (&change, &rejection) {
+                (Some((_, c)), _) => Some(serde_json::to_string(&OutputLine::Changed(c))),
+                (_, Some(r)) => Some(serde_json::to_string(&OutputLine::Rejected(r))),
+                _ => None,
+            };
+            if let Some(line) = line {
+                let line = line.map_err(|e| std::io::Error::other(e.to_string()));
+                let path = opts.output.clone().unwrap_or_default();
+                line.and_then(|l| writeln!(w, "{l}")).map_err(out_err(&path))?;
+            }
+        }
+        // Keep a little more than asked, so samples stay full after voided rows drop out.
+        if let Some(c) = change {
+            if sample_changes.len() < opts.sample_size * 2 + 8 {
+                sample_changes.push(c);
+            }
+        }
+        if let Some(r) = rejection {
+            if sample_rejections.len() < opts.sample_size {
+                sample_rejections.push(r);
+            }
+        }
+        Ok(())
+    })?;
+    let is_voided = |hash: u64, row: u64| voided.get(&hash).is_some_and(|v| row < *v);
+    sample_changes.retain(|(h, c)| !is_voided(*h, c.row));
+    sample_changes.truncate(opts.sample_size);
+    if let (Some(w), Some(path)) = (output, &opts.output) {
+        w.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .map_err(out_err(path))?;
+        if !voided.is_empty() {
+            drop_voided_lines(path, kind, &is_voided).map_err(out_err(path))?;
+        }
+    }
+    Ok(PlanReport {
+        activation: activation.name.clone(),
+        model: activation.model.clone(),
+        counts,
+        snapshot_contacts,
+        sample_changes: sample_changes.into_iter().map(|(_, c)| c).collect(),
+        sample_rejections,
+        duration_ms: elapsed.as_millis() as u64,
+    })
+}
+
+/// Rewrites the output file so that rows voided by a later duplicate are listed as rejected
+/// duplicates rather than as changes.
+fn drop_voided_lines(
+    path: &Path,
+    kind: sync_core::IdentifierKind,
+    is_voided: &dyn Fn(u64, u64) -> bool,
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let reader = BufReader::new(File::open(path)?);
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        for line in reader.lines() {
+            let line = line?;
+            let v: serde_json::Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+            let row = v["row"].as_u64().unwrap_or(0);
+            let contact = v["contact"].as_str().or(v["identifier"].as_str());
+            let voided = contact.is_some_and(|c| is_voided(key_hash(kind, c), row));
+            if !voided {
+                writeln!(w, "{line}")?;
+            } else {
+                let r = serde_json::json!({
+                    "outcome": "rejected",
+                    "row": row,
+                    "code": "duplicate_identifier",
+                    "identifier": contact,
+                    "message": "duplicate_identifier: this identifier appears on more than one row",
+                });
+                writeln!(w, "{r}")?;
+            }
+        }
+        w.flush()?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests;

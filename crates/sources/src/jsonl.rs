@@ -1,0 +1,476 @@
+//! JSON Lines models: one JSON object per line, read line by line (see [`JsonlSource`]).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, Read};
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use sync_core::ports::ModelSource;
+use sync_core::value::{SourceRow, Value};
+
+use crate::error::Error;
+use crate::{buffered, max_record_size, set_defect, Input, BOM, MAX_RECORD_BYTES};
+
+/// How many non-blank lines are read to learn the columns.
+const SAMPLE_LINES: usize = 1000;
+
+/// How many characters of an array or object are kept in [`Value::Unsupported`].
+const UNSUPPORTED_CHARS: usize = 200;
+
+/// The lines of one input.
+struct Lines {
+    input: Input,
+    /// The number of the last line read.
+    line: u64,
+    done: bool,
+}
+
+/// One line as read: its number, and whether it was cut because it is too long.
+#[derive(Debug, Clone, Copy)]
+struct LineInfo {
+    number: u64,
+    too_long: bool,
+}
+
+impl Lines {
+    /// Reads the next line into `buf` (cleared first), without its line break. `Ok(None)` at
+    /// the end of the input. A line longer than [`MAX_RECORD_BYTES`] is skipped and comes back
+    /// empty with `too_long` set.
+    fn next(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<LineInfo>> {
+        buf.clear();
+        if self.done {
+            return Ok(None);
+        }
+        let result = self.next_inner(buf);
+        if result.is_err() {
+            self.done = true;
+        }
+        result
+    }
+
+    fn next_inner(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<LineInfo>> {
+        let mut any = false;
+        let mut too_long = false;
+        loop {
+            let chunk = self.input.fill_buf()?;
+            if chunk.is_empty() {
+                self.done = true;
+                if !any {
+                    return Ok(None);
+                }
+                break;
+            }
+            any = true;
+            let newline = chunk.iter().position(|&b| b == b'\n');
+            let take = newline.unwrap_or(chunk.len());
+            let part = chunk.get(..take).unwrap_or_default();
+            if !too_long {
+                if buf.len() + part.len() > MAX_RECORD_BYTES {
+                    too_long = true;
+                    buf.clear();
+                } else {
+                    buf.extend_from_slice(part);
+                }
+            }
+            let consumed = take + usize::from(newline.is_some());
+            self.input.consume(consumed);
+            if newline.is_some() {
+                break;
+            }
+        }
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        if self.line == 0 && buf.starts_with(BOM) {
+            buf.drain(..BOM.len());
+        }
+        self.line += 1;
+        Ok(Some(LineInfo {
+            number: self.line,
+            too_long,
+        }))
+    }
+}
+
+/// The first non-blank lines, held while the columns are learnt and then served first.
+#[derive(Default)]
+struct Sample {
+    bytes: Vec<u8>,
+    /// Each line and where it is in `bytes`.
+    lines: Vec<(LineInfo, usize, usize)>,
+    /// How many of `lines` have been served.
+    next: usize,
+}
+
+/// A JSONL model, read one line at a time.
+///
+/// The columns are the keys of the first 1,000 non-blank lines, in the order they first appear.
+/// Those lines are held in memory while the columns are learnt, then every line is streamed from
+/// the start. In later lines, keys that are not columns are ignored and missing keys are
+/// [`Value::Null`]. Blank lines are skipped; [`SourceRow::number`] is the line number (1-based).
+///
+/// Values are typed from their JSON text, never through a float: `null` → [`Value::Null`],
+/// `true`/`false` → [`Value::Bool`], a string → [`Value::Text`], a number → [`Value::Int`] when
+/// it fits an `i64` and otherwise [`Value::Number`] with its digits as written, an array or an
+/// object → [`Value::Unsupported`] holding its first 200 characters.
+///
+/// A line that is not valid JSON, not an object, or not valid UTF-8 comes back as a row with
+/// [`SourceRow::defect`] set, and reading goes on.
+pub struct JsonlSource {
+    path: PathBuf,
+    columns: Vec<String>,
+    index: HashMap<String, usize>,
+    lines: Lines,
+    sample: Sample,
+    buf: Vec<u8>,
+    /// Which columns the current line has set.
+    seen: Vec<bool>,
+}
+
+impl fmt::Debug for JsonlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonlSource")
+            .field("path", &self.path)
+            .field("columns", &self.columns)
+            .field("line", &self.lines.line)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JsonlSource {
+    /// Opens the JSONL file at `path` and learns its columns from its first 1,000 non-blank
+    /// lines.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let file = File::open(path).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::with_input(Box::new(file), path.to_owned())
+    }
+
+    /// Reads JSONL from `reader` and learns its columns from its first 1,000 non-blank lines
+    /// (held in memory until they are read); `name` stands for the file in messages.
+    pub fn from_reader<R: Read + Send + 'static>(reader: R, name: &str) -> Result<Self, Error> {
+        Self::with_input(Box::new(reader), PathBuf::from(name))
+    }
+
+    fn with_input(input: Box<dyn Read + Send>, path: PathBuf) -> Result<Self, Error> {
+        let mut lines = Lines {
+            input: buffered(input),
+            line: 0,
+            done: false,
+        };
+        let mut sample = Sample::default();
+        let mut buf = Vec::new();
+        let mut columns = Vec::new();
+        let mut index = HashMap::new();
+        let mut keys = Vec::new();
+        let mut first_defect = None;
+        while sample.lines.len() < SAMPLE_LINES {
+            let info = match lines.next(&mut buf) {
+                Ok(Some(info)) => info,
+                Ok(None) => break,
+                Err(source) => {
+                    return Err(Error::Read {
+                        path,
+                        line: Some(lines.line + 1),
+                        source,
+                    })
+                }
+            };
+            if !info.too_long && buf.trim_ascii().is_empty() {
+                continue;
+            }
+            let start = sample.bytes.len();
+            sample.bytes.extend_from_slice(&buf);
+            sample.lines.push((info, start, sample.bytes.len()));
+            match line_keys(&buf, info, &mut keys) {
+                Ok(()) => {
+                    for key in keys.drain(..) {
+                        if !index.contains_key(&key) {
+                            index.insert(key.clone(), columns.len());
+                            columns.push(key);
+                        }
+                    }
+                }
+                Err(defect) => {
+                    first_defect.get_or_insert(defect);
+                }
+            }
+        }
+        if columns.is_empty() {
+            let message = if sample.lines.is_empty() {
+                "the file has no JSON object; a JSONL model needs one JSON object per line, \
+                 whose keys name the columns"
+                    .to_owned()
+            } else {
+                let example = first_defect.map(|d| format!(" ({d})")).unwrap_or_default();
+                format!(
+                    "none of its first {} non-blank lines is a JSON object with keys{example}; \
+                     a JSONL model needs one JSON object per line, whose keys name the columns",
+                    sample.lines.len()
+                )
+            };
+            return Err(Error::Json { path, message });
+        }
+        let ncols = columns.len();
+        Ok(JsonlSource {
+            path,
+            columns,
+            index,
+            lines,
+            sample,
+            buf,
+            seen: vec![false; ncols],
+        })
+    }
+}
+
+/// The keys of one line's object, in order, into `keys`; or the line's defect.
+fn line_keys(bytes: &[u8], info: LineInfo, keys: &mut Vec<String>) -> Result<(), String> {
+    keys.clear();
+    let text = line_text(bytes, info)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = KeysSeed(keys).deserialize(&mut de).and_then(|()| de.end());
+    parsed.map_err(|e| json_defect(info.number, &e))
+}
+
+/// The line as text, or its defect.
+fn line_text(bytes: &[u8], info: LineInfo) -> Result<&str, String> {
+    if info.too_long {
+        return Err(format!(
+            "line {}: longer than {}",
+            info.number,
+            max_record_size()
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|_| format!("line {}: not valid UTF-8", info.number))
+}
+
+fn json_defect(line: u64, e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    // serde_json appends " at line L column C"; a line is always line 1 to it.
+    let what = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(what, _)| what);
+    format!(
+        "line {line}: not a JSON object: {what} at column {}",
+        e.column()
+    )
+}
+
+impl ModelSource for JsonlSource {
+    type Error = Error;
+
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn next_row(&mut self, row: &mut SourceRow) -> Result<bool, Error> {
+        // The sampled lines first, then the rest of the input.
+        if let Some(&(info, start, end)) = self.sample.lines.get(self.sample.next) {
+            self.sample.next += 1;
+            self.buf.clear();
+            self.buf
+                .extend_from_slice(self.sample.bytes.get(start..end).unwrap_or_default());
+            if self.sample.next == self.sample.lines.len() {
+                self.sample = Sample::default();
+            }
+            self.fill_row(info, row);
+            return Ok(true);
+        }
+        loop {
+            let info = match self.lines.next(&mut self.buf) {
+                Ok(Some(info)) => info,
+                Ok(None) => return Ok(false),
+                Err(source) => {
+                    return Err(Error::Read {
+                        path: self.path.clone(),
+                        line: Some(self.lines.line + 1),
+                        source,
+                    })
+                }
+            };
+            if info.too_long || !self.buf.trim_ascii().is_empty() {
+                self.fill_row(info, row);
+                return Ok(true);
+            }
+        }
+    }
+}
+
+impl JsonlSource {
+    fn fill_row(&mut self, info: LineInfo, row: &mut SourceRow) {
+        let ncols = self.columns.len();
+        fill_row(&self.buf, info, &self.index, &mut self.seen, ncols, row);
+    }
+}
+
+/// Types the line `bytes` into `row`, or marks it as a defect.
+fn fill_row(
+    bytes: &[u8],
+    info: LineInfo,
+    index: &HashMap<String, usize>,
+    seen: &mut [bool],
+    ncols: usize,
+    row: &mut SourceRow,
+) {
+    row.reset(info.number, ncols);
+    let text = match line_text(bytes, info) {
+        Ok(text) => text,
+        Err(defect) => return set_defect(row, defect),
+    };
+    seen.fill(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let seed = RowSeed {
+        index,
+        values: &mut row.values,
+        seen: &mut *seen,
+    };
+    match seed.deserialize(&mut de).and_then(|()| de.end()) {
+        Ok(()) => {
+            for (value, seen) in row.values.iter_mut().zip(seen.iter()) {
+                if !seen {
+                    *value = Value::Null;
+                }
+            }
+        }
+        Err(e) => set_defect(row, json_defect(info.number, &e)),
+    }
+}
+
+/// A JSON object key, borrowed from the line unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Collects the keys of one object, in order.
+struct KeysSeed<'k>(&'k mut Vec<String>);
+
+impl<'de> DeserializeSeed<'de> for KeysSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeysSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            map.next_value::<IgnoredAny>()?;
+            if !self.0.iter().any(|k| *k == key) {
+                self.0.push(key.into_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Types the values of one object into the row.
+struct RowSeed<'r> {
+    index: &'r HashMap<String, usize>,
+    values: &'r mut [Value],
+    seen: &'r mut [bool],
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let Some(&i) = self.index.get(key.as_ref()) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let raw: &'de RawValue = map.next_value()?;
+            if let (Some(value), Some(seen)) = (self.values.get_mut(i), self.seen.get_mut(i)) {
+                set_typed(value, raw.get());
+                *seen = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets `value` from the JSON text `raw` of one value, reusing its allocation where it can.
+fn set_typed(value: &mut Value, raw: &str) {
+    match raw.as_bytes().first() {
+        Some(b'n') => *value = Value::Null,
+        Some(b't') => *value = Value::Bool(true),
+        Some(b'f') => *value = Value::Bool(false),
+        Some(b'"') => {
+            let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"'));
+            match inner {
+                Some(s) if !s.contains('\\') => value.set_text(s),
+                _ => match serde_json::from_str::<String>(raw) {
+                    Ok(s) => *value = Value::Text(s),
+                    Err(_) => value.set_text(raw),
+                },
+            }
+        }
+        Some(b'[') => *value = unsupported("array", raw),
+        Some(b'{') => *value = unsupported("object", raw),
+        _ => match raw.parse::<i64>() {
+            Ok(i) => *value = Value::Int(i),
+            Err(_) => {
+                if let Value::Number(buf) = value {
+                    buf.clear();
+                    buf.push_str(raw);
+                } else {
+                    *value = Value::Number(raw.to_owned());
+                }
+            }
+        },
+    }
+}
+
+fn unsupported(kind: &'static str, raw: &str) -> Value {
+    let cut = raw
+        .char_indices()
+        .nth(UNSUPPORTED_CHARS)
+        .map_or(raw, |(i, _)| raw.get(..i).unwrap_or(raw));
+    Value::Unsupported {
+        kind,
+        text: cut.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

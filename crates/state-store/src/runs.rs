@@ -1,0 +1,361 @@
+//! Run history: one row per `plan` or `run`, and the outcome of each model row.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::{params, Row, TransactionBehavior};
+
+use crate::{ensure_activation, now, Context, Error, StateStore};
+
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $table:literal, $column:literal {
+            $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The text stored in the database and shown to people.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// Parses [`Self::as_str`]'s text.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            fn from_sql(text: String) -> Result<Self, Error> {
+                Self::parse(&text).ok_or(Error::Corrupt {
+                    table: $table,
+                    column: $column,
+                    value: text,
+                })
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Whether a run only planned or also wrote to Attentive.
+    RunKind, "runs", "kind" {
+        /// A dry run: planned, nothing sent, snapshot untouched.
+        Plan => "plan",
+        /// A real run: changes sent, snapshot moved for acknowledged writes.
+        Run => "run",
+    }
+}
+
+text_enum! {
+    /// Where a run is.
+    RunStatus, "runs", "status" {
+        /// Started, not finished (or its process died: see
+        /// [`StateStore::mark_interrupted_runs`]).
+        Running => "running",
+        /// Finished; every row settled.
+        Succeeded => "succeeded",
+        /// Finished, but some writes failed and are sent again next time.
+        Partial => "partial",
+        /// Stopped by an error (see [`RunSummary::error`]).
+        Failed => "failed",
+        /// Found `running` after its process ended.
+        Interrupted => "interrupted",
+    }
+}
+
+text_enum! {
+    /// What happened to one model row.
+    Outcome, "run_rows", "outcome" {
+        /// Changes were sent and acknowledged.
+        Updated => "updated",
+        /// Nothing to send.
+        Unchanged => "unchanged",
+        /// The contact does not exist in Attentive.
+        NotFound => "not_found",
+        /// The row was invalid, or Attentive refused its values.
+        Rejected => "rejected",
+        /// The write still failed after retries.
+        Failed => "failed",
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Outcome::parse(s).ok_or_else(|| Error::UnknownOutcome {
+            outcome: s.to_owned(),
+        })
+    }
+}
+
+/// One run, as listed by `runs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    pub id: i64,
+    /// The activation's name.
+    pub activation: String,
+    pub kind: RunKind,
+    pub status: RunStatus,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// RFC 3339, UTC; `None` while running.
+    pub finished_at: Option<String>,
+    /// The counts the runner recorded (JSON), if finished.
+    pub counts_json: Option<String>,
+    /// Why the run failed or was interrupted.
+    pub error: Option<String>,
+}
+
+/// The outcome of one model row in one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    /// The row's number in its source ([`sync_core::SourceRow::number`]); unique per run:
+    /// recording a number again replaces the earlier entry.
+    pub row_number: u64,
+    /// The normalized identifier, when the row had a readable one.
+    pub contact_key: Option<String>,
+    pub outcome: Outcome,
+    /// A stable code, e.g. [`sync_core::plan::RejectCode::as_str`].
+    pub code: Option<String>,
+    /// A message for people.
+    pub message: Option<String>,
+    /// The attributes sent or rejected, as JSON.
+    pub attributes_json: Option<String>,
+}
+
+const SELECT_RUN: &str = "\
+SELECT r.id, a.name, r.kind, r.status, r.started_at, r.finished_at, r.counts_json, r.error
+FROM runs AS r JOIN activations AS a ON a.id = r.activation_id";
+
+fn run_summary(r: &Row<'_>) -> Result<RunSummary, Error> {
+    const A: &str = "reading runs";
+    Ok(RunSummary {
+        id: r.get(0).ctx(A)?,
+        activation: r.get(1).ctx(A)?,
+        kind: RunKind::from_sql(r.get(2).ctx(A)?)?,
+        status: RunStatus::from_sql(r.get(3).ctx(A)?)?,
+        started_at: r.get(4).ctx(A)?,
+        finished_at: r.get(5).ctx(A)?,
+        counts_json: r.get(6).ctx(A)?,
+        error: r.get(7).ctx(A)?,
+    })
+}
+
+/// SQLite's LIMIT and OFFSET take an `i64`; anything larger means "no limit".
+fn sql_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl StateStore {
+    /// Starts a run of the activation (created on first use) with status `running`; returns
+    /// its id.
+    pub fn begin_run(&mut self, activation: &str, kind: RunKind) -> Result<i64, Error> {
+        const A: &str = "starting a run";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(A)?;
+        let id = ensure_activation(&tx, activation).ctx(A)?;
+        tx.prepare_cached(
+            "INSERT INTO runs (activation_id, kind, status, started_at) \
+             VALUES (?1, ?2, 'running', ?3)",
+        )
+        .and_then(|mut s| s.execute(params![id, kind.as_str(), now()]))
+        .ctx(A)?;
+        let run_id = tx.last_insert_rowid();
+        tx.commit().ctx(A)?;
+        Ok(run_id)
+    }
+
+    /// Finishes a run: its final status, counts (JSON) and error, if any.
+    pub fn finish_run(
+        &mut self,
+        run_id: i64,
+        status: RunStatus,
+        counts_json: &str,
+        error: Option<&str>,
+    ) -> Result<(), Error> {
+        if status == RunStatus::Running {
+            return Err(Error::NotFinished { run_id });
+        }
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE runs SET status = ?2, finished_at = ?3, counts_json = ?4, error = ?5 \
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![run_id, status.as_str(), now(), counts_json, error])
+            })
+            .ctx("finishing a run")?;
+        if n == 0 {
+            return Err(Error::UnknownRun { run_id });
+        }
+        Ok(())
+    }
+
+    /// Records row outcomes of a run, in one transaction. A row number recorded again
+    /// replaces its earlier entry.
+    pub fn record_rows(&mut self, run_id: i64, rows: &[RunRow]) -> Result<(), Error> {
+        const A: &str = "recording row outcomes";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(A)?;
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+            .and_then(|mut s| s.exists([run_id]))
+            .ctx(A)?;
+        if !exists {
+            return Err(Error::UnknownRun { run_id });
+        }
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO run_rows \
+                     (run_id, row_number, contact_key, outcome, code, message, attributes_json) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (run_id, row_number) DO UPDATE SET \
+                     contact_key = excluded.contact_key, outcome = excluded.outcome, \
+                     code = excluded.code, message = excluded.message, \
+                     attributes_json = excluded.attributes_json",
+                )
+                .ctx(A)?;
+            for r in rows {
+                let number = i64::try_from(r.row_number).map_err(|_| Error::OutOfRange {
+                    what: "row number",
+                    value: r.row_number,
+                })?;
+                stmt.execute(params![
+                    run_id,
+                    number,
+                    r.contact_key,
+                    r.outcome.as_str(),
+                    r.code,
+                    r.message,
+                    r.attributes_json
+                ])
+                .ctx(A)?;
+            }
+        }
+        tx.commit().ctx(A)
+    }
+
+    /// The latest runs, newest first: of one activation, or of all.
+    pub fn runs(&self, activation: Option<&str>, limit: u64) -> Result<Vec<RunSummary>, Error> {
+        const A: &str = "listing runs";
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "{SELECT_RUN} WHERE ?1 IS NULL OR a.name = ?1 ORDER BY r.id DESC LIMIT ?2"
+            ))
+            .ctx(A)?;
+        let mut rows = stmt.query(params![activation, sql_count(limit)]).ctx(A)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().ctx(A)? {
+            out.push(run_summary(r)?);
+        }
+        Ok(out)
+    }
+
+    /// One run.
+    pub fn run(&self, id: i64) -> Result<Option<RunSummary>, Error> {
+        const A: &str = "reading a run";
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{SELECT_RUN} WHERE r.id = ?1"))
+            .ctx(A)?;
+        let mut rows = stmt.query([id]).ctx(A)?;
+        match rows.next().ctx(A)? {
+            Some(r) => Ok(Some(run_summary(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A page of a run's row outcomes in row order, optionally only those with one outcome
+    /// (`updated`, `unchanged`, `not_found`, `rejected`, `failed`; anything else is
+    /// [`Error::UnknownOutcome`]).
+    pub fn run_rows(
+        &self,
+        run_id: i64,
+        outcome: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<RunRow>, Error> {
+        const A: &str = "reading row outcomes";
+        let outcome = outcome.map(str::parse::<Outcome>).transpose()?;
+        let sql = if outcome.is_some() {
+            "SELECT row_number, contact_key, outcome, code, message, attributes_json \
+             FROM run_rows INDEXED BY run_rows_by_outcome \
+             WHERE run_id = ?1 AND outcome = ?2 ORDER BY row_number LIMIT ?3 OFFSET ?4"
+        } else {
+            "SELECT row_number, contact_key, outcome, code, message, attributes_json \
+             FROM run_rows WHERE run_id = ?1 AND ?2 IS NULL \
+             ORDER BY row_number LIMIT ?3 OFFSET ?4"
+        };
+        let mut stmt = self.conn.prepare_cached(sql).ctx(A)?;
+        let mut rows = stmt
+            .query(params![
+                run_id,
+                outcome.map(Outcome::as_str),
+                sql_count(limit),
+                sql_count(offset)
+            ])
+            .ctx(A)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().ctx(A)? {
+            let number: i64 = r.get(0).ctx(A)?;
+            out.push(RunRow {
+                row_number: u64::try_from(number).map_err(|_| Error::Corrupt {
+                    table: "run_rows",
+                    column: "row_number",
+                    value: number.to_string(),
+                })?,
+                contact_key: r.get(1).ctx(A)?,
+                outcome: Outcome::from_sql(r.get(2).ctx(A)?)?,
+                code: r.get(3).ctx(A)?,
+                message: r.get(4).ctx(A)?,
+                attributes_json: r.get(5).ctx(A)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Marks the activation's runs still `running` as `interrupted` (their process died).
+    /// Call it while holding the activation's [`crate::ActivationLock`], so that no live run
+    /// is affected. Returns how many runs were marked.
+    pub fn mark_interrupted_runs(&mut self, activation: &str) -> Result<u64, Error> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?2, \
+                 error = coalesce(error, 'the process ended before the run finished') \
+                 WHERE status = 'running' \
+                 AND activation_id = (SELECT id FROM activations WHERE name = ?1)",
+            )
+            .and_then(|mut s| s.execute(params![activation, now()]))
+            .ctx("marking interrupted runs")?;
+        Ok(n as u64)
+    }
+}

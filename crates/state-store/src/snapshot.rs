@@ -1,0 +1,349 @@
+//! The snapshot: per activation and contact, the row fingerprint and every attribute value
+//! Attentive acknowledged.
+
+use rusqlite::{params, params_from_iter, Connection, Row, TransactionBehavior};
+use sync_core::plan::{ContactChange, Refresh, SnapshotIndex};
+use sync_core::ports::{SnapshotStore, StoredAttribute};
+use sync_core::{BoundMapping, Canonical};
+
+use crate::{
+    activation_id, ensure_activation, now, u64_from_sql, u64_to_sql, Context, Error, StateStore,
+};
+
+/// One activation's entry for a contact, for `contacts show`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactSnapshot {
+    /// The activation's name.
+    pub activation: String,
+    /// Hash of the contact's identifier ([`sync_core::fingerprint::key_hash`]).
+    pub key_hash: u64,
+    /// The row fingerprint settled by the last acknowledged write or refresh.
+    pub row_fingerprint: u64,
+    /// The run that last settled this contact.
+    pub updated_run: Option<i64>,
+    /// When it was settled (RFC 3339, UTC).
+    pub updated_at: String,
+    /// The stored attributes, sorted by key.
+    pub attributes: Vec<StoredAttribute>,
+}
+
+const UPSERT_CONTACT: &str = "\
+INSERT INTO snapshot_contacts
+    (activation_id, contact_key, key_hash, row_fingerprint, updated_run, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (activation_id, contact_key) DO UPDATE SET
+    key_hash = excluded.key_hash,
+    row_fingerprint = excluded.row_fingerprint,
+    updated_run = excluded.updated_run,
+    updated_at = excluded.updated_at";
+
+const UPSERT_ATTRIBUTE: &str = "\
+INSERT INTO snapshot_attributes
+    (activation_id, contact_key, attribute_key, fingerprint, value_tag, value_text, run_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (activation_id, contact_key, attribute_key) DO UPDATE SET
+    fingerprint = excluded.fingerprint,
+    value_tag = excluded.value_tag,
+    value_text = excluded.value_text,
+    run_id = excluded.run_id";
+
+const SELECT_ATTRIBUTES: &str = "\
+SELECT attribute_key, fingerprint, value_tag, value_text, run_id
+FROM snapshot_attributes
+WHERE activation_id = ?1 AND contact_key = ?2
+ORDER BY attribute_key";
+
+/// Reads one `SELECT_ATTRIBUTES` row.
+fn stored_attribute(r: &Row<'_>) -> Result<StoredAttribute, Error> {
+    const A: &str = "reading a contact's attributes";
+    let key: String = r.get(0).ctx(A)?;
+    let fingerprint: i64 = r.get(1).ctx(A)?;
+    let tag: String = r.get(2).ctx(A)?;
+    let text: String = r.get(3).ctx(A)?;
+    let run_id: Option<i64> = r.get(4).ctx(A)?;
+    let mut chars = tag.chars();
+    let value = match (chars.next(), chars.next()) {
+        (Some(t), None) => Canonical::from_tagged(t, &text),
+        _ => None,
+    };
+    let Some(value) = value else {
+        return Err(Error::Corrupt {
+            table: "snapshot_attributes",
+            column: "value_tag, value_text",
+            value: format!("{tag}, {text}"),
+        });
+    };
+    Ok(StoredAttribute {
+        key,
+        fingerprint: u64_from_sql(fingerprint),
+        value,
+        run_id,
+    })
+}
+
+/// Appends the attributes of one contact of one activation (by id), sorted by key.
+fn read_attributes(
+    conn: &Connection,
+    activation_id: i64,
+    contact_key: &str,
+    out: &mut Vec<StoredAttribute>,
+) -> Result<(), Error> {
+    const A: &str = "reading a contact's attributes";
+    let mut stmt = conn.prepare_cached(SELECT_ATTRIBUTES).ctx(A)?;
+    let mut rows = stmt.query(params![activation_id, contact_key]).ctx(A)?;
+    while let Some(r) = rows.next().ctx(A)? {
+        out.push(stored_attribute(r)?);
+    }
+    Ok(())
+}
+
+impl SnapshotStore for StateStore {
+    type Error = Error;
+
+    /// Streams `(key hash, row fingerprint)` of every contact of the activation into `index`
+    /// with one range scan of the covering index `snapshot_contacts_index`.
+    fn load_index(&self, activation: &str, index: &mut SnapshotIndex) -> Result<(), Error> {
+        const A: &str = "loading the snapshot index";
+        let Some(id) = activation_id(&self.conn, activation).ctx(A)? else {
+            return Ok(());
+        };
+        let count: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM snapshot_contacts INDEXED BY snapshot_contacts_index \
+                 WHERE activation_id = ?1",
+            )
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .ctx(A)?;
+        index.reserve(usize::try_from(count).unwrap_or(0));
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key_hash, row_fingerprint FROM snapshot_contacts \
+                 INDEXED BY snapshot_contacts_index WHERE activation_id = ?1",
+            )
+            .ctx(A)?;
+        let mut rows = stmt.query([id]).ctx(A)?;
+        while let Some(r) = rows.next().ctx(A)? {
+            let key_hash: i64 = r.get(0).ctx(A)?;
+            let row_fingerprint: i64 = r.get(1).ctx(A)?;
+            index.insert(u64_from_sql(key_hash), u64_from_sql(row_fingerprint));
+        }
+        Ok(())
+    }
+
+    fn contact_attributes(
+        &self,
+        activation: &str,
+        contact_key: &str,
+        out: &mut Vec<StoredAttribute>,
+    ) -> Result<(), Error> {
+        const A: &str = "reading a contact's attributes";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT attribute_key, fingerprint, value_tag, value_text, run_id \
+                 FROM snapshot_attributes \
+                 WHERE activation_id = (SELECT id FROM activations WHERE name = ?1) \
+                 AND contact_key = ?2",
+            )
+            .ctx(A)?;
+        let mut rows = stmt.query(params![activation, contact_key]).ctx(A)?;
+        while let Some(r) = rows.next().ctx(A)? {
+            out.push(stored_attribute(r)?);
+        }
+        Ok(())
+    }
+}
+
+impl StateStore {
+    /// Records acknowledged writes, in one transaction: for each change, the contact's key
+    /// hash, row fingerprint and run, and each changed attribute's fingerprint and value (a
+    /// cleared value, `None`, is stored as the empty text that was sent). Creates the
+    /// activation on first use. When a contact appears more than once, the later change wins.
+    pub fn apply_changes(
+        &mut self,
+        activation: &str,
+        run_id: i64,
+        mapping: &BoundMapping,
+        changes: &[ContactChange],
+    ) -> Result<(), Error> {
+        const A: &str = "recording acknowledged changes";
+        // Key order gives B-tree locality; the sort is stable, so repeated contacts keep order.
+        let mut order: Vec<usize> = (0..changes.len()).collect();
+        order.sort_by(|&a, &b| changes[a].contact.key.cmp(&changes[b].contact.key));
+        let at = now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(A)?;
+        let id = ensure_activation(&tx, activation).ctx(A)?;
+        {
+            let mut contact = tx.prepare_cached(UPSERT_CONTACT).ctx(A)?;
+            let mut attribute = tx.prepare_cached(UPSERT_ATTRIBUTE).ctx(A)?;
+            let mut tag_buf = [0u8; 4];
+            for c in order.iter().filter_map(|&i| changes.get(i)) {
+                let key = c.contact.key.as_str();
+                contact
+                    .execute(params![
+                        id,
+                        key,
+                        u64_to_sql(c.key_hash),
+                        u64_to_sql(c.row_fingerprint),
+                        run_id,
+                        at
+                    ])
+                    .ctx(A)?;
+                for a in &c.changes {
+                    let Some(bound) = mapping.attributes.get(a.attribute) else {
+                        return Err(Error::AttributeIndex {
+                            contact_key: key.to_owned(),
+                            index: a.attribute,
+                            count: mapping.attributes.len(),
+                        });
+                    };
+                    let (tag, text) = match &a.value {
+                        Some(v) => (v.tag(), v.to_text()),
+                        None => ('s', String::new()),
+                    };
+                    let tag: &str = tag.encode_utf8(&mut tag_buf);
+                    attribute
+                        .execute(params![
+                            id,
+                            key,
+                            bound.key,
+                            u64_to_sql(a.fingerprint),
+                            tag,
+                            text,
+                            run_id
+                        ])
+                        .ctx(A)?;
+                }
+            }
+        }
+        tx.commit().ctx(A)
+    }
+
+    /// Records new row fingerprints of contacts with nothing to send, in one transaction,
+    /// creating contact entries that do not exist. Attributes are untouched; `updated_run` and
+    /// `updated_at` move to this run.
+    pub fn apply_refreshes(
+        &mut self,
+        activation: &str,
+        run_id: i64,
+        refreshes: &[Refresh],
+    ) -> Result<(), Error> {
+        const A: &str = "recording refreshed row fingerprints";
+        let mut order: Vec<usize> = (0..refreshes.len()).collect();
+        order.sort_by(|&a, &b| refreshes[a].contact.key.cmp(&refreshes[b].contact.key));
+        let at = now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(A)?;
+        let id = ensure_activation(&tx, activation).ctx(A)?;
+        {
+            let mut contact = tx.prepare_cached(UPSERT_CONTACT).ctx(A)?;
+            for r in order.iter().filter_map(|&i| refreshes.get(i)) {
+                contact
+                    .execute(params![
+                        id,
+                        r.contact.key,
+                        u64_to_sql(r.key_hash),
+                        u64_to_sql(r.row_fingerprint),
+                        run_id,
+                        at
+                    ])
+                    .ctx(A)?;
+            }
+        }
+        tx.commit().ctx(A)
+    }
+
+    /// Deletes the activation's stored attributes whose key is not in `keys` (attributes no
+    /// longer mapped); contacts stay. Returns how many attribute rows were deleted.
+    pub fn retain_attributes(&mut self, activation: &str, keys: &[&str]) -> Result<u64, Error> {
+        const A: &str = "dropping attributes that are no longer mapped";
+        let Some(id) = activation_id(&self.conn, activation).ctx(A)? else {
+            return Ok(0);
+        };
+        let mut sql = String::from("DELETE FROM snapshot_attributes WHERE activation_id = ?1");
+        if !keys.is_empty() {
+            sql.push_str(" AND attribute_key NOT IN (");
+            for i in 0..keys.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("?{}", i + 2));
+            }
+            sql.push(')');
+        }
+        let values = std::iter::once(rusqlite::types::Value::Integer(id)).chain(
+            keys.iter()
+                .map(|k| rusqlite::types::Value::Text((*k).to_owned())),
+        );
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(A)?;
+        let n = tx.execute(&sql, params_from_iter(values)).ctx(A)?;
+        tx.commit().ctx(A)?;
+        Ok(n as u64)
+    }
+
+    /// Every activation's entry for a contact key, sorted by activation name.
+    pub fn contact(&self, key: &str) -> Result<Vec<ContactSnapshot>, Error> {
+        const A: &str = "reading a contact";
+        let mut entries = Vec::new();
+        {
+            // CROSS JOIN keeps `activations` (few rows) outside: one primary-key lookup each.
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT a.id, a.name, c.key_hash, c.row_fingerprint, c.updated_run, \
+                     c.updated_at \
+                     FROM activations AS a CROSS JOIN snapshot_contacts AS c \
+                     ON c.activation_id = a.id AND c.contact_key = ?1 \
+                     ORDER BY a.name",
+                )
+                .ctx(A)?;
+            let rows = stmt
+                .query_map([key], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        ContactSnapshot {
+                            activation: r.get(1)?,
+                            key_hash: u64_from_sql(r.get(2)?),
+                            row_fingerprint: u64_from_sql(r.get(3)?),
+                            updated_run: r.get(4)?,
+                            updated_at: r.get(5)?,
+                            attributes: Vec::new(),
+                        },
+                    ))
+                })
+                .ctx(A)?;
+            for row in rows {
+                entries.push(row.ctx(A)?);
+            }
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, mut snap) in entries {
+            read_attributes(&self.conn, id, key, &mut snap.attributes)?;
+            out.push(snap);
+        }
+        Ok(out)
+    }
+
+    /// How many contacts the activation's snapshot holds (0 for an unknown activation).
+    pub fn contact_count(&self, activation: &str) -> Result<u64, Error> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM snapshot_contacts INDEXED BY snapshot_contacts_index \
+                 WHERE activation_id = (SELECT id FROM activations WHERE name = ?1)",
+            )
+            .and_then(|mut s| s.query_row([activation], |r| r.get(0)))
+            .ctx("counting contacts")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

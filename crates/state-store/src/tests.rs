@@ -1,0 +1,917 @@
+use rusqlite::params;
+use std::path::PathBuf;
+
+use sync_core::mapping::{
+    AttributeMapping, CustomType, DuplicatePolicy, Identifier, NormalizeOptions, OnNull,
+};
+use sync_core::plan::{AttributeChange, ContactChange, Refresh, SnapshotIndex};
+use sync_core::ports::{ContactRef, Existence, SnapshotStore, StoredAttribute};
+use sync_core::value::NumberText;
+use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, StandardField};
+
+use super::*;
+
+fn mapping() -> BoundMapping {
+    let attr = |attribute, column: &str| AttributeMapping {
+        attribute,
+        column: column.into(),
+        custom_type: None,
+    };
+    Mapping {
+        identifier: Identifier {
+            column: "email".into(),
+            kind: IdentifierKind::Email,
+        },
+        attributes: vec![
+            attr(AttributeId::Standard(StandardField::FirstName), "first_name"),
+            attr(AttributeId::Standard(StandardField::City), "city"),
+            AttributeMapping {
+                attribute: AttributeId::Custom("Loyalty Tier".into()),
+                column: "tier".into(),
+                custom_type: Some(CustomType::String),
+            },
+        ],
+        on_null: OnNull::Clear,
+        duplicates: DuplicatePolicy::Reject,
+        options: NormalizeOptions::default(),
+    }
+    .bind(&["email", "first_name", "city", "tier"].map(String::from))
+    .unwrap()
+}
+
+fn contact(key: &str) -> ContactRef {
+    ContactRef {
+        kind: IdentifierKind::Email,
+        key: key.into(),
+    }
+}
+
+fn key_hash(key: &str) -> u64 {
+    sync_core::fingerprint::key_hash(IdentifierKind::Email, key)
+}
+
+/// A change of attribute indexes `attrs` (into [`mapping`]) to the given values.
+fn change(key: &str, row_fp: u64, attrs: &[(usize, Option<Canonical>, u64)]) -> ContactChange {
+    ContactChange {
+        contact: contact(key),
+        key_hash: key_hash(key),
+        row_fingerprint: row_fp,
+        new_contact: false,
+        changes: attrs
+            .iter()
+            .map(|(i, v, fp)| AttributeChange {
+                attribute: *i,
+                value: v.clone(),
+                fingerprint: *fp,
+                previous: None,
+            })
+            .collect(),
+    }
+}
+
+fn text(s: &str) -> Option<Canonical> {
+    Some(Canonical::Text(s.into()))
+}
+
+fn attrs(store: &StateStore, activation: &str, key: &str) -> Vec<StoredAttribute> {
+    let mut out = Vec::new();
+    store.contact_attributes(activation, key, &mut out).unwrap();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+fn index(store: &StateStore, activation: &str) -> SnapshotIndex {
+    let mut idx = SnapshotIndex::default();
+    store.load_index(activation, &mut idx).unwrap();
+    idx
+}
+
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    (dir, path)
+}
+
+fn pragma_i64(store: &StateStore, name: &str) -> i64 {
+    store
+        .conn
+        .pragma_query_value(None, name, |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn store_and_lock_are_send() {
+    fn send<T: Send>() {}
+    send::<StateStore>();
+    send::<ActivationLock>();
+    send::<Error>();
+}
+
+#[test]
+fn error_is_send_sync_and_chains_its_source() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Error>();
+    let (_dir, path) = temp_db();
+    std::fs::write(&path, b"this is not a database, it is just long enough text...").unwrap();
+    let err = StateStore::open(&path).unwrap_err();
+    assert!(matches!(err, Error::Open { .. }), "{err:?}");
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(source.to_string().contains("not a database"), "{source}");
+}
+
+#[test]
+fn open_in_memory_is_at_the_latest_version() {
+    let store = StateStore::open_in_memory().unwrap();
+    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(StateStore::supported_schema_version(), 1);
+    assert_eq!(pragma_i64(&store, "foreign_keys"), 1);
+    assert_eq!(store.path(), None);
+}
+
+#[test]
+fn open_creates_the_file_and_its_directory_and_configures_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("b").join("state.db");
+    let store = StateStore::open(&path).unwrap();
+    assert!(path.exists());
+    let mode: String = store
+        .conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(pragma_i64(&store, "synchronous"), 1, "NORMAL");
+    assert_eq!(pragma_i64(&store, "foreign_keys"), 1);
+    assert_eq!(pragma_i64(&store, "busy_timeout"), 5000);
+    assert_eq!(pragma_i64(&store, "user_version"), 1);
+    assert!(store.path().is_some_and(|p| p.ends_with("b/state.db")));
+}
+
+#[test]
+fn migrations_are_idempotent_on_reopen() {
+    let (_dir, path) = temp_db();
+    {
+        let mut store = StateStore::open(&path).unwrap();
+        store.set_activation_mapping("a", "{}").unwrap();
+    }
+    for _ in 0..3 {
+        let store = StateStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.activation_mapping("a").unwrap().as_deref(), Some("{}"));
+    }
+    // Every table exists once.
+    let store = StateStore::open(&path).unwrap();
+    let tables: Vec<String> = store
+        .conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "activations",
+            "contact_existence",
+            "locks",
+            "run_rows",
+            "runs",
+            "snapshot_attributes",
+            "snapshot_contacts"
+        ]
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let (_dir, path) = temp_db();
+    drop(StateStore::open(&path).unwrap());
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
+    }
+    let err = StateStore::open(&path).unwrap_err();
+    assert!(
+        matches!(err, Error::SchemaTooNew { found: 7, supported: 1 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("newer attentive-sync"), "{err}");
+}
+
+#[test]
+fn a_failed_migration_leaves_the_version_alone() {
+    let (_dir, path) = temp_db();
+    {
+        // A table in the way makes migration 1 fail.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE activations (x)").unwrap();
+    }
+    let err = StateStore::open(&path).unwrap_err();
+    assert!(matches!(err, Error::Migration { version: 1, .. }), "{err:?}");
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(user_version(&conn).unwrap(), 0);
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "the migration rolled back");
+}
+
+#[test]
+fn activation_mappings() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    assert_eq!(store.activation_mapping("a").unwrap(), None);
+    assert!(store.activations().unwrap().is_empty());
+    store.set_activation_mapping("b", r#"{"v":1}"#).unwrap();
+    store.set_activation_mapping("a", r#"{"v":1}"#).unwrap();
+    store.set_activation_mapping("a", r#"{"v":2}"#).unwrap();
+    assert_eq!(
+        store.activation_mapping("a").unwrap().as_deref(),
+        Some(r#"{"v":2}"#)
+    );
+    assert_eq!(store.activations().unwrap(), ["a", "b"]);
+    // An activation created by a run has no mapping yet.
+    store.begin_run("c", RunKind::Plan).unwrap();
+    assert_eq!(store.activation_mapping("c").unwrap(), None);
+    let at: String = store
+        .conn
+        .query_row(
+            "SELECT mapping_updated_at FROM activations WHERE name = 'a'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{at}");
+    assert!(at.ends_with('Z'), "{at}");
+}
+
+#[test]
+fn existence_cache() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    let a = contact("a@x.com");
+    let phone = ContactRef {
+        kind: IdentifierKind::Phone,
+        key: "a@x.com".into(),
+    };
+    assert_eq!(store.existence("acct", &a).unwrap(), None);
+    store
+        .record_existence(
+            "acct",
+            &[
+                (a.clone(), Existence::Exists),
+                (contact("b@x.com"), Existence::NotFound),
+            ],
+        )
+        .unwrap();
+    let (e, at) = store.existence("acct", &a).unwrap().unwrap();
+    assert_eq!(e, Existence::Exists);
+    assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{at}");
+    assert_eq!(
+        store
+            .existence("acct", &contact("b@x.com"))
+            .unwrap()
+            .map(|x| x.0),
+        Some(Existence::NotFound)
+    );
+    // Kinds and destinations are separate.
+    assert_eq!(store.existence("acct", &phone).unwrap(), None);
+    assert_eq!(store.existence("other", &a).unwrap(), None);
+    // A new check replaces the old one.
+    store
+        .record_existence("acct", &[(a.clone(), Existence::NotFound)])
+        .unwrap();
+    assert_eq!(
+        store.existence("acct", &a).unwrap().map(|x| x.0),
+        Some(Existence::NotFound)
+    );
+    store.record_existence("acct", &[]).unwrap();
+}
+
+fn row(n: u64, outcome: Outcome) -> RunRow {
+    RunRow {
+        row_number: n,
+        contact_key: Some(format!("c{n}@x.com")),
+        outcome,
+        code: (outcome == Outcome::Rejected).then(|| "invalid_value".to_owned()),
+        message: (outcome == Outcome::Rejected).then(|| "bad".to_owned()),
+        attributes_json: Some(r#"["std:city"]"#.to_owned()),
+    }
+}
+
+#[test]
+fn runs_lifecycle() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    let r1 = store.begin_run("a", RunKind::Plan).unwrap();
+    let r2 = store.begin_run("a", RunKind::Run).unwrap();
+    let r3 = store.begin_run("b", RunKind::Run).unwrap();
+    assert!(r1 < r2 && r2 < r3);
+
+    let s = store.run(r2).unwrap().unwrap();
+    assert_eq!(s.activation, "a");
+    assert_eq!(s.kind, RunKind::Run);
+    assert_eq!(s.status, RunStatus::Running);
+    assert_eq!(s.finished_at, None);
+    assert_eq!(s.counts_json, None);
+    assert!(chrono::DateTime::parse_from_rfc3339(&s.started_at).is_ok());
+    assert_eq!(store.run(9999).unwrap(), None);
+
+    store
+        .record_rows(
+            r2,
+            &[
+                row(3, Outcome::Rejected),
+                row(2, Outcome::Updated),
+                row(4, Outcome::Unchanged),
+                row(5, Outcome::Rejected),
+                RunRow {
+                    row_number: 6,
+                    contact_key: None,
+                    outcome: Outcome::Failed,
+                    code: None,
+                    message: None,
+                    attributes_json: None,
+                },
+            ],
+        )
+        .unwrap();
+    // Recording a row again replaces it.
+    store.record_rows(r2, &[row(4, Outcome::NotFound)]).unwrap();
+    let all = store.run_rows(r2, None, 0, 100).unwrap();
+    let numbers: Vec<u64> = all.iter().map(|r| r.row_number).collect();
+    assert_eq!(numbers, [2, 3, 4, 5, 6]);
+    assert_eq!(all[0], row(2, Outcome::Updated));
+    assert_eq!(all[2].outcome, Outcome::NotFound);
+    assert_eq!(all[4].contact_key, None);
+    let rejected = store.run_rows(r2, Some("rejected"), 0, 100).unwrap();
+    assert_eq!(rejected, [row(3, Outcome::Rejected), row(5, Outcome::Rejected)]);
+    let page = store.run_rows(r2, None, 1, 2).unwrap();
+    assert_eq!(page.iter().map(|r| r.row_number).collect::<Vec<_>>(), [3, 4]);
+    let page = store.run_rows(r2, Some("rejected"), 1, 1).unwrap();
+    assert_eq!(page, [row(5, Outcome::Rejected)]);
+    assert!(store.run_rows(r1, None, 0, 100).unwrap().is_empty());
+    assert!(store.run_rows(r2, None, 0, 0).unwrap().is_empty());
+    assert_eq!(store.run_rows(r2, None, 0, u64::MAX).unwrap().len(), 5);
+    let err = store.run_rows(r2, Some("nope"), 0, 1).unwrap_err();
+    assert!(matches!(err, Error::UnknownOutcome { .. }), "{err:?}");
+    assert!(matches!(
+        store.record_rows(9999, &[row(1, Outcome::Updated)]),
+        Err(Error::UnknownRun { run_id: 9999 })
+    ));
+    assert!(matches!(
+        store.record_rows(r2, &[row(u64::MAX, Outcome::Updated)]),
+        Err(Error::OutOfRange { .. })
+    ));
+
+    store
+        .finish_run(r2, RunStatus::Partial, r#"{"rows":5}"#, Some("2 writes failed"))
+        .unwrap();
+    let s = store.run(r2).unwrap().unwrap();
+    assert_eq!(s.status, RunStatus::Partial);
+    assert_eq!(s.counts_json.as_deref(), Some(r#"{"rows":5}"#));
+    assert_eq!(s.error.as_deref(), Some("2 writes failed"));
+    assert!(s.finished_at.is_some());
+    assert!(matches!(
+        store.finish_run(9999, RunStatus::Succeeded, "{}", None),
+        Err(Error::UnknownRun { run_id: 9999 })
+    ));
+    assert!(matches!(
+        store.finish_run(r1, RunStatus::Running, "{}", None),
+        Err(Error::NotFinished { .. })
+    ));
+
+    let ids = |v: Vec<RunSummary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.runs(None, 10).unwrap()), [r3, r2, r1]);
+    assert_eq!(ids(store.runs(Some("a"), 10).unwrap()), [r2, r1]);
+    assert_eq!(ids(store.runs(Some("a"), 1).unwrap()), [r2]);
+    assert!(store.runs(Some("zzz"), 10).unwrap().is_empty());
+
+    // Crash recovery: r1 of "a" was left running; "b" is not touched.
+    assert_eq!(store.mark_interrupted_runs("a").unwrap(), 1);
+    assert_eq!(store.mark_interrupted_runs("a").unwrap(), 0);
+    let s = store.run(r1).unwrap().unwrap();
+    assert_eq!(s.status, RunStatus::Interrupted);
+    assert!(s.finished_at.is_some());
+    assert!(s.error.is_some());
+    assert_eq!(store.run(r2).unwrap().unwrap().status, RunStatus::Partial);
+    assert_eq!(store.run(r3).unwrap().unwrap().status, RunStatus::Running);
+    assert_eq!(store.mark_interrupted_runs("unknown").unwrap(), 0);
+}
+
+#[test]
+fn text_enums_round_trip() {
+    for k in RunKind::ALL {
+        assert_eq!(RunKind::parse(k.as_str()), Some(*k));
+    }
+    for s in RunStatus::ALL {
+        assert_eq!(RunStatus::parse(s.as_str()), Some(*s));
+    }
+    for o in Outcome::ALL {
+        assert_eq!(o.as_str().parse::<Outcome>().unwrap(), *o);
+        assert_eq!(serde_json::to_string(o).unwrap(), format!("\"{o}\""));
+    }
+}
+
+#[test]
+fn apply_changes_stores_contacts_and_attributes() {
+    let m = mapping();
+    let mut store = StateStore::open_in_memory().unwrap();
+    assert!(index(&store, "a").is_empty());
+    assert!(attrs(&store, "a", "x@x.com").is_empty());
+    // Index 0 = custom:Loyalty Tier, 1 = std:city, 2 = std:first_name.
+    let big = u64::MAX - 5;
+    store
+        .apply_changes(
+            "a",
+            7,
+            &m,
+            &[
+                change("y@x.com", 42, &[(1, text("Paris"), 11), (0, None, big)]),
+                change(
+                    "x@x.com",
+                    (1 << 62) - 1,
+                    &[(2, Some(Canonical::Int(-3)), 1 << 63)],
+                ),
+            ],
+        )
+        .unwrap();
+    let idx = index(&store, "a");
+    assert_eq!(idx.len(), 2);
+    assert_eq!(idx.get(key_hash("y@x.com")), Some(42));
+    assert_eq!(idx.get(key_hash("x@x.com")), Some((1 << 62) - 1));
+    assert_eq!(
+        attrs(&store, "a", "y@x.com"),
+        [
+            StoredAttribute {
+                key: "custom:Loyalty Tier".into(),
+                fingerprint: big,
+                value: Canonical::Text(String::new()),
+                run_id: Some(7),
+            },
+            StoredAttribute {
+                key: "std:city".into(),
+                fingerprint: 11,
+                value: Canonical::Text("Paris".into()),
+                run_id: Some(7),
+            },
+        ]
+    );
+    assert_eq!(
+        attrs(&store, "a", "x@x.com"),
+        [StoredAttribute {
+            key: "std:first_name".into(),
+            fingerprint: 1 << 63,
+            value: Canonical::Int(-3),
+            run_id: Some(7),
+        }]
+    );
+    // Other activations see nothing.
+    assert!(index(&store, "b").is_empty());
+    assert!(attrs(&store, "b", "x@x.com").is_empty());
+
+    // A later change updates only what it names.
+    store
+        .apply_changes("a", 8, &m, &[change("y@x.com", 43, &[(1, text("Lyon"), 12)])])
+        .unwrap();
+    let y = attrs(&store, "a", "y@x.com");
+    assert_eq!(y[0].run_id, Some(7));
+    assert_eq!(y[1].value, Canonical::Text("Lyon".into()));
+    assert_eq!(y[1].run_id, Some(8));
+    assert_eq!(index(&store, "a").get(key_hash("y@x.com")), Some(43));
+    assert_eq!(store.contact_count("a").unwrap(), 2);
+    assert_eq!(store.contact_count("b").unwrap(), 0);
+}
+
+#[test]
+fn every_value_type_round_trips() {
+    let m = mapping();
+    let mut store = StateStore::open_in_memory().unwrap();
+    let values = [
+        Canonical::Bool(true),
+        Canonical::Bool(false),
+        Canonical::Int(i64::MIN),
+        Canonical::Int(i64::MAX),
+        Canonical::Number(NumberText::parse("-12345678901234567890.125e-7").unwrap()),
+        Canonical::Text("é \u{0} \"'; DROP TABLE x; --".into()),
+        Canonical::Text(String::new()),
+    ];
+    for (i, v) in values.iter().enumerate() {
+        let key = format!("c{i}@x.com");
+        store
+            .apply_changes("a", 1, &m, &[change(&key, 1, &[(1, Some(v.clone()), 5)])])
+            .unwrap();
+        assert_eq!(attrs(&store, "a", &key)[0].value, *v);
+    }
+}
+
+#[test]
+fn later_changes_of_one_contact_win_within_a_call() {
+    let m = mapping();
+    let mut store = StateStore::open_in_memory().unwrap();
+    store
+        .apply_changes(
+            "a",
+            1,
+            &m,
+            &[
+                change("z@x.com", 1, &[(1, text("first"), 1)]),
+                change("a@x.com", 9, &[]),
+                change("z@x.com", 2, &[(1, text("second"), 2)]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(index(&store, "a").get(key_hash("z@x.com")), Some(2));
+    assert_eq!(
+        attrs(&store, "a", "z@x.com")[0].value,
+        Canonical::Text("second".into())
+    );
+}
+
+#[test]
+fn a_bad_attribute_index_is_an_error_and_writes_nothing() {
+    let m = mapping();
+    let mut store = StateStore::open_in_memory().unwrap();
+    let err = store
+        .apply_changes(
+            "a",
+            1,
+            &m,
+            &[
+                change("a@x.com", 1, &[(1, text("ok"), 1)]),
+                change("b@x.com", 1, &[(3, text("bad"), 1)]),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::AttributeIndex { index: 3, count: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(store.contact_count("a").unwrap(), 0);
+    assert!(attrs(&store, "a", "a@x.com").is_empty());
+}
+
+#[test]
+fn refreshes_move_row_fingerprints_only() {
+    let m = mapping();
+    let mut store = StateStore::open_in_memory().unwrap();
+    store
+        .apply_changes("a", 1, &m, &[change("a@x.com", 5, &[(1, text("Paris"), 1)])])
+        .unwrap();
+    let refresh = |key: &str, fp| Refresh {
+        contact: contact(key),
+        key_hash: key_hash(key),
+        row_fingerprint: fp,
+    };
+    store
+        .apply_refreshes("a", 2, &[refresh("a@x.com", 6), refresh("new@x.com", 7)])
+        .unwrap();
+    let idx = index(&store, "a");
+    assert_eq!(idx.get(key_hash("a@x.com")), Some(6));
+    assert_eq!(idx.get(key_hash("new@x.com")), Some(7));
+    assert_eq!(attrs(&store, "a", "a@x.com")[0].run_id, Some(1));
+    assert!(attrs(&store, "a", "new@x.com").is_empty());
+    let snap = store.contact("a@x.com").unwrap();
+    assert_eq!(snap[0].updated_run, Some(2));
+    store.apply_refreshes("a", 3, &[]).unwrap();
+}
+
+#[test]
+fn retain_attributes_drops_unmapped_keys() {
+    let m = mapping();
+    let mut store = StateStore::open_in_memory().unwrap();
+    let all = [(0, text("gold"), 1), (1, text("Paris"), 2), (2, text("Ann"), 3)];
+    store
+        .apply_changes(
+            "a",
+            1,
+            &m,
+            &[change("a@x.com", 1, &all), change("b@x.com", 1, &all[1..])],
+        )
+        .unwrap();
+    store
+        .apply_changes("b", 1, &m, &[change("a@x.com", 1, &all)])
+        .unwrap();
+    assert_eq!(
+        store
+            .retain_attributes("a", &["std:city", "custom:Unrelated"])
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        attrs(&store, "a", "a@x.com")
+            .iter()
+            .map(|a| a.key.as_str())
+            .collect::<Vec<_>>(),
+        ["std:city"]
+    );
+    assert_eq!(attrs(&store, "a", "b@x.com").len(), 1);
+    assert_eq!(attrs(&store, "b", "a@x.com").len(), 3, "other activations keep theirs");
+    assert_eq!(store.retain_attributes("a", &["std:city"]).unwrap(), 0);
+    assert_eq!(store.retain_attributes("a", &[]).unwrap(), 2);
+    assert_eq!(store.contact_count("a").unwrap(), 2, "contacts stay");
+    assert_eq!(store.retain_attributes("unknown", &[]).unwrap(), 0);
+}
+
+#[test]
+fn contact_shows_every_activation() {
+    let m = mapping();
+    let mut store = StateStore::open_in_memory().unwrap();
+    store
+        .apply_changes(
+            "zeta",
+            3,
+            &m,
+            &[change("a@x.com", 5, &[(2, text("Ann"), 3), (0, text("gold"), 1)])],
+        )
+        .unwrap();
+    store
+        .apply_changes("alpha", 4, &m, &[change("a@x.com", 6, &[(1, text("Paris"), 2)])])
+        .unwrap();
+    store.begin_run("empty", RunKind::Run).unwrap();
+    let snaps = store.contact("a@x.com").unwrap();
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[0].activation, "alpha");
+    assert_eq!(snaps[0].row_fingerprint, 6);
+    assert_eq!(snaps[0].key_hash, key_hash("a@x.com"));
+    assert_eq!(snaps[0].updated_run, Some(4));
+    assert_eq!(snaps[1].activation, "zeta");
+    assert_eq!(
+        snaps[1]
+            .attributes
+            .iter()
+            .map(|a| a.key.as_str())
+            .collect::<Vec<_>>(),
+        ["custom:Loyalty Tier", "std:first_name"]
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(&snaps[1].updated_at).is_ok());
+    assert!(store.contact("nobody@x.com").unwrap().is_empty());
+}
+
+#[test]
+fn a_corrupt_value_is_an_error() {
+    let m = mapping();
+    let mut store = StateStore::open_in_memory().unwrap();
+    store
+        .apply_changes("a", 1, &m, &[change("a@x.com", 5, &[(1, text("x"), 3)])])
+        .unwrap();
+    store
+        .conn
+        .execute(
+            "UPDATE snapshot_attributes SET value_tag = 'i', value_text = 'abc'",
+            [],
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    let err = store
+        .contact_attributes("a", "a@x.com", &mut out)
+        .unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(store.contact("a@x.com").is_err());
+}
+
+fn query_plan(store: &StateStore, sql: &str) -> String {
+    let mut stmt = store.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+    rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn queries_use_their_indexes() {
+    let store = StateStore::open_in_memory().unwrap();
+    let plan = query_plan(
+        &store,
+        "SELECT key_hash, row_fingerprint FROM snapshot_contacts \
+         INDEXED BY snapshot_contacts_index WHERE activation_id = 1",
+    );
+    assert!(plan.contains("COVERING INDEX snapshot_contacts_index"), "{plan}");
+    let plan = query_plan(
+        &store,
+        "SELECT a.id FROM activations AS a CROSS JOIN snapshot_contacts AS c \
+         ON c.activation_id = a.id AND c.contact_key = 'k'",
+    );
+    assert!(plan.contains("SEARCH c USING PRIMARY KEY"), "{plan}");
+    let plan = query_plan(
+        &store,
+        "SELECT * FROM snapshot_attributes \
+         WHERE activation_id = (SELECT id FROM activations WHERE name = 'a') \
+         AND contact_key = 'k'",
+    );
+    assert!(plan.contains("SEARCH snapshot_attributes USING PRIMARY KEY"), "{plan}");
+}
+
+#[test]
+fn a_file_store_survives_reopen() {
+    let (_dir, path) = temp_db();
+    let m = mapping();
+    let run;
+    {
+        let mut store = StateStore::open(&path).unwrap();
+        run = store.begin_run("a", RunKind::Run).unwrap();
+        store
+            .apply_changes(
+                "a",
+                run,
+                &m,
+                &[
+                    change("a@x.com", 5, &[(1, text("Paris"), 2), (2, None, u64::MAX)]),
+                    change("b@x.com", 6, &[(0, Some(Canonical::Bool(true)), 9)]),
+                ],
+            )
+            .unwrap();
+        store
+            .record_existence("acct", &[(contact("a@x.com"), Existence::Exists)])
+            .unwrap();
+        store
+            .record_rows(run, &[row(2, Outcome::Updated), row(3, Outcome::Updated)])
+            .unwrap();
+        store
+            .finish_run(run, RunStatus::Succeeded, "{}", None)
+            .unwrap();
+        store.set_activation_mapping("a", "{\"m\":1}").unwrap();
+    }
+    let before = {
+        let store = StateStore::open(&path).unwrap();
+        (
+            store.contact("a@x.com").unwrap(),
+            store.contact("b@x.com").unwrap(),
+        )
+    };
+    let store = StateStore::open(&path).unwrap();
+    let idx = index(&store, "a");
+    assert_eq!(idx.len(), 2);
+    assert_eq!(idx.get(key_hash("a@x.com")), Some(5));
+    assert_eq!(idx.get(key_hash("b@x.com")), Some(6));
+    assert_eq!(attrs(&store, "a", "a@x.com").len(), 2);
+    assert_eq!(attrs(&store, "a", "a@x.com")[1].fingerprint, u64::MAX);
+    assert_eq!(before.0, store.contact("a@x.com").unwrap());
+    assert_eq!(before.1, store.contact("b@x.com").unwrap());
+    assert_eq!(
+        store
+            .existence("acct", &contact("a@x.com"))
+            .unwrap()
+            .map(|x| x.0),
+        Some(Existence::Exists)
+    );
+    assert_eq!(store.run(run).unwrap().unwrap().status, RunStatus::Succeeded);
+    assert_eq!(store.run_rows(run, None, 0, 10).unwrap().len(), 2);
+    assert_eq!(
+        store.activation_mapping("a").unwrap().as_deref(),
+        Some("{\"m\":1}")
+    );
+}
+
+// ---- locks ----
+
+#[test]
+fn file_lock_conflicts_and_releases_on_drop() {
+    let (_dir, path) = temp_db();
+    let store = StateStore::open(&path).unwrap();
+    let other = StateStore::open(&path).unwrap();
+    let lock = store.try_lock("a", "run 1").unwrap();
+    assert_eq!(lock.activation(), "a");
+    assert_eq!(lock.holder(), "run 1");
+    lock.heartbeat().unwrap();
+    match other.try_lock("a", "run 2") {
+        Err(Error::Locked {
+            activation,
+            holder,
+            since,
+        }) => {
+            assert_eq!(activation, "a");
+            assert_eq!(holder, "run 1");
+            assert_eq!(since, lock.acquired_at());
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same store cannot take it twice either; other activations are free.
+    assert!(matches!(
+        store.try_lock("a", "run 3"),
+        Err(Error::Locked { .. })
+    ));
+    let b = other.try_lock("b", "run 4").unwrap();
+    drop(lock);
+    let again = other.try_lock("a", "run 2").unwrap();
+    again.release().unwrap();
+    drop(b);
+    let n: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM locks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn a_lock_outlives_its_store_and_moves_between_threads() {
+    let (_dir, path) = temp_db();
+    let lock = StateStore::open(&path).unwrap().try_lock("a", "t").unwrap();
+    let handle = std::thread::spawn(move || {
+        lock.heartbeat().unwrap();
+        drop(lock);
+    });
+    handle.join().unwrap();
+    StateStore::open(&path).unwrap().try_lock("a", "t").unwrap();
+}
+
+#[test]
+fn a_stale_heartbeat_is_taken_over() {
+    let (_dir, path) = temp_db();
+    let store = StateStore::open(&path).unwrap();
+    let old = store.try_lock("a", "old").unwrap();
+    store
+        .conn
+        .execute(
+            "UPDATE locks SET heartbeat_at = '2020-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
+    let new = store.try_lock("a", "new").unwrap();
+    // The old holder learns it lost the lock, and its release leaves the new lock alone.
+    assert!(matches!(old.heartbeat(), Err(Error::LockLost { .. })));
+    drop(old);
+    assert!(matches!(
+        store.try_lock("a", "third"),
+        Err(Error::Locked { holder, .. }) if holder == "new"
+    ));
+    new.heartbeat().unwrap();
+    drop(new);
+    store.try_lock("a", "third").unwrap();
+}
+
+#[test]
+fn the_stale_timeout_is_configurable() {
+    let (_dir, path) = temp_db();
+    let mut store = StateStore::open(&path).unwrap();
+    let _held = store.try_lock("a", "old").unwrap();
+    store.set_lock_stale_after(Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(5));
+    store.try_lock("a", "new").unwrap();
+}
+
+#[test]
+fn a_dead_process_lock_is_taken_over() {
+    let (_dir, path) = temp_db();
+    let store = StateStore::open(&path).unwrap();
+    let insert = |pid: i64, heartbeat: &str| {
+        store
+            .conn
+            .execute(
+                "INSERT OR REPLACE INTO locks VALUES ('a', 'crashed', ?1, ?2, ?2)",
+                params![pid, heartbeat],
+            )
+            .unwrap();
+    };
+    let fresh = now();
+    // A live process (this one) with a fresh heartbeat holds it.
+    insert(i64::from(std::process::id()), &fresh);
+    assert!(matches!(store.try_lock("a", "me"), Err(Error::Locked { .. })));
+    if cfg!(target_os = "linux") {
+        // No such process: pids never reach 2^31 - 1.
+        insert(i64::from(i32::MAX), &fresh);
+        store.try_lock("a", "me").unwrap();
+    }
+    // A heartbeat nobody can read counts as stale.
+    insert(i64::from(std::process::id()), "garbage");
+    store.try_lock("a", "me").unwrap();
+    // A heartbeat from the future (clock skew) is fresh.
+    insert(i64::from(std::process::id()), "2999-01-01T00:00:00Z");
+    assert!(matches!(store.try_lock("a", "me"), Err(Error::Locked { .. })));
+}
+
+#[test]
+fn memory_locks_behave_the_same() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    let lock = store.try_lock("a", "one").unwrap();
+    lock.heartbeat().unwrap();
+    assert!(matches!(
+        store.try_lock("a", "two"),
+        Err(Error::Locked { holder, .. }) if holder == "one"
+    ));
+    let b = store.try_lock("b", "two").unwrap();
+    drop(lock);
+    let again = store.try_lock("a", "two").unwrap();
+    // Stale takeover.
+    store.set_lock_stale_after(Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(2));
+    let taken = store.try_lock("a", "three").unwrap();
+    assert!(matches!(again.heartbeat(), Err(Error::LockLost { .. })));
+    again.release().unwrap();
+    taken.heartbeat().unwrap();
+    store.set_lock_stale_after(DEFAULT_LOCK_STALE_AFTER);
+    assert!(matches!(
+        store.try_lock("a", "four"),
+        Err(Error::Locked { holder, .. }) if holder == "three"
+    ));
+    drop(taken);
+    drop(b);
+    store.try_lock("a", "four").unwrap();
+    // Two in-memory stores are separate databases with separate locks.
+    let other = StateStore::open_in_memory().unwrap();
+    let _x = store.try_lock("x", "1").unwrap();
+    other.try_lock("x", "2").unwrap();
+}
+
+#[test]
+fn timestamps_are_rfc3339_utc() {
+    let t = now();
+    assert!(t.ends_with('Z'), "{t}");
+    let parsed = chrono::DateTime::parse_from_rfc3339(&t).unwrap();
+    assert_eq!(parsed.offset().local_minus_utc(), 0);
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `attentive-sync` binary, run as a user would.
+//!
+//! One integration-test binary for the workspace (fast to link, one place to look).
+
+mod support;
+
+mod bad_input;
+mod plan;
