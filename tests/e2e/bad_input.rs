@@ -121,7 +121,7 @@ fn an_unknown_config_key_names_the_file_the_line_and_the_valid_keys() {
     assert!(r.stderr.contains("attentive-sync.toml"), "{}", r.stderr);
     assert!(r.stderr.contains("unknown field `default_region`"), "{}", r.stderr);
     assert!(r.stderr.contains("default_phone_region"), "valid keys listed: {}", r.stderr);
-    assert!(r.stderr.contains("line 11"), "{}", r.stderr);
+    assert!(r.stderr.contains("line 12"), "{}", r.stderr);
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //!
 //! One integration-test binary for the workspace (fast to link, one place to look).
 
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod bad_input;

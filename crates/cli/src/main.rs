@@ -10,15 +10,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod output;
 
 /// Exit codes scripts can act on (also in docs/CLI.md).
-pub mod exit {
+pub(crate) mod exit {
     /// Everything went through.
-    pub const OK: u8 = 0;
+    pub(crate) const OK: u8 = 0;
     /// A fatal error: bad config, unreadable model, state store failure.
-    pub const FATAL: u8 = 1;
+    pub(crate) const FATAL: u8 = 1;
     /// The command line itself is wrong (clap's usage errors).
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// The work finished, but some rows were rejected.
-    pub const ROWS_REJECTED: u8 = 3;
+    pub(crate) const ROWS_REJECTED: u8 = 3;
 }
 
 #[derive(Debug, Parser)]

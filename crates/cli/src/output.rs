@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use runner::plan::PlanReport;
 
 /// A plan as text: counts, attributes to send, samples.
-pub fn plan_text(r: &PlanReport) -> String {
+pub(crate) fn plan_text(r: &PlanReport) -> String {
     let c = &r.counts;
     let mut s = String::new();
     let _ = writeln!(
@@ -71,7 +71,7 @@ pub fn plan_text(r: &PlanReport) -> String {
 }
 
 /// What the snapshot holds for one contact, as text.
-pub fn contact_text(key: &str, entries: &[state_store::ContactSnapshot]) -> String {
+pub(crate) fn contact_text(key: &str, entries: &[state_store::ContactSnapshot]) -> String {
     let mut s = String::new();
     if entries.is_empty() {
         let _ = writeln!(s, "{key}: not in the snapshot of any activation (never acknowledged by Attentive).");
@@ -104,7 +104,7 @@ pub fn contact_text(key: &str, entries: &[state_store::ContactSnapshot]) -> Stri
 }
 
 /// What the snapshot holds for one contact, as JSON.
-pub fn contact_json(key: &str, entries: &[state_store::ContactSnapshot]) -> serde_json::Value {
+pub(crate) fn contact_json(key: &str, entries: &[state_store::ContactSnapshot]) -> serde_json::Value {
     serde_json::json!({
         "contact": key,
         "activations": entries.iter().map(|e| serde_json::json!({

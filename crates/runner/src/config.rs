@@ -175,7 +175,7 @@ pub struct Problem {
 /// Everything wrong with a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -288,7 +288,7 @@ impl Project {
             }
         };
         let mut problems = Vec::new();
-        let mut interp = |key: String, s: &str, problems: &mut Vec<Problem>| match interpolate(s, env) {
+        let interp = |key: String, s: &str, problems: &mut Vec<Problem>| match interpolate(s, env) {
             Ok(v) => Some(v),
             Err(message) => {
                 problems.push(Problem { key, message });
@@ -451,7 +451,7 @@ impl Project {
                     custom_type: ty,
                 });
             }
-            if attributes.is_empty() {
+            if a.standard.is_empty() && a.custom.is_empty() {
                 problems.push(Problem {
                     key: key.clone(),
                     message: "maps no attributes; add [activations.NAME.standard] or [activations.NAME.custom] entries".to_owned(),

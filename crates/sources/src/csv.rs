@@ -58,7 +58,13 @@ impl CsvOptions {
                 ));
             }
         }
-        // An escape equal to the quote is harmless: it reads like a doubled quote.
+        if self.escape == Some(self.quote) {
+            return Some(format!(
+                "the quote and the escape are the same byte ({}); for doubled quotes (`\"\"`) \
+                 set no escape and keep double quotes on",
+                name(self.quote)
+            ));
+        }
         let pairs = [
             ("delimiter", Some(self.delimiter), "quote", Some(self.quote)),
             ("delimiter", Some(self.delimiter), "escape", self.escape),

@@ -304,42 +304,31 @@ impl ModelSource for JsonlSource {
 }
 
 impl JsonlSource {
+    /// Types the line in `buf` into `row`, or marks it as a defect.
     fn fill_row(&mut self, info: LineInfo, row: &mut SourceRow) {
-        let ncols = self.columns.len();
-        fill_row(&self.buf, info, &self.index, &mut self.seen, ncols, row);
-    }
-}
-
-/// Types the line `bytes` into `row`, or marks it as a defect.
-fn fill_row(
-    bytes: &[u8],
-    info: LineInfo,
-    index: &HashMap<String, usize>,
-    seen: &mut [bool],
-    ncols: usize,
-    row: &mut SourceRow,
-) {
-    row.reset(info.number, ncols);
-    let text = match line_text(bytes, info) {
-        Ok(text) => text,
-        Err(defect) => return set_defect(row, defect),
-    };
-    seen.fill(false);
-    let mut de = serde_json::Deserializer::from_str(text);
-    let seed = RowSeed {
-        index,
-        values: &mut row.values,
-        seen: &mut *seen,
-    };
-    match seed.deserialize(&mut de).and_then(|()| de.end()) {
-        Ok(()) => {
-            for (value, seen) in row.values.iter_mut().zip(seen.iter()) {
-                if !seen {
-                    *value = Value::Null;
+        row.reset(info.number, self.columns.len());
+        let text = match line_text(&self.buf, info) {
+            Ok(text) => text,
+            Err(defect) => return set_defect(row, defect),
+        };
+        self.seen.fill(false);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let seed = RowSeed {
+            columns: &self.columns,
+            index: &self.index,
+            values: &mut row.values,
+            seen: &mut self.seen,
+        };
+        match seed.deserialize(&mut de).and_then(|()| de.end()) {
+            Ok(()) => {
+                for (value, seen) in row.values.iter_mut().zip(&self.seen) {
+                    if !seen {
+                        *value = Value::Null;
+                    }
                 }
             }
+            Err(e) => set_defect(row, json_defect(info.number, &e)),
         }
-        Err(e) => set_defect(row, json_defect(info.number, &e)),
     }
 }
 
@@ -396,6 +385,7 @@ impl<'de> Visitor<'de> for KeysSeed<'_> {
 
 /// Types the values of one object into the row.
 struct RowSeed<'r> {
+    columns: &'r [String],
     index: &'r HashMap<String, usize>,
     values: &'r mut [Value],
     seen: &'r mut [bool],
@@ -414,11 +404,21 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Lines mostly list their keys in the same order: try the column after the last one
+        // before hashing.
+        let mut next = 0;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let Some(&i) = self.index.get(key.as_ref()) else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
+            let i = match self.columns.get(next) {
+                Some(column) if *column == key => next,
+                _ => match self.index.get(key.as_ref()) {
+                    Some(&i) => i,
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                },
             };
+            next = i + 1;
             let raw: &'de RawValue = map.next_value()?;
             if let (Some(value), Some(seen)) = (self.values.get_mut(i), self.seen.get_mut(i)) {
                 set_typed(value, raw.get());

@@ -276,6 +276,9 @@ fn configure(conn: &Connection, file: bool) -> rusqlite::Result<()> {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    if let Ok(v) = std::env::var("XSTATE_CACHE") { conn.pragma_update(None, "cache_size", v.parse::<i64>().unwrap_or(-2000))?; }
+    if let Ok(v) = std::env::var("XSTATE_MMAP") { conn.pragma_update(None, "mmap_size", v.parse::<i64>().unwrap_or(0))?; }
+    if std::env::var("XSTATE_NOFK").is_ok() { conn.pragma_update(None, "foreign_keys", "OFF")?; }
     Ok(())
 }
 

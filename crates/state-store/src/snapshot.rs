@@ -1,7 +1,9 @@
 //! The snapshot: per activation and contact, the row fingerprint and every attribute value
 //! Attentive acknowledged.
 
-use rusqlite::{params, params_from_iter, Connection, Row, TransactionBehavior};
+use std::sync::mpsc;
+
+use rusqlite::{params, params_from_iter, Connection, Row, Rows, TransactionBehavior};
 use sync_core::plan::{ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{SnapshotStore, StoredAttribute};
 use sync_core::{BoundMapping, Canonical};
@@ -97,6 +99,71 @@ fn read_attributes(
     Ok(())
 }
 
+/// From this many contacts on, [`SnapshotStore::load_index`] reads rows on the calling thread
+/// while a second thread fills the index (hash-table inserts cost more than the scan).
+const PIPELINE_MIN: usize = 1 << 16;
+
+/// Entries handed from the reading thread to the inserting thread at a time.
+const BATCH: usize = 8 * 1024;
+
+/// Reads one `(key_hash, row_fingerprint)` row.
+fn index_entry(r: &Row<'_>) -> Result<(u64, u64), Error> {
+    const A: &str = "loading the snapshot index";
+    let key_hash: i64 = r.get(0).ctx(A)?;
+    let row_fingerprint: i64 = r.get(1).ctx(A)?;
+    Ok((u64_from_sql(key_hash), u64_from_sql(row_fingerprint)))
+}
+
+/// Scans `rows` on this thread and inserts into `index` on a scoped helper thread, in batches.
+/// `Err` only when the helper thread cannot be started (nothing has been read then).
+fn load_pipelined(
+    rows: &mut Rows<'_>,
+    index: &mut SnapshotIndex,
+) -> std::io::Result<Result<(), Error>> {
+    const A: &str = "loading the snapshot index";
+    std::thread::scope(|s| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<(u64, u64)>>(4);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<(u64, u64)>>();
+        let inserter = std::thread::Builder::new()
+            .name("load-index".into())
+            .spawn_scoped(s, move || {
+                for mut batch in full_rx {
+                    for &(key_hash, row_fingerprint) in &batch {
+                        index.insert(key_hash, row_fingerprint);
+                    }
+                    batch.clear();
+                    // The reader may be done already; the batch is simply dropped then.
+                    let _ = empty_tx.send(batch);
+                }
+            })?;
+        let mut read = || -> Result<(), Error> {
+            let mut batch = Vec::with_capacity(BATCH);
+            while let Some(r) = rows.next().ctx(A)? {
+                batch.push(index_entry(r)?);
+                if batch.len() == BATCH {
+                    let next = empty_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                    if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                        // The inserter is gone (it panicked): `join` below reports it.
+                        return Ok(());
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = full_tx.send(batch);
+            }
+            Ok(())
+        };
+        let result = read();
+        drop(full_tx);
+        if let Err(panic) = inserter.join() {
+            std::panic::resume_unwind(panic);
+        }
+        Ok(result)
+    })
+}
+
 impl SnapshotStore for StateStore {
     type Error = Error;
 
@@ -115,7 +182,8 @@ impl SnapshotStore for StateStore {
             )
             .and_then(|mut s| s.query_row([id], |r| r.get(0)))
             .ctx(A)?;
-        index.reserve(usize::try_from(count).unwrap_or(0));
+        let count = usize::try_from(count).unwrap_or(0);
+        index.reserve(count);
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -124,10 +192,16 @@ impl SnapshotStore for StateStore {
             )
             .ctx(A)?;
         let mut rows = stmt.query([id]).ctx(A)?;
+        if count >= PIPELINE_MIN {
+            match load_pipelined(&mut rows, index) {
+                Ok(result) => return result,
+                // No thread to spare: load on this one.
+                Err(_spawn_error) => {}
+            }
+        }
         while let Some(r) = rows.next().ctx(A)? {
-            let key_hash: i64 = r.get(0).ctx(A)?;
-            let row_fingerprint: i64 = r.get(1).ctx(A)?;
-            index.insert(u64_from_sql(key_hash), u64_from_sql(row_fingerprint));
+            let (key_hash, row_fingerprint) = index_entry(r)?;
+            index.insert(key_hash, row_fingerprint);
         }
         Ok(())
     }

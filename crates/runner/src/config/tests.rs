@@ -64,7 +64,7 @@ fn unknown_keys_are_refused_with_their_location() {
     let e = parse(&text).unwrap_err().to_string();
     assert!(e.starts_with("/proj/attentive-sync.toml:"), "{e}");
     assert!(e.contains("unknown field `shedule`"), "{e}");
-    assert!(e.contains("line 16"), "{e}");
+    assert!(e.contains("line 15"), "{e}");
 }
 
 #[test]
