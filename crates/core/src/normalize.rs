@@ -258,7 +258,7 @@ pub fn date(v: &Value, order: DateOrder) -> Result<NaiveDate, Invalid> {
     let t = t.as_ref();
     // ISO-8601 datetime: take the date part.
     let date_part = match t.find(['T', 't', ' ']) {
-        Some(i) if i == 10 => &t[..10],
+        Some(10) => &t[..10],
         _ => t,
     };
     for fmt in ["%Y-%m-%d", "%Y/%m/%d"] {

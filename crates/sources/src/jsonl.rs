@@ -204,7 +204,7 @@ impl JsonlSource {
         }
         if columns.is_empty() {
             let message = if sample.lines.is_empty() {
-                "the file has no JSON object; a JSONL model needs one JSON object per line, \
+                "the file is empty (or blank); a JSONL model needs one JSON object per line, \
                  whose keys name the columns"
                     .to_owned()
             } else {
@@ -375,9 +375,7 @@ impl<'de> Visitor<'de> for KeysSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             map.next_value::<IgnoredAny>()?;
-            if !self.0.iter().any(|k| *k == key) {
-                self.0.push(key.into_owned());
-            }
+            self.0.push(key.into_owned());
         }
         Ok(())
     }
