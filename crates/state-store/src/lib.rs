@@ -7,6 +7,8 @@
 //!
 //! Nothing secret is ever stored here.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +35,9 @@ pub enum Error {
     /// The directory that should hold the database could not be created.
     #[error("cannot create the directory {} for the state database", path.display())]
     CreateDir {
+        /// The directory.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -41,7 +45,9 @@ pub enum Error {
     /// file...).
     #[error("cannot open the state database {}", path.display())]
     Open {
+        /// The database file (`:memory:` for in-memory stores).
         path: PathBuf,
+        /// Why.
         #[source]
         source: rusqlite::Error,
     },
@@ -50,18 +56,27 @@ pub enum Error {
         "the state database has schema version {found}, but this program knows versions up to \
          {supported}; use a newer attentive-sync (or another state file)"
     )]
-    SchemaTooNew { found: i64, supported: i64 },
+    SchemaTooNew {
+        /// The database's version (`PRAGMA user_version`).
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
     /// A migration failed; the database stays at the previous version.
     #[error("migrating the state database to schema version {version} failed")]
     Migration {
+        /// The version the migration leads to.
         version: i64,
+        /// Why.
         #[source]
         source: rusqlite::Error,
     },
-    /// A statement failed while doing `action`.
+    /// A statement failed (I/O error, database busy for longer than [`BUSY_TIMEOUT`]...).
     #[error("state database error while {action}")]
     Sqlite {
+        /// What was being done, e.g. `"recording acknowledged changes"`.
         action: &'static str,
+        /// Why.
         #[source]
         source: rusqlite::Error,
     },
@@ -71,41 +86,72 @@ pub enum Error {
          in progress"
     )]
     Locked {
+        /// The activation.
         activation: String,
+        /// Who holds it, as given to [`StateStore::try_lock`].
         holder: String,
+        /// When it was taken (RFC 3339, UTC).
         since: String,
     },
     /// The lock row of an [`ActivationLock`] is gone or belongs to someone else (it was taken
     /// over as stale).
-    #[error("the lock on activation `{activation}` was lost (taken over by another process as stale)")]
-    LockLost { activation: String },
+    #[error(
+        "the lock on activation `{activation}` was lost (taken over by another process as stale)"
+    )]
+    LockLost {
+        /// The activation.
+        activation: String,
+    },
     /// No run has this id.
     #[error("run {run_id} does not exist")]
-    UnknownRun { run_id: i64 },
+    UnknownRun {
+        /// The id asked for.
+        run_id: i64,
+    },
     /// A row outcome filter that is not one of [`Outcome`]'s names.
-    #[error("unknown row outcome {outcome:?}; expected one of: updated, unchanged, not_found, rejected, failed")]
-    UnknownOutcome { outcome: String },
+    #[error(
+        "unknown row outcome {outcome:?}; expected one of: updated, unchanged, not_found, \
+         rejected, failed"
+    )]
+    UnknownOutcome {
+        /// The filter given.
+        outcome: String,
+    },
     /// [`StateStore::finish_run`] was given [`RunStatus::Running`].
     #[error("run {run_id} cannot finish with status `running`")]
-    NotFinished { run_id: i64 },
+    NotFinished {
+        /// The run.
+        run_id: i64,
+    },
     /// A [`sync_core::plan::AttributeChange`] points outside the mapping it came with.
     #[error(
         "the change for contact {contact_key:?} refers to attribute #{index}, but the mapping \
          has {count} attributes"
     )]
     AttributeIndex {
+        /// The contact of the change.
         contact_key: String,
+        /// [`sync_core::plan::AttributeChange::attribute`].
         index: usize,
+        /// How many attributes the mapping has.
         count: usize,
     },
     /// A number does not fit in a SQLite integer.
     #[error("{what} {value} is too large to store")]
-    OutOfRange { what: &'static str, value: u64 },
+    OutOfRange {
+        /// What the number is, e.g. `"row number"`.
+        what: &'static str,
+        /// The number.
+        value: u64,
+    },
     /// The database holds something this program never writes.
     #[error("corrupt state database: {table}.{column} holds {value:?}")]
     Corrupt {
+        /// The table.
         table: &'static str,
+        /// The column(s).
         column: &'static str,
+        /// What it holds.
         value: String,
     },
 }
@@ -238,7 +284,10 @@ impl StateStore {
 
     /// Records the mapping (as JSON) the activation runs with, creating the activation.
     pub fn set_activation_mapping(&mut self, name: &str, json: &str) -> Result<(), Error> {
-        let tx = self.conn.transaction().ctx("recording a mapping")?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("recording a mapping")?;
         let id = ensure_activation(&tx, name).ctx("creating an activation")?;
         tx.prepare_cached(
             "UPDATE activations SET mapping_json = ?2, mapping_updated_at = ?3 WHERE id = ?1",
@@ -276,9 +325,6 @@ fn configure(conn: &Connection, file: bool) -> rusqlite::Result<()> {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    if let Ok(v) = std::env::var("XSTATE_CACHE") { conn.pragma_update(None, "cache_size", v.parse::<i64>().unwrap_or(-2000))?; }
-    if let Ok(v) = std::env::var("XSTATE_MMAP") { conn.pragma_update(None, "mmap_size", v.parse::<i64>().unwrap_or(0))?; }
-    if std::env::var("XSTATE_NOFK").is_ok() { conn.pragma_update(None, "foreign_keys", "OFF")?; }
     Ok(())
 }
 

@@ -221,15 +221,13 @@ impl ActivationLock {
                 .ctx("refreshing an activation lock")?
                     == 1
             }
-            Inner::Memory { locks, token } => {
-                match lock_map(locks).get_mut(&self.activation) {
-                    Some(e) if e.token == *token => {
-                        e.heartbeat = Instant::now();
-                        true
-                    }
-                    _ => false,
+            Inner::Memory { locks, token } => match lock_map(locks).get_mut(&self.activation) {
+                Some(e) if e.token == *token => {
+                    e.heartbeat = Instant::now();
+                    true
                 }
-            }
+                _ => false,
+            },
         };
         if ours {
             Ok(())

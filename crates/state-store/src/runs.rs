@@ -112,10 +112,13 @@ impl FromStr for Outcome {
 /// One run, as listed by `runs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSummary {
+    /// The run's id ([`StateStore::begin_run`]).
     pub id: i64,
     /// The activation's name.
     pub activation: String,
+    /// Plan or run.
     pub kind: RunKind,
+    /// Where it is.
     pub status: RunStatus,
     /// RFC 3339, UTC.
     pub started_at: String,
@@ -135,6 +138,7 @@ pub struct RunRow {
     pub row_number: u64,
     /// The normalized identifier, when the row had a readable one.
     pub contact_key: Option<String>,
+    /// What happened to it.
     pub outcome: Outcome,
     /// A stable code, e.g. [`sync_core::plan::RejectCode::as_str`].
     pub code: Option<String>,

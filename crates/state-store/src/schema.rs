@@ -14,8 +14,7 @@ CREATE TABLE activations (
     id                 INTEGER PRIMARY KEY,
     name               TEXT    NOT NULL UNIQUE,
     mapping_json       TEXT,
-    mapping_updated_at TEXT,
-    contact_count      INTEGER NOT NULL DEFAULT 0
+    mapping_updated_at TEXT
 );
 
 CREATE TABLE snapshot_contacts (
@@ -32,25 +31,6 @@ CREATE TABLE snapshot_contacts (
 -- index alone, which is much narrower than the table rows.
 CREATE INDEX snapshot_contacts_index
     ON snapshot_contacts (activation_id, key_hash, row_fingerprint);
-
--- `activations.contact_count` follows the rows of `snapshot_contacts`, so that loading an
--- index can reserve its memory without counting first.
-CREATE TRIGGER snapshot_contacts_counted_insert AFTER INSERT ON snapshot_contacts
-BEGIN
-    UPDATE activations SET contact_count = contact_count + 1 WHERE id = NEW.activation_id;
-END;
-
-CREATE TRIGGER snapshot_contacts_counted_delete AFTER DELETE ON snapshot_contacts
-BEGIN
-    UPDATE activations SET contact_count = contact_count - 1 WHERE id = OLD.activation_id;
-END;
-
-CREATE TRIGGER snapshot_contacts_counted_move AFTER UPDATE OF activation_id ON snapshot_contacts
-    WHEN NEW.activation_id IS NOT OLD.activation_id
-BEGIN
-    UPDATE activations SET contact_count = contact_count - 1 WHERE id = OLD.activation_id;
-    UPDATE activations SET contact_count = contact_count + 1 WHERE id = NEW.activation_id;
-END;
 
 CREATE TABLE snapshot_attributes (
     activation_id INTEGER NOT NULL,

@@ -3,9 +3,7 @@
 
 use std::sync::mpsc;
 
-use rusqlite::{
-    params, params_from_iter, Connection, OptionalExtension, Row, Rows, TransactionBehavior,
-};
+use rusqlite::{params, params_from_iter, Connection, Row, Rows, TransactionBehavior};
 use sync_core::plan::{ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{SnapshotStore, StoredAttribute};
 use sync_core::{BoundMapping, Canonical};
@@ -103,7 +101,7 @@ fn read_attributes(
 
 /// From this many contacts on, [`SnapshotStore::load_index`] reads rows on the calling thread
 /// while a second thread fills the index (hash-table inserts cost more than the scan).
-const PIPELINE_MIN: usize = 1 << 16;
+pub(crate) const PIPELINE_MIN: usize = 1 << 16;
 
 /// Entries handed from the reading thread to the inserting thread at a time.
 const BATCH: usize = 8 * 1024;
@@ -173,17 +171,17 @@ impl SnapshotStore for StateStore {
     /// with one range scan of the covering index `snapshot_contacts_index`.
     fn load_index(&self, activation: &str, index: &mut SnapshotIndex) -> Result<(), Error> {
         const A: &str = "loading the snapshot index";
-        let Some((id, count)) = self
-            .conn
-            .prepare_cached("SELECT id, contact_count FROM activations WHERE name = ?1")
-            .and_then(|mut s| {
-                s.query_row([activation], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-                    .optional()
-            })
-            .ctx(A)?
-        else {
+        let Some(id) = activation_id(&self.conn, activation).ctx(A)? else {
             return Ok(());
         };
+        let count: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM snapshot_contacts INDEXED BY snapshot_contacts_index \
+                 WHERE activation_id = ?1",
+            )
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .ctx(A)?;
         let count = usize::try_from(count).unwrap_or(0);
         index.reserve(count);
         let mut stmt = self
@@ -412,11 +410,14 @@ impl StateStore {
 
     /// How many contacts the activation's snapshot holds (0 for an unknown activation).
     pub fn contact_count(&self, activation: &str) -> Result<u64, Error> {
-        let n: Option<i64> = self
+        let n: i64 = self
             .conn
-            .prepare_cached("SELECT contact_count FROM activations WHERE name = ?1")
-            .and_then(|mut s| s.query_row([activation], |r| r.get(0)).optional())
+            .prepare_cached(
+                "SELECT count(*) FROM snapshot_contacts INDEXED BY snapshot_contacts_index \
+                 WHERE activation_id = (SELECT id FROM activations WHERE name = ?1)",
+            )
+            .and_then(|mut s| s.query_row([activation], |r| r.get(0)))
             .ctx("counting contacts")?;
-        Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -23,7 +23,10 @@ fn mapping() -> BoundMapping {
             kind: IdentifierKind::Email,
         },
         attributes: vec![
-            attr(AttributeId::Standard(StandardField::FirstName), "first_name"),
+            attr(
+                AttributeId::Standard(StandardField::FirstName),
+                "first_name",
+            ),
             attr(AttributeId::Standard(StandardField::City), "city"),
             AttributeMapping {
                 attribute: AttributeId::Custom("Loyalty Tier".into()),
@@ -112,7 +115,11 @@ fn error_is_send_sync_and_chains_its_source() {
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<Error>();
     let (_dir, path) = temp_db();
-    std::fs::write(&path, b"this is not a database, it is just long enough text...").unwrap();
+    std::fs::write(
+        &path,
+        b"this is not a database, it is just long enough text...",
+    )
+    .unwrap();
     let err = StateStore::open(&path).unwrap_err();
     assert!(matches!(err, Error::Open { .. }), "{err:?}");
     let source = std::error::Error::source(&err).expect("a source");
@@ -156,7 +163,10 @@ fn migrations_are_idempotent_on_reopen() {
     for _ in 0..3 {
         let store = StateStore::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), 1);
-        assert_eq!(store.activation_mapping("a").unwrap().as_deref(), Some("{}"));
+        assert_eq!(
+            store.activation_mapping("a").unwrap().as_deref(),
+            Some("{}")
+        );
     }
     // Every table exists once.
     let store = StateStore::open(&path).unwrap();
@@ -192,7 +202,13 @@ fn a_newer_schema_is_refused() {
     }
     let err = StateStore::open(&path).unwrap_err();
     assert!(
-        matches!(err, Error::SchemaTooNew { found: 7, supported: 1 }),
+        matches!(
+            err,
+            Error::SchemaTooNew {
+                found: 7,
+                supported: 1
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("newer attentive-sync"), "{err}");
@@ -207,7 +223,10 @@ fn a_failed_migration_leaves_the_version_alone() {
         conn.execute_batch("CREATE TABLE activations (x)").unwrap();
     }
     let err = StateStore::open(&path).unwrap_err();
-    assert!(matches!(err, Error::Migration { version: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Migration { version: 1, .. }),
+        "{err:?}"
+    );
     let conn = Connection::open(&path).unwrap();
     assert_eq!(user_version(&conn).unwrap(), 0);
     let n: i64 = conn
@@ -342,9 +361,15 @@ fn runs_lifecycle() {
     assert_eq!(all[2].outcome, Outcome::NotFound);
     assert_eq!(all[4].contact_key, None);
     let rejected = store.run_rows(r2, Some("rejected"), 0, 100).unwrap();
-    assert_eq!(rejected, [row(3, Outcome::Rejected), row(5, Outcome::Rejected)]);
+    assert_eq!(
+        rejected,
+        [row(3, Outcome::Rejected), row(5, Outcome::Rejected)]
+    );
     let page = store.run_rows(r2, None, 1, 2).unwrap();
-    assert_eq!(page.iter().map(|r| r.row_number).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(
+        page.iter().map(|r| r.row_number).collect::<Vec<_>>(),
+        [3, 4]
+    );
     let page = store.run_rows(r2, Some("rejected"), 1, 1).unwrap();
     assert_eq!(page, [row(5, Outcome::Rejected)]);
     assert!(store.run_rows(r1, None, 0, 100).unwrap().is_empty());
@@ -362,7 +387,12 @@ fn runs_lifecycle() {
     ));
 
     store
-        .finish_run(r2, RunStatus::Partial, r#"{"rows":5}"#, Some("2 writes failed"))
+        .finish_run(
+            r2,
+            RunStatus::Partial,
+            r#"{"rows":5}"#,
+            Some("2 writes failed"),
+        )
         .unwrap();
     let s = store.run(r2).unwrap().unwrap();
     assert_eq!(s.status, RunStatus::Partial);
@@ -469,7 +499,12 @@ fn apply_changes_stores_contacts_and_attributes() {
 
     // A later change updates only what it names.
     store
-        .apply_changes("a", 8, &m, &[change("y@x.com", 43, &[(1, text("Lyon"), 12)])])
+        .apply_changes(
+            "a",
+            8,
+            &m,
+            &[change("y@x.com", 43, &[(1, text("Lyon"), 12)])],
+        )
         .unwrap();
     let y = attrs(&store, "a", "y@x.com");
     assert_eq!(y[0].run_id, Some(7));
@@ -541,7 +576,14 @@ fn a_bad_attribute_index_is_an_error_and_writes_nothing() {
         )
         .unwrap_err();
     assert!(
-        matches!(err, Error::AttributeIndex { index: 3, count: 3, .. }),
+        matches!(
+            err,
+            Error::AttributeIndex {
+                index: 3,
+                count: 3,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(store.contact_count("a").unwrap(), 0);
@@ -553,7 +595,12 @@ fn refreshes_move_row_fingerprints_only() {
     let m = mapping();
     let mut store = StateStore::open_in_memory().unwrap();
     store
-        .apply_changes("a", 1, &m, &[change("a@x.com", 5, &[(1, text("Paris"), 1)])])
+        .apply_changes(
+            "a",
+            1,
+            &m,
+            &[change("a@x.com", 5, &[(1, text("Paris"), 1)])],
+        )
         .unwrap();
     let refresh = |key: &str, fp| Refresh {
         contact: contact(key),
@@ -577,7 +624,11 @@ fn refreshes_move_row_fingerprints_only() {
 fn retain_attributes_drops_unmapped_keys() {
     let m = mapping();
     let mut store = StateStore::open_in_memory().unwrap();
-    let all = [(0, text("gold"), 1), (1, text("Paris"), 2), (2, text("Ann"), 3)];
+    let all = [
+        (0, text("gold"), 1),
+        (1, text("Paris"), 2),
+        (2, text("Ann"), 3),
+    ];
     store
         .apply_changes(
             "a",
@@ -603,7 +654,11 @@ fn retain_attributes_drops_unmapped_keys() {
         ["std:city"]
     );
     assert_eq!(attrs(&store, "a", "b@x.com").len(), 1);
-    assert_eq!(attrs(&store, "b", "a@x.com").len(), 3, "other activations keep theirs");
+    assert_eq!(
+        attrs(&store, "b", "a@x.com").len(),
+        3,
+        "other activations keep theirs"
+    );
     assert_eq!(store.retain_attributes("a", &["std:city"]).unwrap(), 0);
     assert_eq!(store.retain_attributes("a", &[]).unwrap(), 2);
     assert_eq!(store.contact_count("a").unwrap(), 2, "contacts stay");
@@ -619,11 +674,20 @@ fn contact_shows_every_activation() {
             "zeta",
             3,
             &m,
-            &[change("a@x.com", 5, &[(2, text("Ann"), 3), (0, text("gold"), 1)])],
+            &[change(
+                "a@x.com",
+                5,
+                &[(2, text("Ann"), 3), (0, text("gold"), 1)],
+            )],
         )
         .unwrap();
     store
-        .apply_changes("alpha", 4, &m, &[change("a@x.com", 6, &[(1, text("Paris"), 2)])])
+        .apply_changes(
+            "alpha",
+            4,
+            &m,
+            &[change("a@x.com", 6, &[(1, text("Paris"), 2)])],
+        )
         .unwrap();
     store.begin_run("empty", RunKind::Run).unwrap();
     let snaps = store.contact("a@x.com").unwrap();
@@ -668,7 +732,10 @@ fn a_corrupt_value_is_an_error() {
 }
 
 fn query_plan(store: &StateStore, sql: &str) -> String {
-    let mut stmt = store.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let mut stmt = store
+        .conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap();
     let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
     rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
 }
@@ -681,7 +748,10 @@ fn queries_use_their_indexes() {
         "SELECT key_hash, row_fingerprint FROM snapshot_contacts \
          INDEXED BY snapshot_contacts_index WHERE activation_id = 1",
     );
-    assert!(plan.contains("COVERING INDEX snapshot_contacts_index"), "{plan}");
+    assert!(
+        plan.contains("COVERING INDEX snapshot_contacts_index"),
+        "{plan}"
+    );
     let plan = query_plan(
         &store,
         "SELECT a.id FROM activations AS a CROSS JOIN snapshot_contacts AS c \
@@ -694,7 +764,10 @@ fn queries_use_their_indexes() {
          WHERE activation_id = (SELECT id FROM activations WHERE name = 'a') \
          AND contact_key = 'k'",
     );
-    assert!(plan.contains("SEARCH snapshot_attributes USING PRIMARY KEY"), "{plan}");
+    assert!(
+        plan.contains("SEARCH snapshot_attributes USING PRIMARY KEY"),
+        "{plan}"
+    );
 }
 
 #[test]
@@ -750,7 +823,10 @@ fn a_file_store_survives_reopen() {
             .map(|x| x.0),
         Some(Existence::Exists)
     );
-    assert_eq!(store.run(run).unwrap().unwrap().status, RunStatus::Succeeded);
+    assert_eq!(
+        store.run(run).unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
     assert_eq!(store.run_rows(run, None, 0, 10).unwrap().len(), 2);
     assert_eq!(
         store.activation_mapping("a").unwrap().as_deref(),
@@ -861,7 +937,10 @@ fn a_dead_process_lock_is_taken_over() {
     let fresh = now();
     // A live process (this one) with a fresh heartbeat holds it.
     insert(i64::from(std::process::id()), &fresh);
-    assert!(matches!(store.try_lock("a", "me"), Err(Error::Locked { .. })));
+    assert!(matches!(
+        store.try_lock("a", "me"),
+        Err(Error::Locked { .. })
+    ));
     if cfg!(target_os = "linux") {
         // No such process: pids never reach 2^31 - 1.
         insert(i64::from(i32::MAX), &fresh);
@@ -872,7 +951,10 @@ fn a_dead_process_lock_is_taken_over() {
     store.try_lock("a", "me").unwrap();
     // A heartbeat from the future (clock skew) is fresh.
     insert(i64::from(std::process::id()), "2999-01-01T00:00:00Z");
-    assert!(matches!(store.try_lock("a", "me"), Err(Error::Locked { .. })));
+    assert!(matches!(
+        store.try_lock("a", "me"),
+        Err(Error::Locked { .. })
+    ));
 }
 
 #[test]
@@ -914,4 +996,75 @@ fn timestamps_are_rfc3339_utc() {
     assert!(t.ends_with('Z'), "{t}");
     let parsed = chrono::DateTime::parse_from_rfc3339(&t).unwrap();
     assert_eq!(parsed.offset().local_minus_utc(), 0);
+}
+
+#[test]
+fn a_large_index_loads_on_two_threads_and_completely() {
+    let n = snapshot::PIPELINE_MIN + 1234;
+    let mut store = StateStore::open_in_memory().unwrap();
+    let refreshes: Vec<Refresh> = (0..n)
+        .map(|i| {
+            let key = format!("c{i}@x.com");
+            Refresh {
+                key_hash: key_hash(&key),
+                contact: contact(&key),
+                row_fingerprint: i as u64 + 1,
+            }
+        })
+        .collect();
+    store.apply_refreshes("big", 1, &refreshes).unwrap();
+    store.apply_refreshes("small", 1, &refreshes[..10]).unwrap();
+    let idx = index(&store, "big");
+    assert_eq!(idx.len(), n);
+    for r in &refreshes {
+        assert_eq!(idx.get(r.key_hash), Some(r.row_fingerprint));
+    }
+    assert_eq!(index(&store, "small").len(), 10);
+    assert_eq!(store.contact_count("big").unwrap(), n as u64);
+    // A bad row stops the load with an error, on either path.
+    store
+        .conn
+        .execute(
+            "UPDATE snapshot_contacts SET key_hash = 'oops' WHERE contact_key IN ('c77@x.com', 'c5@x.com')",
+            [],
+        )
+        .unwrap();
+    for activation in ["big", "small"] {
+        let mut idx = SnapshotIndex::default();
+        let err = store.load_index(activation, &mut idx).unwrap_err();
+        assert!(matches!(err, Error::Sqlite { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn two_connections_write_concurrently() {
+    let (_dir, path) = temp_db();
+    drop(StateStore::open(&path).unwrap());
+    let m = mapping();
+    let writer = |name: &'static str| {
+        let path = path.clone();
+        let m = m.clone();
+        std::thread::spawn(move || {
+            let mut store = StateStore::open(&path).unwrap();
+            for i in 0..30u64 {
+                let run = store.begin_run(name, RunKind::Run).unwrap();
+                let key = format!("{name}{i}@x.com");
+                store
+                    .apply_changes(name, run, &m, &[change(&key, i + 1, &[(1, text("x"), i)])])
+                    .unwrap();
+                store.record_rows(run, &[row(i, Outcome::Updated)]).unwrap();
+                store
+                    .finish_run(run, RunStatus::Succeeded, "{}", None)
+                    .unwrap();
+            }
+        })
+    };
+    let a = writer("a");
+    let b = writer("b");
+    a.join().unwrap();
+    b.join().unwrap();
+    let store = StateStore::open(&path).unwrap();
+    assert_eq!(store.contact_count("a").unwrap(), 30);
+    assert_eq!(store.contact_count("b").unwrap(), 30);
+    assert_eq!(store.runs(None, 100).unwrap().len(), 60);
 }

@@ -6,12 +6,12 @@
 //!
 //! `STATE_BENCH_CONTACTS` sets the number of contacts (default 2,000,000).
 
+#![allow(clippy::unwrap_used)] // test code: a failure is a test failure
+
 use std::time::Instant;
 
 use state_store::StateStore;
-use sync_core::mapping::{
-    AttributeMapping, DuplicatePolicy, Identifier, NormalizeOptions, OnNull,
-};
+use sync_core::mapping::{AttributeMapping, DuplicatePolicy, Identifier, NormalizeOptions, OnNull};
 use sync_core::plan::{AttributeChange, ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{ContactRef, SnapshotStore};
 use sync_core::{AttributeId, Canonical, IdentifierKind, Mapping, StandardField};

@@ -1,5 +1,7 @@
 //! Model-based tests: `StateStore` must behave exactly like `sync_core::memory::MemorySnapshot`.
 
+#![allow(clippy::unwrap_used)] // test code: a failure is a test failure
+
 use proptest::prelude::*;
 use state_store::{RunKind, StateStore};
 use sync_core::mapping::{
@@ -82,13 +84,15 @@ fn contact_ref(key: &str) -> ContactRef {
     }
 }
 
+/// A generated change: (contact, row fingerprint, [(attribute index, value, fingerprint)]).
+type GenChange = (usize, u64, Vec<(usize, Option<Canonical>, u64)>);
+
 #[derive(Debug, Clone)]
 enum Op {
     Apply {
         activation: usize,
         run_id: i64,
-        /// (contact, row fingerprint, [(attribute index, value, fingerprint)])
-        changes: Vec<(usize, u64, Vec<(usize, Option<Canonical>, u64)>)>,
+        changes: Vec<GenChange>,
     },
     Refresh {
         activation: usize,
@@ -125,7 +129,11 @@ fn arb_fingerprint() -> impl Strategy<Value = u64> {
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
-    let attribute = (0..4usize, proptest::option::weighted(0.8, arb_canonical()), arb_fingerprint());
+    let attribute = (
+        0..4usize,
+        proptest::option::weighted(0.8, arb_canonical()),
+        arb_fingerprint(),
+    );
     let change = (
         0..CONTACTS.len(),
         arb_fingerprint(),
@@ -195,7 +203,13 @@ fn assert_same(store: &StateStore, models: &[MemorySnapshot]) -> Result<(), Test
         expected.sort_by(|a, b| a.0.cmp(b.0));
         let shown: Vec<(&str, u64, Vec<StoredAttribute>)> = shown
             .iter()
-            .map(|s| (s.activation.as_str(), s.row_fingerprint, s.attributes.clone()))
+            .map(|s| {
+                (
+                    s.activation.as_str(),
+                    s.row_fingerprint,
+                    s.attributes.clone(),
+                )
+            })
             .collect();
         prop_assert_eq!(shown, expected);
     }
