@@ -10,19 +10,30 @@
 //!   (`b` bool, `i` integer, `n` number, `s` string) and `text` is the canonical text
 //!   ([`Canonical::to_text`]) in UTF-8.
 //! * **Contact key hash**: `XXH3_64(kind ‖ 0x00 ‖ key)` with seed 0, `kind` = `email`/`phone`.
-//! * **Row fingerprint**: `XXH3_64(version ‖ on_null ‖ kind ‖ 0x00 ‖ key ‖ 0xFF ‖ entries)`
-//!   where each mapped attribute, in ascending order of its snapshot key, contributes
-//!   `attribute_key ‖ 0x00 ‖ (tag ‖ text | "z") ‖ 0x1F`; the result keeps its low 62 bits and
-//!   is never 0 (0 becomes 1). It changes when any mapped value, the mapping itself, or the
-//!   null policy changes.
+//! * **Mapping signature**: `XXH3_64` of the version bytes, the identifier kind, the null
+//!   policy, the default phone region, the date order, and every mapped attribute's snapshot key
+//!   and declared type, in ascending key order ([`mapping_signature`]).
+//! * **Row fingerprint**: `XXH3_64(signature ‖ key ‖ 0xFF ‖ cells)` where each mapped attribute,
+//!   in ascending order of its snapshot key, contributes its **raw** cell as the source gave it
+//!   (`tag ‖ bytes ‖ 0x1F`, see [`RowHasher::cell`]); the result keeps its low 62 bits and is
+//!   never 0 (0 becomes 1). Because it covers the raw cells and every rule that turns them into
+//!   canonical values, an equal fingerprint proves the canonical values are equal, so the
+//!   planner skips normalization for unchanged rows. It changes when any mapped cell, the
+//!   mapping, the normalization options or [`NORMALIZATION_VERSION`] changes; a change that turns
+//!   out to be cosmetic is caught by the per-attribute value fingerprints, which only cover
+//!   canonical values.
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::mapping::{IdentifierKind, OnNull};
+use crate::mapping::{CustomType, DateOrder, IdentifierKind, OnNull};
 use crate::value::Canonical;
 
 /// Version byte mixed into every row fingerprint.
 pub const FINGERPRINT_VERSION: u8 = 1;
+
+/// Bumped whenever a normalization rule changes what a raw value becomes, so that rows are
+/// normalized again (and only attributes whose canonical value moved are sent).
+pub const NORMALIZATION_VERSION: u8 = 1;
 
 /// Row fingerprints use the low 62 bits; the planner keeps per-run state in the top two.
 pub const ROW_FP_MASK: u64 = (1 << 62) - 1;
@@ -56,8 +67,46 @@ pub fn key_hash(kind: IdentifierKind, key: &str) -> u64 {
     xxh3_64(&buf)
 }
 
-pub(crate) fn attribute_key_hash(key: &str) -> u64 {
-    xxh3_64(key.as_bytes())
+/// The mapping signature mixed into every row fingerprint (see the module docs).
+pub fn mapping_signature(
+    kind: IdentifierKind,
+    on_null: OnNull,
+    options: &crate::mapping::NormalizeOptions,
+    attributes: &[(&str, Option<CustomType>)],
+) -> u64 {
+    let mut buf = vec![FINGERPRINT_VERSION, NORMALIZATION_VERSION];
+    buf.extend_from_slice(kind.as_str().as_bytes());
+    buf.push(0);
+    buf.push(match on_null {
+        OnNull::Omit => b'o',
+        OnNull::Clear => b'c',
+    });
+    if let Some(r) = options.default_phone_region {
+        buf.extend_from_slice(AsRef::<str>::as_ref(&r).as_bytes());
+    }
+    buf.push(0);
+    buf.extend_from_slice(match options.date_order {
+        DateOrder::Iso => b"iso",
+        DateOrder::Mdy => b"mdy",
+        DateOrder::Dmy => b"dmy",
+    });
+    buf.push(0);
+    let mut attrs: Vec<_> = attributes.to_vec();
+    attrs.sort_by(|a, b| a.0.cmp(b.0));
+    for (key, ty) in attrs {
+        buf.extend_from_slice(key.as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(match ty {
+            None => b"" as &[u8],
+            Some(CustomType::String) => b"string",
+            Some(CustomType::Number) => b"number",
+            Some(CustomType::Bool) => b"bool",
+            Some(CustomType::Date) => b"date",
+            Some(CustomType::Datetime) => b"datetime",
+        });
+        buf.push(0x1F);
+    }
+    xxh3_64(&buf)
 }
 
 /// Builds row fingerprints, reusing one buffer.
@@ -67,27 +116,53 @@ pub struct RowHasher {
 }
 
 impl RowHasher {
-    /// Starts a row: version, null policy and identifier.
-    pub fn start(&mut self, on_null: OnNull, kind: IdentifierKind, key: &str) {
+    /// Starts a row: the mapping signature and the normalized identifier.
+    pub fn start(&mut self, signature: u64, key: &str) {
         self.buf.clear();
-        self.buf.push(FINGERPRINT_VERSION);
-        self.buf.push(match on_null {
-            OnNull::Omit => b'o',
-            OnNull::Clear => b'c',
-        });
-        self.buf.extend_from_slice(kind.as_str().as_bytes());
-        self.buf.push(0);
+        self.buf.extend_from_slice(&signature.to_le_bytes());
         self.buf.extend_from_slice(key.as_bytes());
         self.buf.push(0xFF);
     }
 
-    /// Adds one attribute; call in ascending order of attribute key.
-    pub fn attribute(&mut self, attribute_key: &str, value: Option<&Canonical>) {
-        self.buf.extend_from_slice(attribute_key.as_bytes());
-        self.buf.push(0);
-        match value {
-            Some(v) => push_value(&mut self.buf, v),
-            None => self.buf.push(b'z'),
+    /// Adds one raw cell; call in ascending order of attribute key. Encoding: a tag byte
+    /// (`z` null, `b` bool, `i` integer, `n` number, `s` text, `d` date, `t` timestamp,
+    /// `u` unsupported), the value's bytes (integers as 8 bytes little-endian, dates as
+    /// `YYYY-MM-DD`), then `0x1F`.
+    pub fn cell(&mut self, v: &crate::value::Value) {
+        use crate::value::Value;
+        match v {
+            Value::Null => self.buf.push(b'z'),
+            Value::Bool(b) => {
+                self.buf.push(b'b');
+                self.buf.push(u8::from(*b));
+            }
+            Value::Int(i) => {
+                self.buf.push(b'i');
+                self.buf.extend_from_slice(&i.to_le_bytes());
+            }
+            Value::Number(n) => {
+                self.buf.push(b'n');
+                self.buf.extend_from_slice(n.as_bytes());
+            }
+            Value::Text(t) => {
+                self.buf.push(b's');
+                self.buf.extend_from_slice(t.as_bytes());
+            }
+            Value::Date(d) => {
+                use std::io::Write;
+                self.buf.push(b'd');
+                let _ = write!(self.buf, "{}", d.format("%Y-%m-%d"));
+            }
+            Value::Timestamp(t) => {
+                self.buf.push(b't');
+                self.buf.extend_from_slice(t.as_bytes());
+            }
+            Value::Unsupported { kind, text } => {
+                self.buf.push(b'u');
+                self.buf.extend_from_slice(kind.as_bytes());
+                self.buf.push(0);
+                self.buf.extend_from_slice(text.as_bytes());
+            }
         }
         self.buf.push(0x1F);
     }
@@ -127,7 +202,7 @@ mod tests {
         0x8258_6df6_a6c6_0eae,
         0xfd8b_8122_f926_9616,
         0x208b_6d24_9d3b_7f47,
-        0x347c_4839_6e60_5047,
+        0x21e4_6e34_d21b_eb2e,
     ];
 
     #[test]
@@ -141,10 +216,18 @@ mod tests {
     }
 
     fn row(key: &str, attrs: &[(&str, Option<Canonical>)]) -> u64 {
+        use crate::value::Value;
+        let keys: Vec<(&str, Option<crate::mapping::CustomType>)> =
+            attrs.iter().map(|(k, _)| (*k, None)).collect();
+        let sig = mapping_signature(IdentifierKind::Email, OnNull::Omit, &Default::default(), &keys);
         let mut h = RowHasher::default();
-        h.start(OnNull::Omit, IdentifierKind::Email, key);
-        for (k, v) in attrs {
-            h.attribute(k, v.as_ref());
+        h.start(sig, key);
+        for (_, v) in attrs {
+            h.cell(&match v {
+                None => Value::Null,
+                Some(Canonical::Text(t)) => Value::Text(t.clone()),
+                Some(c) => Value::Number(c.to_text()),
+            });
         }
         h.finish()
     }

@@ -269,8 +269,6 @@ pub struct BoundAttribute {
     pub column: String,
     pub index: usize,
     pub custom_type: Option<CustomType>,
-    /// Seed of this attribute's part of a row fingerprint (hash of its key).
-    pub(crate) key_hash: u64,
 }
 
 /// A mapping checked against a model's columns: what the planner runs.
@@ -283,6 +281,8 @@ pub struct BoundMapping {
     pub on_null: OnNull,
     pub duplicates: DuplicatePolicy,
     pub options: NormalizeOptions,
+    /// [`crate::fingerprint::mapping_signature`] of this mapping: part of every row fingerprint.
+    pub signature: u64,
 }
 
 impl Mapping {
@@ -339,7 +339,6 @@ impl Mapping {
             }
             if let Some(index) = find(&m.column, m.attribute.to_string(), &mut errors) {
                 attributes.push(BoundAttribute {
-                    key_hash: crate::fingerprint::attribute_key_hash(&key),
                     key,
                     attribute: m.attribute.clone(),
                     column: m.column.clone(),
@@ -351,7 +350,18 @@ impl Mapping {
         match identifier_index {
             Some(identifier_index) if errors.is_empty() => {
                 attributes.sort_by(|a, b| a.key.cmp(&b.key));
+                let keys: Vec<(&str, Option<CustomType>)> = attributes
+                    .iter()
+                    .map(|a| (a.key.as_str(), a.custom_type))
+                    .collect();
+                let signature = crate::fingerprint::mapping_signature(
+                    self.identifier.kind,
+                    self.on_null,
+                    &self.options,
+                    &keys,
+                );
                 Ok(BoundMapping {
+                    signature,
                     identifier: self.identifier.clone(),
                     identifier_index,
                     attributes,

@@ -327,27 +327,14 @@ impl<'m> Planner<'m> {
         };
         let key_hash = fingerprint::key_hash(m.identifier.kind, &key);
 
-        // Normalize every mapped value, collecting every problem of the row.
-        self.values.clear();
-        let mut problems = Vec::new();
+        // The row fingerprint covers the raw cells: equal to the snapshot's means nothing to
+        // do, without normalizing anything.
+        self.hasher.start(m.signature, &key);
         for a in &m.attributes {
-            let raw = row.values.get(a.index).unwrap_or(&crate::value::Value::Null);
-            let res = match &a.attribute {
-                AttributeId::Standard(f) => normalize::standard(*f, raw, &m.options),
-                AttributeId::Custom(_) => normalize::custom(raw, a.custom_type, &m.options),
-            };
-            match res {
-                Ok(v) => self.values.push(v),
-                Err(e) => {
-                    problems.push(Problem {
-                        column: Some(a.column.clone()),
-                        value: Some(cut(&raw.to_string())),
-                        rule: e.0,
-                    });
-                    self.values.push(None);
-                }
-            }
+            self.hasher
+                .cell(row.values.get(a.index).unwrap_or(&crate::value::Value::Null));
         }
+        let row_fp = self.hasher.finish();
 
         // Duplicate identifiers.
         let current = self.index.map.get(&key_hash).copied().unwrap_or(0);
@@ -387,26 +374,10 @@ impl<'m> Planner<'m> {
             }
         }
 
-        if !problems.is_empty() {
-            self.set_state(key_hash, SEEN_INVALID, stored_fp);
-            let r = Rejection {
-                code: RejectCode::InvalidValue,
-                identifier: Some(key),
-                problems,
-            };
-            return Ok(self.reject(row.number, r, voids));
-        }
-
-        self.hasher.start(m.on_null, m.identifier.kind, &key);
-        for (a, v) in m.attributes.iter().zip(&self.values) {
-            self.hasher.attribute(&a.key, v.as_ref());
-        }
-        let row_fp = self.hasher.finish();
         let contact = ContactRef {
             kind: m.identifier.kind,
             key,
         };
-
         if stored_fp == row_fp {
             self.set_state(key_hash, SEEN_UNCHANGED, stored_fp);
             self.counts.unchanged += 1;
@@ -418,6 +389,38 @@ impl<'m> Planner<'m> {
                 },
                 voids_earlier: voids,
             });
+        }
+
+        // Normalize every mapped value, collecting every problem of the row.
+        self.values.clear();
+        let mut problems = Vec::new();
+        for a in &m.attributes {
+            let raw = row.values.get(a.index).unwrap_or(&crate::value::Value::Null);
+            let res = match &a.attribute {
+                AttributeId::Standard(f) => normalize::standard(*f, raw, &m.options),
+                AttributeId::Custom(_) => normalize::custom(raw, a.custom_type, &m.options),
+            };
+            match res {
+                Ok(v) => self.values.push(v),
+                Err(e) => {
+                    problems.push(Problem {
+                        column: Some(a.column.clone()),
+                        value: Some(cut(&raw.to_string())),
+                        rule: e.0,
+                    });
+                    self.values.push(None);
+                }
+            }
+        }
+
+        if !problems.is_empty() {
+            self.set_state(key_hash, SEEN_INVALID, stored_fp);
+            let r = Rejection {
+                code: RejectCode::InvalidValue,
+                identifier: Some(contact.key),
+                problems,
+            };
+            return Ok(self.reject(row.number, r, voids));
         }
 
         // Something moved: compare attribute by attribute with the snapshot.
