@@ -25,7 +25,12 @@ fn plan(p: &Project) -> (Vec<(u64, String)>, u64) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["row"].as_u64().unwrap(), r["message"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["row"].as_u64().unwrap(),
+                r["message"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(code, if rejections.is_empty() { 0 } else { 3 });
     (rejections, plan["counts"]["changed"].as_u64().unwrap())
@@ -76,7 +81,10 @@ fn ragged_rows_are_rejected_with_their_line() {
     let (rejections, changed) = plan(&p);
     assert_eq!(rejections.len(), 2, "{rejections:?}");
     assert_eq!(rejections[0].0, 3);
-    assert!(rejections[0].1.contains("line 3") && rejections[0].1.contains("2 fields"), "{rejections:?}");
+    assert!(
+        rejections[0].1.contains("line 3") && rejections[0].1.contains("2 fields"),
+        "{rejections:?}"
+    );
     assert_eq!(rejections[1].0, 4);
     assert_eq!(changed, 2);
 }
@@ -88,10 +96,20 @@ fn duplicated_identifiers_reject_every_row_of_it() {
     ));
     let (rejections, changed) = plan(&p);
     assert_eq!(changed, 1);
-    assert_eq!(rejections.len(), 1, "the later row is listed; the earlier one is voided");
-    assert!(rejections[0].1.starts_with("duplicate_identifier"), "{rejections:?}");
+    assert_eq!(
+        rejections.len(),
+        1,
+        "the later row is listed; the earlier one is voided"
+    );
+    assert!(
+        rejections[0].1.starts_with("duplicate_identifier"),
+        "{rejections:?}"
+    );
     let (_, plan) = p.plan_json("a");
-    assert_eq!(plan["counts"]["rejected_by_code"]["duplicate_identifier"], 2);
+    assert_eq!(
+        plan["counts"]["rejected_by_code"]["duplicate_identifier"],
+        2
+    );
 }
 
 #[test]
@@ -103,9 +121,18 @@ fn a_missing_column_names_the_activation_the_column_and_the_columns_there_are() 
     );
     let r = p.run(&["plan", "a"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("activation \"a\" does not fit model \"m\""), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("activation \"a\" does not fit model \"m\""),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("column `fname`"), "{}", r.stderr);
-    assert!(r.stderr.contains("email, first, phone, country, lat, tier"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("email, first, phone, country, lat, tier"),
+        "{}",
+        r.stderr
+    );
     let v = p.run(&["validate"]);
     assert_eq!(v.code, 1);
     assert!(v.stdout.contains("column `fname`"), "{}", v.all());
@@ -114,13 +141,23 @@ fn a_missing_column_names_the_activation_the_column_and_the_columns_there_are() 
 #[test]
 fn an_unknown_config_key_names_the_file_the_line_and_the_valid_keys() {
     let p = project(&format!("{HEADER}ann@example.com,Ann,,US,,gold\n"));
-    let text = p.read("attentive-sync.toml").replace("default_phone_region", "default_region");
+    let text = p
+        .read("attentive-sync.toml")
+        .replace("default_phone_region", "default_region");
     p.write("attentive-sync.toml", &text);
     let r = p.run(&["plan", "a"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("attentive-sync.toml"), "{}", r.stderr);
-    assert!(r.stderr.contains("unknown field `default_region`"), "{}", r.stderr);
-    assert!(r.stderr.contains("default_phone_region"), "valid keys listed: {}", r.stderr);
+    assert!(
+        r.stderr.contains("unknown field `default_region`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("default_phone_region"),
+        "valid keys listed: {}",
+        r.stderr
+    );
     assert!(r.stderr.contains("line 12"), "{}", r.stderr);
 }
 
@@ -129,7 +166,12 @@ fn an_unset_api_key_is_a_validate_problem_but_not_a_plan_problem() {
     let p = project(&format!("{HEADER}ann@example.com,Ann,,US,,gold\n"));
     let v = p.run(&["validate"]);
     assert_eq!(v.code, 1);
-    assert!(v.stdout.contains("environment variable ATTENTIVE_API_KEY is not set"), "{}", v.all());
+    assert!(
+        v.stdout
+            .contains("environment variable ATTENTIVE_API_KEY is not set"),
+        "{}",
+        v.all()
+    );
     let (_, changed) = plan(&p);
     assert_eq!(changed, 1);
 }

@@ -2,7 +2,7 @@
 //!
 //! One integration-test binary for the workspace (fast to link, one place to look).
 
-#![allow(unreachable_pub)]
+#![allow(unreachable_pub, clippy::unwrap_used)]
 
 mod support;
 

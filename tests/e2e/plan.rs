@@ -12,13 +12,23 @@ fn init_then_validate_then_plan_the_sample() {
     let r = p.run(&["plan", "vip"]);
     // The sample has a few deliberately invalid rows: exit code 3 says so.
     assert_eq!(r.code, 3, "{}", r.all());
-    assert!(r.stdout.contains("Plan for activation vip (model customers): 1000 rows read"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("Plan for activation vip (model customers): 1000 rows read"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("First rejected rows"), "{}", r.stdout);
 
     let (_, plan) = p.plan_json("vip");
     let c = &plan["counts"];
     assert_eq!(c["rows"], 1000);
-    assert_eq!(c["changed"].as_u64().unwrap() + c["unchanged"].as_u64().unwrap() + c["rejected"].as_u64().unwrap(), 1000);
+    assert_eq!(
+        c["changed"].as_u64().unwrap()
+            + c["unchanged"].as_u64().unwrap()
+            + c["rejected"].as_u64().unwrap(),
+        1000
+    );
     assert_eq!(c["rejected"], 16, "{c}");
     assert_eq!(c["rejected_by_code"]["invalid_identifier"], 4);
     assert_eq!(c["rejected_by_code"]["invalid_value"], 12);
@@ -44,7 +54,10 @@ fn plan_output_file_lists_every_change_and_rejection() {
     assert_eq!(rejected, plan["counts"]["rejected"].as_u64().unwrap());
     let first = lines.iter().find(|l| l["outcome"] == "changed").unwrap();
     assert!(first["contact"].as_str().unwrap().ends_with("@example.com"));
-    assert!(first["attributes"].as_array().unwrap().len() >= 8, "{first}");
+    assert!(
+        first["attributes"].as_array().unwrap().len() >= 8,
+        "{first}"
+    );
 }
 
 #[test]
@@ -52,7 +65,11 @@ fn contacts_show_reports_an_unknown_contact_and_rejects_bad_input() {
     let p = Project::init(10);
     let r = p.run(&["contacts", "show", " Ann@Example.com "]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains("ann@example.com: not in the snapshot"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("ann@example.com: not in the snapshot"),
+        "{}",
+        r.stdout
+    );
     let r = p.run(&["contacts", "show", "212 555 0100"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("+country code"), "{}", r.stderr);

@@ -11,9 +11,11 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -33,30 +35,50 @@ fn main() -> Result<(), String> {
             let _ = std::fs::remove_file(dir.join("attentive-sync.db"));
             let _ = std::fs::remove_file(dir.join("attentive-sync.db-wal"));
             let _ = std::fs::remove_file(dir.join("attentive-sync.db-shm"));
-            let bytes = std::fs::metadata(dir.join("model.csv")).map(|m| m.len()).unwrap_or(0);
+            let bytes = std::fs::metadata(dir.join("model.csv"))
+                .map(|m| m.len())
+                .unwrap_or(0);
             println!("{}", serde_json::json!({ "model_bytes": bytes }));
         }
         "first" | "replan" => {
             let full_ack = args.get(2).map(String::as_str) != Some("fingerprints");
-            let project = Project::parse(&config, &std::fs::read_to_string(&config).map_err(|e| e.to_string())?, &|_| None)
-                .map_err(|e| e.to_string())?;
+            let project = Project::parse(
+                &config,
+                &std::fs::read_to_string(&config).map_err(|e| e.to_string())?,
+                &|_| None,
+            )
+            .map_err(|e| e.to_string())?;
             let mut store = StateStore::open(&project.state_path).map_err(|e| e.to_string())?;
             let reader = StateStore::open(&project.state_path).map_err(|e| e.to_string())?;
             let mut changes: Vec<ContactChange> = Vec::new();
             let mut refreshes: Vec<Refresh> = Vec::new();
             let mut ack_seconds = 0.0;
-            let mut ack = |store: &mut StateStore, mapping: &sync_core::BoundMapping, changes: &mut Vec<ContactChange>, refreshes: &mut Vec<Refresh>| -> Result<(), String> {
+            let mut ack = |store: &mut StateStore,
+                           mapping: &sync_core::BoundMapping,
+                           changes: &mut Vec<ContactChange>,
+                           refreshes: &mut Vec<Refresh>|
+             -> Result<(), String> {
                 let t = Instant::now();
                 if full_ack {
-                    store.apply_changes("bench", 1, mapping, changes).map_err(|e| e.to_string())?;
+                    store
+                        .apply_changes("bench", 1, mapping, changes)
+                        .map_err(|e| e.to_string())?;
                 } else {
                     let r: Vec<Refresh> = changes
                         .iter()
-                        .map(|c| Refresh { contact: c.contact.clone(), key_hash: c.key_hash, row_fingerprint: c.row_fingerprint })
+                        .map(|c| Refresh {
+                            contact: c.contact.clone(),
+                            key_hash: c.key_hash,
+                            row_fingerprint: c.row_fingerprint,
+                        })
                         .collect();
-                    store.apply_refreshes("bench", 1, &r).map_err(|e| e.to_string())?;
+                    store
+                        .apply_refreshes("bench", 1, &r)
+                        .map_err(|e| e.to_string())?;
                 }
-                store.apply_refreshes("bench", 1, refreshes).map_err(|e| e.to_string())?;
+                store
+                    .apply_refreshes("bench", 1, refreshes)
+                    .map_err(|e| e.to_string())?;
                 changes.clear();
                 refreshes.clear();
                 ack_seconds += t.elapsed().as_secs_f64();
@@ -65,22 +87,31 @@ fn main() -> Result<(), String> {
             let started = Instant::now();
             let acknowledge = phase == "first";
             let mut last_mapping = None;
-            let (counts, _, _) = runner::plan::plan_rows(&project, "bench", &reader, &|_| {}, &mut |mapping, p, _| {
-                if acknowledge {
-                    match &p.outcome {
-                        RowOutcome::Changed(c) => changes.push(c.clone()),
-                        RowOutcome::Unchanged { refresh: Some(r), .. } => refreshes.push(r.clone()),
-                        _ => {}
+            let (counts, _, _) = runner::plan::plan_rows(
+                &project,
+                "bench",
+                &reader,
+                &|_| {},
+                &mut |mapping, p, _| {
+                    if acknowledge {
+                        match &p.outcome {
+                            RowOutcome::Changed(c) => changes.push(c.clone()),
+                            RowOutcome::Unchanged {
+                                refresh: Some(r), ..
+                            } => refreshes.push(r.clone()),
+                            _ => {}
+                        }
+                        if changes.len() >= 50_000 {
+                            ack(&mut store, mapping, &mut changes, &mut refreshes)
+                                .map_err(runner::plan::Error::Config)?;
+                        }
+                        if last_mapping.is_none() {
+                            last_mapping = Some(mapping.clone());
+                        }
                     }
-                    if changes.len() >= 50_000 {
-                        ack(&mut store, mapping, &mut changes, &mut refreshes).map_err(runner::plan::Error::Config)?;
-                    }
-                    if last_mapping.is_none() {
-                        last_mapping = Some(mapping.clone());
-                    }
-                }
-                Ok(())
-            })
+                    Ok(())
+                },
+            )
             .map_err(|e| format!("{e:#?}"))?;
             if let Some(m) = &last_mapping {
                 ack(&mut store, m, &mut changes, &mut refreshes)?;

@@ -45,7 +45,14 @@ fn cargo(args: &[&str]) -> Result<(), String> {
 
 fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     cargo(&["deny", "check"])?;
     cargo(&["test", "--workspace"])
 }
@@ -62,7 +69,15 @@ fn bench(args: &[String]) -> Result<(), String> {
             let rows = flag(args, "--rows").unwrap_or_else(|| "1000000".into());
             let attrs = flag(args, "--attrs").unwrap_or_else(|| "20".into());
             let ack = flag(args, "--ack").unwrap_or_else(|| "full".into());
-            cargo(&["build", "--release", "-q", "-p", "xtask", "--bin", "bench-worker"])?;
+            cargo(&[
+                "build",
+                "--release",
+                "-q",
+                "-p",
+                "xtask",
+                "--bin",
+                "bench-worker",
+            ])?;
             let worker = root().join("target/release/bench-worker");
             let dir = root().join(format!("target/bench/plan-{rows}x{attrs}"));
             let phase = |phase: &str, extra: &[&str]| -> Result<serde_json::Value, String> {
@@ -78,7 +93,8 @@ fn bench(args: &[String]) -> Result<(), String> {
                         String::from_utf8_lossy(&out.stderr)
                     ));
                 }
-                serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
+                serde_json::from_slice(&out.stdout)
+                    .map_err(|e| format!("bench-worker {phase} output: {e}"))
             };
             let gen = phase("gen", &[&rows, &attrs])?;
             eprintln!("model: {gen}");
@@ -106,6 +122,9 @@ fn bench(args: &[String]) -> Result<(), String> {
             );
             Ok(())
         }
-        _ => Err("usage: cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints]".to_owned()),
+        _ => Err(
+            "usage: cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints]"
+                .to_owned(),
+        ),
     }
 }

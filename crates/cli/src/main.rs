@@ -22,7 +22,11 @@ pub(crate) mod exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "attentive-sync", version, about = "Reverse ETL for Attentive: update existing subscribers' attributes from a data model, sending only what changed.")]
+#[command(
+    name = "attentive-sync",
+    version,
+    about = "Reverse ETL for Attentive: update existing subscribers' attributes from a data model, sending only what changed."
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -49,7 +53,12 @@ enum Format {
 #[derive(Debug, clap::Args)]
 struct ConfigArg {
     /// The project config file.
-    #[arg(short, long, env = "ATTENTIVE_SYNC_CONFIG", default_value = "attentive-sync.toml")]
+    #[arg(
+        short,
+        long,
+        env = "ATTENTIVE_SYNC_CONFIG",
+        default_value = "attentive-sync.toml"
+    )]
     config: PathBuf,
 }
 
@@ -135,7 +144,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     init_logs(cli.log_format, cli.verbose);
@@ -162,8 +175,15 @@ fn run(command: Command) -> Result<u8> {
         Command::Init { dir, rows, force } => {
             let config = runner::sample::write_sample_project(&dir, rows, None, force)
                 .with_context(|| format!("writing the sample project into {}", dir.display()))?;
-            println!("Wrote {} and {}.", config.display(), dir.join("data/customers.csv").display());
-            println!("Next: attentive-sync validate -c {0} && attentive-sync plan vip -c {0}", config.display());
+            println!(
+                "Wrote {} and {}.",
+                config.display(),
+                dir.join("data/customers.csv").display()
+            );
+            println!(
+                "Next: attentive-sync validate -c {0} && attentive-sync plan vip -c {0}",
+                config.display()
+            );
             Ok(exit::OK)
         }
         Command::Validate { config } => validate(&config),
@@ -188,18 +208,22 @@ fn run(command: Command) -> Result<u8> {
             })
         }
         Command::Contacts {
-            command: ContactsCommand::Show {
-                contact,
-                config,
-                format,
-            },
+            command:
+                ContactsCommand::Show {
+                    contact,
+                    config,
+                    format,
+                },
         } => {
             let project = load(&config)?;
             let store = open_store(&project)?;
             let key = normalize_contact(&contact)?;
             let entries = store.contact(&key).context("reading the snapshot")?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&output::contact_json(&key, &entries))?),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::contact_json(&key, &entries))?
+                ),
                 Format::Text => print!("{}", output::contact_text(&key, &entries)),
             }
             Ok(exit::OK)
@@ -228,8 +252,10 @@ fn plan_with_progress(
 ) -> Result<runner::plan::PlanReport> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} planning {msg}: {human_pos} rows ({per_sec}, {elapsed})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} planning {msg}: {human_pos} rows ({per_sec}, {elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.set_message(activation.to_owned());
     let opts = runner::plan::PlanOptions {
@@ -266,7 +292,11 @@ fn validate(config: &ConfigArg) -> Result<u8> {
         }
     }
     if problems > 0 {
-        anyhow::bail!("{} has {problems} problem{}", config.config.display(), if problems == 1 { "" } else { "s" });
+        anyhow::bail!(
+            "{} has {problems} problem{}",
+            config.config.display(),
+            if problems == 1 { "" } else { "s" }
+        );
     }
     println!("{} is valid.", config.config.display());
     Ok(exit::OK)
@@ -283,7 +313,10 @@ fn demo(dir: Option<&Path>) -> Result<u8> {
     };
     let config = runner::sample::write_sample_project(&dir, 1000, None, true)
         .with_context(|| format!("writing the sample project into {}", dir.display()))?;
-    println!("attentive-sync demo: a sample project in {}\n", dir.display());
+    println!(
+        "attentive-sync demo: a sample project in {}\n",
+        dir.display()
+    );
     let project = runner::Project::parse(&config, &std::fs::read_to_string(&config)?, &|_| None)?;
     let store = open_store(&project)?;
     let report = plan_with_progress(&project, "vip", &store, 5, None)?;

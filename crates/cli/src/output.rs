@@ -25,7 +25,10 @@ pub(crate) fn plan_text(r: &PlanReport) -> String {
             let name = key
                 .strip_prefix("std:")
                 .map(str::to_owned)
-                .or_else(|| key.strip_prefix("custom:").map(|n| format!("{n:?} (custom)")))
+                .or_else(|| {
+                    key.strip_prefix("custom:")
+                        .map(|n| format!("{n:?} (custom)"))
+                })
                 .unwrap_or_else(|| key.clone());
             let _ = writeln!(s, "  {name:<28}{n:>9}");
         }
@@ -38,10 +41,18 @@ pub(crate) fn plan_text(r: &PlanReport) -> String {
                 "  line {:<6} {}{}:",
                 ch.row,
                 ch.contact,
-                if ch.new_contact { " (new to the snapshot)" } else { "" }
+                if ch.new_contact {
+                    " (new to the snapshot)"
+                } else {
+                    ""
+                }
             );
             for a in &ch.attributes {
-                let name = if a.custom { format!("{:?}", a.attribute) } else { a.attribute.clone() };
+                let name = if a.custom {
+                    format!("{:?}", a.attribute)
+                } else {
+                    a.attribute.clone()
+                };
                 match (&a.value, &a.previous) {
                     (Some(v), Some(p)) => {
                         let _ = write!(s, " {name}: {p} → {v};");
@@ -59,7 +70,10 @@ pub(crate) fn plan_text(r: &PlanReport) -> String {
         }
     }
     if !r.sample_rejections.is_empty() {
-        let _ = writeln!(s, "First rejected rows (fix them in the model; they are never sent):");
+        let _ = writeln!(
+            s,
+            "First rejected rows (fix them in the model; they are never sent):"
+        );
         for rj in &r.sample_rejections {
             let _ = writeln!(s, "  line {:<6} {}", rj.row, rj.message);
         }
@@ -74,7 +88,10 @@ pub(crate) fn plan_text(r: &PlanReport) -> String {
 pub(crate) fn contact_text(key: &str, entries: &[state_store::ContactSnapshot]) -> String {
     let mut s = String::new();
     if entries.is_empty() {
-        let _ = writeln!(s, "{key}: not in the snapshot of any activation (never acknowledged by Attentive).");
+        let _ = writeln!(
+            s,
+            "{key}: not in the snapshot of any activation (never acknowledged by Attentive)."
+        );
         return s;
     }
     for e in entries {
@@ -90,7 +107,8 @@ pub(crate) fn contact_text(key: &str, entries: &[state_store::ContactSnapshot]) 
             let _ = writeln!(s, "  (no attributes acknowledged)");
         }
         for a in &e.attributes {
-            let name = sync_core::AttributeId::from_key(&a.key).map_or(a.key.clone(), |id| id.to_string());
+            let name =
+                sync_core::AttributeId::from_key(&a.key).map_or(a.key.clone(), |id| id.to_string());
             let _ = writeln!(
                 s,
                 "  {name:<28} {:<30} fingerprint {:016x}  run {}",
@@ -104,7 +122,10 @@ pub(crate) fn contact_text(key: &str, entries: &[state_store::ContactSnapshot]) 
 }
 
 /// What the snapshot holds for one contact, as JSON.
-pub(crate) fn contact_json(key: &str, entries: &[state_store::ContactSnapshot]) -> serde_json::Value {
+pub(crate) fn contact_json(
+    key: &str,
+    entries: &[state_store::ContactSnapshot],
+) -> serde_json::Value {
     serde_json::json!({
         "contact": key,
         "activations": entries.iter().map(|e| serde_json::json!({

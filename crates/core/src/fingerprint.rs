@@ -191,7 +191,13 @@ mod tests {
             value_fingerprint(&Canonical::Bool(true)),
             value_fingerprint(&Canonical::Number(NumberText::parse("412.5").unwrap())),
             key_hash(IdentifierKind::Email, "ann@example.com"),
-            row("ann@example.com", &[("custom:Tier", Some(Canonical::Text("Gold".into()))), ("std:city", None)]),
+            row(
+                "ann@example.com",
+                &[
+                    ("custom:Tier", Some(Canonical::Text("Gold".into()))),
+                    ("std:city", None),
+                ],
+            ),
         ];
         assert_eq!(got, PINNED);
     }
@@ -219,7 +225,12 @@ mod tests {
         use crate::value::Value;
         let keys: Vec<(&str, Option<crate::mapping::CustomType>)> =
             attrs.iter().map(|(k, _)| (*k, None)).collect();
-        let sig = mapping_signature(IdentifierKind::Email, OnNull::Omit, &Default::default(), &keys);
+        let sig = mapping_signature(
+            IdentifierKind::Email,
+            OnNull::Omit,
+            &Default::default(),
+            &keys,
+        );
         let mut h = RowHasher::default();
         h.start(sig, key);
         for (_, v) in attrs {

@@ -210,13 +210,17 @@ pub struct Mapping {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MappingError {
-    #[error("column `{column}` (mapped to {target}) is not in the model; its columns are: {available}")]
+    #[error(
+        "column `{column}` (mapped to {target}) is not in the model; its columns are: {available}"
+    )]
     UnknownColumn {
         column: String,
         target: String,
         available: String,
     },
-    #[error("custom attribute name {name:?} is {len} characters long; Attentive allows at most 200")]
+    #[error(
+        "custom attribute name {name:?} is {len} characters long; Attentive allows at most 200"
+    )]
     NameTooLong { name: String, len: usize },
     #[error("custom attribute name must not be empty or only spaces")]
     EmptyName,
@@ -227,7 +231,10 @@ pub enum MappingError {
     #[error("{attribute} is mapped twice")]
     Duplicate { attribute: String },
     #[error("standard field `{field}` is the identifier already (column `{column}`); map it once")]
-    IdentifierAgain { field: StandardField, column: String },
+    IdentifierAgain {
+        field: StandardField,
+        column: String,
+    },
     #[error("a custom type applies to custom attributes only, not to standard field `{field}`")]
     TypeOnStandard { field: StandardField },
 }

@@ -39,7 +39,9 @@ fn text_of(v: &Value) -> Result<Option<std::borrow::Cow<'_, str>>, Invalid> {
         Value::Bool(b) => Some(Cow::Owned(b.to_string())),
         Value::Date(d) => Some(Cow::Owned(d.format("%Y-%m-%d").to_string())),
         Value::Unsupported { kind, .. } => {
-            return invalid(format!("{kind} values are not sent to Attentive; map a scalar column"))
+            return invalid(format!(
+                "{kind} values are not sent to Attentive; map a scalar column"
+            ))
         }
     })
 }
@@ -81,9 +83,13 @@ pub fn email(raw: &str) -> Result<String, Invalid> {
     if domain.is_empty() {
         return invalid("email has no domain after the @");
     }
-    if e.chars()
-        .any(|c| c.is_control() || matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | ',' | ';' | ':' | '\\' | '"'))
-    {
+    if e.chars().any(|c| {
+        c.is_control()
+            || matches!(
+                c,
+                '<' | '>' | '(' | ')' | '[' | ']' | ',' | ';' | ':' | '\\' | '"'
+            )
+    }) {
         return invalid("email contains a character that is not allowed (<>()[],;:\\\")");
     }
     let labels_ok = domain.contains('.')
@@ -110,11 +116,9 @@ pub fn phone(raw: &str, opts: &NormalizeOptions) -> Result<String, Invalid> {
     } else {
         match opts.default_phone_region {
             Some(r) => Some(r),
-            None => {
-                return invalid(
-                    "phone is in national format (no +country code) and no default_phone_region is set",
-                )
-            }
+            None => return invalid(
+                "phone is in national format (no +country code) and no default_phone_region is set",
+            ),
         }
     };
     // `00` international prefix: let libphonenumber read it as `+`.
@@ -149,7 +153,9 @@ pub fn text(raw: &str, max_chars: usize) -> Result<String, Invalid> {
     }
     let n = out.chars().count();
     if n > max_chars {
-        return invalid(format!("text is {n} characters long; at most {max_chars} are accepted"));
+        return invalid(format!(
+            "text is {n} characters long; at most {max_chars} are accepted"
+        ));
     }
     Ok(out)
 }
@@ -233,7 +239,9 @@ pub fn coordinate(raw: &str, limit: f64, what: &str) -> Result<String, Invalid> 
     let t = raw.trim();
     let ok_form = NumberText::parse(t).is_some() && !t.contains(['e', 'E']);
     match t.parse::<f64>() {
-        Ok(x) if ok_form && x.is_finite() && x.abs() <= limit => Ok(t.trim_start_matches('+').to_owned()),
+        Ok(x) if ok_form && x.is_finite() && x.abs() <= limit => {
+            Ok(t.trim_start_matches('+').to_owned())
+        }
         Ok(x) if ok_form && x.is_finite() => {
             invalid(format!("{what} must be between -{limit} and {limit}"))
         }
@@ -246,7 +254,10 @@ pub fn date(v: &Value, order: DateOrder) -> Result<NaiveDate, Invalid> {
     match v {
         Value::Date(d) => return Ok(*d),
         Value::Timestamp(s) => {
-            if let Some(d) = s.get(..10).and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()) {
+            if let Some(d) = s
+                .get(..10)
+                .and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok())
+            {
                 return Ok(d);
             }
         }
@@ -271,7 +282,9 @@ pub fn date(v: &Value, order: DateOrder) -> Result<NaiveDate, Invalid> {
         && numeric[0].len() <= 2
         && numeric[1].len() <= 2
         && numeric[2].len() == 4
-        && numeric.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        && numeric
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if shaped {
         let n = |i: usize| numeric[i].parse::<u32>().unwrap_or(0);
         let year = numeric[2].parse::<i32>().unwrap_or(0);
@@ -284,8 +297,10 @@ pub fn date(v: &Value, order: DateOrder) -> Result<NaiveDate, Invalid> {
                 ))
             }
         };
-        return NaiveDate::from_ymd_opt(year, m, d)
-            .map_or_else(|| invalid(format!("date {t:?} is not a real calendar date")), Ok);
+        return NaiveDate::from_ymd_opt(year, m, d).map_or_else(
+            || invalid(format!("date {t:?} is not a real calendar date")),
+            Ok,
+        );
     }
     invalid(format!(
         "date {t:?} is not in a known form (YYYY-MM-DD, YYYY/MM/DD, ISO-8601{})",
@@ -300,7 +315,9 @@ pub fn date(v: &Value, order: DateOrder) -> Result<NaiveDate, Invalid> {
 /// Date of birth: a real date, not in the future, as `YYYY-MM-DD`.
 pub fn date_of_birth(v: &Value, opts: &NormalizeOptions) -> Result<String, Invalid> {
     let d = date(v, opts.date_order)?;
-    let today = opts.today.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let today = opts
+        .today
+        .unwrap_or_else(|| chrono::Utc::now().date_naive());
     if d > today {
         return invalid("date of birth is in the future");
     }
@@ -361,21 +378,25 @@ pub fn language(raw: &str) -> Result<String, Invalid> {
     let mut out = lang;
     let mut seen_region = false;
     for sub in parts {
-        let fixed = if sub.len() == 4 && sub.bytes().all(|b| b.is_ascii_alphabetic()) && !seen_region {
-            let mut s = sub.to_lowercase();
-            s[..1].make_ascii_uppercase();
-            s
-        } else if sub.len() == 2 && rust_iso3166::from_alpha2(&sub.to_uppercase()).is_some() && !seen_region {
-            seen_region = true;
-            sub.to_uppercase()
-        } else if sub.len() == 3 && sub.bytes().all(|b| b.is_ascii_digit()) && !seen_region {
-            seen_region = true;
-            sub.to_owned()
-        } else {
-            return invalid(format!(
-                "language tag {t:?} has a part {sub:?} that is not a script or a known region"
-            ));
-        };
+        let fixed =
+            if sub.len() == 4 && sub.bytes().all(|b| b.is_ascii_alphabetic()) && !seen_region {
+                let mut s = sub.to_lowercase();
+                s[..1].make_ascii_uppercase();
+                s
+            } else if sub.len() == 2
+                && rust_iso3166::from_alpha2(&sub.to_uppercase()).is_some()
+                && !seen_region
+            {
+                seen_region = true;
+                sub.to_uppercase()
+            } else if sub.len() == 3 && sub.bytes().all(|b| b.is_ascii_digit()) && !seen_region {
+                seen_region = true;
+                sub.to_owned()
+            } else {
+                return invalid(format!(
+                    "language tag {t:?} has a part {sub:?} that is not a script or a known region"
+                ));
+            };
         out.push('-');
         out.push_str(&fixed);
     }
@@ -396,7 +417,10 @@ pub fn website(raw: &str) -> Result<String, Invalid> {
         None => format!("https://{t}"),
     };
     match url::Url::parse(&with_scheme) {
-        Ok(u) if u.host_str().is_some_and(|h| h.contains('.')) && !t.contains(char::is_whitespace) => {
+        Ok(u)
+            if u.host_str().is_some_and(|h| h.contains('.'))
+                && !t.contains(char::is_whitespace) =>
+        {
             Ok(with_scheme)
         }
         _ => invalid("website is not a URL (like https://example.com)"),
@@ -486,9 +510,16 @@ pub fn datetime(v: &Value) -> Result<String, Invalid> {
     };
     let t = t.as_ref();
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-        return Ok(dt.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        return Ok(dt
+            .with_timezone(&Utc)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true));
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
             return Ok(n.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true));
         }

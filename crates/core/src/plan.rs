@@ -160,7 +160,12 @@ impl ContactChange {
             attributes: self
                 .changes
                 .iter()
-                .map(|c| (mapping.attributes[c.attribute].attribute.clone(), c.value.clone()))
+                .map(|c| {
+                    (
+                        mapping.attributes[c.attribute].attribute.clone(),
+                        c.value.clone(),
+                    )
+                })
                 .collect(),
         }
     }
@@ -268,7 +273,11 @@ impl<'m> Planner<'m> {
 
     fn reject(&mut self, row: u64, rejection: Rejection, voids: Option<u64>) -> RowPlan {
         self.counts.rejected += 1;
-        *self.counts.rejected_by_code.entry(rejection.code).or_default() += 1;
+        *self
+            .counts
+            .rejected_by_code
+            .entry(rejection.code)
+            .or_default() += 1;
         RowPlan {
             row,
             outcome: RowOutcome::Rejected(rejection),
@@ -331,8 +340,11 @@ impl<'m> Planner<'m> {
         // do, without normalizing anything.
         self.hasher.start(m.signature, &key);
         for a in &m.attributes {
-            self.hasher
-                .cell(row.values.get(a.index).unwrap_or(&crate::value::Value::Null));
+            self.hasher.cell(
+                row.values
+                    .get(a.index)
+                    .unwrap_or(&crate::value::Value::Null),
+            );
         }
         let row_fp = self.hasher.finish();
 
@@ -342,7 +354,8 @@ impl<'m> Planner<'m> {
         let stored_fp = current & ROW_FP_MASK;
         let mut voids = None;
         if state != UNSEEN {
-            let dup = |key: &str| Rejection {
+            let dup = |key: &str| {
+                Rejection {
                 code: RejectCode::DuplicateIdentifier,
                 identifier: Some(key.to_owned()),
                 problems: vec![Problem {
@@ -354,6 +367,7 @@ impl<'m> Planner<'m> {
                         DuplicatePolicy::Last => "this identifier appears on a later row, which wins (duplicates = \"last\")".to_owned(),
                     },
                 }],
+            }
             };
             let dead = self.duplicated.contains(&key_hash);
             match m.duplicates {
@@ -395,7 +409,10 @@ impl<'m> Planner<'m> {
         self.values.clear();
         let mut problems = Vec::new();
         for a in &m.attributes {
-            let raw = row.values.get(a.index).unwrap_or(&crate::value::Value::Null);
+            let raw = row
+                .values
+                .get(a.index)
+                .unwrap_or(&crate::value::Value::Null);
             let res = match &a.attribute {
                 AttributeId::Standard(f) => normalize::standard(*f, raw, &m.options),
                 AttributeId::Custom(_) => normalize::custom(raw, a.custom_type, &m.options),

@@ -22,7 +22,10 @@ pub enum Value {
     Timestamp(String),
     /// A value this tool never sends (array, object, binary...): `kind` names it for the
     /// rejection message.
-    Unsupported { kind: &'static str, text: String },
+    Unsupported {
+        kind: &'static str,
+        text: String,
+    },
 }
 
 impl Value {
@@ -235,7 +238,10 @@ mod tests {
         assert_eq!(n("1E+03").as_deref(), Some("1e3"));
         assert_eq!(n(".5").as_deref(), Some("0.5"));
         assert_eq!(n("5.").as_deref(), Some("5"));
-        assert_eq!(n("12345678901234567890.123").as_deref(), Some("12345678901234567890.123"));
+        assert_eq!(
+            n("12345678901234567890.123").as_deref(),
+            Some("12345678901234567890.123")
+        );
         for bad in ["", "-", ".", "1.2.3", "abc", "1e", "NaN", "inf", "1,5"] {
             assert_eq!(n(bad), None, "{bad}");
         }
@@ -244,6 +250,9 @@ mod tests {
     #[test]
     fn numbers_serialize_digit_for_digit() {
         let v = Canonical::Number(NumberText::parse("12345678901234567890.123").unwrap());
-        assert_eq!(serde_json::to_string(&v).unwrap(), "12345678901234567890.123");
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            "12345678901234567890.123"
+        );
     }
 }

@@ -204,10 +204,7 @@ fn render_problems(path: &Path, problems: &[Problem]) -> String {
 }
 
 /// Replaces `${VAR}` with the variable's value (`$$` is a literal `$`).
-pub fn interpolate(
-    s: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, String> {
+pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -221,12 +218,12 @@ pub fn interpolate(
                 return Err("`${` without a closing `}`".to_owned());
             };
             let name = &r[..end];
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(format!("`${{{name}}}` is not a variable name (letters, digits, _)"));
+                return Err(format!(
+                    "`${{{name}}}` is not a variable name (letters, digits, _)"
+                ));
             }
             match env(name) {
                 Some(v) => out.push_str(&v),
@@ -250,7 +247,9 @@ fn one_byte(value: &Option<String>, default: u8, key: &str, problems: &mut Vec<P
         Some(s) => {
             problems.push(Problem {
                 key: key.to_owned(),
-                message: format!("{s:?} must be exactly one ASCII character (like \",\", \";\" or \"\\t\")"),
+                message: format!(
+                    "{s:?} must be exactly one ASCII character (like \",\", \";\" or \"\\t\")"
+                ),
             });
             default
         }
@@ -310,7 +309,10 @@ impl Project {
                 Some(u) => interp(format!("{key}.base_url"), u, &mut problems).unwrap_or_default(),
                 None => "https://api.attentivemobile.com".to_owned(),
             };
-            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) && !base_url.is_empty() {
+            if !(base_url.starts_with("http://")
+                || base_url.starts_with("https://")
+                || base_url.is_empty())
+            {
                 problems.push(Problem {
                     key: format!("{key}.base_url"),
                     message: format!("{base_url:?} must start with http:// or https://"),
@@ -356,14 +358,21 @@ impl Project {
             let spec = match m.source.as_str() {
                 "csv" => path_of(&mut problems).map(|path| ModelSpec::Csv {
                     path,
-                    delimiter: one_byte(&m.delimiter, b',', &format!("{key}.delimiter"), &mut problems),
+                    delimiter: one_byte(
+                        &m.delimiter,
+                        b',',
+                        &format!("{key}.delimiter"),
+                        &mut problems,
+                    ),
                     quote: one_byte(&m.quote, b'"', &format!("{key}.quote"), &mut problems),
                 }),
                 "jsonl" => path_of(&mut problems).map(|path| ModelSpec::Jsonl { path }),
                 other => {
                     problems.push(Problem {
                         key: format!("{key}.source"),
-                        message: format!("{other:?} is not a supported source; use \"csv\" or \"jsonl\""),
+                        message: format!(
+                            "{other:?} is not a supported source; use \"csv\" or \"jsonl\""
+                        ),
                     });
                     None
                 }
@@ -372,18 +381,29 @@ impl Project {
                 if set {
                     problems.push(Problem {
                         key: format!("{key}.{field}"),
-                        message: format!("`{field}` applies to SQL sources, not to source = {:?}", m.source),
+                        message: format!(
+                            "`{field}` applies to SQL sources, not to source = {:?}",
+                            m.source
+                        ),
                     });
                 }
             }
-            if matches!(spec, Some(ModelSpec::Jsonl { .. })) && (m.delimiter.is_some() || m.quote.is_some()) {
+            if matches!(spec, Some(ModelSpec::Jsonl { .. }))
+                && (m.delimiter.is_some() || m.quote.is_some())
+            {
                 problems.push(Problem {
                     key: key.clone(),
                     message: "`delimiter` and `quote` apply to csv models only".to_owned(),
                 });
             }
             if let Some(spec) = spec {
-                models.insert(name.clone(), Model { name: name.clone(), spec });
+                models.insert(
+                    name.clone(),
+                    Model {
+                        name: name.clone(),
+                        spec,
+                    },
+                );
             }
         }
 
@@ -393,7 +413,11 @@ impl Project {
             if !raw.models.contains_key(&a.model) {
                 problems.push(Problem {
                     key: format!("{key}.model"),
-                    message: format!("no model named {:?}; models: {}", a.model, list(raw.models.keys())),
+                    message: format!(
+                        "no model named {:?}; models: {}",
+                        a.model,
+                        list(raw.models.keys())
+                    ),
                 });
             }
             if !raw.destinations.contains_key(&a.destination) {

@@ -23,7 +23,10 @@ use crate::model;
 pub enum Error {
     #[error("{0}")]
     Config(String),
-    #[error("activation {activation:?} does not fit model {model:?}:{}", render(problems))]
+    #[error(
+        "activation {activation:?} does not fit model {model:?}:{}",
+        render(problems)
+    )]
     Mapping {
         activation: String,
         model: String,
@@ -112,7 +115,10 @@ impl Default for PlanOptions {
 }
 
 /// Binds an activation's mapping to its model's columns.
-pub fn bind(project: &Project, activation: &Activation) -> Result<(model::DynSource, BoundMapping), Error> {
+pub fn bind(
+    project: &Project,
+    activation: &Activation,
+) -> Result<(model::DynSource, BoundMapping), Error> {
     let model = project
         .models
         .get(&activation.model)
@@ -133,7 +139,11 @@ pub fn bind(project: &Project, activation: &Activation) -> Result<(model::DynSou
 }
 
 /// Converts one change to its view.
-pub fn change_view(mapping: &BoundMapping, row: u64, c: &sync_core::plan::ContactChange) -> ChangeView {
+pub fn change_view(
+    mapping: &BoundMapping,
+    row: u64,
+    c: &sync_core::plan::ContactChange,
+) -> ChangeView {
     ChangeView {
         row,
         contact: c.contact.key.clone(),
@@ -194,7 +204,7 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
         })?;
         on_row(&mapping, &plan, &mut planner)?;
         n += 1;
-        if n % 8192 == 0 {
+        if n.is_multiple_of(8192) {
             progress(n);
         }
     }
@@ -232,47 +242,56 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
         Some(p) => Some(BufWriter::new(File::create(p).map_err(out_err(p))?)),
         None => None,
     };
-    let (counts, snapshot_contacts, elapsed) = plan_rows(project, activation_name, store, progress, &mut |mapping, p, _| {
-        if let Some(h) = p.voids_earlier {
-            voided.insert(h, p.row);
-        }
-        let (change, rejection) = match &p.outcome {
-            RowOutcome::Changed(c) => (Some((c.key_hash, change_view(mapping, p.row, c))), None),
-            RowOutcome::Rejected(r) => (
-                None,
-                Some(RejectionView {
-                    row: p.row,
-                    message: r.to_string(),
-                    rejection: r.clone(),
-                }),
-            ),
-            RowOutcome::Unchanged { .. } => (None, None),
-        };
-        if let Some(w) = output.as_mut() {
-            let line = match (&change, &rejection) {
-                (Some((_, c)), _) => Some(serde_json::to_string(&OutputLine::Changed(c))),
-                (_, Some(r)) => Some(serde_json::to_string(&OutputLine::Rejected(r))),
-                _ => None,
+    let (counts, snapshot_contacts, elapsed) = plan_rows(
+        project,
+        activation_name,
+        store,
+        progress,
+        &mut |mapping, p, _| {
+            if let Some(h) = p.voids_earlier {
+                voided.insert(h, p.row);
+            }
+            let (change, rejection) = match &p.outcome {
+                RowOutcome::Changed(c) => {
+                    (Some((c.key_hash, change_view(mapping, p.row, c))), None)
+                }
+                RowOutcome::Rejected(r) => (
+                    None,
+                    Some(RejectionView {
+                        row: p.row,
+                        message: r.to_string(),
+                        rejection: r.clone(),
+                    }),
+                ),
+                RowOutcome::Unchanged { .. } => (None, None),
             };
-            if let Some(line) = line {
-                let line = line.map_err(|e| std::io::Error::other(e.to_string()));
-                let path = opts.output.clone().unwrap_or_default();
-                line.and_then(|l| writeln!(w, "{l}")).map_err(out_err(&path))?;
+            if let Some(w) = output.as_mut() {
+                let line = match (&change, &rejection) {
+                    (Some((_, c)), _) => Some(serde_json::to_string(&OutputLine::Changed(c))),
+                    (_, Some(r)) => Some(serde_json::to_string(&OutputLine::Rejected(r))),
+                    _ => None,
+                };
+                if let Some(line) = line {
+                    let line = line.map_err(|e| std::io::Error::other(e.to_string()));
+                    let path = opts.output.clone().unwrap_or_default();
+                    line.and_then(|l| writeln!(w, "{l}"))
+                        .map_err(out_err(&path))?;
+                }
             }
-        }
-        // Keep a little more than asked, so samples stay full after voided rows drop out.
-        if let Some(c) = change {
-            if sample_changes.len() < opts.sample_size * 2 + 8 {
-                sample_changes.push(c);
+            // Keep a little more than asked, so samples stay full after voided rows drop out.
+            if let Some(c) = change {
+                if sample_changes.len() < opts.sample_size * 2 + 8 {
+                    sample_changes.push(c);
+                }
             }
-        }
-        if let Some(r) = rejection {
-            if sample_rejections.len() < opts.sample_size {
-                sample_rejections.push(r);
+            if let Some(r) = rejection {
+                if sample_rejections.len() < opts.sample_size {
+                    sample_rejections.push(r);
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     let is_voided = |hash: u64, row: u64| voided.get(&hash).is_some_and(|v| row < *v);
     sample_changes.retain(|(h, c)| !is_voided(*h, c.row));
     sample_changes.truncate(opts.sample_size);
@@ -309,7 +328,8 @@ fn drop_voided_lines(
         let mut w = BufWriter::new(File::create(&tmp)?);
         for line in reader.lines() {
             let line = line?;
-            let v: serde_json::Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+            let v: serde_json::Value =
+                serde_json::from_str(&line).map_err(std::io::Error::other)?;
             let row = v["row"].as_u64().unwrap_or(0);
             let contact = v["contact"].as_str().or(v["identifier"].as_str());
             let voided = contact.is_some_and(|c| is_voided(key_hash(kind, c), row));

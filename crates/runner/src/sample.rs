@@ -73,17 +73,34 @@ pub fn write_sample_model(w: &mut dyn Write, rows: u64) -> io::Result<()> {
         let first = rng.pick(FIRST);
         let last = rng.pick(LAST);
         let (city, state, zip, country) = PLACES[rng.below(PLACES.len() as u64) as usize];
-        let mut email = format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), i);
+        let mut email = format!(
+            "{}.{}{}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            i
+        );
         let mut phone = if country == "US" {
             format!("(212) 555-{:04}", 100 + i % 9000)
         } else {
             String::new()
         };
         let mut country = country.to_owned();
-        let mut birthday = format!("{}-{:02}-{:02}", 1950 + rng.below(55), 1 + rng.below(12), 1 + rng.below(28));
+        let mut birthday = format!(
+            "{}-{:02}-{:02}",
+            1950 + rng.below(55),
+            1 + rng.below(12),
+            1 + rng.below(28)
+        );
         // A few rows a person would need to fix, spread through the file.
         match i % 250 {
-            17 => email = format!("{}.{}{}example.com", first.to_lowercase(), last.to_lowercase(), i),
+            17 => {
+                email = format!(
+                    "{}.{}{}example.com",
+                    first.to_lowercase(),
+                    last.to_lowercase(),
+                    i
+                )
+            }
             61 => phone = "555-01".to_owned(),
             113 => country = "Atlantis".to_owned(),
             187 => birthday = "31/12/1990".to_owned(),
@@ -202,7 +219,12 @@ const BENCH_STANDARD: &[(&str, &str)] = &[
 /// Writes a synthetic model of `rows` rows with an email identifier and `attrs` mapped
 /// attributes (up to 8 standard text fields, the rest custom: text, number, bool, date), and
 /// the config that maps them. Deterministic for the same `(rows, attrs, seed)`.
-pub fn write_bench_project(dir: &Path, rows: u64, attrs: usize, seed: u64) -> io::Result<std::path::PathBuf> {
+pub fn write_bench_project(
+    dir: &Path,
+    rows: u64,
+    attrs: usize,
+    seed: u64,
+) -> io::Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir)?;
     let n_std = attrs.min(BENCH_STANDARD.len());
     let n_custom = attrs - n_std;
@@ -245,7 +267,13 @@ pub fn write_bench_project(dir: &Path, rows: u64, attrs: usize, seed: u64) -> io
                 }
                 2 => line.push_str(if rng.below(2) == 0 { "true" } else { "false" }),
                 _ => {
-                    let _ = write!(line, "20{:02}-{:02}-{:02}", rng.below(25), 1 + rng.below(12), 1 + rng.below(28));
+                    let _ = write!(
+                        line,
+                        "20{:02}-{:02}-{:02}",
+                        rng.below(25),
+                        1 + rng.below(12),
+                        1 + rng.below(28)
+                    );
                 }
             }
         }
@@ -261,7 +289,9 @@ pub fn write_bench_project(dir: &Path, rows: u64, attrs: usize, seed: u64) -> io
     cfg.push_str("\n[activations.bench.custom]\n");
     for c in 0..n_custom {
         let ty = ["string", "number", "bool", "date"][c % 4];
-        cfg.push_str(&format!("\"Attr {c}\" = {{ column = \"c{c}\", type = \"{ty}\" }}\n"));
+        cfg.push_str(&format!(
+            "\"Attr {c}\" = {{ column = \"c{c}\", type = \"{ty}\" }}\n"
+        ));
     }
     let config = dir.join("attentive-sync.toml");
     std::fs::write(&config, cfg)?;

@@ -26,7 +26,10 @@ fn std_err(field: StandardField, raw: &str) -> String {
 
 #[test]
 fn emails() {
-    assert_eq!(email("  Ann.Lee@Example.COM ").unwrap(), "ann.lee@example.com");
+    assert_eq!(
+        email("  Ann.Lee@Example.COM ").unwrap(),
+        "ann.lee@example.com"
+    );
     for (bad, why) in [
         ("ann", "exactly one @"),
         ("a@b@c.com", "exactly one @"),
@@ -47,7 +50,10 @@ fn emails() {
 fn phones() {
     let o = opts();
     assert_eq!(phone("+1 (415) 555-0100", &o).unwrap(), "+14155550100");
-    assert!(phone("+1 (415) 555-01", &o).unwrap_err().0.contains("valid"));
+    assert!(phone("+1 (415) 555-01", &o)
+        .unwrap_err()
+        .0
+        .contains("valid"));
     assert_eq!(phone("+1 212-555-0123", &o).unwrap(), "+12125550123");
     assert_eq!(phone("(212) 555.0123", &o).unwrap(), "+12125550123");
     assert_eq!(phone("+44 20 7183 8750", &o).unwrap(), "+442071838750");
@@ -57,7 +63,10 @@ fn phones() {
     let e = phone("212 555 0123", &no_region).unwrap_err().0;
     assert!(e.contains("default_phone_region"), "{e}");
     // Never a silent +1: an international number is read as such without a region.
-    assert_eq!(phone("+33 1 42 68 53 00", &no_region).unwrap(), "+33142685300");
+    assert_eq!(
+        phone("+33 1 42 68 53 00", &no_region).unwrap(),
+        "+33142685300"
+    );
 }
 
 #[test]
@@ -83,8 +92,14 @@ fn standard_fields() {
     assert_eq!(std_ok(F::Language, "EN_us"), "en-US");
     assert_eq!(std_ok(F::Language, "zh-hant-tw"), "zh-Hant-TW");
     assert!(std_err(F::Language, "xx").contains("ISO 639"));
-    assert_eq!(std_ok(F::Website, "example.com/shop"), "https://example.com/shop");
-    assert_eq!(std_ok(F::Website, "HTTP://example.com"), "http://example.com");
+    assert_eq!(
+        std_ok(F::Website, "example.com/shop"),
+        "https://example.com/shop"
+    );
+    assert_eq!(
+        std_ok(F::Website, "HTTP://example.com"),
+        "http://example.com"
+    );
     assert!(std_err(F::Website, "ftp://example.com").contains("http"));
     assert!(std_err(F::Website, "not a url").contains("not a URL"));
     assert_eq!(std_ok(F::Age, "34"), "34");
@@ -97,9 +112,21 @@ fn standard_fields() {
     assert!(std_err(F::DateOfBirth, "11/08/1990").contains("ambiguous"));
     assert!(std_err(F::DateOfBirth, "1990-02-30").contains("known form"));
     assert!(std_err(F::DateOfBirth, "2030-01-01").contains("future"));
-    assert_eq!(standard(F::City, &Value::Text("   ".into()), &opts()), Ok(None));
-    assert_eq!(standard(F::ZipCode, &Value::Int(2134), &opts()).unwrap().unwrap().to_text(), "2134");
-    assert_eq!(standard(F::Age, &Value::Int(40), &opts()).unwrap(), Some(Canonical::Int(40)));
+    assert_eq!(
+        standard(F::City, &Value::Text("   ".into()), &opts()),
+        Ok(None)
+    );
+    assert_eq!(
+        standard(F::ZipCode, &Value::Int(2134), &opts())
+            .unwrap()
+            .unwrap()
+            .to_text(),
+        "2134"
+    );
+    assert_eq!(
+        standard(F::Age, &Value::Int(40), &opts()).unwrap(),
+        Some(Canonical::Int(40))
+    );
 }
 
 #[test]
@@ -108,31 +135,73 @@ fn dates_with_an_order() {
     let dmy = date(&Value::Text("03/04/1990".into()), DateOrder::Dmy).unwrap();
     assert_eq!(mdy.to_string(), "1990-03-04");
     assert_eq!(dmy.to_string(), "1990-04-03");
-    assert!(date(&Value::Text("13/13/1990".into()), DateOrder::Mdy).unwrap_err().0.contains("real calendar date"));
+    assert!(date(&Value::Text("13/13/1990".into()), DateOrder::Mdy)
+        .unwrap_err()
+        .0
+        .contains("real calendar date"));
 }
 
 #[test]
 fn custom_values() {
     let o = opts();
     let c = |v: Value, t: Option<CustomType>| custom(&v, t, &o);
-    assert_eq!(c(Value::Text(" Gold ".into()), None).unwrap(), Some(Canonical::Text("Gold".into())));
-    assert_eq!(c(Value::Text("412.50".into()), Some(CustomType::Number)).unwrap().unwrap().to_text(), "412.5");
-    assert_eq!(c(Value::Text("24".into()), Some(CustomType::Number)).unwrap(), Some(Canonical::Int(24)));
-    assert_eq!(c(Value::Number("24.0".into()), None).unwrap(), Some(Canonical::Int(24)));
-    assert_eq!(c(Value::Text("Yes".into()), Some(CustomType::Bool)).unwrap(), Some(Canonical::Bool(true)));
-    assert!(c(Value::Text("maybe".into()), Some(CustomType::Bool)).is_err());
-    assert!(c(Value::Text("12x".into()), Some(CustomType::Number)).unwrap_err().0.contains("not a number"));
     assert_eq!(
-        c(Value::Text("2024-05-01T14:00:00+02:00".into()), Some(CustomType::Datetime)).unwrap().unwrap().to_text(),
+        c(Value::Text(" Gold ".into()), None).unwrap(),
+        Some(Canonical::Text("Gold".into()))
+    );
+    assert_eq!(
+        c(Value::Text("412.50".into()), Some(CustomType::Number))
+            .unwrap()
+            .unwrap()
+            .to_text(),
+        "412.5"
+    );
+    assert_eq!(
+        c(Value::Text("24".into()), Some(CustomType::Number)).unwrap(),
+        Some(Canonical::Int(24))
+    );
+    assert_eq!(
+        c(Value::Number("24.0".into()), None).unwrap(),
+        Some(Canonical::Int(24))
+    );
+    assert_eq!(
+        c(Value::Text("Yes".into()), Some(CustomType::Bool)).unwrap(),
+        Some(Canonical::Bool(true))
+    );
+    assert!(c(Value::Text("maybe".into()), Some(CustomType::Bool)).is_err());
+    assert!(c(Value::Text("12x".into()), Some(CustomType::Number))
+        .unwrap_err()
+        .0
+        .contains("not a number"));
+    assert_eq!(
+        c(
+            Value::Text("2024-05-01T14:00:00+02:00".into()),
+            Some(CustomType::Datetime)
+        )
+        .unwrap()
+        .unwrap()
+        .to_text(),
         "2024-05-01T12:00:00Z"
     );
     assert_eq!(
-        c(Value::Text("2024/05/01".into()), Some(CustomType::Date)).unwrap().unwrap().to_text(),
+        c(Value::Text("2024/05/01".into()), Some(CustomType::Date))
+            .unwrap()
+            .unwrap()
+            .to_text(),
         "2024-05-01"
     );
-    let arr = Value::Unsupported { kind: "array", text: "[1,2]".into() };
-    assert!(c(arr, None).unwrap_err().0.contains("array values are not accepted"));
-    assert_eq!(c(Value::Text("".into()), Some(CustomType::Number)).unwrap(), None);
+    let arr = Value::Unsupported {
+        kind: "array",
+        text: "[1,2]".into(),
+    };
+    assert!(c(arr, None)
+        .unwrap_err()
+        .0
+        .contains("array values are not accepted"));
+    assert_eq!(
+        c(Value::Text("".into()), Some(CustomType::Number)).unwrap(),
+        None
+    );
 }
 
 fn any_value() -> impl Strategy<Value = Value> {

@@ -84,7 +84,11 @@ fn rows(csv: &str) -> Vec<SourceRow> {
 }
 
 /// Plans `rows` against `snap`; returns the plans with earlier voided changes removed.
-fn plan(mapping: &BoundMapping, snap: &MemorySnapshot, rows: &[SourceRow]) -> (Vec<RowPlan>, PlanCounts) {
+fn plan(
+    mapping: &BoundMapping,
+    snap: &MemorySnapshot,
+    rows: &[SourceRow],
+) -> (Vec<RowPlan>, PlanCounts) {
     let mut index = SnapshotIndex::default();
     snap.load_index("a", &mut index).unwrap();
     let mut planner = Planner::new(mapping, "a", index);
@@ -127,7 +131,9 @@ fn apply(mapping: &BoundMapping, snap: &mut MemorySnapshot, plans: &[RowPlan]) {
     for p in plans {
         match &p.outcome {
             RowOutcome::Changed(c) => snap.apply(c, mapping, 1),
-            RowOutcome::Unchanged { refresh: Some(r), .. } => snap.refresh(r),
+            RowOutcome::Unchanged {
+                refresh: Some(r), ..
+            } => snap.refresh(r),
             _ => {}
         }
     }
@@ -139,10 +145,19 @@ fn render(mapping: &BoundMapping, plans: &[RowPlan], counts: &PlanCounts) -> Str
         match &p.outcome {
             RowOutcome::Unchanged { .. } => {}
             RowOutcome::Changed(c) => {
-                let _ = write!(s, "line {}: {}{}:", p.row, c.contact.key, if c.new_contact { " (new)" } else { "" });
+                let _ = write!(
+                    s,
+                    "line {}: {}{}:",
+                    p.row,
+                    c.contact.key,
+                    if c.new_contact { " (new)" } else { "" }
+                );
                 for ch in &c.changes {
                     let a = &mapping.attributes[ch.attribute];
-                    let v = ch.value.as_ref().map_or("<clear>".to_owned(), |v| v.to_string());
+                    let v = ch
+                        .value
+                        .as_ref()
+                        .map_or("<clear>".to_owned(), |v| v.to_string());
                     let _ = write!(s, " {}={}", a.key, v);
                 }
                 s.push('\n');
@@ -165,7 +180,13 @@ fn check_plan(old: &str, new: &str, expect: Expect) {
     check_plan_with(&base_mapping(), &base_mapping(), old, new, expect);
 }
 
-fn check_plan_with(m_old: &BoundMapping, m_new: &BoundMapping, old: &str, new: &str, expect: Expect) {
+fn check_plan_with(
+    m_old: &BoundMapping,
+    m_new: &BoundMapping,
+    old: &str,
+    new: &str,
+    expect: Expect,
+) {
     let mut snap = MemorySnapshot::default();
     let (p, _) = plan(m_old, &snap, &rows(old));
     apply(m_old, &mut snap, &p);
@@ -212,9 +233,13 @@ fn one_cell_changes_one_attribute_of_one_contact() {
 #[test]
 fn a_new_mapping_backfills_only_that_attribute() {
     let old = base_mapping();
-    let new = mapping_with(&[("Lifetime Value", "ltv")], DuplicatePolicy::Reject, OnNull::Omit)
-        .bind(&columns())
-        .unwrap();
+    let new = mapping_with(
+        &[("Lifetime Value", "ltv")],
+        DuplicatePolicy::Reject,
+        OnNull::Omit,
+    )
+    .bind(&columns())
+    .unwrap();
     check_plan_with(
         &old,
         &new,
@@ -230,9 +255,13 @@ fn a_new_mapping_backfills_only_that_attribute() {
 
 #[test]
 fn a_removed_mapping_sends_nothing_and_refreshes() {
-    let old = mapping_with(&[("Lifetime Value", "ltv")], DuplicatePolicy::Reject, OnNull::Omit)
-        .bind(&columns())
-        .unwrap();
+    let old = mapping_with(
+        &[("Lifetime Value", "ltv")],
+        DuplicatePolicy::Reject,
+        OnNull::Omit,
+    )
+    .bind(&columns())
+    .unwrap();
     let new = base_mapping();
     let mut snap = MemorySnapshot::default();
     let r = rows("ann@example.com|Ann|Paris|gold|10");
@@ -240,11 +269,20 @@ fn a_removed_mapping_sends_nothing_and_refreshes() {
     apply(&old, &mut snap, &p);
     let (p, counts) = plan(&new, &snap, &r);
     assert_eq!(counts.changed, 0);
-    assert!(matches!(p[0].outcome, RowOutcome::Unchanged { refresh: Some(_), .. }));
+    assert!(matches!(
+        p[0].outcome,
+        RowOutcome::Unchanged {
+            refresh: Some(_),
+            ..
+        }
+    ));
     apply(&new, &mut snap, &p);
     snap.retain_attributes(&new.attribute_keys().collect::<Vec<_>>());
     let (p, _) = plan(&new, &snap, &r);
-    assert!(matches!(p[0].outcome, RowOutcome::Unchanged { refresh: None, .. }));
+    assert!(matches!(
+        p[0].outcome,
+        RowOutcome::Unchanged { refresh: None, .. }
+    ));
 }
 
 #[test]
@@ -293,8 +331,13 @@ fn duplicates_reject_every_row_by_default() {
 #[test]
 fn duplicates_first_or_last_wins() {
     let input = "ann@example.com|Ann|Paris|gold\nann@example.com|Annie|Paris|gold";
-    for (policy, winner) in [(DuplicatePolicy::First, "Ann"), (DuplicatePolicy::Last, "Annie")] {
-        let m = mapping_with(&[], policy, OnNull::Omit).bind(&columns()).unwrap();
+    for (policy, winner) in [
+        (DuplicatePolicy::First, "Ann"),
+        (DuplicatePolicy::Last, "Annie"),
+    ] {
+        let m = mapping_with(&[], policy, OnNull::Omit)
+            .bind(&columns())
+            .unwrap();
         let (p, counts) = plan(&m, &MemorySnapshot::default(), &rows(input));
         assert_eq!((counts.changed, counts.rejected), (1, 1), "{policy:?}");
         let changed: Vec<_> = p
@@ -343,10 +386,18 @@ fn nulls_are_omitted_by_default_and_cleared_on_request() {
 fn arb_row() -> impl Strategy<Value = (u8, String, String, String, String)> {
     (
         0u8..40,
-        prop_oneof!["[A-Z][a-z]{0,6}", Just(String::new()), Just("  Ann  ".to_owned())],
+        prop_oneof![
+            "[A-Z][a-z]{0,6}",
+            Just(String::new()),
+            Just("  Ann  ".to_owned())
+        ],
         prop_oneof!["[A-Z][a-z]{0,6}", Just(String::new())],
         prop_oneof!["gold|silver|bronze", Just(String::new())],
-        prop_oneof!["[0-9]{1,4}(\\.[0-9]{1,2})?", Just("x1".to_owned()), Just(String::new())],
+        prop_oneof![
+            "[0-9]{1,4}(\\.[0-9]{1,2})?",
+            Just("x1".to_owned()),
+            Just(String::new())
+        ],
     )
 }
 
@@ -375,7 +426,10 @@ fn to_rows(spec: &[(u8, String, String, String, String)], bad_every: Option<u8>)
         .collect()
 }
 
-fn changes_by_contact(m: &BoundMapping, plans: &[RowPlan]) -> Vec<(String, Vec<(String, Option<Canonical>)>)> {
+/// A contact key with its (attribute key, new value) pairs.
+type ContactChanges = (String, Vec<(String, Option<Canonical>)>);
+
+fn changes_by_contact(m: &BoundMapping, plans: &[RowPlan]) -> Vec<ContactChanges> {
     let mut v: Vec<_> = plans
         .iter()
         .filter_map(|p| match &p.outcome {

@@ -115,7 +115,11 @@ fn interpolation_rules() {
     assert_eq!(interpolate("a$$b", &env).unwrap(), "a$b");
     assert_eq!(interpolate("${DATA_DIR}/x", &env).unwrap(), "/data/x");
     assert_eq!(interpolate("cost $5", &env).unwrap(), "cost $5");
-    assert!(interpolate("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
-    assert!(interpolate("${A-B}", &env).unwrap_err().contains("not a variable name"));
+    assert!(interpolate("${NOPE}", &env)
+        .unwrap_err()
+        .contains("NOPE is not set"));
+    assert!(interpolate("${A-B}", &env)
+        .unwrap_err()
+        .contains("not a variable name"));
     assert!(interpolate("${OPEN", &env).unwrap_err().contains("closing"));
 }

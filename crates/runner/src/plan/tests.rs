@@ -10,7 +10,11 @@ fn sample(dir: &Path) -> Project {
 }
 
 /// Plans, then acknowledges every change into the store as a run would.
-fn plan_and_ack(project: &Project, store: &mut StateStore, run_id: i64) -> (PlanCounts, Vec<ChangeView>) {
+fn plan_and_ack(
+    project: &Project,
+    store: &mut StateStore,
+    run_id: i64,
+) -> (PlanCounts, Vec<ChangeView>) {
     let mut changes: Vec<ContactChange> = Vec::new();
     let mut refreshes: Vec<Refresh> = Vec::new();
     let mut views = Vec::new();
@@ -24,7 +28,9 @@ fn plan_and_ack(project: &Project, store: &mut StateStore, run_id: i64) -> (Plan
                 views.push(change_view(m, p.row, c));
                 changes.push(c.clone());
             }
-            RowOutcome::Unchanged { refresh: Some(r), .. } => refreshes.push(r.clone()),
+            RowOutcome::Unchanged {
+                refresh: Some(r), ..
+            } => refreshes.push(r.clone()),
             _ => {}
         }
         mapping.get_or_insert_with(|| m.clone());
@@ -73,8 +79,14 @@ fn changing_one_cell_changes_exactly_one_attribute_of_one_contact() {
     assert_eq!(views[0].row, 3);
     assert_eq!(views[0].attributes.len(), 1);
     assert_eq!(views[0].attributes[0].attribute, "city");
-    assert_eq!(views[0].attributes[0].value, Some(sync_core::Canonical::Text("Springfield".into())));
-    assert_eq!(views[0].attributes[0].previous, Some(sync_core::Canonical::Text(old_city)));
+    assert_eq!(
+        views[0].attributes[0].value,
+        Some(sync_core::Canonical::Text("Springfield".into()))
+    );
+    assert_eq!(
+        views[0].attributes[0].previous,
+        Some(sync_core::Canonical::Text(old_city))
+    );
 }
 
 #[test]
@@ -88,8 +100,13 @@ fn adding_a_custom_mapping_plans_exactly_that_attribute_for_every_valid_row() {
     std::fs::write(&cfg, &text).unwrap();
     let project = Project::parse(&cfg, &text, &|_| None).unwrap();
     let (counts, views) = plan_and_ack(&project, &mut store, 2);
-    assert_eq!(counts.changed, first.changed, "every valid row gets the new attribute");
-    assert!(views.iter().all(|v| v.attributes.len() == 1 && v.attributes[0].attribute == "Last Name Copy"));
+    assert_eq!(
+        counts.changed, first.changed,
+        "every valid row gets the new attribute"
+    );
+    assert!(views
+        .iter()
+        .all(|v| v.attributes.len() == 1 && v.attributes[0].attribute == "Last Name Copy"));
     let (again, _) = plan_and_ack(&project, &mut store, 3);
     assert_eq!(again.changed, 0);
 }
@@ -108,5 +125,8 @@ fn plan_report_samples_and_output_file_agree_with_counts() {
     assert_eq!(report.sample_changes.len(), 3);
     assert_eq!(report.sample_rejections.len(), 3);
     let text = std::fs::read_to_string(out).unwrap();
-    assert_eq!(text.lines().count() as u64, report.counts.changed + report.counts.rejected);
+    assert_eq!(
+        text.lines().count() as u64,
+        report.counts.changed + report.counts.rejected
+    );
 }
