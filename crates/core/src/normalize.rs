@@ -63,8 +63,18 @@ pub fn identifier(
 
 /// Trims and lower-cases an email and checks its syntax.
 pub fn email(raw: &str) -> Result<String, Invalid> {
-    let e = raw.trim().to_lowercase();
-    let len = e.chars().count();
+    let t = raw.trim();
+    // ASCII (nearly every address) lower-cases byte by byte without Unicode tables.
+    let e = if t.is_ascii() {
+        t.to_ascii_lowercase()
+    } else {
+        t.to_lowercase()
+    };
+    let len = if e.is_ascii() {
+        e.len()
+    } else {
+        e.chars().count()
+    };
     if len > MAX_EMAIL_CHARS {
         return invalid(format!(
             "email is {len} characters long; Attentive accepts at most {MAX_EMAIL_CHARS}"

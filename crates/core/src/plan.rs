@@ -224,6 +224,17 @@ pub enum PlanError<E: std::error::Error + 'static> {
     Snapshot(#[source] E),
 }
 
+/// A row half planned: rejected already, or identified and fingerprinted.
+#[derive(Debug)]
+enum Prepared {
+    Done(RowPlan),
+    Ready {
+        key: String,
+        key_hash: u64,
+        row_fp: u64,
+    },
+}
+
 /// Plans rows one at a time. Create one per run; feed every row; read [`Planner::counts`].
 #[derive(Debug)]
 pub struct Planner<'m> {
@@ -233,6 +244,8 @@ pub struct Planner<'m> {
     hasher: RowHasher,
     values: Vec<Option<Canonical>>,
     stored: Vec<StoredAttribute>,
+    /// Reused between batches.
+    prepared: Vec<Prepared>,
     /// Identifiers found on more than one row (duplicates = "reject"): usually few.
     duplicated: std::collections::HashSet<u64, BuildNoHashHasher<u64>>,
     counts: PlanCounts,
@@ -258,6 +271,7 @@ impl<'m> Planner<'m> {
             hasher: RowHasher::default(),
             values: Vec::with_capacity(mapping.attributes.len()),
             stored: Vec::new(),
+            prepared: Vec::new(),
             duplicated: Default::default(),
             counts: PlanCounts::default(),
         }
@@ -291,6 +305,59 @@ impl<'m> Planner<'m> {
         row: &SourceRow,
         snapshot: &S,
     ) -> Result<RowPlan, PlanError<S::Error>> {
+        match self.prepare(row) {
+            Prepared::Done(plan) => Ok(plan),
+            Prepared::Ready {
+                key,
+                key_hash,
+                row_fp,
+            } => self.finish(row, key, key_hash, row_fp, snapshot),
+        }
+    }
+
+    /// Plans a batch of rows into `out` (in order). Faster than [`Planner::plan_row`] one by
+    /// one: every row's snapshot entry is looked up in one tight loop first, so the CPU overlaps
+    /// the cache misses of independent lookups.
+    pub fn plan_batch<S: SnapshotStore>(
+        &mut self,
+        rows: &[SourceRow],
+        snapshot: &S,
+        out: &mut Vec<RowPlan>,
+    ) -> Result<(), PlanError<S::Error>> {
+        let mut prepared = std::mem::take(&mut self.prepared);
+        prepared.clear();
+        prepared.extend(rows.iter().map(|r| self.prepare(r)));
+        let mut touched = 0u64;
+        for p in &prepared {
+            if let Prepared::Ready { key_hash, .. } = p {
+                touched ^= self.index.map.get(key_hash).copied().unwrap_or(0);
+            }
+        }
+        std::hint::black_box(touched);
+        let mut result = Ok(());
+        for (row, p) in rows.iter().zip(prepared.drain(..)) {
+            match p {
+                Prepared::Done(plan) => out.push(plan),
+                Prepared::Ready {
+                    key,
+                    key_hash,
+                    row_fp,
+                } => match self.finish(row, key, key_hash, row_fp, snapshot) {
+                    Ok(plan) => out.push(plan),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                },
+            }
+        }
+        prepared.clear();
+        self.prepared = prepared;
+        result
+    }
+
+    /// First half of planning a row: reads the identifier and fingerprints the raw row.
+    fn prepare(&mut self, row: &SourceRow) -> Prepared {
         self.counts.rows += 1;
         let m = self.mapping;
         if let Some(defect) = &row.defect {
@@ -303,7 +370,7 @@ impl<'m> Planner<'m> {
                     rule: defect.clone(),
                 }],
             };
-            return Ok(self.reject(row.number, r, None));
+            return Prepared::Done(self.reject(row.number, r, None));
         }
         let id_col = &m.identifier.column;
         let raw_id = row.values.get(m.identifier_index);
@@ -319,7 +386,7 @@ impl<'m> Planner<'m> {
                         rule: format!("the {} identifier is empty", m.identifier.kind.as_str()),
                     }],
                 };
-                return Ok(self.reject(row.number, r, None));
+                return Prepared::Done(self.reject(row.number, r, None));
             }
             Some(Err(e)) => {
                 let r = Rejection {
@@ -331,7 +398,7 @@ impl<'m> Planner<'m> {
                         rule: e.0,
                     }],
                 };
-                return Ok(self.reject(row.number, r, None));
+                return Prepared::Done(self.reject(row.number, r, None));
             }
         };
         let key_hash = fingerprint::key_hash(m.identifier.kind, &key);
@@ -347,6 +414,42 @@ impl<'m> Planner<'m> {
             );
         }
         let row_fp = self.hasher.finish();
+        Prepared::Ready {
+            key,
+            key_hash,
+            row_fp,
+        }
+    }
+
+    /// Second half: compares with the snapshot, checks duplicates, normalizes and diffs.
+    fn finish<S: SnapshotStore>(
+        &mut self,
+        row: &SourceRow,
+        key: String,
+        key_hash: u64,
+        row_fp: u64,
+        snapshot: &S,
+    ) -> Result<RowPlan, PlanError<S::Error>> {
+        let m = self.mapping;
+        let id_col = &m.identifier.column;
+
+        // The common case, with one hash lookup: first sight of a contact whose row is as the
+        // snapshot has it.
+        if let Some(slot) = self.index.map.get_mut(&key_hash) {
+            if *slot == row_fp {
+                // State bits are zero (unseen) and the fingerprint is equal.
+                *slot = (SEEN_UNCHANGED << STATE_SHIFT) | row_fp;
+                self.counts.unchanged += 1;
+                return Ok(RowPlan {
+                    row: row.number,
+                    outcome: RowOutcome::Unchanged {
+                        key_hash,
+                        refresh: None,
+                    },
+                    voids_earlier: None,
+                });
+            }
+        }
 
         // Duplicate identifiers.
         let current = self.index.map.get(&key_hash).copied().unwrap_or(0);

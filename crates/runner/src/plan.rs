@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -182,34 +183,91 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
     let started = Instant::now();
     let activation = project.activation(activation_name).map_err(Error::Config)?;
     let (mut source, mapping) = bind(project, activation)?;
-    let mut index = SnapshotIndex::default();
-    store
-        .load_index(&activation.name, &mut index)
-        .map_err(Error::Store)?;
-    let snapshot_contacts = index.len() as u64;
-    let mut planner = Planner::new(&mapping, &activation.name, index);
-    let mut row = SourceRow::default();
     let model_name = activation.model.clone();
-    let mut n = 0u64;
-    loop {
-        let more = source.next_row(&mut row).map_err(|source| Error::Source {
-            model: model_name.clone(),
-            source,
-        })?;
-        if !more {
-            break;
+    let source_error = |source| Error::Source {
+        model: model_name.clone(),
+        source,
+    };
+    std::thread::scope(|scope| {
+        // The model is read and parsed on its own thread, in batches, while this thread loads
+        // the snapshot index and plans. Batches go back to the reader to reuse their buffers.
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<SourceRow>, sources::Error>>(READ_AHEAD);
+        let (back_tx, back_rx) = mpsc::channel::<Vec<SourceRow>>();
+        scope.spawn(move || read_batches(&mut *source, &tx, &back_rx));
+
+        let mut index = SnapshotIndex::default();
+        store
+            .load_index(&activation.name, &mut index)
+            .map_err(Error::Store)?;
+        let snapshot_contacts = index.len() as u64;
+        let mut planner = Planner::new(&mapping, &activation.name, index);
+        let mut n = 0u64;
+        let mut plans = Vec::with_capacity(BATCH_ROWS);
+        for batch in rx {
+            let batch = batch.map_err(source_error)?;
+            plans.clear();
+            planner
+                .plan_batch(&batch, store, &mut plans)
+                .map_err(|e| match e {
+                    PlanError::Snapshot(s) => Error::Store(s),
+                })?;
+            for plan in &plans {
+                on_row(&mapping, plan, &mut planner)?;
+                n += 1;
+                if n.is_multiple_of(8192) {
+                    progress(n);
+                }
+            }
+            // The reader may have finished; then the batch is simply dropped.
+            let _ = back_tx.send(batch);
         }
-        let plan = planner.plan_row(&row, store).map_err(|e| match e {
-            PlanError::Snapshot(s) => Error::Store(s),
-        })?;
-        on_row(&mapping, &plan, &mut planner)?;
-        n += 1;
-        if n.is_multiple_of(8192) {
-            progress(n);
+        progress(n);
+        Ok((planner.into_counts(), snapshot_contacts, started.elapsed()))
+    })
+}
+
+/// Rows per batch handed from the reader thread to the planner.
+const BATCH_ROWS: usize = 1024;
+/// Batches the reader may be ahead of the planner.
+const READ_AHEAD: usize = 16;
+
+/// Reads the whole model into batches; stops at the end, on an error (sent on), or when the
+/// planner hangs up.
+fn read_batches(
+    source: &mut (dyn ModelSource<Error = sources::Error> + Send),
+    tx: &mpsc::SyncSender<Result<Vec<SourceRow>, sources::Error>>,
+    recycled: &mpsc::Receiver<Vec<SourceRow>>,
+) {
+    loop {
+        let mut batch = recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_ROWS));
+        let mut n = 0;
+        let mut end = false;
+        while n < BATCH_ROWS {
+            if batch.len() <= n {
+                batch.push(SourceRow::default());
+            }
+            match source.next_row(&mut batch[n]) {
+                Ok(true) => n += 1,
+                Ok(false) => {
+                    end = true;
+                    break;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        batch.truncate(n);
+        if n > 0 && tx.send(Ok(batch)).is_err() {
+            return;
+        }
+        if end {
+            return;
         }
     }
-    progress(n);
-    Ok((planner.into_counts(), snapshot_contacts, started.elapsed()))
 }
 
 #[derive(Serialize)]
