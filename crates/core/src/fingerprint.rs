@@ -13,10 +13,11 @@
 //! * **Mapping signature**: `XXH3_64` of the version bytes, the identifier kind, the null
 //!   policy, the default phone region, the date order, and every mapped attribute's snapshot key
 //!   and declared type, in ascending key order ([`mapping_signature`]).
-//! * **Row fingerprint**: `XXH3_64(signature ‖ key ‖ 0xFF ‖ cells)` where each mapped attribute,
-//!   in ascending order of its snapshot key, contributes its **raw** cell as the source gave it
-//!   (`tag ‖ bytes ‖ 0x1F`, see [`RowHasher::cell`]); the result keeps its low 62 bits and is
-//!   never 0 (0 becomes 1). Because it covers the raw cells and every rule that turns them into
+//! * **Row fingerprint**: `XXH3_64(signature ‖ XXH3_64(key) ‖ cells)` (each part 8 bytes
+//!   little-endian) where each mapped attribute, in ascending order of its snapshot key,
+//!   contributes its **raw** cell as the source gave it, length-prefixed (see
+//!   [`RowHasher::cell`]);
+//!   the result keeps its low 62 bits and is never 0 (0 becomes 1). Because it covers the raw cells and every rule that turns them into
 //!   canonical values, an equal fingerprint proves the canonical values are equal, so the
 //!   planner skips normalization for unchanged rows. It changes when any mapped cell, the
 //!   mapping, the normalization options or [`NORMALIZATION_VERSION`] changes; a change that turns
@@ -120,54 +121,41 @@ impl RowHasher {
     pub fn start(&mut self, signature: u64, key: &str) {
         self.buf.clear();
         self.buf.extend_from_slice(&signature.to_le_bytes());
-        self.buf.extend_from_slice(key.as_bytes());
-        self.buf.push(0xFF);
+        self.buf
+            .extend_from_slice(&xxh3_64(key.as_bytes()).to_le_bytes());
     }
 
-    /// Adds one raw cell; call in ascending order of attribute key. Encoding: a tag byte
-    /// (`z` null, `b` bool, `i` integer, `n` number, `s` text, `d` date, `t` timestamp,
-    /// `u` unsupported), the value's bytes (integers as 8 bytes little-endian, dates as
-    /// `YYYY-MM-DD`), then `0x1F`.
+    /// Adds one raw cell; call in ascending order of attribute key. Each cell contributes a
+    /// tag byte (`z` null, `b` bool, `i` integer, `n` number text, `s` text, `d` date as
+    /// `YYYY-MM-DD`, `t` timestamp text, `u` unsupported as `kind ‖ 0x00 ‖ text`), its byte
+    /// length as 4 bytes little-endian, then its bytes (a bool as one byte 0/1, an integer as
+    /// 8 bytes little-endian; null has length 0).
     pub fn cell(&mut self, v: &crate::value::Value) {
         use crate::value::Value;
         match v {
-            Value::Null => self.buf.push(b'z'),
-            Value::Bool(b) => {
-                self.buf.push(b'b');
-                self.buf.push(u8::from(*b));
-            }
-            Value::Int(i) => {
-                self.buf.push(b'i');
-                self.buf.extend_from_slice(&i.to_le_bytes());
-            }
-            Value::Number(n) => {
-                self.buf.push(b'n');
-                self.buf.extend_from_slice(n.as_bytes());
-            }
-            Value::Text(t) => {
-                self.buf.push(b's');
-                self.buf.extend_from_slice(t.as_bytes());
-            }
-            Value::Date(d) => {
-                use std::io::Write;
-                self.buf.push(b'd');
-                let _ = write!(self.buf, "{}", d.format("%Y-%m-%d"));
-            }
-            Value::Timestamp(t) => {
-                self.buf.push(b't');
-                self.buf.extend_from_slice(t.as_bytes());
-            }
+            Value::Null => self.bytes(b'z', &[]),
+            Value::Bool(b) => self.bytes(b'b', &[u8::from(*b)]),
+            Value::Int(i) => self.bytes(b'i', &i.to_le_bytes()),
+            Value::Number(n) => self.bytes(b'n', n.as_bytes()),
+            Value::Text(t) => self.bytes(b's', t.as_bytes()),
+            Value::Date(d) => self.bytes(b'd', d.format("%Y-%m-%d").to_string().as_bytes()),
+            Value::Timestamp(t) => self.bytes(b't', t.as_bytes()),
             Value::Unsupported { kind, text } => {
-                self.buf.push(b'u');
-                self.buf.extend_from_slice(kind.as_bytes());
-                self.buf.push(0);
-                self.buf.extend_from_slice(text.as_bytes());
+                let joined = format!("{kind}\0{text}");
+                self.bytes(b'u', joined.as_bytes());
             }
         }
-        self.buf.push(0x1F);
     }
 
-    /// The row fingerprint: 62 bits, never 0.
+    #[inline]
+    fn bytes(&mut self, tag: u8, bytes: &[u8]) {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes();
+        self.buf.push(tag);
+        self.buf.extend_from_slice(&len);
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The row fingerprint: `XXH3_64` of everything added, low 62 bits, never 0.
     pub fn finish(&self) -> u64 {
         match xxh3_64(&self.buf) & ROW_FP_MASK {
             0 => 1,
@@ -208,7 +196,7 @@ mod tests {
         0x8258_6df6_a6c6_0eae,
         0xfd8b_8122_f926_9616,
         0x208b_6d24_9d3b_7f47,
-        0x21e4_6e34_d21b_eb2e,
+        0x3584_8758_4a5e_76f9,
     ];
 
     #[test]

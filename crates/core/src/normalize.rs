@@ -64,17 +64,50 @@ pub fn identifier(
 /// Trims and lower-cases an email and checks its syntax.
 pub fn email(raw: &str) -> Result<String, Invalid> {
     let t = raw.trim();
-    // ASCII (nearly every address) lower-cases byte by byte without Unicode tables.
-    let e = if t.is_ascii() {
-        t.to_ascii_lowercase()
-    } else {
-        t.to_lowercase()
-    };
-    let len = if e.is_ascii() {
-        e.len()
-    } else {
-        e.chars().count()
-    };
+    if t.is_ascii() {
+        if let Some(e) = plain_ascii_email(t) {
+            return Ok(e);
+        }
+    }
+    email_slow(t)
+}
+
+/// The common case in one pass over the bytes: ASCII, exactly one `@`, no space or forbidden
+/// character, no misplaced dots, a dotted domain. `None` sends the address to the full check,
+/// which names the rule it breaks.
+fn plain_ascii_email(t: &str) -> Option<String> {
+    let b = t.as_bytes();
+    if b.len() > MAX_EMAIL_CHARS {
+        return None;
+    }
+    let mut at = None;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'@' if at.is_none() => at = Some(i),
+            b'@' => return None,
+            b'<' | b'>' | b'(' | b')' | b'[' | b']' | b',' | b';' | b':' | b'\\' | b'"' => {
+                return None
+            }
+            c if c <= b' ' || c == 0x7f => return None,
+            _ => {}
+        }
+    }
+    let at = at?;
+    let (local, domain) = (&t[..at], &t[at + 1..]);
+    let local_ok = !local.is_empty()
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let domain_ok = domain.contains('.')
+        && domain
+            .split('.')
+            .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
+    (local_ok && domain_ok).then(|| t.to_ascii_lowercase())
+}
+
+fn email_slow(t: &str) -> Result<String, Invalid> {
+    let e = t.to_lowercase();
+    let len = e.chars().count();
     if len > MAX_EMAIL_CHARS {
         return invalid(format!(
             "email is {len} characters long; Attentive accepts at most {MAX_EMAIL_CHARS}"

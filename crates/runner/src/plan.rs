@@ -193,7 +193,10 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
         // the snapshot index and plans. Batches go back to the reader to reuse their buffers.
         let (tx, rx) = mpsc::sync_channel::<Result<Vec<SourceRow>, sources::Error>>(READ_AHEAD);
         let (back_tx, back_rx) = mpsc::channel::<Vec<SourceRow>>();
-        scope.spawn(move || read_batches(&mut *source, &tx, &back_rx));
+        std::thread::Builder::new()
+            .name("model-reader".into())
+            .spawn_scoped(scope, move || read_batches(&mut *source, &tx, &back_rx))
+            .map_err(|e| Error::Config(format!("cannot start the model reader thread: {e}")))?;
 
         let mut index = SnapshotIndex::default();
         store

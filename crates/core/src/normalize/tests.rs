@@ -280,3 +280,15 @@ proptest! {
         prop_assert!((a - b).abs() <= f64::EPSILON * a.abs().max(1.0));
     }
 }
+
+proptest! {
+    /// The one-pass ASCII email check accepts only what the full check accepts, identically.
+    #[test]
+    fn fast_email_path_agrees_with_the_full_check(s in "[a-zA-Z0-9.@_+ <:-]{0,30}") {
+        let t = s.trim();
+        if let Some(fast) = plain_ascii_email(t) {
+            prop_assert_eq!(email_slow(t), Ok(fast));
+        }
+        prop_assert_eq!(email(&s).is_ok(), email_slow(t).is_ok());
+    }
+}

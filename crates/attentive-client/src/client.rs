@@ -1,0 +1,565 @@
+//! The client: one Attentive account, behind the key's shared budget, with retries.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use sync_core::ports::{ContactRef, ContactWrite, Destination, Existence, WriteOutcome};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::budget::{Budget, Feedback};
+use crate::config::ClientConfig;
+use crate::error::Error;
+use crate::retry::{FullJitter, RetryTokens};
+use crate::stats::{ClientStats, StatsSnapshot};
+use crate::wire::{self, Me, Method, Request, Response};
+
+/// The `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("attentive-sync/", env!("CARGO_PKG_VERSION"));
+
+/// Response bodies are read up to this many bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A boxed future, as [`ExistenceCheck`] returns (which keeps that trait object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How [`Client`] checks that a contact exists before its first write. Read-only: it must
+/// never create a contact or a subscription. [`SubscriptionsLookup`] is the default; set
+/// another with [`Client::with_existence_check`].
+pub trait ExistenceCheck: Send + Sync + fmt::Debug {
+    /// `Ok(Exists | NotFound)`; `Err` as [`Client::send`] returns it, or
+    /// [`Error::Rejected`] for an answer that says neither.
+    fn check<'a>(
+        &'a self,
+        client: &'a Client,
+        contact: &'a ContactRef,
+    ) -> BoxFuture<'a, Result<Existence, Error>>;
+}
+
+/// `GET /v1/subscriptions?email=..|phone=..`: 200 ⇒ exists, 404 ⇒ not found. Needs the
+/// "Subscribers" (read) permission. A profile with no subscription at all is reported as not
+/// found (Attentive has no documented "profile exists" lookup).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubscriptionsLookup;
+
+impl ExistenceCheck for SubscriptionsLookup {
+    fn check<'a>(
+        &'a self,
+        client: &'a Client,
+        contact: &'a ContactRef,
+    ) -> BoxFuture<'a, Result<Existence, Error>> {
+        Box::pin(async move {
+            let r = client.send(&wire::existence_request(contact)).await?;
+            match r.status {
+                200..=299 => Ok(Existence::Exists),
+                404 => Ok(Existence::NotFound),
+                status => Err(Error::Rejected {
+                    status,
+                    message: r.message(),
+                }),
+            }
+        })
+    }
+}
+
+/// A client of one Attentive account. Cheap to clone: clones share the connection pool,
+/// the stats and the retry budget; every client of the same key shares the request
+/// [`Budget`].
+///
+/// A client is meant to serve one run: its [`ClientStats`] and retry budget count from its
+/// creation.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    existence: Arc<dyn ExistenceCheck>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// The base URL without a trailing `/`.
+    base: String,
+    config: ClientConfig,
+    budget: Arc<Budget>,
+    stats: ClientStats,
+    retry_tokens: RetryTokens,
+    backoff: FullJitter,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base)
+            .field(
+                "key",
+                &format_args!("<redacted {}>", self.inner.budget.label()),
+            )
+            .field("requests_per_second", &self.inner.budget.rate())
+            .field("custom_only_v1", &self.inner.config.custom_only_v1)
+            .field("existence", &self.existence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Done(Response),
+    Fatal(Error),
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Client {
+    /// Checks the settings and builds the HTTP client (rustls, pooled connections).
+    pub fn new(config: ClientConfig) -> Result<Client, Error> {
+        let base = check_base_url(&config.base_url)?;
+        if !(config.requests_per_second.is_finite() && config.requests_per_second > 0.0) {
+            return Err(Error::InvalidConfig {
+                field: "requests_per_second",
+                reason: format!("must be above 0, not {}", config.requests_per_second),
+            });
+        }
+        if config.timeout.is_zero() {
+            return Err(Error::InvalidConfig {
+                field: "timeout",
+                reason: "must be above 0".into(),
+            });
+        }
+        if config.api_key.expose().trim().is_empty() {
+            return Err(Error::InvalidConfig {
+                field: "api_key",
+                reason: "is empty".into(),
+            });
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
+            .map_err(|_| Error::InvalidConfig {
+                field: "api_key",
+                reason: "contains characters that cannot be sent in an HTTP header".into(),
+            })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_keepalive(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Http(e.without_url()))?;
+        let budget = Budget::shared(&config.api_key, config.requests_per_second);
+        let backoff = FullJitter {
+            base: config.retry_base,
+            max: config.retry_max_delay,
+            max_retries: config.max_retries,
+        };
+        tracing::debug!(
+            budget = %budget.label(),
+            base_url = %base,
+            requests_per_second = budget.rate(),
+            "attentive client ready"
+        );
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                retry_tokens: RetryTokens::new(config.retry_budget),
+                config,
+                budget,
+                stats: ClientStats::default(),
+                backoff,
+            }),
+            existence: Arc::new(SubscriptionsLookup),
+        })
+    }
+
+    /// Replaces the existence check ([`SubscriptionsLookup`] by default).
+    pub fn with_existence_check(mut self, check: impl ExistenceCheck + 'static) -> Client {
+        self.existence = Arc::new(check);
+        self
+    }
+
+    /// The settings this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The key's shared budget.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.inner.budget
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> &ClientStats {
+        &self.inner.stats
+    }
+
+    /// A copy of the counters now.
+    pub fn stats_snapshot(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// `GET /v1/me`: who the key belongs to. Checks the key (401), not its permissions.
+    pub async fn me(&self) -> Result<Me, Error> {
+        let r = self.send(&Request::get(wire::PATH_ME)).await?;
+        if r.is_success() {
+            Ok(Me::parse(&r.body))
+        } else {
+            Err(Error::Rejected {
+                status: r.status,
+                message: r.message(),
+            })
+        }
+    }
+
+    /// Sends one contact's changes (what [`Destination::write`] does).
+    pub async fn write_contact(&self, write: &ContactWrite) -> Result<WriteOutcome, Error> {
+        if write.attributes.is_empty() {
+            return Ok(WriteOutcome::Acknowledged); // nothing to change, nothing to send
+        }
+        let request = match wire::write_request(write, self.inner.config.custom_only_v1) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(WriteOutcome::Rejected {
+                    message: e.to_string(),
+                })
+            }
+        };
+        match self.send(&request).await {
+            Ok(r) if r.is_success() => Ok(WriteOutcome::Acknowledged),
+            Ok(r) if r.status == 404 => Ok(WriteOutcome::NotFound),
+            Ok(r) if r.status == 400 => Ok(WriteOutcome::Rejected {
+                message: r.message(),
+            }),
+            Ok(r) if (400..500).contains(&r.status) => Ok(WriteOutcome::Rejected {
+                message: format!("HTTP {}: {}", r.status, r.message()),
+            }),
+            Ok(r) => Ok(WriteOutcome::Failed {
+                reason: format!(
+                    "unexpected HTTP {} from {}: {}",
+                    r.status,
+                    request.path,
+                    r.message()
+                ),
+            }),
+            Err(e) if e.is_fatal() => Err(e),
+            Err(e) => Ok(WriteOutcome::Failed {
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Sends `request` through the key's budget, retrying 429, 408, 5xx, timeouts and dropped
+    /// connections with backoff (honouring `Retry-After`).
+    ///
+    /// `Ok` for every other answer, whatever its status (2xx, 3xx, 400, 404...): the caller
+    /// decides what it means. `Err(Unauthorized | Forbidden)` for 401/403, which stop a run;
+    /// `Err(RetriesExhausted)` when the retries allowed are spent.
+    pub async fn send(&self, request: &Request) -> Result<Response, Error> {
+        let url = self.url(request)?;
+        let inner = &*self.inner;
+        inner.retry_tokens.deposit();
+        let mut backoff = inner.backoff.build();
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let (reason, retry_after) = match self.attempt(request, &url, attempts).await {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Retry {
+                    reason,
+                    retry_after,
+                } => (reason, retry_after),
+            };
+            let Some(jittered) = backoff.next() else {
+                return Err(Error::RetriesExhausted {
+                    attempts,
+                    last: reason,
+                });
+            };
+            let delay = match retry_after {
+                Some(ra) if ra > inner.config.retry_max_delay => {
+                    return Err(Error::RetriesExhausted {
+                        attempts,
+                        last: format!(
+                            "{reason}; Retry-After {:.0}s is longer than retry_max_delay",
+                            ra.as_secs_f64()
+                        ),
+                    });
+                }
+                Some(ra) => ra,
+                None => jittered,
+            };
+            if !inner.retry_tokens.try_withdraw() {
+                return Err(Error::RetriesExhausted {
+                    attempts,
+                    last: format!("{reason} (this run's retry budget is spent)"),
+                });
+            }
+            inner.stats.retry();
+            inner.stats.throttled(delay);
+            tracing::warn!(
+                budget = %inner.budget.label(),
+                endpoint = request.path,
+                attempt = attempts,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                %reason,
+                "retrying Attentive request"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(&self, request: &Request, url: &Url, attempt: u32) -> Attempt {
+        let inner = &*self.inner;
+        let permit = inner.budget.permit().await;
+        inner.stats.throttled(permit.throttled());
+        let builder = match request.method {
+            Method::Get => inner.http.get(url.clone()),
+            Method::Post => inner
+                .http
+                .post(url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(request.body.clone().unwrap_or_default()),
+        };
+        inner.stats.request_sent();
+        let started = Instant::now();
+        let result = async {
+            let resp = builder.send().await?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = read_capped(resp).await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        }
+        .await;
+        let latency = started.elapsed();
+        let (status, headers, body) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let e = e.without_url();
+                if e.is_builder() {
+                    permit.finish(Feedback::Neutral);
+                    return Attempt::Fatal(Error::Http(e));
+                }
+                permit.finish(Feedback::Overloaded);
+                let reason = if e.is_timeout() {
+                    inner.stats.timeout();
+                    format!(
+                        "{}: no answer within {:.1}s",
+                        request.path,
+                        inner.config.timeout.as_secs_f64()
+                    )
+                } else {
+                    inner.stats.dropped_connection();
+                    format!("{}: connection failed: {}", request.path, error_chain(&e))
+                };
+                tracing::debug!(
+                    budget = %inner.budget.label(),
+                    endpoint = request.path,
+                    attempt,
+                    %reason,
+                    "attentive request failed"
+                );
+                return Attempt::Retry {
+                    reason,
+                    retry_after: None,
+                };
+            }
+        };
+        inner.stats.response(status);
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let limit = header("x-ratelimit-limit").and_then(wire::parse_rate_header);
+        let remaining = header("x-ratelimit-remaining").and_then(wire::parse_rate_header);
+        if inner.budget.observe_rate_headers(limit, remaining) {
+            tracing::debug!(
+                budget = %inner.budget.label(),
+                limit,
+                remaining,
+                "rate limit nearly spent: pausing until the next second"
+            );
+        }
+        tracing::debug!(
+            budget = %inner.budget.label(),
+            endpoint = request.path,
+            attempt,
+            status,
+            latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            "attentive answered"
+        );
+        let retry_after = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(wire::parse_retry_after);
+        match status {
+            429 => {
+                permit.finish(Feedback::Overloaded);
+                match retry_after {
+                    Some(ra) => inner
+                        .budget
+                        .pause_until(Instant::now() + ra.min(inner.config.retry_max_delay)),
+                    None => inner.budget.pause_until_next_second(),
+                }
+                Attempt::Retry {
+                    reason: format!("{}: rate limited (429)", request.path),
+                    retry_after,
+                }
+            }
+            408 | 500..=599 => {
+                permit.finish(Feedback::Overloaded);
+                Attempt::Retry {
+                    reason: format!(
+                        "{}: HTTP {status}: {}",
+                        request.path,
+                        wire::error_message(&body)
+                    ),
+                    retry_after,
+                }
+            }
+            401 => {
+                permit.finish(Feedback::Neutral);
+                Attempt::Fatal(Error::Unauthorized {
+                    destination: inner.config.destination.clone(),
+                })
+            }
+            403 => {
+                permit.finish(Feedback::Neutral);
+                let method = match request.method {
+                    Method::Get => "GET",
+                    Method::Post => "POST",
+                };
+                Attempt::Fatal(Error::Forbidden {
+                    endpoint: format!("{method} {}", request.path),
+                    permission: wire::permission_for(request.path).to_owned(),
+                })
+            }
+            _ => {
+                permit.finish(Feedback::Answered { latency });
+                Attempt::Done(Response { status, body })
+            }
+        }
+    }
+
+    fn url(&self, request: &Request) -> Result<Url, Error> {
+        let mut url = Url::parse(&format!("{}{}", self.inner.base, request.path)).map_err(|e| {
+            Error::InvalidBaseUrl {
+                url: self.inner.base.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        if !request.query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(request.query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        Ok(url)
+    }
+}
+
+impl Destination for Client {
+    type Error = Error;
+
+    async fn check_exists(&self, contact: &ContactRef) -> Result<Existence, Error> {
+        self.existence.check(self, contact).await
+    }
+
+    async fn write(&self, write: &ContactWrite) -> Result<WriteOutcome, Error> {
+        self.write_contact(write).await
+    }
+}
+
+/// Checks and normalizes a base URL: http(s), a host, no credentials, query or fragment.
+fn check_base_url(raw: &str) -> Result<String, Error> {
+    let bad = |reason: &str| Error::InvalidBaseUrl {
+        url: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| Error::InvalidBaseUrl {
+        url: raw.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Never echo credentials back.
+        return Err(Error::InvalidBaseUrl {
+            url: "<redacted: it contains credentials>".into(),
+            reason: "credentials in the URL are not allowed; the API key is sent as a header"
+                .into(),
+        });
+    }
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(
+            "the scheme must be https (or http for a local simulator)",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it must not have a query or a fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = MAX_BODY_BYTES - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= MAX_BODY_BYTES {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// An error with its sources, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked() {
+        assert_eq!(
+            check_base_url("https://api.attentivemobile.com/").unwrap(),
+            "https://api.attentivemobile.com"
+        );
+        assert_eq!(
+            check_base_url("http://127.0.0.1:8080/sim/").unwrap(),
+            "http://127.0.0.1:8080/sim"
+        );
+        for bad in [
+            "ftp://x",
+            "not a url",
+            "https://api.attentivemobile.com?x=1",
+            "https://api.attentivemobile.com/#f",
+        ] {
+            assert!(
+                matches!(check_base_url(bad), Err(Error::InvalidBaseUrl { .. })),
+                "{bad}"
+            );
+        }
+        let e = check_base_url("https://user:hunter2@api.attentivemobile.com").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}

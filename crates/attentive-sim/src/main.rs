@@ -1,0 +1,212 @@
+//! `attentive-sim`: run the Attentive API simulator as a server.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use attentive_sim::{Burst429, Faults, SeedContact, SimConfig, SimKey, Simulator};
+use clap::Parser;
+
+/// A local simulator of Attentive's API (attributes, subscription lookup, bulk jobs), with
+/// rate limits and fault injection. Admin and inspection routes live under /_sim/.
+#[derive(Debug, Parser)]
+#[command(name = "attentive-sim", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// API key, `KEY` (every permission) or `KEY:perm,perm` (attributes, subscriptions,
+    /// identity, events, ecommerce, segments, all). Repeatable. Default: `sim-key`.
+    #[arg(long = "key", value_name = "KEY[:PERMS]")]
+    keys: Vec<String>,
+
+    /// Seed contacts: a JSON array of {"email","phone","clientUserId"} or a CSV with an
+    /// email and/or phone header.
+    #[arg(long, value_name = "FILE")]
+    contacts: Option<std::path::PathBuf>,
+
+    /// Requests per second per key (0 = unlimited).
+    #[arg(long, default_value_t = 150)]
+    rate_limit: u32,
+
+    /// Requests per second per key on /v2/bulk/ routes (0 = unlimited).
+    #[arg(long, default_value_t = 100)]
+    bulk_rate_limit: u32,
+
+    /// Send `Retry-After: SECS` on 429 responses (Attentive documents none).
+    #[arg(long, value_name = "SECS")]
+    retry_after: Option<u64>,
+
+    /// Answer STATUS with probability P instead of processing, e.g. `500=0.2`. Repeatable.
+    #[arg(long = "error-rate", value_name = "STATUS=P")]
+    error_rates: Vec<String>,
+
+    /// Fixed latency added to every API response.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+
+    /// Random extra latency, uniform in 0..=JITTER.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+
+    /// Probability of a latency spike.
+    #[arg(long, default_value_t = 0.0)]
+    spike_probability: f64,
+
+    /// Extra latency of a spike.
+    #[arg(long, default_value_t = 0)]
+    spike_ms: u64,
+
+    /// Probability of closing the connection without a response.
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+
+    /// 429 bursts: answer 429 for N ms out of every M ms.
+    #[arg(long, value_name = "N/M")]
+    burst_429: Option<String>,
+
+    /// Probability that a bulk job ends FAILED.
+    #[arg(long, default_value_t = 0.0)]
+    bulk_failure_rate: f64,
+
+    /// Delay before a bulk job is processed.
+    #[arg(long, default_value_t = 0)]
+    bulk_delay_ms: u64,
+
+    /// Seed of the fault generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Answer 404 to POST /v1/attributes/custom for unknown users instead of creating them.
+    #[arg(long)]
+    v1_no_create: bool,
+}
+
+fn parse_error_rate(spec: &str) -> anyhow::Result<(u16, f64)> {
+    let (status, p) = spec
+        .split_once('=')
+        .with_context(|| format!("--error-rate '{spec}': expected STATUS=P, e.g. 500=0.2"))?;
+    Ok((
+        status
+            .trim()
+            .parse()
+            .with_context(|| format!("--error-rate '{spec}': bad status"))?,
+        p.trim()
+            .parse()
+            .with_context(|| format!("--error-rate '{spec}': bad probability"))?,
+    ))
+}
+
+fn parse_burst(spec: &str) -> anyhow::Result<Burst429> {
+    let (n, m) = spec
+        .split_once('/')
+        .with_context(|| format!("--burst-429 '{spec}': expected N/M (ms), e.g. 200/1000"))?;
+    Ok(Burst429 {
+        duration_ms: n.trim().parse().context("--burst-429: bad N")?,
+        period_ms: m.trim().parse().context("--burst-429: bad M")?,
+    })
+}
+
+fn config(args: &Args) -> anyhow::Result<SimConfig> {
+    let mut config = SimConfig {
+        listen: args.listen,
+        rate_limit_per_second: args.rate_limit,
+        bulk_rate_limit_per_second: args.bulk_rate_limit,
+        retry_after_secs: args.retry_after,
+        v1_creates_unknown_users: !args.v1_no_create,
+        bulk_processing_delay_ms: args.bulk_delay_ms,
+        ..SimConfig::default()
+    };
+    if !args.keys.is_empty() {
+        config.keys = args
+            .keys
+            .iter()
+            .map(|k| SimKey::parse_spec(k))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(path) = &args.contacts {
+        config.contacts = SeedContact::load_file(path)?;
+    }
+    config.faults = Faults {
+        error_rates: args
+            .error_rates
+            .iter()
+            .map(|s| parse_error_rate(s))
+            .collect::<anyhow::Result<_>>()?,
+        latency_ms: args.latency_ms,
+        jitter_ms: args.jitter_ms,
+        spike_probability: args.spike_probability,
+        spike_ms: args.spike_ms,
+        drop_rate: args.drop_rate,
+        burst_429: args.burst_429.as_deref().map(parse_burst).transpose()?,
+        bulk_job_failure_rate: args.bulk_failure_rate,
+        seed: args.seed,
+    };
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let config = config(&args)?;
+    let keys = config.keys.len();
+    let contacts = config.contacts.len();
+    let sim = Simulator::start(config).await?;
+    tracing::info!(
+        base_url = %sim.base_url(),
+        keys,
+        contacts,
+        "attentive-sim ready (inspect with GET /_sim/contacts, /_sim/requests, /_sim/violations)"
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    tracing::info!("shutting down");
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_build_a_config() {
+        let args = Args::parse_from([
+            "attentive-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            "a",
+            "--key",
+            "b:attributes",
+            "--error-rate",
+            "500=0.2",
+            "--error-rate",
+            "503=0.05",
+            "--burst-429",
+            "100/1000",
+            "--seed",
+            "7",
+        ]);
+        let c = config(&args).unwrap();
+        assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.keys[1].permissions.len(), 1);
+        assert_eq!(c.faults.error_rates.get(&503), Some(&0.05));
+        assert_eq!(
+            c.faults.burst_429,
+            Some(Burst429 {
+                duration_ms: 100,
+                period_ms: 1000
+            })
+        );
+        assert_eq!(c.faults.seed, 7);
+        assert!(parse_error_rate("500").is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! What the simulator stores and what tests inspect.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The type of a custom attribute, fixed by the first value the account ever received for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CustomType {
+    /// A JSON number.
+    Number,
+    /// A JSON boolean.
+    Boolean,
+    /// A JSON string (ISO-8601 dates included).
+    String,
+}
+
+impl CustomType {
+    /// The type of a scalar JSON value; `None` for null, arrays and objects.
+    pub fn of(value: &Value) -> Option<CustomType> {
+        match value {
+            Value::Number(_) => Some(CustomType::Number),
+            Value::Bool(_) => Some(CustomType::Boolean),
+            Value::String(_) => Some(CustomType::String),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CustomType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CustomType::Number => "NUMBER",
+            CustomType::Boolean => "BOOLEAN",
+            CustomType::String => "STRING",
+        })
+    }
+}
+
+/// A custom attribute value on a contact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomAttribute {
+    /// The value as last received.
+    pub value: Value,
+    /// The attribute's (account-wide) type.
+    #[serde(rename = "type")]
+    pub kind: CustomType,
+}
+
+/// How a contact came to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactOrigin {
+    /// Seeded (config, file, `POST /_sim/contacts`).
+    Seed,
+    /// Created by `POST /v2/user/attributes` for identifiers that matched nobody.
+    V2UserAttributes,
+    /// Created by `POST /v1/attributes/custom` for an unknown user.
+    V1CustomAttributes,
+    /// Created by a bulk job record.
+    Bulk,
+}
+
+/// A contact (subscriber profile) of the simulated account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    /// Internal id, 1-based, in creation order.
+    pub id: u64,
+    /// Email as first received (matching is case-insensitive).
+    pub email: Option<String>,
+    /// Phone, E.164.
+    pub phone: Option<String>,
+    /// `clientUserId`.
+    pub client_user_id: Option<String>,
+    /// Custom identifiers, name → value.
+    pub custom_identifiers: BTreeMap<String, String>,
+    /// Standard attributes keyed by their JSON path under `attributes`, e.g. `firstName`,
+    /// `location.city`, `demographic.age`, `locale.language`.
+    pub standard: BTreeMap<String, Value>,
+    /// Custom attributes by name (case-sensitive).
+    pub custom: BTreeMap<String, CustomAttribute>,
+    /// How the contact came to exist.
+    pub origin: ContactOrigin,
+    /// Number of writes applied to it (seeding not counted).
+    pub writes: u64,
+}
+
+impl Contact {
+    /// A standard attribute by path (`firstName`, `location.zip`, ...).
+    pub fn standard(&self, path: &str) -> Option<&Value> {
+        self.standard.get(path)
+    }
+
+    /// A custom attribute's value.
+    pub fn custom_value(&self, name: &str) -> Option<&Value> {
+        self.custom.get(name).map(|a| &a.value)
+    }
+}
+
+/// One request to an API route, as the request log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// 1-based sequence number.
+    pub seq: u64,
+    /// RFC 3339 arrival time.
+    pub at: String,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// Route template, e.g. `POST /v2/bulk/job/{id}`.
+    pub endpoint: String,
+    /// Response status; `None` when the connection was dropped (fault).
+    pub status: Option<u16>,
+    /// Request body: parsed JSON, a string when it was not JSON, null when empty.
+    pub body: Value,
+    /// Which configured key was used (`key-1` for the first, ...; `unknown` for a key the
+    /// simulator does not know); never the key itself. `None` when no bearer token was sent.
+    pub key_id: Option<String>,
+    /// The injected fault, if one answered this request (`error 503`, `drop`, `burst 429`).
+    pub fault: Option<String>,
+}
+
+/// Request counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// API requests received.
+    pub total: u64,
+    /// Per endpoint (`POST /v2/user/attributes`), per status code as text (`"202"`), or
+    /// `"dropped"` for dropped connections.
+    pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Every 429 answered (rate limit, bursts, injected).
+    pub too_many_requests: u64,
+    /// 429s from the rate limiter alone.
+    pub rate_limited: u64,
+    /// Requests answered by an injected fault (error, burst, drop).
+    pub faults_injected: u64,
+    /// Dropped connections.
+    pub dropped: u64,
+}
+
+impl Counters {
+    /// Count for one endpoint (`"POST /v2/user/attributes"`) and status.
+    pub fn count(&self, endpoint: &str, status: u16) -> u64 {
+        self.by_endpoint
+            .get(endpoint)
+            .and_then(|m| m.get(&status.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All requests seen for an endpoint, whatever the outcome.
+    pub fn endpoint_total(&self, endpoint: &str) -> u64 {
+        self.by_endpoint
+            .get(endpoint)
+            .map(|m| m.values().sum())
+            .unwrap_or(0)
+    }
+}
+
+/// What a violation is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationKind {
+    /// A `subscriptions` field was sent in a user-attributes body (it would opt people in).
+    SubscriptionsField,
+    /// A JSON `null` was sent (Attentive advises omitting fields instead).
+    NullValue,
+    /// `POST /v1/subscriptions` or `/v1/subscriptions/unsubscribe` was called.
+    SubscriptionEndpoint,
+}
+
+/// Something an attribute sync must never do. The request is still answered as Attentive
+/// would; the violation is recorded for tests to assert on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    /// Sequence number of the request (see [`RequestRecord::seq`]).
+    pub request_seq: u64,
+    /// What it is.
+    pub kind: ViolationKind,
+    /// Route template of the request.
+    pub endpoint: String,
+    /// Details: the JSON path or the endpoint.
+    pub detail: String,
+    /// Key id (see [`RequestRecord::key_id`]).
+    pub key_id: Option<String>,
+}
+
+/// Status of a bulk job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BulkJobStatus {
+    /// Accepted, not started.
+    Pending,
+    /// Being processed.
+    InProgress,
+    /// Done; the result file is available.
+    Completed,
+    /// Failed as a whole (fault); nothing was applied.
+    Failed,
+}
+
+/// A bulk job, as tests see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkJobInfo {
+    /// `bulkJobId`.
+    pub id: String,
+    /// Current status.
+    pub status: BulkJobStatus,
+    /// Number of user records.
+    pub total_records: usize,
+    /// Records answered 202 (after completion).
+    pub succeeded: usize,
+    /// Records answered 400 (after completion).
+    pub rejected: usize,
+}
