@@ -158,6 +158,8 @@ async fn main() -> anyhow::Result<()> {
     let keys = config.keys.len();
     let contacts = config.contacts.len();
     let sim = Simulator::start(config).await?;
+    // One plain line on stdout, for scripts that start the simulator on port 0.
+    println!("attentive-sim listening on {}", sim.base_url());
     tracing::info!(
         base_url = %sim.base_url(),
         keys,

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -158,14 +158,18 @@ fn url_for(addr: SocketAddr) -> String {
 
 // ---- the API gate ---------------------------------------------------------------------------
 
-async fn api_gate(
-    State(sim): State<SimHandle>,
-    matched: MatchedPath,
-    req: Request,
-    next: Next,
-) -> Response {
+/// The route template of an API path (the gate only sees matched API routes).
+fn route_template(path: &str) -> String {
+    if path.starts_with("/v2/bulk/job/") {
+        "/v2/bulk/job/{id}".to_owned()
+    } else {
+        path.trim_end_matches('/').to_owned()
+    }
+}
+
+async fn api_gate(State(sim): State<SimHandle>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let route = matched.as_str().to_owned();
+    let route = route_template(parts.uri.path());
     let endpoint = format!("{} {}", parts.method, route);
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);

@@ -224,15 +224,81 @@ pub enum PlanError<E: std::error::Error + 'static> {
     Snapshot(#[source] E),
 }
 
-/// A row half planned: rejected already, or identified and fingerprinted.
-#[derive(Debug)]
-enum Prepared {
-    Done(RowPlan),
+/// A row half planned by a [`RowPreparer`]: rejected already, or identified and
+/// fingerprinted. Needs no snapshot, so it can be computed on another thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    Rejected(Rejection),
     Ready {
         key: String,
         key_hash: u64,
         row_fp: u64,
     },
+}
+
+/// The first half of planning: reads the identifier and fingerprints the raw row. Pure (no
+/// snapshot, no counts), so a source's reader thread can run it.
+#[derive(Debug)]
+pub struct RowPreparer<'m> {
+    mapping: &'m BoundMapping,
+    hasher: RowHasher,
+}
+
+impl<'m> RowPreparer<'m> {
+    pub fn new(mapping: &'m BoundMapping) -> Self {
+        RowPreparer {
+            mapping,
+            hasher: RowHasher::default(),
+        }
+    }
+
+    /// Identifies and fingerprints one row.
+    pub fn prepare(&mut self, row: &SourceRow) -> Prepared {
+        let m = self.mapping;
+        let rejected = |code, column: Option<&String>, value: Option<String>, rule: String| {
+            Prepared::Rejected(Rejection {
+                code,
+                identifier: None,
+                problems: vec![Problem {
+                    column: column.cloned(),
+                    value,
+                    rule,
+                }],
+            })
+        };
+        if let Some(defect) = &row.defect {
+            return rejected(RejectCode::UnreadableRow, None, None, defect.clone());
+        }
+        let id_col = &m.identifier.column;
+        let raw_id = row.values.get(m.identifier_index);
+        let key = match raw_id.map(|v| normalize::identifier(m.identifier.kind, v, &m.options)) {
+            Some(Ok(Some(k))) => k,
+            Some(Ok(None)) | None => {
+                let rule = format!("the {} identifier is empty", m.identifier.kind.as_str());
+                return rejected(RejectCode::MissingIdentifier, Some(id_col), None, rule);
+            }
+            Some(Err(e)) => {
+                let value = raw_id.map(|v| cut(&v.to_string()));
+                return rejected(RejectCode::InvalidIdentifier, Some(id_col), value, e.0);
+            }
+        };
+        let key_hash = fingerprint::key_hash(m.identifier.kind, &key);
+        // The row fingerprint covers the raw cells: equal to the snapshot's means nothing to
+        // do, without normalizing anything.
+        self.hasher.start(m.signature, &key);
+        for a in &m.attributes {
+            self.hasher.cell(
+                row.values
+                    .get(a.index)
+                    .unwrap_or(&crate::value::Value::Null),
+            );
+        }
+        Prepared::Ready {
+            key,
+            key_hash,
+            row_fp: self.hasher.finish(),
+        }
+    }
 }
 
 /// Plans rows one at a time. Create one per run; feed every row; read [`Planner::counts`].
@@ -241,7 +307,7 @@ pub struct Planner<'m> {
     mapping: &'m BoundMapping,
     activation: String,
     index: SnapshotIndex,
-    hasher: RowHasher,
+    preparer: RowPreparer<'m>,
     values: Vec<Option<Canonical>>,
     stored: Vec<StoredAttribute>,
     /// Reused between batches.
@@ -268,7 +334,7 @@ impl<'m> Planner<'m> {
             mapping,
             activation: activation.to_owned(),
             index,
-            hasher: RowHasher::default(),
+            preparer: RowPreparer::new(mapping),
             values: Vec::with_capacity(mapping.attributes.len()),
             stored: Vec::new(),
             prepared: Vec::new(),
@@ -305,8 +371,20 @@ impl<'m> Planner<'m> {
         row: &SourceRow,
         snapshot: &S,
     ) -> Result<RowPlan, PlanError<S::Error>> {
-        match self.prepare(row) {
-            Prepared::Done(plan) => Ok(plan),
+        let prepared = self.preparer.prepare(row);
+        self.plan_prepared(row, prepared, snapshot)
+    }
+
+    /// Plans a row a [`RowPreparer`] over the same mapping has prepared.
+    pub fn plan_prepared<S: SnapshotStore>(
+        &mut self,
+        row: &SourceRow,
+        prepared: Prepared,
+        snapshot: &S,
+    ) -> Result<RowPlan, PlanError<S::Error>> {
+        self.counts.rows += 1;
+        match prepared {
+            Prepared::Rejected(r) => Ok(self.reject(row.number, r, None)),
             Prepared::Ready {
                 key,
                 key_hash,
@@ -315,9 +393,30 @@ impl<'m> Planner<'m> {
         }
     }
 
-    /// Plans a batch of rows into `out` (in order). Faster than [`Planner::plan_row`] one by
-    /// one: every row's snapshot entry is looked up in one tight loop first, so the CPU overlaps
-    /// the cache misses of independent lookups.
+    /// Plans a batch of prepared rows into `out` (in order). Faster than one by one: every
+    /// row's snapshot entry is looked up in one tight loop first, so the CPU overlaps the cache
+    /// misses of independent lookups.
+    pub fn plan_prepared_batch<S: SnapshotStore>(
+        &mut self,
+        rows: &[SourceRow],
+        prepared: &mut Vec<Prepared>,
+        snapshot: &S,
+        out: &mut Vec<RowPlan>,
+    ) -> Result<(), PlanError<S::Error>> {
+        let mut touched = 0u64;
+        for p in prepared.iter() {
+            if let Prepared::Ready { key_hash, .. } = p {
+                touched ^= self.index.map.get(key_hash).copied().unwrap_or(0);
+            }
+        }
+        std::hint::black_box(touched);
+        for (row, p) in rows.iter().zip(prepared.drain(..)) {
+            out.push(self.plan_prepared(row, p, snapshot)?);
+        }
+        Ok(())
+    }
+
+    /// Prepares and plans a batch of rows on this thread (see [`Planner::plan_prepared_batch`]).
     pub fn plan_batch<S: SnapshotStore>(
         &mut self,
         rows: &[SourceRow],
@@ -326,99 +425,10 @@ impl<'m> Planner<'m> {
     ) -> Result<(), PlanError<S::Error>> {
         let mut prepared = std::mem::take(&mut self.prepared);
         prepared.clear();
-        prepared.extend(rows.iter().map(|r| self.prepare(r)));
-        let mut touched = 0u64;
-        for p in &prepared {
-            if let Prepared::Ready { key_hash, .. } = p {
-                touched ^= self.index.map.get(key_hash).copied().unwrap_or(0);
-            }
-        }
-        std::hint::black_box(touched);
-        let mut result = Ok(());
-        for (row, p) in rows.iter().zip(prepared.drain(..)) {
-            match p {
-                Prepared::Done(plan) => out.push(plan),
-                Prepared::Ready {
-                    key,
-                    key_hash,
-                    row_fp,
-                } => match self.finish(row, key, key_hash, row_fp, snapshot) {
-                    Ok(plan) => out.push(plan),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                },
-            }
-        }
-        prepared.clear();
+        prepared.extend(rows.iter().map(|r| self.preparer.prepare(r)));
+        let result = self.plan_prepared_batch(rows, &mut prepared, snapshot, out);
         self.prepared = prepared;
         result
-    }
-
-    /// First half of planning a row: reads the identifier and fingerprints the raw row.
-    fn prepare(&mut self, row: &SourceRow) -> Prepared {
-        self.counts.rows += 1;
-        let m = self.mapping;
-        if let Some(defect) = &row.defect {
-            let r = Rejection {
-                code: RejectCode::UnreadableRow,
-                identifier: None,
-                problems: vec![Problem {
-                    column: None,
-                    value: None,
-                    rule: defect.clone(),
-                }],
-            };
-            return Prepared::Done(self.reject(row.number, r, None));
-        }
-        let id_col = &m.identifier.column;
-        let raw_id = row.values.get(m.identifier_index);
-        let key = match raw_id.map(|v| normalize::identifier(m.identifier.kind, v, &m.options)) {
-            Some(Ok(Some(k))) => k,
-            Some(Ok(None)) | None => {
-                let r = Rejection {
-                    code: RejectCode::MissingIdentifier,
-                    identifier: None,
-                    problems: vec![Problem {
-                        column: Some(id_col.clone()),
-                        value: None,
-                        rule: format!("the {} identifier is empty", m.identifier.kind.as_str()),
-                    }],
-                };
-                return Prepared::Done(self.reject(row.number, r, None));
-            }
-            Some(Err(e)) => {
-                let r = Rejection {
-                    code: RejectCode::InvalidIdentifier,
-                    identifier: None,
-                    problems: vec![Problem {
-                        column: Some(id_col.clone()),
-                        value: raw_id.map(|v| cut(&v.to_string())),
-                        rule: e.0,
-                    }],
-                };
-                return Prepared::Done(self.reject(row.number, r, None));
-            }
-        };
-        let key_hash = fingerprint::key_hash(m.identifier.kind, &key);
-
-        // The row fingerprint covers the raw cells: equal to the snapshot's means nothing to
-        // do, without normalizing anything.
-        self.hasher.start(m.signature, &key);
-        for a in &m.attributes {
-            self.hasher.cell(
-                row.values
-                    .get(a.index)
-                    .unwrap_or(&crate::value::Value::Null),
-            );
-        }
-        let row_fp = self.hasher.finish();
-        Prepared::Ready {
-            key,
-            key_hash,
-            row_fp,
-        }
     }
 
     /// Second half: compares with the snapshot, checks duplicates, normalizes and diffs.

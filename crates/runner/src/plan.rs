@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sync_core::fingerprint::key_hash;
 use sync_core::mapping::{BoundMapping, MappingError};
-use sync_core::plan::{PlanCounts, PlanError, Planner, Rejection, RowOutcome, RowPlan};
+use sync_core::plan::{
+    PlanCounts, PlanError, Planner, Prepared, Rejection, RowOutcome, RowPlan, RowPreparer,
+};
 use sync_core::ports::{ModelSource, SnapshotStore};
 use sync_core::{SnapshotIndex, SourceRow};
 
@@ -191,11 +193,14 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
     std::thread::scope(|scope| {
         // The model is read and parsed on its own thread, in batches, while this thread loads
         // the snapshot index and plans. Batches go back to the reader to reuse their buffers.
-        let (tx, rx) = mpsc::sync_channel::<Result<Vec<SourceRow>, sources::Error>>(READ_AHEAD);
-        let (back_tx, back_rx) = mpsc::channel::<Vec<SourceRow>>();
+        let (tx, rx) = mpsc::sync_channel::<Result<Batch, sources::Error>>(READ_AHEAD);
+        let (back_tx, back_rx) = mpsc::channel::<Batch>();
+        let mapping_ref = &mapping;
         std::thread::Builder::new()
             .name("model-reader".into())
-            .spawn_scoped(scope, move || read_batches(&mut *source, &tx, &back_rx))
+            .spawn_scoped(scope, move || {
+                read_batches(&mut *source, mapping_ref, &tx, &back_rx)
+            })
             .map_err(|e| Error::Config(format!("cannot start the model reader thread: {e}")))?;
 
         let mut index = SnapshotIndex::default();
@@ -207,10 +212,10 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
         let mut n = 0u64;
         let mut plans = Vec::with_capacity(BATCH_ROWS);
         for batch in rx {
-            let batch = batch.map_err(source_error)?;
+            let mut batch = batch.map_err(source_error)?;
             plans.clear();
             planner
-                .plan_batch(&batch, store, &mut plans)
+                .plan_prepared_batch(&batch.rows, &mut batch.prepared, store, &mut plans)
                 .map_err(|e| match e {
                     PlanError::Snapshot(s) => Error::Store(s),
                 })?;
@@ -234,25 +239,36 @@ const BATCH_ROWS: usize = 1024;
 /// Batches the reader may be ahead of the planner.
 const READ_AHEAD: usize = 16;
 
-/// Reads the whole model into batches; stops at the end, on an error (sent on), or when the
-/// planner hangs up.
+/// Rows read and prepared (identified, fingerprinted) by the reader thread.
+#[derive(Debug, Default)]
+struct Batch {
+    rows: Vec<SourceRow>,
+    prepared: Vec<Prepared>,
+}
+
+/// Reads the whole model into prepared batches; stops at the end, on an error (sent on), or
+/// when the planner hangs up.
 fn read_batches(
     source: &mut (dyn ModelSource<Error = sources::Error> + Send),
-    tx: &mpsc::SyncSender<Result<Vec<SourceRow>, sources::Error>>,
-    recycled: &mpsc::Receiver<Vec<SourceRow>>,
+    mapping: &BoundMapping,
+    tx: &mpsc::SyncSender<Result<Batch, sources::Error>>,
+    recycled: &mpsc::Receiver<Batch>,
 ) {
+    let mut preparer = RowPreparer::new(mapping);
     loop {
-        let mut batch = recycled
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BATCH_ROWS));
+        let mut batch = recycled.try_recv().unwrap_or_default();
+        batch.prepared.clear();
         let mut n = 0;
         let mut end = false;
         while n < BATCH_ROWS {
-            if batch.len() <= n {
-                batch.push(SourceRow::default());
+            if batch.rows.len() <= n {
+                batch.rows.push(SourceRow::default());
             }
-            match source.next_row(&mut batch[n]) {
-                Ok(true) => n += 1,
+            match source.next_row(&mut batch.rows[n]) {
+                Ok(true) => {
+                    batch.prepared.push(preparer.prepare(&batch.rows[n]));
+                    n += 1;
+                }
                 Ok(false) => {
                     end = true;
                     break;
@@ -263,7 +279,7 @@ fn read_batches(
                 }
             }
         }
-        batch.truncate(n);
+        batch.rows.truncate(n);
         if n > 0 && tx.send(Ok(batch)).is_err() {
             return;
         }
