@@ -305,17 +305,24 @@ impl Pacer {
         p
     }
 
-    /// With pace `r' = (1 - HEADROOM) × rate` and tolerance `τ`, any half-open window of
-    /// length 1 s holds at most `ceil((1 + τ) × r')` grants, so `τ = floor(rate) / r' - 1`
-    /// keeps it at `floor(rate)`, less [`TIMER_SLACK`] for sleeps that end late.
+    /// Requests are counted in whole numbers per second, so a rate of 7.5 allows 7: the
+    /// limiter works with `R = floor(rate)` (or `rate` itself below 1). With pace
+    /// `r' = (1 - HEADROOM) × R` and tolerance `τ`, any half-open window of 1 s holds at most
+    /// `ceil((1 + τ) × r')` grants, so `τ = R / r' - 1` keeps it at `R`; [`TIMER_SLACK`] is
+    /// kept out of `τ` for sleeps that end late.
     fn set_rate(&mut self, rate: f64) {
         let rate = if rate.is_finite() && rate > 0.0 {
             rate
         } else {
             1.0
         };
-        let pace = rate * (1.0 - HEADROOM);
-        let tolerance = (rate.floor() / pace - 1.0 - TIMER_SLACK).max(0.0);
+        let (pace, tolerance) = if rate >= 1.0 {
+            let whole = rate.floor();
+            let pace = whole * (1.0 - HEADROOM);
+            (pace, (whole / pace - 1.0 - TIMER_SLACK).max(0.0))
+        } else {
+            (rate, 0.0)
+        };
         self.rate = rate;
         // Rounded up by a nanosecond so that rounding never adds a request.
         self.interval = Duration::from_secs_f64(1.0 / pace) + Duration::from_nanos(1);

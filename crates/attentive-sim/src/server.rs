@@ -80,9 +80,29 @@ fn dropped_connection() -> Response {
     response
 }
 
+/// A request error, answered Spring-style by [`ApiError::at`].
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: String) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+
+    fn at(&self, path: &str) -> Response {
+        spring_error(self.status, &self.message, path)
+    }
+}
+
 /// Parses a JSON request body; 415 when the content type is not JSON, 400 when it is not
 /// valid JSON.
-fn json_body(headers: &HeaderMap, bytes: &[u8], path: &str) -> Result<Value, Response> {
+fn json_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -94,19 +114,15 @@ fn json_body(headers: &HeaderMap, bytes: &[u8], path: &str) -> Result<Value, Res
         .trim()
         .to_ascii_lowercase();
     if mime != "application/json" && !mime.ends_with("+json") {
-        return Err(spring_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &format!("Content-Type '{content_type}' is not supported, use application/json"),
-            path,
-        ));
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "Content-Type '{content_type}' is not supported, use application/json"
+            ),
+        });
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        spring_error(
-            StatusCode::BAD_REQUEST,
-            &format!("JSON parse error: {e}"),
-            path,
-        )
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("JSON parse error: {e}")))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -144,7 +160,7 @@ fn base_url(sim: &SimHandle, headers: &HeaderMap) -> String {
         return format!("http://{host}");
     }
     sim.local_addr()
-        .map_or_else(|| "http://127.0.0.1".to_owned(), |a| url_for(a))
+        .map_or_else(|| "http://127.0.0.1".to_owned(), url_for)
 }
 
 fn url_for(addr: SocketAddr) -> String {
@@ -289,10 +305,8 @@ fn record_violations(
             ViolationKind::SubscriptionEndpoint,
             format!("subscription endpoint called: {endpoint}"),
         )),
-        "POST /v2/user/attributes" => {
-            if body.get("subscriptions").is_some() {
-                found.push((ViolationKind::SubscriptionsField, "subscriptions".into()));
-            }
+        "POST /v2/user/attributes" if body.get("subscriptions").is_some() => {
+            found.push((ViolationKind::SubscriptionsField, "subscriptions".into()));
         }
         "POST /v2/bulk/user/attributes" => {
             if let Some(users) = body.get("users").and_then(Value::as_array) {
@@ -335,7 +349,7 @@ enum Lookup {
 }
 
 /// `?email=` or `?phone=`, exactly one, validated.
-fn lookup_query(raw: Option<&str>, path: &str) -> Result<Lookup, Response> {
+fn lookup_query(raw: Option<&str>) -> Result<Lookup, ApiError> {
     let mut email = None;
     let mut phone = None;
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -345,7 +359,7 @@ fn lookup_query(raw: Option<&str>, path: &str) -> Result<Lookup, Response> {
             _ => {}
         }
     }
-    let bad = |m: String| spring_error(StatusCode::BAD_REQUEST, &m, path);
+    let bad = ApiError::bad_request;
     match (email, phone) {
         (Some(e), None) => {
             validate::check_email(&e, "email").map_err(bad)?;
@@ -366,8 +380,8 @@ async fn get_subscriptions(
     RawQuery(raw): RawQuery,
     uri: Uri,
 ) -> Response {
-    match lookup_query(raw.as_deref(), uri.path()) {
-        Err(r) => r,
+    match lookup_query(raw.as_deref()) {
+        Err(e) => e.at(uri.path()),
         Ok(lookup) => {
             let st = sim.lock();
             let contact = match &lookup {
@@ -398,8 +412,8 @@ async fn get_subscriptions(
 /// `POST /v1/subscriptions` and `/v1/subscriptions/unsubscribe`: accepted (the violation is
 /// recorded by the gate), nothing stored.
 async fn post_subscription_endpoint(headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
-    if let Err(r) = json_body(&headers, &body, uri.path()) {
-        return r;
+    if let Err(e) = json_body(&headers, &body) {
+        return e.at(uri.path());
     }
     (
         StatusCode::ACCEPTED,
@@ -415,9 +429,9 @@ async fn post_v1_custom(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    let value = match json_body(&headers, &body, path) {
+    let value = match json_body(&headers, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return e.at(path),
     };
     let write = match validate::parse_v1_custom(&value) {
         Ok(w) => w,
@@ -438,8 +452,8 @@ async fn get_v1_custom(
     RawQuery(raw): RawQuery,
     uri: Uri,
 ) -> Response {
-    match lookup_query(raw.as_deref(), uri.path()) {
-        Err(r) => r,
+    match lookup_query(raw.as_deref()) {
+        Err(e) => e.at(uri.path()),
         Ok(lookup) => {
             let st = sim.lock();
             let contact = match &lookup {
@@ -474,9 +488,9 @@ async fn post_v2_user(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    let value = match json_body(&headers, &body, path) {
+    let value = match json_body(&headers, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return e.at(path),
     };
     let write = match validate::parse_v2_user(&value, "") {
         Ok(w) => w,
@@ -503,9 +517,9 @@ async fn post_bulk(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    let value = match json_body(&headers, &body, path) {
+    let value = match json_body(&headers, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return e.at(path),
     };
     let bad = |m: &str| spring_error(StatusCode::BAD_REQUEST, m, path);
     let Some(obj) = value.as_object() else {

@@ -312,6 +312,9 @@ pub struct Planner<'m> {
     stored: Vec<StoredAttribute>,
     /// Reused between batches.
     prepared: Vec<Prepared>,
+    /// Duplicated identifiers known before planning: key hash → the row that wins (`None`:
+    /// every row is rejected). See [`Planner::with_known_duplicates`].
+    known_duplicates: HashMap<u64, Option<u64>, BuildNoHashHasher<u64>>,
     /// Identifiers found on more than one row (duplicates = "reject"): usually few.
     duplicated: std::collections::HashSet<u64, BuildNoHashHasher<u64>>,
     counts: PlanCounts,
@@ -338,9 +341,22 @@ impl<'m> Planner<'m> {
             values: Vec::with_capacity(mapping.attributes.len()),
             stored: Vec::new(),
             prepared: Vec::new(),
+            known_duplicates: HashMap::default(),
             duplicated: Default::default(),
             counts: PlanCounts::default(),
         }
+    }
+
+    /// Plans with duplicates found by an earlier pass over the same model (collected from
+    /// [`RowPlan::voids_earlier`]: key hash → winning row, `None` when every row is rejected).
+    /// A run plans twice: a first pass finds duplicates, the second sends, so that no row is
+    /// sent and then voided by a later duplicate.
+    pub fn with_known_duplicates(
+        mut self,
+        known: impl IntoIterator<Item = (u64, Option<u64>)>,
+    ) -> Self {
+        self.known_duplicates = known.into_iter().collect();
+        self
     }
 
     pub fn counts(&self) -> &PlanCounts {
@@ -466,22 +482,28 @@ impl<'m> Planner<'m> {
         let state = current >> STATE_SHIFT;
         let stored_fp = current & ROW_FP_MASK;
         let mut voids = None;
-        if state != UNSEEN {
-            let dup = |key: &str| {
-                Rejection {
-                code: RejectCode::DuplicateIdentifier,
-                identifier: Some(key.to_owned()),
-                problems: vec![Problem {
-                    column: Some(id_col.clone()),
-                    value: Some(cut(key)),
-                    rule: match m.duplicates {
-                        DuplicatePolicy::Reject => "this identifier appears on more than one row; every row with it is rejected (set duplicates = \"first\" or \"last\" to keep one)".to_owned(),
-                        DuplicatePolicy::First => "this identifier appeared on an earlier row, which wins (duplicates = \"first\")".to_owned(),
-                        DuplicatePolicy::Last => "this identifier appears on a later row, which wins (duplicates = \"last\")".to_owned(),
-                    },
-                }],
+        let dup = |key: &str| {
+            Rejection {
+            code: RejectCode::DuplicateIdentifier,
+            identifier: Some(key.to_owned()),
+            problems: vec![Problem {
+                column: Some(id_col.clone()),
+                value: Some(cut(key)),
+                rule: match m.duplicates {
+                    DuplicatePolicy::Reject => "this identifier appears on more than one row; every row with it is rejected (set duplicates = \"first\" or \"last\" to keep one)".to_owned(),
+                    DuplicatePolicy::First => "this identifier appeared on an earlier row, which wins (duplicates = \"first\")".to_owned(),
+                    DuplicatePolicy::Last => "this identifier appears on a later row, which wins (duplicates = \"last\")".to_owned(),
+                },
+            }],
+        }
+        };
+        if let Some(winner) = self.known_duplicates.get(&key_hash) {
+            // Found by an earlier pass over the same model: only the winning row (if any) is
+            // planned, so nothing is ever voided after it was sent.
+            if *winner != Some(row.number) {
+                return Ok(self.reject(row.number, dup(&key), None));
             }
-            };
+        } else if state != UNSEEN {
             let dead = self.duplicated.contains(&key_hash);
             match m.duplicates {
                 DuplicatePolicy::Reject => {

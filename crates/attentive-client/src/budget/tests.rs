@@ -52,13 +52,13 @@ fn max_per_second(times: &[Duration]) -> usize {
 async fn never_more_than_rate_in_any_second_and_at_least_95_percent() {
     for (rate, tasks) in [(150.0, 64), (150.0, 1), (10.0, 8), (1000.0, 32), (7.5, 3)] {
         let times = grants(rate, tasks, 10).await;
-        let cap = (rate as f64).floor() as usize;
+        let cap = rate.floor() as usize;
         assert!(
             max_per_second(&times) <= cap,
             "rate {rate}: {} in one second",
             max_per_second(&times)
         );
-        let min = (rate * 10.0 * 0.95) as usize;
+        let min = (rate.floor() * 10.0 * 0.95) as usize;
         assert!(
             times.len() >= min,
             "rate {rate}: only {} of {} in 10 s",

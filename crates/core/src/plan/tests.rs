@@ -521,3 +521,40 @@ proptest! {
         prop_assert_eq!(ca, cb);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Two passes (find duplicates, then plan with them known) give the same final plan as one
+    /// pass with voiding, and the second pass never voids a row it already planned.
+    #[test]
+    fn a_second_pass_with_known_duplicates_never_voids(
+        spec in proptest::collection::vec(arb_row(), 0..60),
+        policy in prop_oneof![Just(DuplicatePolicy::Reject), Just(DuplicatePolicy::First), Just(DuplicatePolicy::Last)],
+    ) {
+        let m = mapping_with(&[("LTV", "ltv")], policy, OnNull::Omit).bind(&columns()).unwrap();
+        let r = to_rows(&spec, Some(7));
+        let snap = MemorySnapshot::default();
+        let (one_pass, counts1) = plan(&m, &snap, &r);
+        let mut known = std::collections::HashMap::new();
+        for p in &one_pass {
+            if let Some(h) = p.voids_earlier {
+                known.insert(h, (policy == DuplicatePolicy::Last).then_some(p.row));
+            }
+        }
+        let mut index = SnapshotIndex::default();
+        snap.load_index("a", &mut index).unwrap();
+        let mut planner = Planner::new(&m, "a", index).with_known_duplicates(known);
+        let mut two_pass = Vec::new();
+        for row in &r {
+            let p = planner.plan_row(row, &snap).unwrap();
+            prop_assert_eq!(p.voids_earlier, None);
+            two_pass.push(p);
+        }
+        prop_assert_eq!(changes_by_contact(&m, &one_pass), changes_by_contact(&m, &two_pass));
+        let counts2 = planner.into_counts();
+        prop_assert_eq!(counts1.changed, counts2.changed);
+        prop_assert_eq!(counts1.unchanged, counts2.unchanged);
+        prop_assert_eq!(counts1.rejected, counts2.rejected);
+    }
+}
