@@ -95,6 +95,19 @@ pub enum WriteOutcome {
     Failed { reason: String },
 }
 
+/// What delivering cost so far, for run reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryStats {
+    /// HTTP requests sent, retries included.
+    pub requests: u64,
+    /// Requests that were retries.
+    pub retries: u64,
+    /// Answers with status 429.
+    pub rate_limited: u64,
+    /// Time spent waiting for the request budget or backing off, in milliseconds.
+    pub throttled_ms: u64,
+}
+
 /// Where changes go: one Attentive account. Implemented by `attentive-client`.
 ///
 /// `Err` is reserved for what stops a whole run (key rejected, permission missing); per-write
@@ -113,4 +126,9 @@ pub trait Destination: Send + Sync {
         &self,
         write: &ContactWrite,
     ) -> impl Future<Output = Result<WriteOutcome, Self::Error>> + Send;
+
+    /// Requests, retries and throttling so far (zeros when the destination does not count).
+    fn stats(&self) -> DeliveryStats {
+        DeliveryStats::default()
+    }
 }

@@ -179,6 +179,7 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
     project: &Project,
     activation_name: &str,
     store: &S,
+    known_duplicates: HashMap<u64, Option<u64>>,
     progress: &dyn Fn(u64),
     on_row: &mut dyn FnMut(&BoundMapping, &RowPlan, &mut Planner<'_>) -> Result<(), Error>,
 ) -> Result<(PlanCounts, u64, Duration), Error> {
@@ -208,7 +209,8 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
             .load_index(&activation.name, &mut index)
             .map_err(Error::Store)?;
         let snapshot_contacts = index.len() as u64;
-        let mut planner = Planner::new(&mapping, &activation.name, index);
+        let mut planner =
+            Planner::new(&mapping, &activation.name, index).with_known_duplicates(known_duplicates);
         let mut n = 0u64;
         let mut plans = Vec::with_capacity(BATCH_ROWS);
         for batch in rx {
@@ -323,6 +325,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
         project,
         activation_name,
         store,
+        HashMap::new(),
         progress,
         &mut |mapping, p, _| {
             if let Some(h) = p.voids_earlier {

@@ -19,23 +19,30 @@ fn plan_and_ack(
     let mut refreshes: Vec<Refresh> = Vec::new();
     let mut views = Vec::new();
     let mut mapping = None;
-    let (counts, _, _) = plan_rows(project, "vip", &*store, &|_| {}, &mut |m, p, _| {
-        if let Some(h) = p.voids_earlier {
-            changes.retain(|c| c.key_hash != h);
-        }
-        match &p.outcome {
-            RowOutcome::Changed(c) => {
-                views.push(change_view(m, p.row, c));
-                changes.push(c.clone());
+    let (counts, _, _) = plan_rows(
+        project,
+        "vip",
+        &*store,
+        Default::default(),
+        &|_| {},
+        &mut |m, p, _| {
+            if let Some(h) = p.voids_earlier {
+                changes.retain(|c| c.key_hash != h);
             }
-            RowOutcome::Unchanged {
-                refresh: Some(r), ..
-            } => refreshes.push(r.clone()),
-            _ => {}
-        }
-        mapping.get_or_insert_with(|| m.clone());
-        Ok(())
-    })
+            match &p.outcome {
+                RowOutcome::Changed(c) => {
+                    views.push(change_view(m, p.row, c));
+                    changes.push(c.clone());
+                }
+                RowOutcome::Unchanged {
+                    refresh: Some(r), ..
+                } => refreshes.push(r.clone()),
+                _ => {}
+            }
+            mapping.get_or_insert_with(|| m.clone());
+            Ok(())
+        },
+    )
     .unwrap();
     if let Some(m) = mapping {
         store.apply_changes("vip", run_id, &m, &changes).unwrap();
