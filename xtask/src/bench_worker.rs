@@ -91,6 +91,7 @@ fn main() -> Result<(), String> {
                 &project,
                 "bench",
                 &reader,
+                Default::default(),
                 &|_| {},
                 &mut |mapping, p, _| {
                     if acknowledge {
