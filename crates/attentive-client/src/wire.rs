@@ -370,7 +370,9 @@ pub fn permission_for(path: &str) -> &'static str {
 /// client then uses its own backoff.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
+    (0.0..86_400.0)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 /// `x-ratelimit-limit` / `x-ratelimit-remaining` as a number (`"150"`, `"150.0"`).

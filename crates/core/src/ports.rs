@@ -127,6 +127,13 @@ pub trait Destination: Send + Sync {
         write: &ContactWrite,
     ) -> impl Future<Output = Result<WriteOutcome, Self::Error>> + Send;
 
+    /// Whether an error stops the whole run (key rejected, permission missing), or fails only
+    /// the contact at hand (e.g. retries exhausted on an existence check). Default: stops it.
+    fn stops_run(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
+
     /// Requests, retries and throttling so far (zeros when the destination does not count).
     fn stats(&self) -> DeliveryStats {
         DeliveryStats::default()

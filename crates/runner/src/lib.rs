@@ -8,6 +8,7 @@
 pub mod config;
 pub mod model;
 pub mod plan;
+pub mod run;
 pub mod sample;
 
 pub use config::{ConfigError, Project};

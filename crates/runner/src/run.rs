@@ -1,0 +1,709 @@
+//! The run pipeline: plan → existence checks → delivery → snapshot commits.
+//!
+//! A run reads the model twice. The first pass only plans, to find duplicated identifiers;
+//! the second plans again with them known and streams each change to the destination, so that
+//! no row is sent and then voided by a later duplicate, and memory stays bounded (delivery, at
+//! ~150 requests/s, is far slower than reading). Acknowledgements are committed to the state
+//! store in small transactions as they arrive: killing the process loses nothing, and the next
+//! run re-sends at most the writes that were in flight.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use state_store::{Outcome, RunKind, RunRow, RunStatus, StateStore};
+use sync_core::plan::{ContactChange, PlanCounts, Refresh, RowOutcome};
+use sync_core::ports::{
+    ContactRef, ContactWrite, DeliveryStats, Destination, Existence, WriteOutcome,
+};
+use sync_core::BoundMapping;
+
+use crate::config::Project;
+use crate::plan::{self, Error as PlanFailure};
+
+/// What stops a run before it can report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Plan(#[from] PlanFailure),
+    #[error("the state store failed")]
+    Store(#[from] state_store::Error),
+    #[error("the run's worker thread failed: {0}")]
+    Worker(String),
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Check contacts cached as not found again, whatever their age.
+    pub recheck_missing: bool,
+    /// Contacts cached as not found are checked again after this long.
+    pub recheck_after: Duration,
+    /// Writes in flight at most (the destination's own budget throttles further).
+    pub max_in_flight: usize,
+    /// Set to stop the run cleanly (Ctrl-C): no new writes; in-flight ones are committed.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            recheck_missing: false,
+            recheck_after: Duration::from_secs(24 * 3600),
+            max_in_flight: 64,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Counts per outcome of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts {
+    pub updated: u64,
+    pub unchanged: u64,
+    pub not_found: u64,
+    pub rejected: u64,
+    pub failed: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub activation: String,
+    /// `succeeded`, `partial` (some rows rejected, failed or not found), `failed`, `interrupted`.
+    pub status: String,
+    pub counts: RunCounts,
+    /// The plan of the delivering pass.
+    pub plan: PlanCounts,
+    pub delivery: DeliveryStats,
+    /// Read-only existence checks sent.
+    pub existence_checks: u64,
+    pub duration_ms: u64,
+    /// Why the run failed or stopped.
+    pub error: Option<String>,
+}
+
+/// Progress of a run, for progress bars.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Rows read by the delivering pass.
+    pub rows: u64,
+    /// Changed contacts found so far.
+    pub changed: u64,
+    /// Contacts whose delivery has finished (any outcome).
+    pub delivered: u64,
+}
+
+/// A message to the committer thread.
+#[derive(Debug)]
+enum Commit {
+    Updated {
+        row: u64,
+        change: ContactChange,
+    },
+    Refresh(Refresh),
+    /// A 400: the row fingerprint moves (not re-sent until its values change), values do not.
+    Rejected {
+        row: u64,
+        change: ContactChange,
+        message: String,
+    },
+    NotFound {
+        row: u64,
+        contact: ContactRef,
+    },
+    Failed {
+        row: u64,
+        contact: ContactRef,
+        reason: String,
+    },
+    Existence(ContactRef, Existence),
+    Row(RunRow),
+}
+
+/// A change to deliver, with what the cache knows of its contact.
+#[derive(Debug)]
+struct Work {
+    row: u64,
+    change: ContactChange,
+    write: ContactWrite,
+    known: Option<Existence>,
+}
+
+fn attributes_json(w: &ContactWrite) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = w
+        .attributes
+        .iter()
+        .map(|(id, v)| {
+            let value = match v {
+                Some(v) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                None => serde_json::Value::String(String::new()),
+            };
+            (id.key(), value)
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Whether the cache answers for a contact, or it must be checked.
+fn cached_existence(
+    store: &StateStore,
+    destination: &str,
+    contact: &ContactRef,
+    opts: &RunOptions,
+) -> Result<Option<Existence>, state_store::Error> {
+    Ok(match store.existence(destination, contact)? {
+        Some((Existence::Exists, _)) => Some(Existence::Exists),
+        Some((Existence::NotFound, checked_at)) if !opts.recheck_missing => {
+            let fresh = chrono::DateTime::parse_from_rfc3339(&checked_at)
+                .map(|t| {
+                    let age = chrono::Utc::now().signed_duration_since(t);
+                    age.to_std().map_or(true, |a| a < opts.recheck_after)
+                })
+                .unwrap_or(false);
+            fresh.then_some(Existence::NotFound)
+        }
+        _ => None,
+    })
+}
+
+/// Runs one activation against a destination. Returns a report for every run that started,
+/// including failed and interrupted ones; `Err` only when it could not start or the state
+/// store failed.
+pub async fn run<D: Destination + 'static>(
+    project: &Project,
+    activation_name: &str,
+    destination: Arc<D>,
+    opts: RunOptions,
+    progress: Arc<dyn Fn(Progress) + Send + Sync>,
+) -> Result<RunReport, Error> {
+    let started = Instant::now();
+    let activation = project
+        .activation(activation_name)
+        .map_err(PlanFailure::Config)?
+        .clone();
+    let dest_name = activation.destination.clone();
+    let (_, mapping) = plan::bind(project, &activation)?;
+
+    let mut store = StateStore::open(&project.state_path)?;
+    let holder = format!("attentive-sync pid {}", std::process::id());
+    let lock = store.try_lock(&activation.name, &holder)?;
+    store.mark_interrupted_runs(&activation.name)?;
+    let run_id = store.begin_run(&activation.name, RunKind::Run)?;
+    let keys: Vec<&str> = mapping.attribute_keys().collect();
+    store.retain_attributes(&activation.name, &keys)?;
+    let mapping_json = serde_json::json!({
+        "identifier": { "column": mapping.identifier.column, "kind": mapping.identifier.kind },
+        "attributes": keys,
+    });
+    store.set_activation_mapping(&activation.name, &mapping_json.to_string())?;
+
+    // Pass 1: find duplicated identifiers.
+    let known = {
+        let project = project.clone();
+        let name = activation.name.clone();
+        let stop = opts.stop.clone();
+        tokio::task::spawn_blocking(move || -> Result<HashMap<u64, Option<u64>>, Error> {
+            let reader = StateStore::open(&project.state_path)?;
+            let last_wins = project
+                .activations
+                .get(&name)
+                .is_some_and(|a| a.mapping.duplicates == sync_core::mapping::DuplicatePolicy::Last);
+            let mut known = HashMap::new();
+            plan::plan_rows(
+                &project,
+                &name,
+                &reader,
+                HashMap::new(),
+                &|_| {},
+                &mut |_, p, _| {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(PlanFailure::Config("interrupted".into()));
+                    }
+                    if let Some(h) = p.voids_earlier {
+                        known.insert(h, last_wins.then_some(p.row));
+                    }
+                    Ok(())
+                },
+            )?;
+            Ok(known)
+        })
+        .await
+        .map_err(|e| Error::Worker(e.to_string()))?
+    };
+    let known = match known {
+        Ok(k) => k,
+        Err(e) => {
+            let msg = if opts.stop.load(Ordering::Relaxed) {
+                "interrupted before delivery".to_owned()
+            } else {
+                format!("{e:#}")
+            };
+            let status = if opts.stop.load(Ordering::Relaxed) {
+                RunStatus::Interrupted
+            } else {
+                RunStatus::Failed
+            };
+            store.finish_run(run_id, status, "{}", Some(&msg))?;
+            drop(lock);
+            return Ok(RunReport {
+                run_id,
+                activation: activation.name.clone(),
+                status: status.as_str().to_owned(),
+                counts: RunCounts::default(),
+                plan: PlanCounts::default(),
+                delivery: destination.stats(),
+                existence_checks: 0,
+                duration_ms: started.elapsed().as_millis() as u64,
+                error: Some(msg),
+            });
+        }
+    };
+
+    // The committer owns the writable store for the rest of the run.
+    let (commit_tx, commit_rx) = std_mpsc::channel::<Commit>();
+    let committer = {
+        let name = activation.name.clone();
+        let dest_name = dest_name.clone();
+        let mapping = mapping.clone();
+        std::thread::Builder::new()
+            .name("state-committer".into())
+            .spawn(move || {
+                commit_loop(store, lock, &name, &dest_name, run_id, &mapping, &commit_rx)
+            })
+            .map_err(|e| Error::Worker(e.to_string()))?
+    };
+
+    // Pass 2: plan again with duplicates known, streaming work to the delivery loop.
+    let (work_tx, mut work_rx) = tokio::sync::mpsc::channel::<Work>(opts.max_in_flight.max(1) * 2);
+    let counters = Arc::new(Counters::default());
+    let planner = {
+        let project = project.clone();
+        let name = activation.name.clone();
+        let dest_name = dest_name.clone();
+        let commit_tx = commit_tx.clone();
+        let opts = opts.clone();
+        let counters = counters.clone();
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || -> Result<PlanCounts, Error> {
+            let reader = StateStore::open(&project.state_path)?;
+            let cache = StateStore::open(&project.state_path)?;
+            let mut cache_error = None;
+            let (counts, _, _) = plan::plan_rows(
+                &project,
+                &name,
+                &reader,
+                known,
+                &|n| {
+                    counters.rows.store(n, Ordering::Relaxed);
+                    progress(counters.progress());
+                },
+                &mut |mapping, p, _| {
+                    if opts.stop.load(Ordering::Relaxed) {
+                        return Err(PlanFailure::Config("interrupted".into()));
+                    }
+                    match &p.outcome {
+                        RowOutcome::Changed(c) => {
+                            let known =
+                                match cached_existence(&cache, &dest_name, &c.contact, &opts) {
+                                    Ok(k) => k,
+                                    Err(e) => {
+                                        cache_error = Some(e);
+                                        return Err(PlanFailure::Config(
+                                            "state store failed".into(),
+                                        ));
+                                    }
+                                };
+                            counters.changed.fetch_add(1, Ordering::Relaxed);
+                            let work = Work {
+                                row: p.row,
+                                write: c.to_write(mapping),
+                                change: c.clone(),
+                                known,
+                            };
+                            if work_tx.blocking_send(work).is_err() {
+                                // Delivery stopped (fatal error or interrupt).
+                                return Err(PlanFailure::Config("delivery stopped".into()));
+                            }
+                        }
+                        RowOutcome::Unchanged {
+                            refresh: Some(r), ..
+                        } => {
+                            let _ = commit_tx.send(Commit::Refresh(r.clone()));
+                        }
+                        RowOutcome::Unchanged { .. } => {}
+                        RowOutcome::Rejected(r) => {
+                            let _ = commit_tx.send(Commit::Row(RunRow {
+                                row_number: p.row,
+                                contact_key: r.identifier.clone(),
+                                outcome: Outcome::Rejected,
+                                code: Some(r.code.as_str().to_owned()),
+                                message: Some(r.to_string()),
+                                attributes_json: None,
+                            }));
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(|e| match cache_error.take() {
+                Some(s) => Error::Store(s),
+                None => Error::Plan(e),
+            })?;
+            Ok(counts)
+        })
+    };
+
+    // Delivery: up to `max_in_flight` writes at once; the destination paces requests.
+    let fatal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let limit = Arc::new(tokio::sync::Semaphore::new(opts.max_in_flight.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(work) = work_rx.recv().await {
+        if opts.stop.load(Ordering::Relaxed) || lock_poisoned(&fatal) {
+            break;
+        }
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let destination = destination.clone();
+        let commit_tx = commit_tx.clone();
+        let fatal = fatal.clone();
+        let counters = counters.clone();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            deliver(&*destination, work, &commit_tx, &fatal, &counters).await;
+            counters.delivered.fetch_add(1, Ordering::Relaxed);
+            progress(counters.progress());
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(work_rx);
+    while tasks.join_next().await.is_some() {}
+    let plan_result = planner.await.map_err(|e| Error::Worker(e.to_string()))?;
+    drop(commit_tx);
+    let (mut store, outcome_counts) = committer
+        .join()
+        .map_err(|_| Error::Worker("the state committer panicked".into()))??;
+
+    let fatal = fatal.lock().map(|f| f.clone()).unwrap_or(None);
+    let interrupted = opts.stop.load(Ordering::Relaxed);
+    let (plan_counts, plan_error) = match plan_result {
+        Ok(c) => (c, None),
+        Err(e) => (PlanCounts::default(), Some(e)),
+    };
+    let counts = RunCounts {
+        updated: outcome_counts.updated,
+        unchanged: plan_counts.unchanged,
+        not_found: outcome_counts.not_found,
+        rejected: plan_counts.rejected + outcome_counts.rejected,
+        failed: outcome_counts.failed,
+    };
+    let (status, error) = if let Some(f) = fatal {
+        (RunStatus::Failed, Some(f))
+    } else if interrupted {
+        (
+            RunStatus::Interrupted,
+            Some(
+                "interrupted: in-flight writes were committed; the next run sends the rest"
+                    .to_owned(),
+            ),
+        )
+    } else if let Some(e) = plan_error {
+        match e {
+            Error::Store(s) => return Err(Error::Store(s)),
+            other => (
+                RunStatus::Failed,
+                Some(format!("{:#}", anyhow_like(&other))),
+            ),
+        }
+    } else if counts.rejected + counts.failed + counts.not_found > 0 {
+        (RunStatus::Partial, None)
+    } else {
+        (RunStatus::Succeeded, None)
+    };
+    let report = RunReport {
+        run_id,
+        activation: activation.name.clone(),
+        status: status.as_str().to_owned(),
+        counts,
+        plan: plan_counts,
+        delivery: destination.stats(),
+        existence_checks: counters.existence_checks.load(Ordering::Relaxed),
+        duration_ms: started.elapsed().as_millis() as u64,
+        error,
+    };
+    let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
+    store.finish_run(run_id, status, &json, report.error.as_deref())?;
+    Ok(report)
+}
+
+/// An error with its sources, on one line.
+fn anyhow_like(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn lock_poisoned(fatal: &Mutex<Option<String>>) -> bool {
+    fatal.lock().map(|f| f.is_some()).unwrap_or(true)
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    rows: AtomicU64,
+    changed: AtomicU64,
+    delivered: AtomicU64,
+    existence_checks: AtomicU64,
+}
+
+impl Counters {
+    fn progress(&self) -> Progress {
+        Progress {
+            rows: self.rows.load(Ordering::Relaxed),
+            changed: self.changed.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Checks existence if needed, then writes; every result goes to the committer.
+async fn deliver<D: Destination>(
+    destination: &D,
+    work: Work,
+    commit: &std_mpsc::Sender<Commit>,
+    fatal: &Mutex<Option<String>>,
+    counters: &Counters,
+) {
+    let set_fatal = |e: &dyn std::error::Error| {
+        if let Ok(mut f) = fatal.lock() {
+            f.get_or_insert_with(|| anyhow_like(e));
+        }
+    };
+    let contact = work.change.contact.clone();
+    let exists = match work.known {
+        Some(e) => e,
+        None => {
+            counters.existence_checks.fetch_add(1, Ordering::Relaxed);
+            match destination.check_exists(&contact).await {
+                Ok(e) => {
+                    let _ = commit.send(Commit::Existence(contact.clone(), e));
+                    e
+                }
+                Err(e) if !destination.stops_run(&e) => {
+                    let _ = commit.send(Commit::Failed {
+                        row: work.row,
+                        contact,
+                        reason: anyhow_like(&e),
+                    });
+                    return;
+                }
+                Err(e) => {
+                    set_fatal(&e);
+                    return;
+                }
+            }
+        }
+    };
+    if exists == Existence::NotFound {
+        let _ = commit.send(Commit::NotFound {
+            row: work.row,
+            contact,
+        });
+        return;
+    }
+    match destination.write(&work.write).await {
+        Ok(WriteOutcome::Acknowledged) => {
+            let _ = commit.send(Commit::Updated {
+                row: work.row,
+                change: work.change,
+            });
+        }
+        Ok(WriteOutcome::Rejected { message }) => {
+            let _ = commit.send(Commit::Rejected {
+                row: work.row,
+                change: work.change,
+                message,
+            });
+        }
+        Ok(WriteOutcome::NotFound) => {
+            let _ = commit.send(Commit::Existence(contact.clone(), Existence::NotFound));
+            let _ = commit.send(Commit::NotFound {
+                row: work.row,
+                contact,
+            });
+        }
+        Ok(WriteOutcome::Failed { reason }) => {
+            let _ = commit.send(Commit::Failed {
+                row: work.row,
+                contact,
+                reason,
+            });
+        }
+        Err(e) if !destination.stops_run(&e) => {
+            let _ = commit.send(Commit::Failed {
+                row: work.row,
+                contact,
+                reason: anyhow_like(&e),
+            });
+        }
+        Err(e) => set_fatal(&e),
+    }
+}
+
+/// What the committer saw.
+#[derive(Debug, Default)]
+struct OutcomeCounts {
+    updated: u64,
+    not_found: u64,
+    rejected: u64,
+    failed: u64,
+}
+
+/// Commits results in small transactions: every 64 results or 100 ms.
+fn commit_loop(
+    mut store: StateStore,
+    lock: state_store::ActivationLock,
+    activation: &str,
+    destination: &str,
+    run_id: i64,
+    mapping: &BoundMapping,
+    rx: &std_mpsc::Receiver<Commit>,
+) -> Result<(StateStore, OutcomeCounts), Error> {
+    let mut counts = OutcomeCounts::default();
+    let mut changes: Vec<ContactChange> = Vec::new();
+    let mut refreshes: Vec<Refresh> = Vec::new();
+    let mut existence: Vec<(ContactRef, Existence)> = Vec::new();
+    let mut rows: Vec<RunRow> = Vec::new();
+    let mut last_flush = Instant::now();
+    let mut last_heartbeat = Instant::now();
+    let mut pending = 0usize;
+    let flush = |store: &mut StateStore,
+                 changes: &mut Vec<ContactChange>,
+                 refreshes: &mut Vec<Refresh>,
+                 existence: &mut Vec<(ContactRef, Existence)>,
+                 rows: &mut Vec<RunRow>|
+     -> Result<(), Error> {
+        if !changes.is_empty() {
+            store.apply_changes(activation, run_id, mapping, changes)?;
+        }
+        if !refreshes.is_empty() {
+            store.apply_refreshes(activation, run_id, refreshes)?;
+        }
+        if !existence.is_empty() {
+            store.record_existence(destination, existence)?;
+        }
+        if !rows.is_empty() {
+            store.record_rows(run_id, rows)?;
+        }
+        changes.clear();
+        refreshes.clear();
+        existence.clear();
+        rows.clear();
+        Ok(())
+    };
+    loop {
+        let msg = rx.recv_timeout(Duration::from_millis(100));
+        let done = matches!(msg, Err(std_mpsc::RecvTimeoutError::Disconnected));
+        if let Ok(msg) = msg {
+            pending += 1;
+            match msg {
+                Commit::Updated { row, change } => {
+                    counts.updated += 1;
+                    rows.push(RunRow {
+                        row_number: row,
+                        contact_key: Some(change.contact.key.clone()),
+                        outcome: Outcome::Updated,
+                        code: None,
+                        message: None,
+                        attributes_json: Some(attributes_json(&change.to_write(mapping))),
+                    });
+                    changes.push(change);
+                }
+                Commit::Refresh(r) => refreshes.push(r),
+                Commit::Rejected {
+                    row,
+                    change,
+                    message,
+                } => {
+                    counts.rejected += 1;
+                    rows.push(RunRow {
+                        row_number: row,
+                        contact_key: Some(change.contact.key.clone()),
+                        outcome: Outcome::Rejected,
+                        code: Some("attentive_rejected".into()),
+                        message: Some(message),
+                        attributes_json: Some(attributes_json(&change.to_write(mapping))),
+                    });
+                    refreshes.push(Refresh {
+                        contact: change.contact,
+                        key_hash: change.key_hash,
+                        row_fingerprint: change.row_fingerprint,
+                    });
+                }
+                Commit::NotFound { row, contact } => {
+                    counts.not_found += 1;
+                    rows.push(RunRow {
+                        row_number: row,
+                        contact_key: Some(contact.key),
+                        outcome: Outcome::NotFound,
+                        code: Some("not_found".into()),
+                        message: Some(
+                            "no Attentive contact has this identifier; nothing was written".into(),
+                        ),
+                        attributes_json: None,
+                    });
+                }
+                Commit::Failed {
+                    row,
+                    contact,
+                    reason,
+                } => {
+                    counts.failed += 1;
+                    rows.push(RunRow {
+                        row_number: row,
+                        contact_key: Some(contact.key),
+                        outcome: Outcome::Failed,
+                        code: Some("failed".into()),
+                        message: Some(reason),
+                        attributes_json: None,
+                    });
+                }
+                Commit::Existence(c, e) => existence.push((c, e)),
+                Commit::Row(r) => rows.push(r),
+            }
+        }
+        if pending >= 64
+            || (pending > 0 && last_flush.elapsed() >= Duration::from_millis(100))
+            || done
+        {
+            flush(
+                &mut store,
+                &mut changes,
+                &mut refreshes,
+                &mut existence,
+                &mut rows,
+            )?;
+            pending = 0;
+            last_flush = Instant::now();
+        }
+        if last_heartbeat.elapsed() >= Duration::from_secs(30) {
+            lock.heartbeat()?;
+            last_heartbeat = Instant::now();
+        }
+        if done {
+            break;
+        }
+    }
+    drop(lock);
+    Ok((store, counts))
+}
