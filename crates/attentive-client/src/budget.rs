@@ -3,15 +3,16 @@
 //!
 //! **Rate.** Attentive counts requests per key per second and answers 429 beyond the limit.
 //! The limiter is a GCRA (a token bucket refilled continuously) that paces requests at 97 % of
-//! the configured rate with a burst tolerance of about 29 ms: the extra a burst can add is
-//! smaller than the 3 % headroom, so **no window of one second ever holds more than `rate`
-//! requests**, while the long-run throughput is 97 % of `rate`. (A bucket holding one second of
-//! tokens could send `2 × rate` in one second: a full bucket, then its refill.)
+//! the configured rate (rounded down to whole requests) with a burst tolerance of about 29 ms:
+//! the extra a burst can add is smaller than the 3 % headroom, so **no window of one second
+//! ever holds more than `rate` requests**, while the long-run throughput is 97 % of `rate`.
+//! (A bucket holding one second of tokens could send `2 × rate` in one second: a full bucket,
+//! then its refill.)
 //!
 //! **Proactive slow-down.** Every response's `x-ratelimit-limit` / `x-ratelimit-remaining`
 //! are read: when fewer than 2 % of the limit remain (another program may share the key), new
-//! requests wait for the next wall-clock second, when Attentive's window starts again. A 429
-//! does the same.
+//! requests wait for the next wall-clock second (Attentive's window is assumed to start on
+//! whole seconds). A 429 pauses the same way, or for its `Retry-After`.
 //!
 //! **Concurrency.** An AIMD controller bounds the requests in flight: it starts at 4, moves
 //! to `rate × latency` of the first answer (Little's law: what the rate needs), adds one per

@@ -18,8 +18,8 @@ pub enum Error {
 
     /// 403: the key works but its app lacks a permission.
     #[error(
-        "the API key is not allowed to call {endpoint} (403): give the key's custom app the \
-         {permission} permission in Attentive (Integrations > Custom apps), then run again"
+        "the API key is not allowed to call {endpoint} (403): in Attentive (Integrations > \
+         Custom apps), give the key's app this permission: {permission}; then run again"
     )]
     Forbidden {
         endpoint: String,

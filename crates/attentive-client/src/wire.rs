@@ -361,8 +361,8 @@ pub fn permission_for(path: &str) -> &'static str {
         PATH_USER_ATTRIBUTES => "\"Custom Attributes\" (write) and \"Subscribers\" (write)",
         PATH_CUSTOM_ATTRIBUTES => "\"Custom Attributes\" (write)",
         PATH_SUBSCRIPTIONS => "\"Subscribers\" (read)",
-        PATH_ME => "API access (any permission)",
-        _ => "needed",
+        PATH_ME => "any API permission (the app may have been disabled)",
+        _ => "the one this endpoint needs",
     }
 }
 

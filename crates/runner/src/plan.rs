@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sync_core::fingerprint::key_hash;
 use sync_core::mapping::{BoundMapping, MappingError};
-use sync_core::plan::{
-    PlanCounts, PlanError, Planner, Prepared, Rejection, RowOutcome, RowPlan, RowPreparer,
-};
+use sync_core::plan::{PlanCounts, PlanError, Planner, Rejection, RowOutcome, RowPlan};
 use sync_core::ports::{ModelSource, SnapshotStore};
 use sync_core::{SnapshotIndex, SourceRow};
 
@@ -196,12 +194,9 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
         // the snapshot index and plans. Batches go back to the reader to reuse their buffers.
         let (tx, rx) = mpsc::sync_channel::<Result<Batch, sources::Error>>(READ_AHEAD);
         let (back_tx, back_rx) = mpsc::channel::<Batch>();
-        let mapping_ref = &mapping;
         std::thread::Builder::new()
             .name("model-reader".into())
-            .spawn_scoped(scope, move || {
-                read_batches(&mut *source, mapping_ref, &tx, &back_rx)
-            })
+            .spawn_scoped(scope, move || read_batches(&mut *source, &tx, &back_rx))
             .map_err(|e| Error::Config(format!("cannot start the model reader thread: {e}")))?;
 
         let mut index = SnapshotIndex::default();
@@ -214,10 +209,10 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
         let mut n = 0u64;
         let mut plans = Vec::with_capacity(BATCH_ROWS);
         for batch in rx {
-            let mut batch = batch.map_err(source_error)?;
+            let batch = batch.map_err(source_error)?;
             plans.clear();
             planner
-                .plan_prepared_batch(&batch.rows, &mut batch.prepared, store, &mut plans)
+                .plan_batch(&batch.rows, store, &mut plans)
                 .map_err(|e| match e {
                     PlanError::Snapshot(s) => Error::Store(s),
                 })?;
@@ -241,25 +236,22 @@ const BATCH_ROWS: usize = 1024;
 /// Batches the reader may be ahead of the planner.
 const READ_AHEAD: usize = 16;
 
-/// Rows read and prepared (identified, fingerprinted) by the reader thread.
+/// Rows read by the reader thread. (Identifying and fingerprinting them there instead
+/// measured slower: parsing alone keeps that thread busy; see docs/PERFORMANCE.md.)
 #[derive(Debug, Default)]
 struct Batch {
     rows: Vec<SourceRow>,
-    prepared: Vec<Prepared>,
 }
 
-/// Reads the whole model into prepared batches; stops at the end, on an error (sent on), or
+/// Reads the whole model into batches; stops at the end, on an error (sent on), or
 /// when the planner hangs up.
 fn read_batches(
     source: &mut (dyn ModelSource<Error = sources::Error> + Send),
-    mapping: &BoundMapping,
     tx: &mpsc::SyncSender<Result<Batch, sources::Error>>,
     recycled: &mpsc::Receiver<Batch>,
 ) {
-    let mut preparer = RowPreparer::new(mapping);
     loop {
         let mut batch = recycled.try_recv().unwrap_or_default();
-        batch.prepared.clear();
         let mut n = 0;
         let mut end = false;
         while n < BATCH_ROWS {
@@ -267,10 +259,7 @@ fn read_batches(
                 batch.rows.push(SourceRow::default());
             }
             match source.next_row(&mut batch.rows[n]) {
-                Ok(true) => {
-                    batch.prepared.push(preparer.prepare(&batch.rows[n]));
-                    n += 1;
-                }
+                Ok(true) => n += 1,
                 Ok(false) => {
                     end = true;
                     break;
