@@ -473,6 +473,20 @@ impl Destination for Client {
     async fn write(&self, write: &ContactWrite) -> Result<WriteOutcome, Error> {
         self.write_contact(write).await
     }
+
+    fn stops_run(&self, error: &Error) -> bool {
+        error.is_fatal()
+    }
+
+    fn stats(&self) -> sync_core::ports::DeliveryStats {
+        let s = self.stats_snapshot();
+        sync_core::ports::DeliveryStats {
+            requests: s.requests_sent,
+            retries: s.retries,
+            rate_limited: s.rate_limited,
+            throttled_ms: u64::try_from(s.throttled.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 /// Checks and normalizes a base URL: http(s), a host, no credentials, query or fragment.

@@ -17,8 +17,10 @@ pub(crate) mod exit {
     pub(crate) const FATAL: u8 = 1;
     /// The command line itself is wrong (clap's usage errors).
     pub(crate) const USAGE: u8 = 2;
-    /// The work finished, but some rows were rejected.
+    /// The work finished, but some rows were rejected (or, for `run`, failed).
     pub(crate) const ROWS_REJECTED: u8 = 3;
+    /// The run was interrupted (Ctrl-C); what was acknowledged is committed.
+    pub(crate) const INTERRUPTED: u8 = 4;
 }
 
 #[derive(Debug, Parser)]
@@ -96,6 +98,30 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         sample: usize,
     },
+    /// Send what changed to Attentive: plan, check that contacts exist, update them, and
+    /// commit what Attentive acknowledged.
+    Run {
+        /// The activation to run.
+        activation: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Check contacts cached as not found again now, whatever their age.
+        #[arg(long)]
+        recheck_missing: bool,
+        /// Hours after which contacts cached as not found are checked again.
+        #[arg(long, default_value_t = 24.0)]
+        recheck_after_hours: f64,
+        /// Writes in flight at most (the request budget paces them further).
+        #[arg(long, default_value_t = 64)]
+        max_in_flight: usize,
+    },
+    /// Past runs and their rows.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
     /// What the snapshot holds for contacts.
     Contacts {
         #[command(subcommand)]
@@ -106,6 +132,39 @@ enum Command {
         /// Keep the sample project in this folder instead of a temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// The latest runs, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this activation's runs.
+        #[arg(long)]
+        activation: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// One run: counts, and its rows by outcome.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Rows with this outcome (updated, not_found, rejected, failed).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Write those rows to a CSV file.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// How many rows to print.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
 }
 
@@ -228,7 +287,163 @@ fn run(command: Command) -> Result<u8> {
             }
             Ok(exit::OK)
         }
+        Command::Run {
+            activation,
+            config,
+            format,
+            recheck_missing,
+            recheck_after_hours,
+            max_in_flight,
+        } => {
+            let project = load(&config)?;
+            let opts = runner::run::RunOptions {
+                recheck_missing,
+                recheck_after: std::time::Duration::from_secs_f64(
+                    recheck_after_hours.max(0.0) * 3600.0,
+                ),
+                max_in_flight,
+                ..runner::run::RunOptions::default()
+            };
+            let report = run_activation(&project, &activation, opts)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Text => print!("{}", output::run_text(&report)),
+            }
+            Ok(run_exit_code(&report))
+        }
+        Command::Runs { command } => runs(command),
         Command::Demo { dir } => demo(dir.as_deref()),
+    }
+}
+
+fn run_exit_code(report: &runner::run::RunReport) -> u8 {
+    match report.status.as_str() {
+        "succeeded" => exit::OK,
+        "partial" => exit::ROWS_REJECTED,
+        "interrupted" => exit::INTERRUPTED,
+        _ => exit::FATAL,
+    }
+}
+
+/// Runs an activation with the Attentive client its destination describes.
+fn run_activation(
+    project: &runner::Project,
+    activation: &str,
+    opts: runner::run::RunOptions,
+) -> Result<runner::run::RunReport> {
+    let a = project.activation(activation).map_err(anyhow::Error::msg)?;
+    let d = project
+        .destinations
+        .get(&a.destination)
+        .with_context(|| format!("no destination named {:?}", a.destination))?;
+    let key = d
+        .api_key
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}: sending needs it"))?;
+    let config = attentive_client::ClientConfig {
+        base_url: d.base_url.clone(),
+        requests_per_second: d.requests_per_second,
+        destination: d.name.clone(),
+        ..attentive_client::ClientConfig::new(attentive_client::ApiKey::new(
+            key.expose().to_owned(),
+        ))
+    };
+    let client = std::sync::Arc::new(
+        attentive_client::Client::new(config).context("setting up the Attentive client")?,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let started = std::time::Instant::now();
+    let progress_bar = bar.clone();
+    let progress: std::sync::Arc<dyn Fn(runner::run::Progress) + Send + Sync> =
+        std::sync::Arc::new(move |p: runner::run::Progress| {
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            let rate = p.delivered as f64 / secs;
+            let left = p.changed.saturating_sub(p.delivered);
+            let eta = if rate > 0.0 {
+                format!(", ETA {:.0} s", left as f64 / rate)
+            } else {
+                String::new()
+            };
+            progress_bar.set_message(format!(
+                "{} rows read, {} contacts to update, {} done ({rate:.0}/s{eta})",
+                p.rows, p.changed, p.delivered
+            ));
+        });
+    let stop = opts.stop.clone();
+    let report = runtime.block_on(async {
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nstopping: waiting for in-flight writes, then committing (Ctrl-C again to force)");
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(i32::from(exit::INTERRUPTED));
+                }
+            }
+        });
+        runner::run::run(project, activation, client, opts, progress).await
+    });
+    bar.finish_and_clear();
+    Ok(report?)
+}
+
+fn runs(command: RunsCommand) -> Result<u8> {
+    match command {
+        RunsCommand::List {
+            config,
+            activation,
+            limit,
+            format,
+        } => {
+            let project = load(&config)?;
+            let store = open_store(&project)?;
+            let runs = store.runs(activation.as_deref(), limit)?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::runs_json(&runs))?
+                ),
+                Format::Text => print!("{}", output::runs_text(&runs)),
+            }
+            Ok(exit::OK)
+        }
+        RunsCommand::Show {
+            id,
+            config,
+            outcome,
+            export,
+            limit,
+            format,
+        } => {
+            let project = load(&config)?;
+            let store = open_store(&project)?;
+            let run = store
+                .run(id)?
+                .with_context(|| format!("no run with id {id}"))?;
+            if let Some(path) = export {
+                let n = output::export_rows(&store, id, outcome.as_deref(), &path)?;
+                eprintln!("wrote {n} rows to {}", path.display());
+            }
+            let rows = store.run_rows(id, outcome.as_deref(), 0, limit)?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::run_json(&run, &rows))?
+                ),
+                Format::Text => print!(
+                    "{}",
+                    output::run_summary_text(&run, &rows, outcome.as_deref())
+                ),
+            }
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -311,15 +526,93 @@ fn demo(dir: Option<&Path>) -> Result<u8> {
             tmp.path().to_path_buf()
         }
     };
-    let config = runner::sample::write_sample_project(&dir, 1000, None, true)
-        .with_context(|| format!("writing the sample project into {}", dir.display()))?;
-    println!(
-        "attentive-sync demo: a sample project in {}\n",
-        dir.display()
-    );
-    let project = runner::Project::parse(&config, &std::fs::read_to_string(&config)?, &|_| None)?;
+    // The bundled simulator on loopback, knowing most (not all) of the sample's contacts.
+    let model_rows = 1000;
+    let project_dir = dir.clone();
+    std::fs::create_dir_all(&project_dir)?;
+    let mut sim_config = attentive_sim::SimConfig::default();
+    let sample_path = project_dir.join("data/customers.csv");
+    runner::sample::write_sample_project(
+        &project_dir,
+        model_rows,
+        Some("http://127.0.0.1:1"),
+        true,
+    )
+    .with_context(|| format!("writing the sample project into {}", project_dir.display()))?;
+    let text = std::fs::read_to_string(&sample_path)?;
+    for (i, line) in text.lines().skip(1).enumerate() {
+        if i % 50 == 49 {
+            continue; // a few people in the model are not Attentive contacts
+        }
+        if let Some(Ok(email)) = line.split(',').next().map(sync_core::normalize::email) {
+            sim_config
+                .contacts
+                .push(attentive_sim::SeedContact::email(email));
+        }
+    }
+    let seeded = sim_config.contacts.len();
+    let sim = attentive_sim::RunningSim::spawn_on_thread(sim_config)
+        .context("starting the Attentive simulator")?;
+    let config = runner::sample::write_sample_project(
+        &project_dir,
+        model_rows,
+        Some(&sim.base_url()),
+        true,
+    )?;
+    let key =
+        |name: &str| (name == "ATTENTIVE_API_KEY").then(|| attentive_sim::DEFAULT_KEY.to_owned());
+    let load = || -> Result<runner::Project> {
+        Ok(runner::Project::parse(
+            &config,
+            &std::fs::read_to_string(&config)?,
+            &key,
+        )?)
+    };
+    let project = load()?;
+    println!("attentive-sync demo: a sample project in {}", dir.display());
+    println!("The Attentive simulator runs on {} with {seeded} contacts (nothing leaves this machine).\n", sim.base_url());
+
+    println!("== 1. plan: what a run would send\n");
     let store = open_store(&project)?;
-    let report = plan_with_progress(&project, "vip", &store, 5, None)?;
+    let report = plan_with_progress(&project, "vip", &store, 3, None)?;
+    drop(store);
     print!("{}", output::plan_text(&report));
+
+    println!("\n== 2. run: check each contact exists (read-only), update it, commit what Attentive acknowledged\n");
+    let first = run_activation(&project, "vip", runner::run::RunOptions::default())?;
+    print!("{}", output::run_text(&first));
+
+    println!("\n== 3. run again: nothing changed, nothing is sent\n");
+    let second = run_activation(&project, "vip", runner::run::RunOptions::default())?;
+    print!("{}", output::run_text(&second));
+
+    println!(
+        "\n== 4. edit one cell (line 2's city), run again: one attribute of one contact is sent\n"
+    );
+    let edited = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 1 {
+                let mut cols: Vec<&str> = l.split(',').collect();
+                if cols.len() > 4 {
+                    cols[4] = "Springfield";
+                }
+                cols.join(",")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    std::fs::write(&sample_path, edited)?;
+    let third = run_activation(&load()?, "vip", runner::run::RunOptions::default())?;
+    print!("{}", output::run_text(&third));
+    println!(
+        "\nThe simulator holds {} contacts (it had {seeded}: the tool never creates one) and recorded {} violations (subscription calls, nulls).",
+        sim.contact_count(),
+        sim.violations().len()
+    );
     Ok(exit::OK)
 }

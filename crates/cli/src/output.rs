@@ -142,3 +142,195 @@ pub(crate) fn contact_json(
         })).collect::<Vec<_>>(),
     })
 }
+
+/// A run report as text.
+pub(crate) fn run_text(r: &runner::run::RunReport) -> String {
+    let c = &r.counts;
+    let d = &r.delivery;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Run {} of activation {}: {} in {:.1} s",
+        r.run_id,
+        r.activation,
+        r.status,
+        r.duration_ms as f64 / 1000.0
+    );
+    let _ = writeln!(s, "  updated    {:>9}", c.updated);
+    let _ = writeln!(s, "  unchanged  {:>9}", c.unchanged);
+    let _ = writeln!(
+        s,
+        "  not found  {:>9}   (not Attentive contacts: nothing written)",
+        c.not_found
+    );
+    let _ = writeln!(s, "  rejected   {:>9}", c.rejected);
+    let _ = writeln!(
+        s,
+        "  failed     {:>9}   (sent again by the next run)",
+        c.failed
+    );
+    let _ = writeln!(
+        s,
+        "  requests {} ({} existence checks), retries {}, 429s {}, waiting for the budget {:.1} s (summed over requests)",
+        d.requests,
+        r.existence_checks,
+        d.retries,
+        d.rate_limited,
+        d.throttled_ms as f64 / 1000.0
+    );
+    if let Some(e) = &r.error {
+        let _ = writeln!(s, "  error: {e}");
+    }
+    if c.rejected + c.failed + c.not_found > 0 {
+        let _ = writeln!(
+            s,
+            "  details: attentive-sync runs show {} --outcome rejected|failed|not_found [--export rows.csv]",
+            r.run_id
+        );
+    }
+    s
+}
+
+pub(crate) fn runs_text(runs: &[state_store::RunSummary]) -> String {
+    let mut s = String::new();
+    if runs.is_empty() {
+        s.push_str("No runs yet.\n");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{:>6}  {:<16} {:<5} {:<12} {:<26} counts",
+        "id", "activation", "kind", "status", "started"
+    );
+    for r in runs {
+        let counts = r
+            .counts_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .map(|v| {
+                let c = &v["counts"];
+                format!(
+                    "updated {} unchanged {} not_found {} rejected {} failed {}",
+                    c["updated"], c["unchanged"], c["not_found"], c["rejected"], c["failed"]
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{:>6}  {:<16} {:<5} {:<12} {:<26} {counts}",
+            r.id,
+            r.activation,
+            r.kind.as_str(),
+            r.status.as_str(),
+            r.started_at
+        );
+    }
+    s
+}
+
+fn run_summary_json(r: &state_store::RunSummary) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "activation": r.activation,
+        "kind": r.kind.as_str(),
+        "status": r.status.as_str(),
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "report": r.counts_json.as_deref().and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()),
+        "error": r.error,
+    })
+}
+
+pub(crate) fn runs_json(runs: &[state_store::RunSummary]) -> serde_json::Value {
+    serde_json::Value::Array(runs.iter().map(run_summary_json).collect())
+}
+
+fn row_json(r: &state_store::RunRow) -> serde_json::Value {
+    serde_json::json!({
+        "row": r.row_number,
+        "contact": r.contact_key,
+        "outcome": r.outcome.as_str(),
+        "code": r.code,
+        "message": r.message,
+        "attributes": r.attributes_json.as_deref().and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()),
+    })
+}
+
+pub(crate) fn run_json(
+    run: &state_store::RunSummary,
+    rows: &[state_store::RunRow],
+) -> serde_json::Value {
+    let mut v = run_summary_json(run);
+    v["rows"] = serde_json::Value::Array(rows.iter().map(row_json).collect());
+    v
+}
+
+pub(crate) fn run_summary_text(
+    run: &state_store::RunSummary,
+    rows: &[state_store::RunRow],
+    outcome: Option<&str>,
+) -> String {
+    let mut s = runs_text(std::slice::from_ref(run));
+    if let Some(e) = &run.error {
+        let _ = writeln!(s, "error: {e}");
+    }
+    let _ = writeln!(
+        s,
+        "Rows{}:",
+        outcome
+            .map(|o| format!(" with outcome {o}"))
+            .unwrap_or_default()
+    );
+    if rows.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "  line {:<6} {:<32} {:<10} {}",
+            r.row_number,
+            r.contact_key.as_deref().unwrap_or("-"),
+            r.outcome.as_str(),
+            r.message.as_deref().unwrap_or("")
+        );
+    }
+    s
+}
+
+/// Writes a run's rows (optionally of one outcome) as CSV; returns how many.
+pub(crate) fn export_rows(
+    store: &state_store::StateStore,
+    run_id: i64,
+    outcome: Option<&str>,
+    path: &std::path::Path,
+) -> anyhow::Result<u64> {
+    use anyhow::Context as _;
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let mut n = 0u64;
+    use std::io::Write as _;
+    writeln!(w, "row,contact,outcome,code,message,attributes")?;
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    loop {
+        let rows = store.run_rows(run_id, outcome, n, 10_000)?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            writeln!(
+                w,
+                "{},{},{},{},{},{}",
+                r.row_number,
+                quote(r.contact_key.as_deref().unwrap_or("")),
+                r.outcome.as_str(),
+                quote(r.code.as_deref().unwrap_or("")),
+                quote(r.message.as_deref().unwrap_or("")),
+                quote(r.attributes_json.as_deref().unwrap_or(""))
+            )?;
+        }
+        n += rows.len() as u64;
+    }
+    w.flush()?;
+    Ok(n)
+}
