@@ -8,3 +8,4 @@ mod support;
 
 mod bad_input;
 mod plan;
+mod run;

@@ -1,7 +1,9 @@
 //! Helpers: a temporary project folder and a way to run the binary in it.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -117,4 +119,170 @@ default_phone_region = "US"
 {custom}
 "#
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs against the in-process Attentive simulator.
+
+/// The write endpoint, as the simulator names it in its log and counters.
+pub const WRITE: &str = "POST /v2/user/attributes";
+
+/// An Attentive simulator on 127.0.0.1, on its own thread.
+pub fn start_sim(config: attentive_sim::SimConfig) -> attentive_sim::RunningSim {
+    attentive_sim::RunningSim::spawn_on_thread(config).expect("start the Attentive simulator")
+}
+
+/// Contacts known by their email.
+pub fn seed(emails: &[&str]) -> Vec<attentive_sim::SeedContact> {
+    emails
+        .iter()
+        .map(|e| attentive_sim::SeedContact::email(*e))
+        .collect()
+}
+
+/// [`config`], pointed at a simulator.
+pub fn sim_config(base_url: &str, standard: &str, custom: &str) -> String {
+    let key_line = "api_key = \"${ATTENTIVE_API_KEY}\"\n";
+    let text = config(standard, custom);
+    assert!(text.contains(key_line));
+    text.replacen(
+        key_line,
+        &format!("{key_line}base_url = \"{base_url}\"\n"),
+        1,
+    )
+}
+
+/// [`sim_config`] over a JSON Lines model, `data/m.jsonl`.
+pub fn sim_config_jsonl(base_url: &str, standard: &str, custom: &str) -> String {
+    let csv = "source = \"csv\"\npath = \"data/m.csv\"";
+    let text = sim_config(base_url, standard, custom);
+    assert!(text.contains(csv));
+    text.replacen(csv, "source = \"jsonl\"\npath = \"data/m.jsonl\"", 1)
+}
+
+/// The highest request sequence number the simulator has logged (0 before any request).
+pub fn last_seq(sim: &attentive_sim::SimHandle) -> u64 {
+    sim.requests().iter().map(|r| r.seq).max().unwrap_or(0)
+}
+
+/// Requests logged after `seq` (see [`last_seq`]), in arrival order.
+pub fn requests_after(
+    sim: &attentive_sim::SimHandle,
+    seq: u64,
+) -> Vec<attentive_sim::RequestRecord> {
+    sim.requests().into_iter().filter(|r| r.seq > seq).collect()
+}
+
+/// Write requests (`POST /v2/user/attributes`) logged after `seq`.
+pub fn writes_after(sim: &attentive_sim::SimHandle, seq: u64) -> Vec<attentive_sim::RequestRecord> {
+    requests_after(sim, seq)
+        .into_iter()
+        .filter(|r| r.endpoint == WRITE)
+        .collect()
+}
+
+/// The `identifiers.email` of a write body.
+pub fn body_email(r: &attentive_sim::RequestRecord) -> String {
+    r.body["identifiers"]["email"]
+        .as_str()
+        .unwrap_or_else(|| panic!("write without identifiers.email: {}", r.body))
+        .to_owned()
+}
+
+/// Whether a JSON value has an object key `key` anywhere inside it.
+pub fn has_key(v: &serde_json::Value, key: &str) -> bool {
+    match v {
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k == key || has_key(v, key)),
+        serde_json::Value::Array(a) => a.iter().any(|v| has_key(v, key)),
+        _ => false,
+    }
+}
+
+impl Project {
+    /// Runs the binary with a deadline: a hung run fails the test instead of hanging it.
+    pub fn run_within(&self, args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Run {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("ATTENTIVE_SYNC_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start attentive-sync");
+        let read = |mut s: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let out = read(Box::new(child.stdout.take().expect("stdout")));
+        let err = read(Box::new(child.stderr.take().expect("stderr")));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait for attentive-sync") {
+                break s;
+            }
+            if started.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "attentive-sync {args:?} did not finish within {deadline:?}; stderr: {}",
+                    err.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: out.join().expect("stdout reader"),
+            stderr: err.join().expect("stderr reader"),
+        }
+    }
+
+    /// `run a --format json [extra]` with `ATTENTIVE_API_KEY=key`: the exit code, the parsed
+    /// report, and the raw output.
+    pub fn sync_with(&self, key: &str, extra: &[&str]) -> (Run, serde_json::Value) {
+        let mut args = vec!["run", "a", "--format", "json"];
+        args.extend_from_slice(extra);
+        let r = self.run_within(
+            &args,
+            &[("ATTENTIVE_API_KEY", key)],
+            Duration::from_secs(90),
+        );
+        let report = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("run report is not JSON ({e}): {}", r.all()));
+        (r, report)
+    }
+
+    /// [`Project::sync_with`] with the simulator's default key; the run must finish (exit 0
+    /// or 3, status succeeded or partial).
+    pub fn sync(&self) -> (i32, serde_json::Value) {
+        let (r, report) = self.sync_with(attentive_sim::DEFAULT_KEY, &[]);
+        assert!(
+            (r.code == 0 && report["status"] == "succeeded")
+                || (r.code == 3 && report["status"] == "partial"),
+            "run did not finish: {}",
+            r.all()
+        );
+        (r.code, report)
+    }
+
+    /// `runs show ID [--outcome O] --format json`, every row.
+    pub fn runs_show(&self, id: &serde_json::Value, outcome: Option<&str>) -> serde_json::Value {
+        let id = id.as_i64().expect("run id").to_string();
+        let mut args = vec![
+            "runs", "show", &id, "--format", "json", "--limit", "1000000",
+        ];
+        if let Some(o) = outcome {
+            args.extend_from_slice(&["--outcome", o]);
+        }
+        let r = self.run_within(&args, &[], Duration::from_secs(60));
+        assert_eq!(r.code, 0, "{}", r.all());
+        serde_json::from_str(&r.stdout).expect("runs show JSON")
+    }
 }

@@ -132,7 +132,89 @@ fn main() -> Result<(), String> {
             }
             println!("{out}");
         }
+        "deliver" => {
+            let contacts: u64 = args.get(2).and_then(|s| s.parse().ok()).ok_or("contacts")?;
+            let latency_ms: u64 = args.get(3).and_then(|s| s.parse().ok()).ok_or("latency")?;
+            let rate: u32 = args.get(4).and_then(|s| s.parse().ok()).ok_or("rate")?;
+            println!("{}", deliver(dir, contacts, latency_ms, rate)?);
+        }
         other => return Err(format!("unknown phase {other}")),
     }
     Ok(())
+}
+
+/// Runs one activation of `contacts` changed contacts against the simulator (its rate limit
+/// `rate` per second, `latency_ms` per request) and reports the share of the budget used.
+fn deliver(
+    dir: &Path,
+    contacts: u64,
+    latency_ms: u64,
+    rate: u32,
+) -> Result<serde_json::Value, String> {
+    use std::sync::Arc;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut model = String::from("email,first_name,tier\n");
+    let mut sim_config = attentive_sim::SimConfig {
+        rate_limit_per_second: rate,
+        ..attentive_sim::SimConfig::default()
+    };
+    sim_config.faults.latency_ms = latency_ms;
+    for i in 0..contacts {
+        let email = format!("user{i}@example.com");
+        model.push_str(&format!("{email},Name{i},gold\n"));
+        sim_config
+            .contacts
+            .push(attentive_sim::SeedContact::email(email));
+    }
+    std::fs::write(dir.join("model.csv"), model).map_err(|e| e.to_string())?;
+    let sim = attentive_sim::RunningSim::spawn_on_thread(sim_config).map_err(|e| e.to_string())?;
+    let config = format!(
+        "[destinations.attentive]\napi_key = \"${{ATTENTIVE_API_KEY}}\"\nbase_url = \"{}\"\nrequests_per_second = {rate}\n\n[models.m]\nsource = \"csv\"\npath = \"model.csv\"\n\n[activations.a]\nmodel = \"m\"\ndestination = \"attentive\"\nidentifier = {{ column = \"email\", kind = \"email\" }}\n[activations.a.standard]\nfirst_name = \"first_name\"\n[activations.a.custom]\n\"Tier\" = \"tier\"\n",
+        sim.base_url()
+    );
+    let path = dir.join("attentive-sync.toml");
+    std::fs::write(&path, &config).map_err(|e| e.to_string())?;
+    let key = |n: &str| (n == "ATTENTIVE_API_KEY").then(|| attentive_sim::DEFAULT_KEY.to_owned());
+    let project = Project::parse(&path, &config, &key).map_err(|e| e.to_string())?;
+    let client_config = attentive_client::ClientConfig {
+        base_url: sim.base_url(),
+        requests_per_second: f64::from(rate),
+        ..attentive_client::ClientConfig::new(attentive_client::ApiKey::new(
+            attentive_sim::DEFAULT_KEY.into(),
+        ))
+    };
+    let client = Arc::new(attentive_client::Client::new(client_config).map_err(|e| e.to_string())?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let report = runtime
+        .block_on(runner::run::run(
+            &project,
+            "a",
+            client,
+            runner::run::RunOptions {
+                max_in_flight: 256,
+                ..Default::default()
+            },
+            Arc::new(|_| {}),
+        ))
+        .map_err(|e| e.to_string())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let counters = sim.counters();
+    let served = counters.total;
+    Ok(serde_json::json!({
+        "contacts": contacts,
+        "updated": report.counts.updated,
+        "status": report.status,
+        "requests": report.delivery.requests,
+        "served_by_sim": served,
+        "answered_429": counters.too_many_requests,
+        "seconds": seconds,
+        "requests_per_sec": report.delivery.requests as f64 / seconds,
+        "budget_share": report.delivery.requests as f64 / seconds / f64::from(rate),
+        "share_429": counters.too_many_requests as f64 / (served.max(1) as f64),
+    }))
 }

@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask ci`: what CI checks (fmt, clippy, cargo-deny, tests).
 //! - `cargo xtask bench plan [--rows N] [--attrs A]`: planner throughput and peak memory.
+//! - `cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]`: share of the
+//!   request budget a run uses against the simulator, and its 429s.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -11,7 +13,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
-        _ => Err("usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints]".to_owned()),
+        _ => Err(USAGE.to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,9 +124,53 @@ fn bench(args: &[String]) -> Result<(), String> {
             );
             Ok(())
         }
-        _ => Err(
-            "usage: cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints]"
-                .to_owned(),
-        ),
+        Some("deliver") => bench_deliver(args),
+        _ => Err(USAGE.to_owned()),
     }
+}
+
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]";
+
+fn bench_deliver(args: &[String]) -> Result<(), String> {
+    let contacts = flag(args, "--contacts").unwrap_or_else(|| "2000".into());
+    let latency = flag(args, "--latency-ms").unwrap_or_else(|| "50".into());
+    let rate = flag(args, "--rate").unwrap_or_else(|| "150".into());
+    cargo(&[
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "xtask",
+        "--bin",
+        "bench-worker",
+    ])?;
+    let worker = root().join("target/release/bench-worker");
+    let dir = root().join("target/bench/deliver");
+    let out = Command::new(&worker)
+        .arg("deliver")
+        .arg(&dir)
+        .args([&contacts, &latency, &rate])
+        .output()
+        .map_err(|e| format!("running {}: {e}", worker.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "bench-worker deliver failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker output: {e}"))?;
+    println!("bench deliver: {contacts} changed contacts, simulator at {rate} req/s per key with {latency} ms latency");
+    println!(
+        "  {} requests in {:.1} s = {:.1} req/s: {:.1}% of the budget; 429 answers: {} ({:.2}% of requests); run {} ({} updated)",
+        v["requests"],
+        v["seconds"].as_f64().unwrap_or(0.0),
+        v["requests_per_sec"].as_f64().unwrap_or(0.0),
+        100.0 * v["budget_share"].as_f64().unwrap_or(0.0),
+        v["answered_429"],
+        100.0 * v["share_429"].as_f64().unwrap_or(0.0),
+        v["status"].as_str().unwrap_or("?"),
+        v["updated"],
+    );
+    Ok(())
 }

@@ -1,0 +1,962 @@
+//! `run` against the in-process Attentive simulator on 127.0.0.1: only what changed is sent,
+//! contacts are never created nor opted in, bad rows never reach Attentive, faults and kills
+//! lose nothing, and a bad key stops the run without leaking.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use attentive_sim::{
+    Burst429, Faults, Permission, RequestRecord, SeedContact, SimConfig, SimHandle, SimKey,
+};
+use serde_json::{json, Value};
+
+use crate::support::{
+    bin, body_email, has_key, last_seq, requests_after, seed, sim_config, sim_config_jsonl,
+    start_sim, writes_after, Project, WRITE,
+};
+
+/// A project over `data/m.csv` pointed at `sim`.
+fn project(sim: &SimHandle, standard: &str, custom: &str, csv: &str) -> Project {
+    let p = Project::new();
+    p.write(
+        "attentive-sync.toml",
+        &sim_config(&base_url(sim), standard, custom),
+    );
+    p.write("data/m.csv", csv);
+    p
+}
+
+fn base_url(sim: &SimHandle) -> String {
+    format!("http://{}", sim.local_addr().expect("simulator address"))
+}
+
+fn count(report: &Value, outcome: &str) -> u64 {
+    report["counts"][outcome]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counts.{outcome} in {report}"))
+}
+
+fn emails_of(writes: &[RequestRecord]) -> BTreeSet<String> {
+    writes.iter().map(body_email).collect()
+}
+
+/// A contact's standard attribute (`firstName`, `location.city`) as text.
+fn standard(sim: &SimHandle, email: &str, path: &str) -> Option<String> {
+    let c = sim
+        .find_contact(email)
+        .unwrap_or_else(|| panic!("{email} is not a contact"));
+    c.standard(path)
+        .map(|v| v.as_str().expect("text").to_owned())
+}
+
+/// Every request's body and query as one string, to look for values that must not be sent.
+fn everything_sent(requests: &[RequestRecord]) -> String {
+    requests
+        .iter()
+        .map(|r| format!("{} {} {}", r.path, r.query.as_deref().unwrap_or(""), r.body))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// 1 ------------------------------------------------------------------------------------------
+
+const CITIES: &[&str] = &["Austin", "Boston", "Denver", "Seattle", "Brooklyn"];
+const NAMES: &[&str] = &["Ann", "Bob", "Carla", "Dev", "Elena", "Farid", "Grace"];
+
+/// Ten seeded contacts `c0..c9@example.com` (row 2 spelled messily), an invalid email and a
+/// person who is not an Attentive contact.
+fn ten_contacts_csv(city_of_c3: &str, messy: bool) -> String {
+    let mut s = String::from("email,first,city,tier\n");
+    for i in 0..10 {
+        let (email, first) = if i == 2 && messy {
+            ("  C2@Example.COM  ".to_owned(), " Bea   Marie ".to_owned())
+        } else if i == 2 {
+            ("c2@example.com".to_owned(), "Bea Marie".to_owned())
+        } else {
+            (
+                format!("c{i}@example.com"),
+                NAMES[i % NAMES.len()].to_owned(),
+            )
+        };
+        let city = if i == 3 {
+            city_of_c3
+        } else {
+            CITIES[i % CITIES.len()]
+        };
+        let tier = ["gold", "silver", "bronze"][i % 3];
+        s.push_str(&format!("{email},{first},{city},{tier}\n"));
+    }
+    s.push_str("not-an-email,Zed,Austin,gold\n");
+    s.push_str("ghost@example.com,Gus,Austin,gold\n");
+    s
+}
+
+fn ten_contacts() -> Vec<SeedContact> {
+    (0..10)
+        .map(|i| SeedContact::email(format!("c{i}@example.com")))
+        .collect()
+}
+
+#[test]
+fn a_rerun_without_changes_sends_nothing_and_one_cell_sends_one_attribute() {
+    let sim = start_sim(SimConfig {
+        contacts: ten_contacts(),
+        ..SimConfig::default()
+    });
+    let p = project(
+        &sim,
+        "first_name = \"first\"\ncity = \"city\"",
+        "",
+        &ten_contacts_csv("Denver", true),
+    );
+
+    // First run: every seeded, valid row is updated with both attributes.
+    let (code, first) = p.sync();
+    assert_eq!(
+        code, 3,
+        "one rejected row and one contact not found: {first}"
+    );
+    assert_eq!(count(&first, "updated"), 10, "{first}");
+    assert_eq!(count(&first, "rejected"), 1, "{first}");
+    assert_eq!(count(&first, "not_found"), 1, "{first}");
+    let writes = writes_after(&sim, 0);
+    assert_eq!(writes.len(), 10, "one write per contact");
+    assert!(writes.iter().all(|w| w.status == Some(202)));
+    let expected: BTreeSet<String> = (0..10).map(|i| format!("c{i}@example.com")).collect();
+    assert_eq!(emails_of(&writes), expected);
+    for w in &writes {
+        let attrs = w.body["attributes"].as_object().expect("attributes");
+        let keys: Vec<&String> = attrs.keys().collect();
+        assert_eq!(keys, ["firstName", "location"], "{}", w.body);
+        assert_eq!(
+            attrs["location"].as_object().unwrap().len(),
+            1,
+            "{}",
+            w.body
+        );
+    }
+    assert_eq!(
+        standard(&sim, "c2@example.com", "firstName").as_deref(),
+        Some("Bea Marie"),
+        "names are trimmed and inner spaces collapsed"
+    );
+    assert_eq!(
+        standard(&sim, "c3@example.com", "location.city").as_deref(),
+        Some("Denver")
+    );
+
+    // Second run, nothing changed: not one request (existence is cached, values unchanged).
+    let before = last_seq(&sim);
+    let (_, second) = p.sync();
+    assert_eq!(
+        requests_after(&sim, before).len(),
+        0,
+        "{:#?}",
+        requests_after(&sim, before)
+    );
+    assert_eq!(count(&second, "updated"), 0, "{second}");
+    assert_eq!(count(&second, "unchanged"), 10, "{second}");
+
+    // A cosmetic edit (spacing, case of the email) is not a change either.
+    p.write("data/m.csv", &ten_contacts_csv("Denver", false));
+    let before = last_seq(&sim);
+    let (_, third) = p.sync();
+    assert_eq!(writes_after(&sim, before).len(), 0, "{third}");
+    assert_eq!(count(&third, "updated"), 0, "{third}");
+
+    // One cell edited: one write, carrying that one attribute and the identifier only.
+    p.write("data/m.csv", &ten_contacts_csv("Springfield", false));
+    let before = last_seq(&sim);
+    let (_, fourth) = p.sync();
+    let writes = writes_after(&sim, before);
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert_eq!(
+        writes[0].body,
+        json!({
+            "identifiers": { "email": "c3@example.com" },
+            "attributes": { "location": { "city": "Springfield" } }
+        })
+    );
+    assert_eq!(writes[0].status, Some(202));
+    assert_eq!(count(&fourth, "updated"), 1, "{fourth}");
+    assert_eq!(count(&fourth, "unchanged"), 9, "{fourth}");
+    assert_eq!(
+        standard(&sim, "c3@example.com", "location.city").as_deref(),
+        Some("Springfield")
+    );
+    assert_eq!(
+        requests_after(&sim, before).len(),
+        1,
+        "no existence check for a known contact"
+    );
+}
+
+// 2 ------------------------------------------------------------------------------------------
+
+#[test]
+fn a_new_custom_mapping_backfills_only_that_attribute() {
+    let sim = start_sim(SimConfig {
+        contacts: ten_contacts(),
+        ..SimConfig::default()
+    });
+    let standard_both = "first_name = \"first\"\ncity = \"city\"";
+    let p = project(&sim, standard_both, "", &ten_contacts_csv("Denver", false));
+    let (_, first) = p.sync();
+    assert_eq!(count(&first, "updated"), 10, "{first}");
+
+    // Add a custom mapping: one write per existing contact, with only that attribute.
+    let with_tier = "\"Loyalty Tier\" = \"tier\"";
+    p.write(
+        "attentive-sync.toml",
+        &sim_config(&base_url(&sim), standard_both, with_tier),
+    );
+    let before = last_seq(&sim);
+    let (_, second) = p.sync();
+    let writes = writes_after(&sim, before);
+    assert_eq!(count(&second, "updated"), 10, "{second}");
+    assert_eq!(writes.len(), 10, "{writes:#?}");
+    for w in &writes {
+        let email = body_email(w);
+        let i: usize = email
+            .strip_prefix('c')
+            .and_then(|s| s.strip_suffix("@example.com"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected write for {email}"));
+        let tier = ["gold", "silver", "bronze"][i % 3];
+        assert_eq!(
+            w.body,
+            json!({
+                "identifiers": { "email": email },
+                "attributes": { "custom": { "Loyalty Tier": tier } }
+            })
+        );
+        assert_eq!(w.status, Some(202));
+        assert_eq!(
+            sim.find_contact(&email)
+                .unwrap()
+                .custom_value("Loyalty Tier"),
+            Some(&json!(tier))
+        );
+    }
+    assert!(
+        !emails_of(&writes).contains("ghost@example.com"),
+        "the unknown contact is never written"
+    );
+
+    // Backfilled: nothing more to send.
+    let before = last_seq(&sim);
+    p.sync();
+    assert_eq!(writes_after(&sim, before).len(), 0);
+
+    // A removed mapping sends nothing...
+    p.write(
+        "attentive-sync.toml",
+        &sim_config(&base_url(&sim), "first_name = \"first\"", with_tier),
+    );
+    let before = last_seq(&sim);
+    let (_, removed) = p.sync();
+    assert_eq!(writes_after(&sim, before).len(), 0, "{removed}");
+    // ...and is dropped from the snapshot: mapping it again backfills it, alone.
+    p.write(
+        "attentive-sync.toml",
+        &sim_config(&base_url(&sim), standard_both, with_tier),
+    );
+    let before = last_seq(&sim);
+    p.sync();
+    let writes = writes_after(&sim, before);
+    assert_eq!(writes.len(), 10, "{writes:#?}");
+    for w in &writes {
+        let attrs = &w.body["attributes"];
+        assert_eq!(
+            attrs.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["location"],
+            "{}",
+            w.body
+        );
+        assert!(attrs["location"]["city"].is_string(), "{}", w.body);
+        assert_eq!(attrs["location"].as_object().unwrap().len(), 1);
+    }
+}
+
+// 3 ------------------------------------------------------------------------------------------
+
+#[test]
+fn contacts_not_in_attentive_are_not_found_and_never_created() {
+    let known = ["ann@example.com", "bob@example.com", "cat@example.com"];
+    let sim = start_sim(SimConfig {
+        contacts: seed(&known),
+        ..SimConfig::default()
+    });
+    let p = project(
+        &sim,
+        "first_name = \"first\"",
+        "\"Tier\" = \"tier\"",
+        "email,first,tier\n\
+         ann@example.com,Ann,gold\n\
+         ghost@example.com,Gus,gold\n\
+         bob@example.com,Bob,silver\n\
+         cat@example.com,Cat,bronze\n",
+    );
+    let contacts_before = sim.contact_count();
+
+    let (code, report) = p.sync();
+    assert_eq!(
+        code, 3,
+        "a contact not found makes the run partial: {report}"
+    );
+    assert_eq!(count(&report, "updated"), 3, "{report}");
+    assert_eq!(count(&report, "not_found"), 1, "{report}");
+
+    let shown = p.runs_show(&report["run_id"], Some("not_found"));
+    let rows = shown["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{shown}");
+    assert_eq!(rows[0]["contact"], "ghost@example.com", "{shown}");
+    assert_eq!(rows[0]["outcome"], "not_found", "{shown}");
+    assert_eq!(rows[0]["row"], 3, "line 3 of the model: {shown}");
+
+    let all = sim.requests();
+    let writes: Vec<&RequestRecord> = all.iter().filter(|r| r.endpoint == WRITE).collect();
+    assert_eq!(writes.len(), 3);
+    assert!(
+        writes.iter().all(|w| !w.body.to_string().contains("ghost")),
+        "{writes:#?}"
+    );
+    // The one request about the ghost is the read-only lookup.
+    let about_ghost: Vec<&RequestRecord> = all
+        .iter()
+        .filter(|r| {
+            r.query.as_deref().unwrap_or("").contains("ghost")
+                || r.body.to_string().contains("ghost")
+        })
+        .collect();
+    assert_eq!(about_ghost.len(), 1, "{about_ghost:#?}");
+    assert_eq!(about_ghost[0].endpoint, "GET /v1/subscriptions");
+    assert_eq!(about_ghost[0].status, Some(404));
+
+    assert_eq!(
+        sim.contact_count(),
+        contacts_before,
+        "no contact was created"
+    );
+    assert!(sim.find_contact("ghost@example.com").is_none());
+    assert!(
+        all.iter().all(|r| !has_key(&r.body, "subscriptions")),
+        "a subscriptions field was sent"
+    );
+    assert!(
+        all.iter()
+            .all(|r| !(r.method == "POST" && r.path.starts_with("/v1/subscriptions"))),
+        "a subscription endpoint was called"
+    );
+    assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
+
+    // The next run trusts the cache: no request at all, and still not found.
+    let before = last_seq(&sim);
+    let (_, again) = p.sync();
+    assert_eq!(requests_after(&sim, before).len(), 0);
+    assert_eq!(count(&again, "not_found"), 1, "{again}");
+    // --recheck-missing looks again, read-only.
+    let before = last_seq(&sim);
+    let (r, rechecked) = p.sync_with(attentive_sim::DEFAULT_KEY, &["--recheck-missing"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert_eq!(count(&rechecked, "not_found"), 1, "{rechecked}");
+    let sent = requests_after(&sim, before);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].endpoint, "GET /v1/subscriptions");
+    assert_eq!(sim.contact_count(), contacts_before);
+    assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
+}
+
+// 4 ------------------------------------------------------------------------------------------
+
+fn jsonl(rows: &[Value]) -> String {
+    rows.iter().map(|r| format!("{r}\n")).collect()
+}
+
+fn model_4(points_of_dan: Value) -> String {
+    jsonl(&[
+        json!({"email": "ann@example.com", "first": "Ann", "phone": "+12125550101", "points": 5}),
+        json!({"email": "not-an-email", "first": "Yorick", "phone": "", "points": 1}),
+        json!({"email": "badphone@example.com", "first": "Zelda", "phone": "+1 8675309", "points": 2}),
+        json!({"email": "dan@example.com", "first": "Dan", "phone": "", "points": points_of_dan}),
+        json!({"email": "eve@example.com", "first": "Eve", "phone": "+12125550102", "points": 7}),
+    ])
+}
+
+#[test]
+fn invalid_rows_never_reach_attentive_and_a_400_is_not_resent() {
+    let mut dan = SeedContact::email("dan@example.com");
+    // Attentive fixes a custom attribute's type with its first value: Points is a NUMBER.
+    dan.custom.insert("Points".into(), json!(10));
+    let sim = start_sim(SimConfig {
+        contacts: vec![
+            SeedContact::email("ann@example.com"),
+            SeedContact::email("badphone@example.com"),
+            dan,
+            SeedContact::email("eve@example.com"),
+        ],
+        ..SimConfig::default()
+    });
+    let p = Project::new();
+    p.write(
+        "attentive-sync.toml",
+        &sim_config_jsonl(
+            &base_url(&sim),
+            "first_name = \"first\"\nphone = \"phone\"",
+            "\"Points\" = \"points\"",
+        ),
+    );
+    // Dan's points are text: valid for the model, refused by Attentive (400).
+    p.write("data/m.jsonl", &model_4(json!("lots")));
+
+    let (code, first) = p.sync();
+    assert_eq!(code, 3, "{first}");
+    assert_eq!(count(&first, "updated"), 2, "{first}");
+    assert_eq!(count(&first, "rejected"), 3, "{first}");
+
+    let sent = everything_sent(&sim.requests());
+    for never in ["not-an-email", "Yorick", "badphone", "Zelda", "8675309"] {
+        assert!(
+            !sent.contains(never),
+            "{never:?} reached Attentive:\n{sent}"
+        );
+    }
+
+    let rejected = p.runs_show(&first["run_id"], Some("rejected"));
+    let rows = rejected["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3, "{rejected}");
+    let by_row: BTreeMap<u64, &Value> = rows
+        .iter()
+        .map(|r| (r["row"].as_u64().unwrap(), r))
+        .collect();
+    assert_eq!(by_row.keys().copied().collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(by_row[&2]["code"], "invalid_identifier", "{rejected}");
+    assert_eq!(by_row[&3]["code"], "invalid_value", "{rejected}");
+    assert!(
+        by_row[&3]["message"].as_str().unwrap().contains("phone"),
+        "{rejected}"
+    );
+    let dan_row = by_row[&4];
+    assert_eq!(dan_row["contact"], "dan@example.com", "{rejected}");
+    let message = dan_row["message"].as_str().unwrap();
+    assert!(
+        message.contains("Points") && message.contains("NUMBER"),
+        "the simulator's message is kept: {message}"
+    );
+    let dan_writes: Vec<RequestRecord> = writes_after(&sim, 0)
+        .into_iter()
+        .filter(|w| body_email(w) == "dan@example.com")
+        .collect();
+    assert_eq!(dan_writes.len(), 1, "a 400 is not retried: {dan_writes:#?}");
+    assert_eq!(dan_writes[0].status, Some(400));
+
+    // Nothing changed: the refused row is not sent again.
+    let before = last_seq(&sim);
+    let (_, second) = p.sync();
+    assert_eq!(writes_after(&sim, before).len(), 0, "{second}");
+    assert_eq!(count(&second, "rejected"), 2, "{second}");
+    assert_eq!(count(&second, "updated"), 0, "{second}");
+
+    // Dan's points become a number: now his row goes out, with everything never acknowledged.
+    p.write("data/m.jsonl", &model_4(json!(42)));
+    let before = last_seq(&sim);
+    let (_, third) = p.sync();
+    let writes = writes_after(&sim, before);
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert_eq!(
+        writes[0].body,
+        json!({
+            "identifiers": { "email": "dan@example.com" },
+            "attributes": { "firstName": "Dan", "custom": { "Points": 42 } }
+        })
+    );
+    assert_eq!(writes[0].status, Some(202));
+    assert_eq!(count(&third, "updated"), 1, "{third}");
+    let dan = sim.find_contact("dan@example.com").unwrap();
+    assert_eq!(dan.custom_value("Points"), Some(&json!(42)));
+    let sent = everything_sent(&sim.requests());
+    for never in ["not-an-email", "Yorick", "badphone", "Zelda", "8675309"] {
+        assert!(
+            !sent.contains(never),
+            "{never:?} reached Attentive:\n{sent}"
+        );
+    }
+    assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
+}
+
+// 5 ------------------------------------------------------------------------------------------
+
+/// A model row and the values Attentive must end up with.
+struct Person {
+    email: String,
+    first_cell: String,
+    first: String,
+    city: String,
+    tier: String,
+}
+
+fn people(n: usize) -> Vec<Person> {
+    (0..n)
+        .map(|i| {
+            let first = NAMES[i % NAMES.len()];
+            let first_cell = if i % 5 == 1 {
+                format!("  {first}  ")
+            } else {
+                first.to_owned()
+            };
+            Person {
+                email: format!("p{i}@example.com"),
+                first_cell,
+                first: first.to_owned(),
+                city: CITIES[(i * 3) % CITIES.len()].to_owned(),
+                tier: format!("tier-{}", i % 4),
+            }
+        })
+        .collect()
+}
+
+fn people_csv(people: &[Person], extra: &str) -> String {
+    let mut s = String::from("email,first,city,tier\n");
+    for p in people {
+        s.push_str(&format!(
+            "{},{},{},{}\n",
+            p.email, p.first_cell, p.city, p.tier
+        ));
+    }
+    s.push_str(extra);
+    s
+}
+
+const PEOPLE_STANDARD: &str = "first_name = \"first\"\ncity = \"city\"";
+const PEOPLE_CUSTOM: &str = "\"Tier\" = \"tier\"";
+
+/// Every person's attributes in the simulator equal the model's normalized values.
+fn assert_state_equals_model(sim: &SimHandle, people: &[Person]) {
+    for p in people {
+        let c = sim
+            .find_contact(&p.email)
+            .unwrap_or_else(|| panic!("{} is not a contact", p.email));
+        assert_eq!(c.standard("firstName"), Some(&json!(p.first)), "{c:?}");
+        assert_eq!(c.standard("location.city"), Some(&json!(p.city)), "{c:?}");
+        assert_eq!(c.custom_value("Tier"), Some(&json!(p.tier)), "{c:?}");
+    }
+}
+
+/// Writes the simulator applied (202), per contact.
+fn applied_per_contact(requests: &[RequestRecord]) -> BTreeMap<String, Vec<&RequestRecord>> {
+    let mut m: BTreeMap<String, Vec<&RequestRecord>> = BTreeMap::new();
+    for r in requests
+        .iter()
+        .filter(|r| r.endpoint == WRITE && r.status == Some(202))
+    {
+        m.entry(body_email(r)).or_default().push(r);
+    }
+    m
+}
+
+#[test]
+fn faults_are_survived_and_the_final_state_equals_the_model() {
+    let people = people(40);
+    let emails: Vec<&str> = people.iter().map(|p| p.email.as_str()).collect();
+    let sim = start_sim(SimConfig {
+        contacts: seed(&emails),
+        faults: Faults {
+            error_rates: [(500, 0.1), (503, 0.1)].into_iter().collect(),
+            latency_ms: 2,
+            jitter_ms: 5,
+            spike_probability: 0.05,
+            spike_ms: 200,
+            drop_rate: 0.05,
+            burst_429: Some(Burst429 {
+                period_ms: 1500,
+                duration_ms: 150,
+            }),
+            seed: 7,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    });
+    let p = project(
+        &sim,
+        PEOPLE_STANDARD,
+        PEOPLE_CUSTOM,
+        &people_csv(&people, "not-an-email,Zed,Austin,gold\n"),
+    );
+
+    // Retries absorb most faults; what still failed is sent by the next run.
+    let mut runs = Vec::new();
+    loop {
+        let (_, report) = p.sync();
+        let failed = count(&report, "failed");
+        runs.push(report);
+        if failed == 0 {
+            break;
+        }
+        assert!(runs.len() < 4, "still failing after 3 runs: {runs:#?}");
+    }
+    let last = runs.last().unwrap();
+    assert_eq!(count(last, "rejected"), 1, "{last}");
+    assert_eq!(count(last, "not_found"), 0, "{last}");
+    let updated: u64 = runs.iter().map(|r| count(r, "updated")).sum();
+    assert_eq!(updated, people.len() as u64, "{runs:#?}");
+    let c = sim.counters();
+    assert!(
+        c.faults_injected > 0 && c.dropped > 0 && c.too_many_requests > 0,
+        "the faults did happen: {c:?}"
+    );
+    assert!(
+        runs.iter()
+            .map(|r| r["delivery"]["retries"].as_u64().unwrap())
+            .sum::<u64>()
+            > 0,
+        "{runs:#?}"
+    );
+
+    assert_state_equals_model(&sim, &people);
+    // A faulted request is never applied, and an acknowledged one is never sent again.
+    let requests = sim.requests();
+    let applied = applied_per_contact(&requests);
+    assert_eq!(applied.len(), people.len());
+    for (email, writes) in &applied {
+        assert_eq!(
+            writes.len(),
+            1,
+            "{email} was written {} times",
+            writes.len()
+        );
+    }
+    assert_eq!(sim.contact_count(), people.len());
+    assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
+
+    let before = last_seq(&sim);
+    let (_, further) = p.sync();
+    assert_eq!(
+        requests_after(&sim, before).len(),
+        0,
+        "a further run sends nothing: {further}"
+    );
+    assert_eq!(count(&further, "updated"), 0);
+}
+
+// 6 ------------------------------------------------------------------------------------------
+
+/// Unix milliseconds of the simulator's RFC 3339 UTC timestamps (`2025-05-01T12:34:56.789Z`).
+fn unix_ms(at: &str) -> i64 {
+    let bad = format!("unexpected timestamp {at:?}");
+    let num = |s: Option<&str>| -> i64 { s.and_then(|s| s.parse().ok()).expect(&bad) };
+    let (date, time) = at.split_once('T').expect(&bad);
+    let mut d = date.split('-');
+    let (y, m, day) = (num(d.next()), num(d.next()), num(d.next()));
+    let time = time.strip_suffix('Z').expect(&bad);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':');
+    let (h, mi, s) = (num(t.next()), num(t.next()), num(t.next()));
+    let ms = num(Some(&format!("{frac:0<3}")[..3]));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+#[test]
+fn unix_ms_reads_the_simulators_timestamps() {
+    assert_eq!(unix_ms("1970-01-01T00:00:00.000Z"), 0);
+    assert_eq!(unix_ms("2000-03-01T00:00:01.5Z"), 951_868_801_500);
+    assert_eq!(unix_ms("2024-02-29T23:59:59.999Z"), 1_709_251_199_999);
+}
+
+const MAX_IN_FLIGHT: usize = 8;
+/// Injected latency of the simulator: 20 ms + up to 30 ms of jitter.
+const LATENCY_MS: i64 = 50;
+
+#[test]
+fn killed_runs_lose_nothing() {
+    const TRIALS: u64 = 12;
+    const ROWS: usize = 100;
+    let people = people(ROWS);
+    let emails: Vec<&str> = people.iter().map(|p| p.email.as_str()).collect();
+    let mut rng = runner::sample::Rng::new(0xC0FFEE);
+    let mut killed_mid_run = 0;
+    let mut resent_total = 0;
+    for trial in 0..TRIALS {
+        let sim = start_sim(SimConfig {
+            contacts: seed(&emails),
+            // No rate limit: the test is about kills; the latency keeps writes in flight.
+            rate_limit_per_second: 0,
+            faults: Faults {
+                latency_ms: 20,
+                jitter_ms: 30,
+                seed: trial,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        });
+        let p = project(
+            &sim,
+            PEOPLE_STANDARD,
+            PEOPLE_CUSTOM,
+            &people_csv(&people, ""),
+        );
+        let cfg = p.read("attentive-sync.toml").replacen(
+            "base_url",
+            "requests_per_second = 2000\nbase_url",
+            1,
+        );
+        p.write("attentive-sync.toml", &cfg);
+
+        // Start a run and SIGKILL it once the simulator has applied a random number of its
+        // writes, plus a random few milliseconds.
+        let target = rng.below(ROWS as u64);
+        let extra = Duration::from_millis(rng.below(25));
+        let mut child = Command::new(bin())
+            .args(["run", "a", "--max-in-flight", &MAX_IN_FLIGHT.to_string()])
+            .current_dir(p.dir())
+            .env_remove("ATTENTIVE_SYNC_CONFIG")
+            .env_remove("RUST_LOG")
+            .env("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start attentive-sync");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sim.counters().count(WRITE, 202) < target
+            && child.try_wait().expect("poll the run").is_none()
+        {
+            assert!(Instant::now() < deadline, "trial {trial}: the run is stuck");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(extra);
+        let kill_ms = now_ms();
+        let _ = child.kill(); // SIGKILL; Ok or "already exited"
+        let status = child.wait().expect("reap the killed run"); // and /proc/PID goes away
+        if status.code().is_none() {
+            killed_mid_run += 1;
+        }
+        let killed_run: Vec<RequestRecord> = sim.requests();
+
+        // Run again to completion: it sends every change that was not committed.
+        let (code, report) = p.sync();
+        assert_eq!(code, 0, "trial {trial}: {report}");
+        assert_state_equals_model(&sim, &people);
+        assert_eq!(sim.contact_count(), ROWS);
+        assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
+
+        // Re-sent writes: applied (202) more than once for one contact. Each one is a write
+        // whose acknowledgement the killed run had not committed. Those are
+        //  - the writes in flight at the kill: at most MAX_IN_FLIGHT (the runner's semaphore),
+        //    the simulator may still apply them after the client died;
+        //  - the writes acknowledged but still in the committer's batch. The committer flushes
+        //    after 64 results or once 100 ms have passed since the last flush, and it only
+        //    looks at the clock when a result arrives or its 100 ms receive timeout expires:
+        //    a result waits at most ~200 ms. The simulator logs a write's arrival, then waits
+        //    its latency (≤ 50 ms) before applying and answering. So a write that arrived more
+        //    than 50 + 200 ms before the kill was committed; we add 250 ms for the SQLite
+        //    commit and for scheduling on a busy 2-core machine.
+        // Soundness: a write re-sent must have arrived at the simulator within WINDOW_MS of
+        // the kill (checked per write below), so the total is at most the number of such
+        // writes; MAX_IN_FLIGHT is added as the brief's allowance for writes in flight.
+        const WINDOW_MS: i64 = LATENCY_MS + 200 + 250;
+        let all = sim.requests();
+        let applied = applied_per_contact(&all);
+        assert_eq!(
+            applied.len(),
+            ROWS,
+            "trial {trial}: every contact was written"
+        );
+        let mut resent = 0;
+        for (email, writes) in &applied {
+            if writes.len() > 1 {
+                assert_eq!(writes.len(), 2, "trial {trial}: {email}: {writes:#?}");
+                let first_at = unix_ms(&writes[0].at);
+                assert!(
+                    first_at >= kill_ms - WINDOW_MS,
+                    "trial {trial}: {email} was acknowledged {} ms before the kill, yet sent \
+                     again: an acknowledgement was lost",
+                    kill_ms - first_at
+                );
+                resent += writes.len() - 1;
+            }
+        }
+        let acknowledged_in_window = killed_run
+            .iter()
+            .filter(|r| r.endpoint == WRITE && r.status == Some(202))
+            .filter(|r| unix_ms(&r.at) >= kill_ms - WINDOW_MS)
+            .count();
+        assert!(
+            resent <= MAX_IN_FLIGHT + acknowledged_in_window,
+            "trial {trial}: {resent} writes re-sent; at most {MAX_IN_FLIGHT} in flight + \
+             {acknowledged_in_window} acknowledged in the last {WINDOW_MS} ms"
+        );
+        resent_total += resent;
+        let oldest = applied.values().filter(|w| w.len() > 1).map(|w| kill_ms - unix_ms(&w[0].at)).max();
+        eprintln!("DEBUG trial {trial} target {target} resent {resent} window {acknowledged_in_window} oldest {oldest:?} killed {:?}", status.code());
+
+        // The state store agrees with Attentive: nothing more to send.
+        let before = last_seq(&sim);
+        let (_, further) = p.sync();
+        assert_eq!(
+            requests_after(&sim, before).len(),
+            0,
+            "trial {trial}: {further}"
+        );
+    }
+    eprintln!(
+        "killed_runs_lose_nothing: {killed_mid_run}/{TRIALS} runs killed mid-run, {resent_total} writes re-sent in all"
+    );
+    assert!(
+        killed_mid_run >= TRIALS - 2,
+        "only {killed_mid_run} of {TRIALS} runs were killed before they finished"
+    );
+}
+
+// 7 ------------------------------------------------------------------------------------------
+
+/// Every file of the project (state database, its -wal and -shm, the rest), as bytes.
+fn project_files(p: &Project) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![p.dir().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let path = e.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+fn assert_key_not_stored(p: &Project, key: &str) {
+    let files = project_files(p);
+    let names: Vec<String> = files
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "attentive-sync.db"),
+        "the state database exists: {names:?}"
+    );
+    for (path, bytes) in &files {
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "the API key is stored in {}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_bad_key_stops_at_once_and_the_key_never_leaks() {
+    const BAD: &str = "sk-live-LEAKCHECK-1234";
+    const GOOD: &str = "sk-live-GOODKEY-5678";
+    let rows = 200;
+    let people = people(rows);
+    let emails: Vec<&str> = people.iter().map(|p| p.email.as_str()).collect();
+    let sim = start_sim(SimConfig {
+        contacts: seed(&emails),
+        keys: vec![
+            SimKey::all(GOOD),
+            SimKey::with("sk-no-subscribers", [Permission::Attributes]),
+            SimKey::with("sk-no-attributes", [Permission::Subscriptions]),
+        ],
+        ..SimConfig::default()
+    });
+    let p = project(
+        &sim,
+        PEOPLE_STANDARD,
+        PEOPLE_CUSTOM,
+        &people_csv(&people, ""),
+    );
+
+    // A wrong key: 401, the run stops at once, exit 1, the message says what to fix.
+    for flags in [&[][..], &["-vv"][..], &["-vv", "--log-format", "json"][..]] {
+        let before = last_seq(&sim);
+        let started = Instant::now();
+        let (r, report) = p.sync_with(BAD, &[&["--max-in-flight", "4"][..], flags].concat());
+        let took = started.elapsed();
+        assert_eq!(r.code, 1, "{flags:?}: {}", r.all());
+        assert_eq!(report["status"], "failed", "{report}");
+        let all = r.all();
+        assert!(all.contains("401") && all.contains("api_key"), "{all}");
+        assert!(took < Duration::from_secs(10), "{flags:?}: took {took:?}");
+        let sent = requests_after(&sim, before);
+        assert!(
+            !sent.is_empty() && sent.len() <= 2 * 4 + 1,
+            "{flags:?}: a 401 stops the run, {} requests sent",
+            sent.len()
+        );
+        assert!(sent.iter().all(|r| r.status == Some(401)), "{sent:#?}");
+        assert_eq!(count(&report, "updated"), 0);
+        assert!(
+            !all.contains(BAD),
+            "{flags:?}: the key leaked into the output:\n{all}"
+        );
+        if flags.len() > 1 {
+            assert!(r.stderr.contains("\"level\""), "JSON logs: {}", r.stderr);
+        }
+    }
+    // Even with every log on.
+    let r = p.run_within(
+        &["run", "a", "--max-in-flight", "4"],
+        &[("ATTENTIVE_API_KEY", BAD), ("RUST_LOG", "trace")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(!r.all().contains(BAD), "RUST_LOG=trace leaked the key");
+    assert_key_not_stored(&p, BAD);
+
+    // A key whose app lacks "Subscribers": the read-only existence check is refused (403).
+    for (key, permission) in [
+        ("sk-no-subscribers", "Subscribers"),
+        ("sk-no-attributes", "Custom Attributes"),
+    ] {
+        let before = last_seq(&sim);
+        let (r, report) = p.sync_with(key, &["--max-in-flight", "4"]);
+        assert_eq!(r.code, 1, "{key}: {}", r.all());
+        assert_eq!(report["status"], "failed", "{report}");
+        let all = r.all();
+        assert!(
+            all.contains("403") && all.contains(permission),
+            "{key}: the message names the missing permission {permission:?}: {all}"
+        );
+        let sent = requests_after(&sim, before);
+        assert!(
+            sent.len() <= 2 * (2 * 4 + 1),
+            "{key}: {} requests",
+            sent.len()
+        );
+        assert!(sent.iter().any(|r| r.status == Some(403)), "{sent:#?}");
+        assert!(
+            sent.iter()
+                .all(|r| !(r.endpoint == WRITE && r.status == Some(202))),
+            "{sent:#?}"
+        );
+    }
+
+    // The right key works, and is stored nowhere either.
+    let (r, report) = p.sync_with(GOOD, &["-vv"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(count(&report, "updated"), rows as u64);
+    assert!(!r.all().contains(GOOD));
+    assert_key_not_stored(&p, GOOD);
+    assert_key_not_stored(&p, BAD);
+    assert!(sim
+        .requests()
+        .iter()
+        .all(|r| !r.body.to_string().contains("sk-")));
+}
