@@ -801,8 +801,6 @@ fn killed_runs_lose_nothing() {
              {acknowledged_in_window} acknowledged in the last {WINDOW_MS} ms"
         );
         resent_total += resent;
-        let oldest = applied.values().filter(|w| w.len() > 1).map(|w| kill_ms - unix_ms(&w[0].at)).max();
-        eprintln!("DEBUG trial {trial} target {target} resent {resent} window {acknowledged_in_window} oldest {oldest:?} killed {:?}", status.code());
 
         // The state store agrees with Attentive: nothing more to send.
         let before = last_seq(&sim);
@@ -917,6 +915,11 @@ fn a_bad_key_stops_at_once_and_the_key_never_leaks() {
         Duration::from_secs(60),
     );
     assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("error: the API key was rejected (401)") && r.stdout.contains("api_key"),
+        "the text report names the cause: {}",
+        r.all()
+    );
     assert!(!r.all().contains(BAD), "RUST_LOG=trace leaked the key");
     assert_key_not_stored(&p, BAD);
 

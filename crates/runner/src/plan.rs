@@ -41,6 +41,8 @@ pub enum Error {
     },
     #[error("the state store failed")]
     Store(#[source] state_store::Error),
+    #[error("stopped: {0}")]
+    Stopped(&'static str),
     #[error("writing {path} failed")]
     Output {
         path: PathBuf,

@@ -222,7 +222,7 @@ pub async fn run<D: Destination + 'static>(
                 &|_| {},
                 &mut |_, p, _| {
                     if stop.load(Ordering::Relaxed) {
-                        return Err(PlanFailure::Config("interrupted".into()));
+                        return Err(PlanFailure::Stopped("interrupted"));
                     }
                     if let Some(h) = p.voids_earlier {
                         known.insert(h, last_wins.then_some(p.row));
@@ -304,7 +304,7 @@ pub async fn run<D: Destination + 'static>(
                 },
                 &mut |mapping, p, _| {
                     if opts.stop.load(Ordering::Relaxed) {
-                        return Err(PlanFailure::Config("interrupted".into()));
+                        return Err(PlanFailure::Stopped("interrupted"));
                     }
                     match &p.outcome {
                         RowOutcome::Changed(c) => {
@@ -327,7 +327,7 @@ pub async fn run<D: Destination + 'static>(
                             };
                             if work_tx.blocking_send(work).is_err() {
                                 // Delivery stopped (fatal error or interrupt).
-                                return Err(PlanFailure::Config("delivery stopped".into()));
+                                return Err(PlanFailure::Stopped("delivery stopped"));
                             }
                         }
                         RowOutcome::Unchanged {
@@ -363,7 +363,7 @@ pub async fn run<D: Destination + 'static>(
     let limit = Arc::new(tokio::sync::Semaphore::new(opts.max_in_flight.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(work) = work_rx.recv().await {
-        if opts.stop.load(Ordering::Relaxed) || lock_poisoned(&fatal) {
+        if opts.stop.load(Ordering::Relaxed) || has_fatal(&fatal) {
             break;
         }
         let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -454,7 +454,7 @@ fn anyhow_like(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn lock_poisoned(fatal: &Mutex<Option<String>>) -> bool {
+fn has_fatal(fatal: &Mutex<Option<String>>) -> bool {
     fatal.lock().map(|f| f.is_some()).unwrap_or(true)
 }
 
