@@ -331,26 +331,7 @@ fn run_activation(
     activation: &str,
     opts: runner::run::RunOptions,
 ) -> Result<runner::run::RunReport> {
-    let a = project.activation(activation).map_err(anyhow::Error::msg)?;
-    let d = project
-        .destinations
-        .get(&a.destination)
-        .with_context(|| format!("no destination named {:?}", a.destination))?;
-    let key = d
-        .api_key
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e}: sending needs it"))?;
-    let config = attentive_client::ClientConfig {
-        base_url: d.base_url.clone(),
-        requests_per_second: d.requests_per_second,
-        destination: d.name.clone(),
-        ..attentive_client::ClientConfig::new(attentive_client::ApiKey::new(
-            key.expose().to_owned(),
-        ))
-    };
-    let client = std::sync::Arc::new(
-        attentive_client::Client::new(config).context("setting up the Attentive client")?,
-    );
+    let client = std::sync::Arc::new(runner::run::client_for(project, activation)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

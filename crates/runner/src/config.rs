@@ -2,9 +2,9 @@
 //! refused); [`Project`] is the validated form, with every error found before any row is read.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use attentive_client::ApiKey;
 use serde::Deserialize;
 use sync_core::mapping::{
     check_custom_name, AttributeId, AttributeMapping, CustomType, DateOrder, DuplicatePolicy,
@@ -93,33 +93,13 @@ pub struct RawActivation {
     pub custom: BTreeMap<String, RawCustom>,
 }
 
-/// A secret read from the config (an API key): never printed, logged or stored.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Self {
-        Secret(s)
-    }
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// A validated destination.
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub name: String,
-    /// `None` when the key's environment variable is not set: planning works without it,
-    /// sending does not.
-    pub api_key: Result<Secret, String>,
+    /// `Err` (why) when the key's environment variable is not set: planning works without it,
+    /// sending does not. The key itself is never printed, logged or stored.
+    pub api_key: Result<ApiKey, String>,
     pub base_url: String,
     pub requests_per_second: f64,
 }
@@ -302,7 +282,7 @@ impl Project {
             let key = format!("destinations.{name}");
             let api_key = match interpolate(&d.api_key, env) {
                 Ok(k) if k.trim().is_empty() => Err(format!("{key}.api_key is empty")),
-                Ok(k) => Ok(Secret::new(k)),
+                Ok(k) => Ok(ApiKey::new(k)),
                 Err(e) => Err(format!("{key}.api_key: {e}")),
             };
             let base_url = match &d.base_url {

@@ -33,6 +33,8 @@ pub enum Error {
     Store(#[from] state_store::Error),
     #[error("the run's worker thread failed: {0}")]
     Worker(String),
+    #[error("setting up the Attentive client failed: {0}")]
+    Client(String),
 }
 
 /// How to run.
@@ -169,6 +171,28 @@ fn cached_existence(
         }
         _ => None,
     })
+}
+
+/// The Attentive client for an activation's destination, as its config describes it.
+pub fn client_for(project: &Project, activation: &str) -> Result<attentive_client::Client, Error> {
+    let a = project
+        .activation(activation)
+        .map_err(PlanFailure::Config)?;
+    let d = project
+        .destinations
+        .get(&a.destination)
+        .ok_or_else(|| PlanFailure::Config(format!("no destination named {:?}", a.destination)))?;
+    let key = d
+        .api_key
+        .as_ref()
+        .map_err(|e| PlanFailure::Config(format!("{e}: sending needs it")))?;
+    let config = attentive_client::ClientConfig {
+        base_url: d.base_url.clone(),
+        requests_per_second: d.requests_per_second,
+        destination: d.name.clone(),
+        ..attentive_client::ClientConfig::new(key.clone())
+    };
+    attentive_client::Client::new(config).map_err(|e| Error::Client(e.to_string()))
 }
 
 /// Runs one activation against a destination. Returns a report for every run that started,

@@ -40,7 +40,8 @@ fn a_good_config_validates() {
     assert_eq!(p.state_path, Path::new("/proj/attentive-sync.db"));
     let d = &p.destinations["attentive"];
     assert_eq!(d.api_key.as_ref().unwrap().expose(), "sk-test-123");
-    assert_eq!(format!("{:?}", d.api_key), "Ok(Secret(<redacted>))");
+    assert_eq!(format!("{:?}", d.api_key), "Ok(ApiKey(<redacted>))");
+    assert!(!format!("{p:?}").contains("sk-test-123"));
     assert_eq!(d.requests_per_second, 150.0);
     assert_eq!(
         p.models["customers"].spec,
