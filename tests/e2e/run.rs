@@ -127,8 +127,13 @@ fn a_rerun_without_changes_sends_nothing_and_one_cell_sends_one_attribute() {
     assert_eq!(emails_of(&writes), expected);
     for w in &writes {
         let attrs = w.body["attributes"].as_object().expect("attributes");
-        let keys: Vec<&String> = attrs.keys().collect();
-        assert_eq!(keys, ["firstName", "location"], "{}", w.body);
+        let keys: BTreeSet<&str> = attrs.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["firstName", "location"]),
+            "{}",
+            w.body
+        );
         assert_eq!(
             attrs["location"].as_object().unwrap().len(),
             1,
@@ -555,67 +560,50 @@ fn applied_per_contact(requests: &[RequestRecord]) -> BTreeMap<String, Vec<&Requ
     m
 }
 
-#[test]
-fn faults_are_survived_and_the_final_state_equals_the_model() {
-    let people = people(40);
-    let emails: Vec<&str> = people.iter().map(|p| p.email.as_str()).collect();
-    let sim = start_sim(SimConfig {
-        contacts: seed(&emails),
-        faults: Faults {
-            error_rates: [(500, 0.1), (503, 0.1)].into_iter().collect(),
-            latency_ms: 2,
-            jitter_ms: 5,
-            spike_probability: 0.05,
-            spike_ms: 200,
-            drop_rate: 0.05,
-            burst_429: Some(Burst429 {
-                period_ms: 1500,
-                duration_ms: 150,
-            }),
-            seed: 7,
-            ..Faults::default()
-        },
-        ..SimConfig::default()
-    });
-    let p = project(
-        &sim,
-        PEOPLE_STANDARD,
-        PEOPLE_CUSTOM,
-        &people_csv(&people, "not-an-email,Zed,Austin,gold\n"),
-    );
+/// The faults of a bad day: 20 % 500/503, 5 % dropped connections, 200 ms latency spikes and
+/// periodic 429 bursts.
+fn bad_day(seed: u64) -> Faults {
+    Faults {
+        error_rates: [(500, 0.1), (503, 0.1)].into_iter().collect(),
+        latency_ms: 2,
+        jitter_ms: 5,
+        spike_probability: 0.05,
+        spike_ms: 200,
+        drop_rate: 0.05,
+        burst_429: Some(Burst429 {
+            period_ms: 1500,
+            duration_ms: 150,
+        }),
+        seed,
+        ..Faults::default()
+    }
+}
 
-    // Retries absorb most faults; what still failed is sent by the next run.
+/// Runs until no row failed (retries absorb most faults; the next run sends what failed).
+fn run_until_nothing_failed(p: &Project) -> Vec<Value> {
     let mut runs = Vec::new();
     loop {
         let (_, report) = p.sync();
         let failed = count(&report, "failed");
         runs.push(report);
         if failed == 0 {
-            break;
+            return runs;
         }
         assert!(runs.len() < 4, "still failing after 3 runs: {runs:#?}");
     }
+}
+
+/// Checks, after runs that ended with nothing failed, that Attentive holds the model and that
+/// each contact's write was applied exactly once since `since` (a faulted request is never
+/// applied; an acknowledged one is never sent again).
+fn assert_converged(sim: &SimHandle, people: &[Person], runs: &[Value], since: u64) {
     let last = runs.last().unwrap();
     assert_eq!(count(last, "rejected"), 1, "{last}");
     assert_eq!(count(last, "not_found"), 0, "{last}");
     let updated: u64 = runs.iter().map(|r| count(r, "updated")).sum();
     assert_eq!(updated, people.len() as u64, "{runs:#?}");
-    let c = sim.counters();
-    assert!(
-        c.faults_injected > 0 && c.dropped > 0 && c.too_many_requests > 0,
-        "the faults did happen: {c:?}"
-    );
-    assert!(
-        runs.iter()
-            .map(|r| r["delivery"]["retries"].as_u64().unwrap())
-            .sum::<u64>()
-            > 0,
-        "{runs:#?}"
-    );
-
-    assert_state_equals_model(&sim, &people);
-    // A faulted request is never applied, and an acknowledged one is never sent again.
-    let requests = sim.requests();
+    assert_state_equals_model(sim, people);
+    let requests = requests_after(sim, since);
     let applied = applied_per_contact(&requests);
     assert_eq!(applied.len(), people.len());
     for (email, writes) in &applied {
@@ -628,7 +616,40 @@ fn faults_are_survived_and_the_final_state_equals_the_model() {
     }
     assert_eq!(sim.contact_count(), people.len());
     assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
+}
 
+#[test]
+fn faults_are_survived_and_the_final_state_equals_the_model() {
+    let mut people = people(40);
+    let emails: Vec<&str> = people.iter().map(|p| p.email.as_str()).collect();
+    let sim = start_sim(SimConfig {
+        contacts: seed(&emails),
+        faults: bad_day(7),
+        ..SimConfig::default()
+    });
+    const INVALID: &str = "not-an-email,Zed,Austin,gold\n";
+    let p = project(
+        &sim,
+        PEOPLE_STANDARD,
+        PEOPLE_CUSTOM,
+        &people_csv(&people, INVALID),
+    );
+
+    // A bad day: every contact ends up with the model's values, each written once.
+    let runs = run_until_nothing_failed(&p);
+    assert_converged(&sim, &people, &runs, 0);
+    let c = sim.counters();
+    assert!(
+        c.faults_injected > 0 && c.dropped > 0 && c.too_many_requests > 0,
+        "the faults did happen: {c:?}"
+    );
+    let retries: u64 = runs
+        .iter()
+        .map(|r| r["delivery"]["retries"].as_u64().unwrap())
+        .sum();
+    assert!(retries > 0, "{runs:#?}");
+
+    // A further run sends nothing.
     let before = last_seq(&sim);
     let (_, further) = p.sync();
     assert_eq!(
@@ -637,6 +658,57 @@ fn faults_are_survived_and_the_final_state_equals_the_model() {
         "a further run sends nothing: {further}"
     );
     assert_eq!(count(&further, "updated"), 0);
+
+    // Every city changes while Attentive is down (503 to everything): the writes fail once
+    // the retries are spent, nothing is applied, and the snapshot does not move.
+    let old_cities: Vec<String> = people.iter().map(|p| p.city.clone()).collect();
+    for (i, person) in people.iter_mut().enumerate() {
+        person.city = format!("New {}", CITIES[i % CITIES.len()]);
+    }
+    p.write("data/m.csv", &people_csv(&people, INVALID));
+    sim.set_faults(Faults {
+        error_rates: [(503, 1.0)].into_iter().collect(),
+        ..Faults::default()
+    })
+    .unwrap();
+    let before = last_seq(&sim);
+    let (code, down) = p.sync();
+    assert_eq!(code, 3, "{down}");
+    assert_eq!(count(&down, "failed"), people.len() as u64, "{down}");
+    assert_eq!(count(&down, "updated"), 0, "{down}");
+    let sent = requests_after(&sim, before);
+    assert!(
+        sent.iter()
+            .all(|r| r.endpoint == WRITE && r.status == Some(503)),
+        "{sent:#?}"
+    );
+    let failed = p.runs_show(&down["run_id"], Some("failed"));
+    let rows = failed["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), people.len(), "{failed}");
+    assert!(
+        rows.iter()
+            .all(|r| r["message"].as_str().unwrap().contains("503")),
+        "{failed}"
+    );
+    for (person, old) in people.iter().zip(&old_cities) {
+        assert_eq!(
+            standard(&sim, &person.email, "location.city").as_deref(),
+            Some(old.as_str())
+        );
+    }
+
+    // Attentive is back (with a bad day's faults): the next runs send exactly what failed.
+    sim.set_faults(bad_day(8)).unwrap();
+    let before = last_seq(&sim);
+    let runs = run_until_nothing_failed(&p);
+    assert_converged(&sim, &people, &runs, before);
+    for w in writes_after(&sim, before) {
+        let attrs = w.body["attributes"].as_object().unwrap();
+        assert_eq!(attrs.keys().collect::<Vec<_>>(), ["location"], "{}", w.body);
+    }
+    let before = last_seq(&sim);
+    p.sync();
+    assert_eq!(requests_after(&sim, before).len(), 0);
 }
 
 // 6 ------------------------------------------------------------------------------------------
@@ -680,143 +752,173 @@ fn unix_ms_reads_the_simulators_timestamps() {
 const MAX_IN_FLIGHT: usize = 8;
 /// Injected latency of the simulator: 20 ms + up to 30 ms of jitter.
 const LATENCY_MS: i64 = 50;
+/// How long before the kill a re-sent write may have reached the simulator.
+///
+/// A write is re-sent when the killed run had not committed its acknowledgement. Those are
+///  - the writes in flight at the kill: at most MAX_IN_FLIGHT (the runner's semaphore); the
+///    simulator may still apply them after the client died;
+///  - the writes acknowledged but still in the committer's batch. The committer flushes after
+///    64 results or once 100 ms have passed since its last flush, and it looks at the clock
+///    only when a result arrives or its 100 ms receive timeout expires: a result waits at most
+///    ~200 ms. (In the slow trials, ~30 writes/s, 64 results take about a second: there
+///    the timer is what bounds the loss. The fast trials keep MAX_IN_FLIGHT writes in flight.)
+///
+/// The simulator logs a write's arrival, then waits its latency (≤ 50 ms) before applying
+/// and answering it. So a write that arrived more than 50 + 200 ms before the kill had been
+/// committed; 250 ms more cover the SQLite commit and scheduling on a busy 2-core machine.
+const WINDOW_MS: i64 = LATENCY_MS + 200 + 250;
+
+/// What one kill trial saw.
+struct Trial {
+    killed_mid_run: bool,
+    resent: usize,
+}
+
+/// Starts a run of a fresh project, SIGKILLs it once the simulator has applied a random
+/// number of its writes (plus a random few milliseconds), runs again to completion, and checks
+/// that nothing was lost and little was sent twice.
+fn kill_trial(trial: u64, people: &[Person]) -> Trial {
+    let rows = people.len();
+    let emails: Vec<&str> = people.iter().map(|p| p.email.as_str()).collect();
+    let mut rng = runner::sample::Rng::new(0xC0FFEE + trial);
+    // Even trials are fast (no rate limit: MAX_IN_FLIGHT writes in flight, ~100 contacts/s);
+    // odd ones slow (60 requests/s, an existence check and a write per contact: ~30/s).
+    let fast = trial.is_multiple_of(2);
+    let sim = start_sim(SimConfig {
+        contacts: seed(&emails),
+        rate_limit_per_second: if fast { 0 } else { 150 },
+        faults: Faults {
+            latency_ms: 20,
+            jitter_ms: 30,
+            seed: trial,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    });
+    let p = project(
+        &sim,
+        PEOPLE_STANDARD,
+        PEOPLE_CUSTOM,
+        &people_csv(people, ""),
+    );
+    let rate = if fast { 2000 } else { 60 };
+    let cfg = p.read("attentive-sync.toml").replacen(
+        "base_url",
+        &format!("requests_per_second = {rate}\nbase_url"),
+        1,
+    );
+    p.write("attentive-sync.toml", &cfg);
+
+    let target = rng.below(rows as u64);
+    let extra = Duration::from_millis(rng.below(25));
+    let mut child = Command::new(bin())
+        .args(["run", "a", "--max-in-flight", &MAX_IN_FLIGHT.to_string()])
+        .current_dir(p.dir())
+        .env_remove("ATTENTIVE_SYNC_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start attentive-sync");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sim.counters().count(WRITE, 202) < target
+        && child.try_wait().expect("poll the run").is_none()
+    {
+        assert!(Instant::now() < deadline, "trial {trial}: the run is stuck");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(extra);
+    let kill_ms = now_ms();
+    let _ = child.kill(); // SIGKILL (Ok, or an error if it had exited)
+    let status = child.wait().expect("reap the killed run"); // /proc/PID goes away
+    let killed_run: Vec<RequestRecord> = sim.requests();
+
+    // Run again to completion: it sends every change that was not committed.
+    let (code, report) = p.sync();
+    assert_eq!(code, 0, "trial {trial}: {report}");
+    assert_state_equals_model(&sim, people);
+    assert_eq!(sim.contact_count(), rows);
+    assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
+
+    // Each contact needed one applied write (202); every further one was re-sent.
+    let all = sim.requests();
+    let applied = applied_per_contact(&all);
+    assert_eq!(
+        applied.len(),
+        rows,
+        "trial {trial}: every contact was written"
+    );
+    let mut resent = 0;
+    for (email, writes) in &applied {
+        if writes.len() > 1 {
+            assert_eq!(writes.len(), 2, "trial {trial}: {email}: {writes:#?}");
+            let age = kill_ms - unix_ms(&writes[0].at);
+            assert!(
+                age <= WINDOW_MS,
+                "trial {trial}: {email} reached Attentive {age} ms before the kill and was \
+                 acknowledged, yet the next run sent it again: its acknowledgement was not \
+                 committed in time"
+            );
+            resent += writes.len() - 1;
+        }
+    }
+    // So every re-sent write is one of those that reached Attentive in the window; the bound
+    // adds MAX_IN_FLIGHT, the writes in flight at the kill.
+    let acknowledged_in_window = killed_run
+        .iter()
+        .filter(|r| r.endpoint == WRITE && r.status == Some(202))
+        .filter(|r| unix_ms(&r.at) >= kill_ms - WINDOW_MS)
+        .count();
+    assert!(
+        resent <= MAX_IN_FLIGHT + acknowledged_in_window,
+        "trial {trial}: {resent} writes re-sent; at most {MAX_IN_FLIGHT} in flight + \
+         {acknowledged_in_window} acknowledged in the last {WINDOW_MS} ms"
+    );
+
+    // The state store agrees with Attentive: nothing more to send.
+    let before = last_seq(&sim);
+    let (_, further) = p.sync();
+    assert_eq!(
+        requests_after(&sim, before).len(),
+        0,
+        "trial {trial}: {further}"
+    );
+    Trial {
+        killed_mid_run: status.code().is_none(),
+        resent,
+    }
+}
 
 #[test]
 fn killed_runs_lose_nothing() {
     const TRIALS: u64 = 12;
-    const ROWS: usize = 100;
-    let people = people(ROWS);
-    let emails: Vec<&str> = people.iter().map(|p| p.email.as_str()).collect();
-    let mut rng = runner::sample::Rng::new(0xC0FFEE);
-    let mut killed_mid_run = 0;
-    let mut resent_total = 0;
-    for trial in 0..TRIALS {
-        let sim = start_sim(SimConfig {
-            contacts: seed(&emails),
-            // No rate limit: the test is about kills; the latency keeps writes in flight.
-            rate_limit_per_second: 0,
-            faults: Faults {
-                latency_ms: 20,
-                jitter_ms: 30,
-                seed: trial,
-                ..Faults::default()
-            },
-            ..SimConfig::default()
-        });
-        let p = project(
-            &sim,
-            PEOPLE_STANDARD,
-            PEOPLE_CUSTOM,
-            &people_csv(&people, ""),
-        );
-        let cfg = p.read("attentive-sync.toml").replacen(
-            "base_url",
-            "requests_per_second = 2000\nbase_url",
-            1,
-        );
-        p.write("attentive-sync.toml", &cfg);
-
-        // Start a run and SIGKILL it once the simulator has applied a random number of its
-        // writes, plus a random few milliseconds.
-        let target = rng.below(ROWS as u64);
-        let extra = Duration::from_millis(rng.below(25));
-        let mut child = Command::new(bin())
-            .args(["run", "a", "--max-in-flight", &MAX_IN_FLIGHT.to_string()])
-            .current_dir(p.dir())
-            .env_remove("ATTENTIVE_SYNC_CONFIG")
-            .env_remove("RUST_LOG")
-            .env("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start attentive-sync");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while sim.counters().count(WRITE, 202) < target
-            && child.try_wait().expect("poll the run").is_none()
-        {
-            assert!(Instant::now() < deadline, "trial {trial}: the run is stuck");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        std::thread::sleep(extra);
-        let kill_ms = now_ms();
-        let _ = child.kill(); // SIGKILL; Ok or "already exited"
-        let status = child.wait().expect("reap the killed run"); // and /proc/PID goes away
-        if status.code().is_none() {
-            killed_mid_run += 1;
-        }
-        let killed_run: Vec<RequestRecord> = sim.requests();
-
-        // Run again to completion: it sends every change that was not committed.
-        let (code, report) = p.sync();
-        assert_eq!(code, 0, "trial {trial}: {report}");
-        assert_state_equals_model(&sim, &people);
-        assert_eq!(sim.contact_count(), ROWS);
-        assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
-
-        // Re-sent writes: applied (202) more than once for one contact. Each one is a write
-        // whose acknowledgement the killed run had not committed. Those are
-        //  - the writes in flight at the kill: at most MAX_IN_FLIGHT (the runner's semaphore),
-        //    the simulator may still apply them after the client died;
-        //  - the writes acknowledged but still in the committer's batch. The committer flushes
-        //    after 64 results or once 100 ms have passed since the last flush, and it only
-        //    looks at the clock when a result arrives or its 100 ms receive timeout expires:
-        //    a result waits at most ~200 ms. The simulator logs a write's arrival, then waits
-        //    its latency (≤ 50 ms) before applying and answering. So a write that arrived more
-        //    than 50 + 200 ms before the kill was committed; we add 250 ms for the SQLite
-        //    commit and for scheduling on a busy 2-core machine.
-        // Soundness: a write re-sent must have arrived at the simulator within WINDOW_MS of
-        // the kill (checked per write below), so the total is at most the number of such
-        // writes; MAX_IN_FLIGHT is added as the brief's allowance for writes in flight.
-        const WINDOW_MS: i64 = LATENCY_MS + 200 + 250;
-        let all = sim.requests();
-        let applied = applied_per_contact(&all);
-        assert_eq!(
-            applied.len(),
-            ROWS,
-            "trial {trial}: every contact was written"
-        );
-        let mut resent = 0;
-        for (email, writes) in &applied {
-            if writes.len() > 1 {
-                assert_eq!(writes.len(), 2, "trial {trial}: {email}: {writes:#?}");
-                let first_at = unix_ms(&writes[0].at);
-                assert!(
-                    first_at >= kill_ms - WINDOW_MS,
-                    "trial {trial}: {email} was acknowledged {} ms before the kill, yet sent \
-                     again: an acknowledgement was lost",
-                    kill_ms - first_at
-                );
-                resent += writes.len() - 1;
+    /// Trials at once: each mostly waits on the simulator's latency and its own budget.
+    const AT_ONCE: u64 = 6;
+    let people = people(100);
+    let mut trials = Vec::new();
+    for wave in 0..TRIALS / AT_ONCE {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..AT_ONCE)
+                .map(|i| {
+                    let people = &people;
+                    s.spawn(move || kill_trial(wave * AT_ONCE + i, people))
+                })
+                .collect();
+            for h in handles {
+                trials.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
             }
-        }
-        let acknowledged_in_window = killed_run
-            .iter()
-            .filter(|r| r.endpoint == WRITE && r.status == Some(202))
-            .filter(|r| unix_ms(&r.at) >= kill_ms - WINDOW_MS)
-            .count();
-        assert!(
-            resent <= MAX_IN_FLIGHT + acknowledged_in_window,
-            "trial {trial}: {resent} writes re-sent; at most {MAX_IN_FLIGHT} in flight + \
-             {acknowledged_in_window} acknowledged in the last {WINDOW_MS} ms"
-        );
-        resent_total += resent;
-
-        // The state store agrees with Attentive: nothing more to send.
-        let before = last_seq(&sim);
-        let (_, further) = p.sync();
-        assert_eq!(
-            requests_after(&sim, before).len(),
-            0,
-            "trial {trial}: {further}"
-        );
+        });
     }
+    let killed = trials.iter().filter(|t| t.killed_mid_run).count();
+    let resent: usize = trials.iter().map(|t| t.resent).sum();
     eprintln!(
-        "killed_runs_lose_nothing: {killed_mid_run}/{TRIALS} runs killed mid-run, {resent_total} writes re-sent in all"
+        "killed_runs_lose_nothing: {killed}/{TRIALS} runs killed mid-run, {resent} writes re-sent in all"
     );
     assert!(
-        killed_mid_run >= TRIALS - 2,
-        "only {killed_mid_run} of {TRIALS} runs were killed before they finished"
+        killed as u64 >= TRIALS - 2,
+        "only {killed} of {TRIALS} runs were killed before they finished"
     );
 }
 

@@ -41,7 +41,8 @@ fn main() -> Result<(), String> {
             println!("{}", serde_json::json!({ "model_bytes": bytes }));
         }
         "first" | "replan" => {
-            let full_ack = args.get(2).map(String::as_str) != Some("fingerprints");
+            let ack_mode = args.get(2).map(String::as_str).unwrap_or("full");
+            let full_ack = ack_mode == "full";
             let project = Project::parse(
                 &config,
                 &std::fs::read_to_string(&config).map_err(|e| e.to_string())?,
@@ -85,7 +86,8 @@ fn main() -> Result<(), String> {
                 Ok(())
             };
             let started = Instant::now();
-            let acknowledge = phase == "first";
+            // `none`: plan only, as `attentive-sync plan` does (nothing is written).
+            let acknowledge = phase == "first" && ack_mode != "none";
             let mut last_mapping = None;
             let (counts, _, _) = runner::plan::plan_rows(
                 &project,
@@ -102,7 +104,7 @@ fn main() -> Result<(), String> {
                             } => refreshes.push(r.clone()),
                             _ => {}
                         }
-                        if changes.len() >= 50_000 {
+                        if changes.len() >= 5_000 {
                             ack(&mut store, mapping, &mut changes, &mut refreshes)
                                 .map_err(runner::plan::Error::Config)?;
                         }

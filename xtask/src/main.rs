@@ -129,7 +129,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]";
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]";
 
 fn bench_deliver(args: &[String]) -> Result<(), String> {
     let contacts = flag(args, "--contacts").unwrap_or_else(|| "2000".into());
