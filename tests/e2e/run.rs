@@ -994,6 +994,8 @@ fn a_bad_key_stops_at_once_and_the_key_never_leaks() {
         let all = r.all();
         assert!(all.contains("401") && all.contains("api_key"), "{all}");
         assert!(took < Duration::from_secs(10), "{flags:?}: took {took:?}");
+        // At most 4 requests in flight when the first 401 comes back, and the runner may
+        // have dispatched one more row while it did.
         let sent = requests_after(&sim, before);
         assert!(
             !sent.is_empty() && sent.len() <= 2 * 4 + 1,
@@ -1025,7 +1027,9 @@ fn a_bad_key_stops_at_once_and_the_key_never_leaks() {
     assert!(!r.all().contains(BAD), "RUST_LOG=trace leaked the key");
     assert_key_not_stored(&p, BAD);
 
-    // A key whose app lacks "Subscribers": the read-only existence check is refused (403).
+    // A key whose app lacks a permission: 403 stops the run with the permission to grant.
+    // Without "Subscribers" the read-only existence check is refused; without "Custom
+    // Attributes" the first writes are.
     for (key, permission) in [
         ("sk-no-subscribers", "Subscribers"),
         ("sk-no-attributes", "Custom Attributes"),

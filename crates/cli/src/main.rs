@@ -305,6 +305,9 @@ fn run(command: Command) -> Result<u8> {
                 ..runner::run::RunOptions::default()
             };
             let report = run_activation(&project, &activation, opts)?;
+            if let (Some(e), "failed") = (&report.error, report.status.as_str()) {
+                eprintln!("error: run {} failed: {e}", report.run_id);
+            }
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Format::Text => print!("{}", output::run_text(&report)),

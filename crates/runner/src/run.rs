@@ -593,7 +593,10 @@ struct OutcomeCounts {
     failed: u64,
 }
 
-/// Commits results in small transactions: every 64 results or 100 ms.
+/// Most results committed in one transaction.
+const MAX_COMMIT_BATCH: usize = 512;
+
+/// Commits results in small transactions, as soon as they arrive (see the loop).
 fn commit_loop(
     mut store: StateStore,
     lock: state_store::ActivationLock,
@@ -608,9 +611,7 @@ fn commit_loop(
     let mut refreshes: Vec<Refresh> = Vec::new();
     let mut existence: Vec<(ContactRef, Existence)> = Vec::new();
     let mut rows: Vec<RunRow> = Vec::new();
-    let mut last_flush = Instant::now();
     let mut last_heartbeat = Instant::now();
-    let mut pending = 0usize;
     let flush = |store: &mut StateStore,
                  changes: &mut Vec<ContactChange>,
                  refreshes: &mut Vec<Refresh>,
@@ -636,10 +637,21 @@ fn commit_loop(
         Ok(())
     };
     loop {
-        let msg = rx.recv_timeout(Duration::from_millis(100));
-        let done = matches!(msg, Err(std_mpsc::RecvTimeoutError::Disconnected));
-        if let Ok(msg) = msg {
-            pending += 1;
+        // Wait for a result (or the heartbeat tick), then take whatever else is queued, and
+        // commit: a transaction closes as soon as the queue is empty, so an acknowledged write
+        // waits for at most one commit, however busy the run.
+        let first = rx.recv_timeout(Duration::from_secs(1));
+        let mut done = matches!(first, Err(std_mpsc::RecvTimeoutError::Disconnected));
+        let mut batch: Vec<Commit> = first.ok().into_iter().collect();
+        while !done && batch.len() < MAX_COMMIT_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => done = true,
+            }
+        }
+        let pending = batch.len();
+        for msg in batch {
             match msg {
                 Commit::Updated { row, change } => {
                     counts.updated += 1;
@@ -706,10 +718,7 @@ fn commit_loop(
                 Commit::Row(r) => rows.push(r),
             }
         }
-        if pending >= 64
-            || (pending > 0 && last_flush.elapsed() >= Duration::from_millis(100))
-            || done
-        {
+        if pending > 0 {
             flush(
                 &mut store,
                 &mut changes,
@@ -717,8 +726,6 @@ fn commit_loop(
                 &mut existence,
                 &mut rows,
             )?;
-            pending = 0;
-            last_flush = Instant::now();
         }
         if last_heartbeat.elapsed() >= Duration::from_secs(30) {
             lock.heartbeat()?;
