@@ -1067,3 +1067,80 @@ fn a_bad_key_stops_at_once_and_the_key_never_leaks() {
         .iter()
         .all(|r| !r.body.to_string().contains("sk-")));
 }
+
+// 8 ------------------------------------------------------------------------------------------
+
+/// Ctrl-C (SIGINT) stops a run cleanly: in-flight writes finish and are committed, the run is
+/// `interrupted` (exit 4), and the next run sends exactly the rest, nothing twice.
+#[test]
+fn ctrl_c_stops_cleanly_and_the_next_run_sends_only_the_rest() {
+    let people = people(60);
+    let emails: Vec<&str> = people.iter().map(|p| p.email.as_str()).collect();
+    let sim = start_sim(SimConfig {
+        contacts: seed(&emails),
+        faults: Faults {
+            latency_ms: 30,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    });
+    let p = project(
+        &sim,
+        PEOPLE_STANDARD,
+        PEOPLE_CUSTOM,
+        &people_csv(&people, ""),
+    );
+    // A slow budget so that the run is still delivering when it is interrupted.
+    let cfg = p.read("attentive-sync.toml").replacen(
+        "api_key = \"${ATTENTIVE_API_KEY}\"\n",
+        "api_key = \"${ATTENTIVE_API_KEY}\"\nrequests_per_second = 20\n",
+        1,
+    );
+    p.write("attentive-sync.toml", &cfg);
+
+    let mut child = Command::new(bin())
+        .args(["run", "a", "--format", "json"])
+        .current_dir(p.dir())
+        .env("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start attentive-sync");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied_per_contact(&sim.requests()).len() < 5 {
+        assert!(Instant::now() < deadline, "the run never started writing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("send SIGINT");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait for attentive-sync");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("report JSON");
+    assert_eq!(report["status"], "interrupted");
+    let updated_first = count(&report, "updated");
+    assert!(updated_first >= 5 && updated_first < 60, "{report}");
+
+    // Everything the first run's writes did is committed: the next run sends only the rest.
+    let (_, report) = p.sync();
+    assert_eq!(count(&report, "updated") + updated_first, 60, "{report}");
+    assert_state_equals_model(&sim, &people);
+    for (email, writes) in applied_per_contact(&sim.requests()) {
+        assert_eq!(
+            writes.len(),
+            1,
+            "{email} was written {} times",
+            writes.len()
+        );
+    }
+}

@@ -197,10 +197,7 @@ fn deliver(
             &project,
             "a",
             client,
-            runner::run::RunOptions {
-                max_in_flight: 256,
-                ..Default::default()
-            },
+            runner::run::RunOptions::default(),
             Arc::new(|_| {}),
         ))
         .map_err(|e| e.to_string())?;

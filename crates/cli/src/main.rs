@@ -113,8 +113,9 @@ enum Command {
         /// Hours after which contacts cached as not found are checked again.
         #[arg(long, default_value_t = 24.0)]
         recheck_after_hours: f64,
-        /// Writes in flight at most (the request budget paces them further).
-        #[arg(long, default_value_t = 64)]
+        /// Contacts being delivered at once at most (the request budget paces them further);
+        /// on Ctrl-C these finish and are committed.
+        #[arg(long, default_value_t = 16)]
         max_in_flight: usize,
     },
     /// Past runs and their rows.
@@ -372,7 +373,14 @@ fn run_activation(
                 }
             }
         });
-        runner::run::run(project, activation, client, opts, progress).await
+        // Check the key first (GET /v1/me): a bad key stops here, before any row is read.
+        let me = client.me().await.context("checking the API key")?;
+        eprintln!(
+            "Sending to Attentive company {} with app {}",
+            me.company_name.as_deref().unwrap_or("(unnamed)"),
+            me.application_name.as_deref().unwrap_or("(unnamed)")
+        );
+        Ok::<_, anyhow::Error>(runner::run::run(project, activation, client, opts, progress).await?)
     });
     bar.finish_and_clear();
     Ok(report?)

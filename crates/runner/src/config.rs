@@ -38,6 +38,9 @@ pub struct RawDestination {
     pub api_key: String,
     pub base_url: Option<String>,
     pub requests_per_second: Option<f64>,
+    /// Send contacts whose changes are all custom attributes through `POST /v1/attributes/custom`.
+    #[serde(default)]
+    pub custom_only_via_v1: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +105,8 @@ pub struct Destination {
     pub api_key: Result<ApiKey, String>,
     pub base_url: String,
     pub requests_per_second: f64,
+    /// Custom-only changes go through `POST /v1/attributes/custom`.
+    pub custom_only_via_v1: bool,
 }
 
 /// Where a model's rows come from.
@@ -312,6 +317,7 @@ impl Project {
                     api_key,
                     base_url,
                     requests_per_second: rps,
+                    custom_only_via_v1: d.custom_only_via_v1,
                 },
             );
         }

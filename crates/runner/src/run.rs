@@ -44,9 +44,11 @@ pub struct RunOptions {
     pub recheck_missing: bool,
     /// Contacts cached as not found are checked again after this long.
     pub recheck_after: Duration,
-    /// Writes in flight at most (the destination's own budget throttles further).
+    /// Contacts being delivered at most (the destination's own budget paces them further).
+    /// Also what a stop waits for: contacts already handed to the destination finish.
     pub max_in_flight: usize,
-    /// Set to stop the run cleanly (Ctrl-C): no new writes; in-flight ones are committed.
+    /// Set to stop the run cleanly (Ctrl-C): no new contact is started; those in flight
+    /// finish and are committed.
     pub stop: Arc<AtomicBool>,
 }
 
@@ -55,7 +57,7 @@ impl Default for RunOptions {
         RunOptions {
             recheck_missing: false,
             recheck_after: Duration::from_secs(24 * 3600),
-            max_in_flight: 64,
+            max_in_flight: 16,
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -190,6 +192,7 @@ pub fn client_for(project: &Project, activation: &str) -> Result<attentive_clien
         base_url: d.base_url.clone(),
         requests_per_second: d.requests_per_second,
         destination: d.name.clone(),
+        custom_only_v1: d.custom_only_via_v1,
         ..attentive_client::ClientConfig::new(key.clone())
     };
     attentive_client::Client::new(config).map_err(|e| Error::Client(e.to_string()))
@@ -398,9 +401,13 @@ pub async fn run<D: Destination + 'static>(
         let fatal = fatal.clone();
         let counters = counters.clone();
         let progress = progress.clone();
+        let stop = opts.stop.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            deliver(&*destination, work, &commit_tx, &fatal, &counters).await;
+            if stop.load(Ordering::Relaxed) {
+                return; // planned again by the next run
+            }
+            deliver(&*destination, work, &commit_tx, &fatal, &counters, &stop).await;
             counters.delivered.fetch_add(1, Ordering::Relaxed);
             progress(counters.progress());
         });
@@ -507,6 +514,7 @@ async fn deliver<D: Destination>(
     commit: &std_mpsc::Sender<Commit>,
     fatal: &Mutex<Option<String>>,
     counters: &Counters,
+    stop: &AtomicBool,
 ) {
     let set_fatal = |e: &dyn std::error::Error| {
         if let Ok(mut f) = fatal.lock() {
@@ -538,6 +546,9 @@ async fn deliver<D: Destination>(
             }
         }
     };
+    if stop.load(Ordering::Relaxed) {
+        return; // stopping: the write is left to the next run
+    }
     if exists == Existence::NotFound {
         let _ = commit.send(Commit::NotFound {
             row: work.row,
