@@ -1098,7 +1098,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_sends_only_the_rest() {
     );
     p.write("attentive-sync.toml", &cfg);
 
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args(["run", "a", "--format", "json"])
         .current_dir(p.dir())
         .env("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)
@@ -1129,7 +1129,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_sends_only_the_rest() {
     let report: Value = serde_json::from_str(&stdout).expect("report JSON");
     assert_eq!(report["status"], "interrupted");
     let updated_first = count(&report, "updated");
-    assert!(updated_first >= 5 && updated_first < 60, "{report}");
+    assert!((5..60).contains(&updated_first), "{report}");
 
     // Everything the first run's writes did is committed: the next run sends only the rest.
     let (_, report) = p.sync();
