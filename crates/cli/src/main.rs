@@ -383,7 +383,7 @@ fn run_activation(
         Ok::<_, anyhow::Error>(runner::run::run(project, activation, client, opts, progress).await?)
     });
     bar.finish_and_clear();
-    Ok(report?)
+    report
 }
 
 fn runs(command: RunsCommand) -> Result<u8> {
