@@ -1144,3 +1144,33 @@ fn ctrl_c_stops_cleanly_and_the_next_run_sends_only_the_rest() {
         );
     }
 }
+
+/// `validate --check-key` asks Attentive whom the key belongs to, and names a bad key.
+#[test]
+fn validate_check_key_shows_the_app_and_names_a_bad_key() {
+    let sim = start_sim(SimConfig::default());
+    let p = project(
+        &sim,
+        PEOPLE_STANDARD,
+        PEOPLE_CUSTOM,
+        &people_csv(&people(1), ""),
+    );
+    let ok = p.run_env(
+        &["validate", "--check-key"],
+        &[("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)],
+    );
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    assert!(
+        ok.stdout
+            .contains("ok: destination attentive: the key belongs to app"),
+        "{}",
+        ok.stdout
+    );
+    let bad = p.run_env(
+        &["validate", "--check-key"],
+        &[("ATTENTIVE_API_KEY", "sk-wrong-KEYCHECK")],
+    );
+    assert_eq!(bad.code, 1, "{}", bad.all());
+    assert!(bad.stdout.contains("401"), "{}", bad.stdout);
+    assert!(!bad.all().contains("sk-wrong-KEYCHECK"));
+}

@@ -82,6 +82,10 @@ enum Command {
     Validate {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also check each destination's API key with Attentive (`GET /v1/me`) and show the
+        /// company and app it belongs to.
+        #[arg(long)]
+        check_key: bool,
     },
     /// Dry run: what a run would send, from the same code path, without sending anything.
     Plan {
@@ -246,7 +250,7 @@ fn run(command: Command) -> Result<u8> {
             );
             Ok(exit::OK)
         }
-        Command::Validate { config } => validate(&config),
+        Command::Validate { config, check_key } => validate(&config, check_key),
         Command::Plan {
             activation,
             config,
@@ -373,17 +377,10 @@ fn run_activation(
                 }
             }
         });
-        // Check the key first (GET /v1/me): a bad key stops here, before any row is read.
-        let me = client.me().await.context("checking the API key")?;
-        eprintln!(
-            "Sending to Attentive company {} with app {}",
-            me.company_name.as_deref().unwrap_or("(unnamed)"),
-            me.application_name.as_deref().unwrap_or("(unnamed)")
-        );
-        Ok::<_, anyhow::Error>(runner::run::run(project, activation, client, opts, progress).await?)
+        runner::run::run(project, activation, client, opts, progress).await
     });
     bar.finish_and_clear();
-    report
+    Ok(report?)
 }
 
 fn runs(command: RunsCommand) -> Result<u8> {
@@ -474,9 +471,31 @@ fn plan_with_progress(
     Ok(report?)
 }
 
-fn validate(config: &ConfigArg) -> Result<u8> {
+fn validate(config: &ConfigArg, check_key: bool) -> Result<u8> {
     let project = load(config)?;
     let mut problems = 0;
+    if check_key {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        for a in project.activations.values() {
+            let client = runner::run::client_for(&project, &a.name)?;
+            match runtime.block_on(client.me()) {
+                Ok(me) => println!(
+                    "ok: destination {}: the key belongs to app {} of company {} ({})",
+                    a.destination,
+                    me.application_name.as_deref().unwrap_or("(unnamed)"),
+                    me.company_name.as_deref().unwrap_or("(unnamed)"),
+                    me.attentive_domain_name.as_deref().unwrap_or("-")
+                ),
+                Err(e) => {
+                    println!("problem: destination {}: {e}", a.destination);
+                    problems += 1;
+                }
+            }
+        }
+    }
     for p in project.delivery_problems() {
         println!("problem: {p} (planning works; sending needs it)");
         problems += 1;

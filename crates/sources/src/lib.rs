@@ -26,6 +26,9 @@
 mod csv;
 mod error;
 mod jsonl;
+mod parquet;
+mod postgres;
+mod sqlite;
 
 use std::io::{self, BufReader, Read};
 

@@ -1,0 +1,1 @@
+//! parquet models (in progress).
