@@ -120,6 +120,35 @@ pub enum ModelSpec {
     Jsonl {
         path: PathBuf,
     },
+    /// A file, or a folder of `*.parquet` files.
+    Parquet {
+        path: PathBuf,
+    },
+    Sqlite {
+        path: PathBuf,
+        query: String,
+    },
+    Postgres {
+        url: DatabaseUrl,
+        query: String,
+    },
+}
+
+/// A database URL; it may hold a password, so `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    /// The URL with any password replaced by `***`, for messages.
+    pub fn redacted(&self) -> String {
+        sources::redact_url(&self.0)
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
 }
 
 /// A validated model.
@@ -325,25 +354,65 @@ impl Project {
         let mut models = BTreeMap::new();
         for (name, m) in &raw.models {
             let key = format!("models.{name}");
-            let path_of = |problems: &mut Vec<Problem>| match &m.path {
-                Some(p) => Some(resolve(&interpolate(p, env).unwrap_or_else(|e| {
-                    problems.push(Problem {
-                        key: format!("{key}.path"),
-                        message: e,
-                    });
-                    String::new()
-                }))),
-                None => {
-                    problems.push(Problem {
-                        key: format!("{key}.path"),
-                        message: format!("a {} model needs `path`", m.source),
-                    });
-                    None
-                }
+            // Which keys each source takes; anything else set is a mistake worth naming.
+            let takes: &[&str] = match m.source.as_str() {
+                "csv" => &["path", "delimiter", "quote"],
+                "jsonl" | "parquet" => &["path"],
+                "sqlite" => &["path", "query"],
+                "postgres" => &["url", "query"],
+                _ => &[],
             };
+            let set = [
+                ("path", m.path.is_some()),
+                ("url", m.url.is_some()),
+                ("query", m.query.is_some()),
+                ("delimiter", m.delimiter.is_some()),
+                ("quote", m.quote.is_some()),
+            ];
+            if !takes.is_empty() {
+                for (field, is_set) in set {
+                    if is_set && !takes.contains(&field) {
+                        problems.push(Problem {
+                            key: format!("{key}.{field}"),
+                            message: format!(
+                                "`{field}` does not apply to source = {:?}, which takes: {}",
+                                m.source,
+                                takes.join(", ")
+                            ),
+                        });
+                    }
+                }
+            }
+            let required =
+                |field: &str, value: &Option<String>, problems: &mut Vec<Problem>| match value {
+                    Some(v) => match interpolate(v, env) {
+                        Ok(v) if !v.trim().is_empty() => Some(v),
+                        Ok(_) => {
+                            problems.push(Problem {
+                                key: format!("{key}.{field}"),
+                                message: "is empty".to_owned(),
+                            });
+                            None
+                        }
+                        Err(e) => {
+                            problems.push(Problem {
+                                key: format!("{key}.{field}"),
+                                message: e,
+                            });
+                            None
+                        }
+                    },
+                    None => {
+                        problems.push(Problem {
+                            key: format!("{key}.{field}"),
+                            message: format!("a {} model needs `{field}`", m.source),
+                        });
+                        None
+                    }
+                };
             let spec = match m.source.as_str() {
-                "csv" => path_of(&mut problems).map(|path| ModelSpec::Csv {
-                    path,
+                "csv" => required("path", &m.path, &mut problems).map(|p| ModelSpec::Csv {
+                    path: resolve(&p),
                     delimiter: one_byte(
                         &m.delimiter,
                         b',',
@@ -352,36 +421,36 @@ impl Project {
                     ),
                     quote: one_byte(&m.quote, b'"', &format!("{key}.quote"), &mut problems),
                 }),
-                "jsonl" => path_of(&mut problems).map(|path| ModelSpec::Jsonl { path }),
+                "jsonl" => required("path", &m.path, &mut problems)
+                    .map(|p| ModelSpec::Jsonl { path: resolve(&p) }),
+                "parquet" => required("path", &m.path, &mut problems)
+                    .map(|p| ModelSpec::Parquet { path: resolve(&p) }),
+                "sqlite" => {
+                    let path = required("path", &m.path, &mut problems);
+                    let query = required("query", &m.query, &mut problems);
+                    path.zip(query).map(|(p, query)| ModelSpec::Sqlite {
+                        path: resolve(&p),
+                        query,
+                    })
+                }
+                "postgres" => {
+                    let url = required("url", &m.url, &mut problems);
+                    let query = required("query", &m.query, &mut problems);
+                    url.zip(query).map(|(url, query)| ModelSpec::Postgres {
+                        url: DatabaseUrl(url),
+                        query,
+                    })
+                }
                 other => {
                     problems.push(Problem {
                         key: format!("{key}.source"),
                         message: format!(
-                            "{other:?} is not a supported source; use \"csv\" or \"jsonl\""
+                            "{other:?} is not a supported source; use \"csv\", \"jsonl\", \"parquet\", \"sqlite\" or \"postgres\""
                         ),
                     });
                     None
                 }
             };
-            for (field, set) in [("url", m.url.is_some()), ("query", m.query.is_some())] {
-                if set {
-                    problems.push(Problem {
-                        key: format!("{key}.{field}"),
-                        message: format!(
-                            "`{field}` applies to SQL sources, not to source = {:?}",
-                            m.source
-                        ),
-                    });
-                }
-            }
-            if matches!(spec, Some(ModelSpec::Jsonl { .. }))
-                && (m.delimiter.is_some() || m.quote.is_some())
-            {
-                problems.push(Problem {
-                    key: key.clone(),
-                    message: "`delimiter` and `quote` apply to csv models only".to_owned(),
-                });
-            }
             if let Some(spec) = spec {
                 models.insert(
                     name.clone(),

@@ -1,6 +1,6 @@
 //! Opens the model source a config names.
 
-use sources::{CsvOptions, CsvSource, JsonlSource};
+use sources::{CsvOptions, CsvSource, JsonlSource, ParquetSource, PostgresSource, SqliteSource};
 use sync_core::ports::ModelSource;
 
 use crate::config::ModelSpec;
@@ -24,5 +24,8 @@ pub fn open(spec: &ModelSpec) -> Result<DynSource, sources::Error> {
             Box::new(CsvSource::open(path, &opts)?)
         }
         ModelSpec::Jsonl { path } => Box::new(JsonlSource::open(path)?),
+        ModelSpec::Parquet { path } => Box::new(ParquetSource::open(path)?),
+        ModelSpec::Sqlite { path, query } => Box::new(SqliteSource::open(path, query)?),
+        ModelSpec::Postgres { url, query } => Box::new(PostgresSource::open(&url.0, query)?),
     })
 }

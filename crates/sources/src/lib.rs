@@ -37,6 +37,9 @@ use sync_core::value::{SourceRow, Value};
 pub use crate::csv::{CsvOptions, CsvSource};
 pub use crate::error::Error;
 pub use crate::jsonl::JsonlSource;
+pub use crate::parquet::ParquetSource;
+pub use crate::postgres::{redact_url, PostgresSource};
+pub use crate::sqlite::SqliteSource;
 
 /// The UTF-8 byte-order mark, which some tools write at the start of a file.
 const BOM: &[u8] = b"\xef\xbb\xbf";

@@ -1,9 +1,5 @@
 //! SQLite models: the rows of one query, streamed from a reader thread (see [`SqliteSource`]).
 
-// `lib.rs` does not re-export `SqliteSource` yet (`pub use crate::sqlite::SqliteSource;`):
-// until it does, the type is unreachable from outside the crate. Remove this line then.
-#![allow(dead_code, unreachable_pub)]
-
 use std::fmt::{self, Write as _};
 use std::io;
 use std::path::{Path, PathBuf};

@@ -92,7 +92,7 @@ frist_name = "fname"
     expect_test::expect![[r#"
         /proj/attentive-sync.toml has 6 problems:
           - destinations.attentive.requests_per_second: 0 must be greater than 0 and at most 10000
-          - models.customers.source: "excel" is not a supported source; use "csv" or "jsonl"
+          - models.customers.source: "excel" is not a supported source; use "csv", "jsonl", "parquet", "sqlite" or "postgres"
           - activations.vip.model: no model named "custmers"; models: customers
           - activations.vip.default_phone_region: "ZZ" is not an ISO 3166-1 alpha-2 region with phone numbers (like "US", "GB")
           - activations.vip.standard.frist_name: not a standard field; valid: address, age, city, country, date_of_birth, email, first_name, language, last_name, latitude, longitude, organization, phone, region, state, time_zone, title, website, zip_code
@@ -123,4 +123,61 @@ fn interpolation_rules() {
         .unwrap_err()
         .contains("not a variable name"));
     assert!(interpolate("${OPEN", &env).unwrap_err().contains("closing"));
+}
+
+#[test]
+fn sql_and_parquet_models_take_their_own_keys() {
+    let text = r#"
+[models.pg]
+source = "postgres"
+url = "postgres://app:${PG_PASSWORD}@db.internal/analytics"
+query = "select email, tier from customers"
+
+[models.lite]
+source = "sqlite"
+path = "warehouse.db"
+query = "select * from customers"
+
+[models.pq]
+source = "parquet"
+path = "exports/"
+
+[models.bad]
+source = "sqlite"
+url = "postgres://x"
+"#;
+    let env = |name: &str| (name == "PG_PASSWORD").then(|| "hunter2".to_owned());
+    let e = Project::parse(Path::new("/p/a.toml"), text, &env)
+        .unwrap_err()
+        .to_string();
+    expect_test::expect![[r#"
+        /p/a.toml has 3 problems:
+          - models.bad.url: `url` does not apply to source = "sqlite", which takes: path, query
+          - models.bad.path: a sqlite model needs `path`
+          - models.bad.query: a sqlite model needs `query`"#]]
+    .assert_eq(&e);
+    let ok = text.split("[models.bad]").next().unwrap();
+    let p = Project::parse(Path::new("/p/a.toml"), ok, &env).unwrap();
+    match &p.models["pg"].spec {
+        ModelSpec::Postgres { url, query } => {
+            assert_eq!(url.0, "postgres://app:hunter2@db.internal/analytics");
+            assert_eq!(url.redacted(), "postgres://app:***@db.internal/analytics");
+            assert_eq!(query, "select email, tier from customers");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{p:?}").contains("hunter2"));
+    assert_eq!(
+        p.models["lite"].spec,
+        ModelSpec::Sqlite {
+            path: "/p/warehouse.db".into(),
+            query: "select * from customers".into()
+        }
+    );
+    assert_eq!(
+        p.models["pq"].spec,
+        ModelSpec::Parquet {
+            path: "/p/exports/".into()
+        }
+    );
 }
