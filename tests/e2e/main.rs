@@ -9,3 +9,4 @@ mod support;
 mod bad_input;
 mod plan;
 mod run;
+mod sources;

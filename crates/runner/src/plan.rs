@@ -3,13 +3,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sync_core::fingerprint::key_hash;
 use sync_core::mapping::{BoundMapping, MappingError};
 use sync_core::plan::{PlanCounts, PlanError, Planner, Rejection, RowOutcome, RowPlan};
 use sync_core::ports::{ModelSource, SnapshotStore};
@@ -291,6 +290,10 @@ enum OutputLine<'a> {
 
 /// Plans an activation without sending anything: counts, samples, and optionally the full
 /// list of changes and rejections as JSON Lines.
+///
+/// Like a run, it never reports a change that a later duplicate voids: when the first pass
+/// finds duplicated identifiers, the model is planned again with them known (the common case,
+/// no duplicates, reads the model once).
 pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
     project: &Project,
     activation_name: &str,
@@ -299,127 +302,86 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
     progress: &dyn Fn(u64),
 ) -> Result<PlanReport, Error> {
     let activation = project.activation(activation_name).map_err(Error::Config)?;
-    let kind = activation.mapping.identifier.kind;
-    let mut sample_changes: Vec<(u64, ChangeView)> = Vec::new();
-    let mut sample_rejections: Vec<RejectionView> = Vec::new();
-    // key hash → the row that voided earlier rows of that key.
-    let mut voided: HashMap<u64, u64> = HashMap::new();
+    let last_wins = activation.mapping.duplicates == sync_core::mapping::DuplicatePolicy::Last;
     let out_err = |path: &Path| {
         let path = path.to_owned();
         move |source| Error::Output { path, source }
     };
-    let mut output = match &opts.output {
-        Some(p) => Some(BufWriter::new(File::create(p).map_err(out_err(p))?)),
-        None => None,
-    };
-    let (counts, snapshot_contacts, elapsed) = plan_rows(
-        project,
-        activation_name,
-        store,
-        HashMap::new(),
-        progress,
-        &mut |mapping, p, _| {
-            if let Some(h) = p.voids_earlier {
-                voided.insert(h, p.row);
-            }
-            let (change, rejection) = match &p.outcome {
-                RowOutcome::Changed(c) => {
-                    (Some((c.key_hash, change_view(mapping, p.row, c))), None)
+    let started = Instant::now();
+    let mut known: HashMap<u64, Option<u64>> = HashMap::new();
+    loop {
+        let second_pass = !known.is_empty();
+        let mut found: HashMap<u64, Option<u64>> = HashMap::new();
+        let mut sample_changes: Vec<ChangeView> = Vec::new();
+        let mut sample_rejections: Vec<RejectionView> = Vec::new();
+        let mut output = match &opts.output {
+            Some(p) => Some(BufWriter::new(File::create(p).map_err(out_err(p))?)),
+            None => None,
+        };
+        let (counts, snapshot_contacts, _) = plan_rows(
+            project,
+            activation_name,
+            store,
+            std::mem::take(&mut known),
+            progress,
+            &mut |mapping, p, _| {
+                if let Some(h) = p.voids_earlier {
+                    found.insert(h, last_wins.then_some(p.row));
                 }
-                RowOutcome::Rejected(r) => (
-                    None,
-                    Some(RejectionView {
-                        row: p.row,
-                        message: r.to_string(),
-                        rejection: r.clone(),
-                    }),
-                ),
-                RowOutcome::Unchanged { .. } => (None, None),
-            };
-            if let Some(w) = output.as_mut() {
-                let line = match (&change, &rejection) {
-                    (Some((_, c)), _) => Some(serde_json::to_string(&OutputLine::Changed(c))),
-                    (_, Some(r)) => Some(serde_json::to_string(&OutputLine::Rejected(r))),
-                    _ => None,
+                if !second_pass && !found.is_empty() {
+                    return Ok(()); // this pass is only finding duplicates now
+                }
+                let line = match &p.outcome {
+                    RowOutcome::Changed(c) => {
+                        let view = change_view(mapping, p.row, c);
+                        let line = serde_json::to_string(&OutputLine::Changed(&view));
+                        if sample_changes.len() < opts.sample_size {
+                            sample_changes.push(view);
+                        }
+                        Some(line)
+                    }
+                    RowOutcome::Rejected(r) => {
+                        let view = RejectionView {
+                            row: p.row,
+                            message: r.to_string(),
+                            rejection: r.clone(),
+                        };
+                        let line = serde_json::to_string(&OutputLine::Rejected(&view));
+                        if sample_rejections.len() < opts.sample_size {
+                            sample_rejections.push(view);
+                        }
+                        Some(line)
+                    }
+                    RowOutcome::Unchanged { .. } => None,
                 };
-                if let Some(line) = line {
-                    let line = line.map_err(|e| std::io::Error::other(e.to_string()));
-                    let path = opts.output.clone().unwrap_or_default();
-                    line.and_then(|l| writeln!(w, "{l}"))
-                        .map_err(out_err(&path))?;
+                if let (Some(w), Some(line), Some(path)) = (output.as_mut(), line, &opts.output) {
+                    line.map_err(|e| std::io::Error::other(e.to_string()))
+                        .and_then(|l| writeln!(w, "{l}"))
+                        .map_err(out_err(path))?;
                 }
-            }
-            // Keep a little more than asked, so samples stay full after voided rows drop out.
-            if let Some(c) = change {
-                if sample_changes.len() < opts.sample_size * 2 + 8 {
-                    sample_changes.push(c);
-                }
-            }
-            if let Some(r) = rejection {
-                if sample_rejections.len() < opts.sample_size {
-                    sample_rejections.push(r);
-                }
-            }
-            Ok(())
-        },
-    )?;
-    let is_voided = |hash: u64, row: u64| voided.get(&hash).is_some_and(|v| row < *v);
-    sample_changes.retain(|(h, c)| !is_voided(*h, c.row));
-    sample_changes.truncate(opts.sample_size);
-    if let (Some(w), Some(path)) = (output, &opts.output) {
-        w.into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_all())
-            .map_err(out_err(path))?;
-        if !voided.is_empty() {
-            drop_voided_lines(path, kind, &is_voided).map_err(out_err(path))?;
+                Ok(())
+            },
+        )?;
+        if !second_pass && !found.is_empty() {
+            known = found;
+            continue;
         }
-    }
-    Ok(PlanReport {
-        activation: activation.name.clone(),
-        model: activation.model.clone(),
-        counts,
-        snapshot_contacts,
-        sample_changes: sample_changes.into_iter().map(|(_, c)| c).collect(),
-        sample_rejections,
-        duration_ms: elapsed.as_millis() as u64,
-    })
-}
-
-/// Rewrites the output file so that rows voided by a later duplicate are listed as rejected
-/// duplicates rather than as changes.
-fn drop_voided_lines(
-    path: &Path,
-    kind: sync_core::IdentifierKind,
-    is_voided: &dyn Fn(u64, u64) -> bool,
-) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let reader = BufReader::new(File::open(path)?);
-        let mut w = BufWriter::new(File::create(&tmp)?);
-        for line in reader.lines() {
-            let line = line?;
-            let v: serde_json::Value =
-                serde_json::from_str(&line).map_err(std::io::Error::other)?;
-            let row = v["row"].as_u64().unwrap_or(0);
-            let contact = v["contact"].as_str().or(v["identifier"].as_str());
-            let voided = contact.is_some_and(|c| is_voided(key_hash(kind, c), row));
-            if !voided {
-                writeln!(w, "{line}")?;
-            } else {
-                let r = serde_json::json!({
-                    "outcome": "rejected",
-                    "row": row,
-                    "code": "duplicate_identifier",
-                    "identifier": contact,
-                    "message": "duplicate_identifier: this identifier appears on more than one row",
-                });
-                writeln!(w, "{r}")?;
-            }
+        if let (Some(w), Some(path)) = (output, &opts.output) {
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .map_err(out_err(path))?;
         }
-        w.flush()?;
+        return Ok(PlanReport {
+            activation: activation.name.clone(),
+            model: activation.model.clone(),
+            counts,
+            snapshot_contacts,
+            sample_changes,
+            sample_rejections,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
     }
-    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

@@ -1,0 +1,412 @@
+//! The same model read from every source kind gives the same plan.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parquet::data_type::{
+    BoolType, ByteArray, ByteArrayType, FixedLenByteArray, FixedLenByteArrayType, Int32Type,
+};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+
+use crate::support::{config, Project};
+
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// One customer: email, first_name, city, ltv (cents, None = NULL), vip, signup.
+struct Customer {
+    email: &'static str,
+    first_name: &'static str,
+    city: &'static str,
+    ltv_cents: Option<i64>,
+    vip: bool,
+    signup: &'static str,
+}
+
+const fn c(
+    email: &'static str,
+    first_name: &'static str,
+    city: &'static str,
+    ltv_cents: Option<i64>,
+    vip: bool,
+    signup: &'static str,
+) -> Customer {
+    Customer {
+        email,
+        first_name,
+        city,
+        ltv_cents,
+        vip,
+        signup,
+    }
+}
+
+/// Six rows: one invalid email, one email on two rows (both rejected by default), a NULL
+/// ltv and messy spacing in a name and a city.
+#[rustfmt::skip]
+const ROWS: [Customer; 6] = [
+    c("ann@example.com", "Ann", "Boston", Some(41250), true, "2024-05-01"),
+    c("bob@example.com", "  Bob   Lee ", "Chicago", Some(700), false, "2024-05-02"),
+    c("not-an-email", "Cy", "Denver", Some(5), true, "2024-05-03"),
+    c("dee@example.com", "Dee", "  El  Paso ", None, false, "2024-05-04"),
+    c("Ann@Example.com", "Annie", "Boston", Some(100), true, "2024-05-05"),
+    c("eve@example.com", "Eve", "Austin", Some(5), true, "2024-05-06"),
+];
+
+/// `41250` → `412.50`.
+fn ltv_text(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+fn signup_days(date: &str) -> i32 {
+    let parts: Vec<i32> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    // Days from civil (Howard Hinnant), 1970-01-01 = 0.
+    let (y, m, d) = (parts[0], parts[1], parts[2]);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn csv_model() -> String {
+    let mut s = String::from("email,first_name,city,ltv,vip,signup\n");
+    for r in &ROWS {
+        s.push_str(&format!(
+            "{},\"{}\",\"{}\",{},{},{}\n",
+            r.email,
+            r.first_name,
+            r.city,
+            r.ltv_cents.map(ltv_text).unwrap_or_default(),
+            r.vip,
+            r.signup
+        ));
+    }
+    s
+}
+
+fn jsonl_model() -> String {
+    let mut s = String::new();
+    for r in &ROWS {
+        // The number is written as a literal so that the file carries exactly `412.50`.
+        s.push_str(&format!(
+            "{{\"email\":{},\"first_name\":{},\"city\":{},\"ltv\":{},\"vip\":{},\"signup\":{}}}\n",
+            serde_json::json!(r.email),
+            serde_json::json!(r.first_name),
+            serde_json::json!(r.city),
+            r.ltv_cents.map_or_else(|| "null".to_owned(), ltv_text),
+            r.vip,
+            serde_json::json!(r.signup),
+        ));
+    }
+    s
+}
+
+fn sqlite_model(path: &std::path::Path) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT, first_name TEXT, \
+         city TEXT, ltv TEXT, vip BOOLEAN, signup DATE);",
+    )
+    .unwrap();
+    for (i, r) in ROWS.iter().enumerate() {
+        db.execute(
+            "INSERT INTO customers VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![
+                i as i64 + 1,
+                r.email,
+                r.first_name,
+                r.city,
+                r.ltv_cents.map(ltv_text),
+                i64::from(r.vip),
+                r.signup
+            ],
+        )
+        .unwrap();
+    }
+}
+
+fn parquet_model(path: &std::path::Path) {
+    let schema = Arc::new(
+        parse_message_type(
+            "message customers {
+                required binary email (UTF8);
+                required binary first_name (UTF8);
+                required binary city (UTF8);
+                optional fixed_len_byte_array(9) ltv (DECIMAL(20,2));
+                required boolean vip;
+                required int32 signup (DATE);
+            }",
+        )
+        .unwrap(),
+    );
+    let file = std::fs::File::create(path).unwrap();
+    let props = Arc::new(WriterProperties::builder().build());
+    let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
+    let mut rg = writer.next_row_group().unwrap();
+    let text = |f: fn(&Customer) -> &'static str| -> Vec<ByteArray> {
+        ROWS.iter().map(|r| ByteArray::from(f(r))).collect()
+    };
+    for col in [text(|r| r.email), text(|r| r.first_name), text(|r| r.city)] {
+        let mut cw = rg.next_column().unwrap().unwrap();
+        cw.typed::<ByteArrayType>()
+            .write_batch(&col, None, None)
+            .unwrap();
+        cw.close().unwrap();
+    }
+    {
+        // Big-endian two's complement unscaled values, 9 bytes.
+        let values: Vec<FixedLenByteArray> = ROWS
+            .iter()
+            .filter_map(|r| r.ltv_cents)
+            .map(|c| {
+                let be = i128::from(c).to_be_bytes();
+                FixedLenByteArray::from(be[16 - 9..].to_vec())
+            })
+            .collect();
+        let defs: Vec<i16> = ROWS
+            .iter()
+            .map(|r| i16::from(r.ltv_cents.is_some()))
+            .collect();
+        let mut cw = rg.next_column().unwrap().unwrap();
+        cw.typed::<FixedLenByteArrayType>()
+            .write_batch(&values, Some(&defs), None)
+            .unwrap();
+        cw.close().unwrap();
+    }
+    {
+        let values: Vec<bool> = ROWS.iter().map(|r| r.vip).collect();
+        let mut cw = rg.next_column().unwrap().unwrap();
+        cw.typed::<BoolType>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        cw.close().unwrap();
+    }
+    {
+        let values: Vec<i32> = ROWS.iter().map(|r| signup_days(r.signup)).collect();
+        let mut cw = rg.next_column().unwrap().unwrap();
+        cw.typed::<Int32Type>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        cw.close().unwrap();
+    }
+    rg.close().unwrap();
+    writer.close().unwrap();
+}
+
+/// Drops the test's PostgreSQL schema, whatever happens to the test.
+struct PgSchema {
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut db) = postgres::Client::connect(PG_URL, postgres::NoTls) {
+            let _ = db.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+fn postgres_model() -> PgSchema {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let guard = PgSchema {
+        name: format!("e2e_sources_{}_{nanos}", std::process::id()),
+    };
+    let mut db = postgres::Client::connect(PG_URL, postgres::NoTls).unwrap();
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {s};
+         CREATE TABLE {s}.customers (id integer PRIMARY KEY, email text, first_name text,
+             city text, ltv numeric(20,2), vip boolean, signup date);",
+        s = guard.name
+    ))
+    .unwrap();
+    for (i, r) in ROWS.iter().enumerate() {
+        // Numbers and dates go through their text form, cast by the server.
+        db.execute(
+            &format!(
+                "INSERT INTO {}.customers VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7::text::date)",
+                guard.name
+            ),
+            &[
+                &(i as i32 + 1),
+                &r.email,
+                &r.first_name,
+                &r.city,
+                &r.ltv_cents.map(ltv_text),
+                &r.vip,
+                &r.signup,
+            ],
+        )
+        .unwrap();
+    }
+    guard
+}
+
+const COLUMNS: &str = "email, first_name, city, ltv, vip, signup";
+
+/// A project whose model `m` is `model` (the TOML lines after `[models.m]`).
+fn project(model: &str) -> Project {
+    let p = Project::new();
+    let text = config(
+        "first_name = \"first_name\"\ncity = \"city\"",
+        "\"LTV\" = { column = \"ltv\", type = \"number\" }\n\
+         \"VIP\" = { column = \"vip\", type = \"bool\" }\n\
+         \"Signup\" = { column = \"signup\", type = \"date\" }",
+    );
+    let csv = "source = \"csv\"\npath = \"data/m.csv\"";
+    assert!(text.contains(csv));
+    p.write("attentive-sync.toml", &text.replacen(csv, model, 1));
+    p
+}
+
+/// `plan a --output plan.jsonl --format json`: the plan file and the JSON counts.
+fn plan(name: &str, p: &Project) -> (String, serde_json::Value) {
+    let r = p.run(&["plan", "a", "--output", "plan.jsonl", "--format", "json"]);
+    assert_eq!(r.code, 3, "{name}: {}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("{name}: plan is not JSON ({e}): {}", r.all()));
+    (p.read("plan.jsonl"), report["counts"].clone())
+}
+
+/// `text` with every `"row":N` lowered by `by`, the rest byte for byte.
+fn shift_rows(text: &str, by: u64) -> String {
+    const KEY: &str = "\"row\":";
+    let mut out = String::new();
+    for line in text.lines() {
+        let at = line.find(KEY).unwrap_or_else(|| panic!("no row: {line}")) + KEY.len();
+        let digits = line[at..].bytes().take_while(u8::is_ascii_digit).count();
+        let row: u64 = line[at..at + digits].parse().unwrap();
+        out.push_str(&line[..at]);
+        out.push_str(&(row - by).to_string());
+        out.push_str(&line[at + digits..]);
+        out.push('\n');
+    }
+    out
+}
+
+/// A line-by-line diff of two plan files, for assertion messages.
+fn diff(a_name: &str, a: &str, b_name: &str, b: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut out = String::new();
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(i).copied(), b.get(i).copied());
+        if x != y {
+            out.push_str(&format!(
+                "line {}:\n  {a_name}: {}\n  {b_name}: {}\n",
+                i + 1,
+                x.unwrap_or("<none>"),
+                y.unwrap_or("<none>")
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_same_model_from_every_source_gives_an_identical_plan() {
+    let csv = project("source = \"csv\"\npath = \"data/m.csv\"");
+    csv.write("data/m.csv", &csv_model());
+
+    let jsonl = project("source = \"jsonl\"\npath = \"data/m.jsonl\"");
+    jsonl.write("data/m.jsonl", &jsonl_model());
+
+    let sqlite = project(&format!(
+        "source = \"sqlite\"\npath = \"data/m.db\"\n\
+         query = \"SELECT {COLUMNS} FROM customers ORDER BY id\""
+    ));
+    std::fs::create_dir_all(sqlite.path("data")).unwrap();
+    sqlite_model(&sqlite.path("data/m.db"));
+
+    let parquet = project("source = \"parquet\"\npath = \"data/m.parquet\"");
+    std::fs::create_dir_all(parquet.path("data")).unwrap();
+    parquet_model(&parquet.path("data/m.parquet"));
+
+    let schema = postgres_model();
+    let pg = project(&format!(
+        "source = \"postgres\"\nurl = \"{PG_URL}\"\n\
+         query = \"SELECT {COLUMNS} FROM {}.customers ORDER BY id\"",
+        schema.name
+    ));
+
+    let plans: Vec<(&str, (String, serde_json::Value))> = [
+        ("csv", &csv),
+        ("jsonl", &jsonl),
+        ("sqlite", &sqlite),
+        ("parquet", &parquet),
+        ("postgres", &pg),
+    ]
+    .into_iter()
+    .map(|(name, p)| (name, plan(name, p)))
+    .collect();
+
+    // The expected plan: ann@example.com is on two rows (both rejected), not-an-email is
+    // invalid; bob, dee and eve are new contacts.
+    let (base_name, (base_file, base_counts)) = &plans[0];
+    assert_eq!(base_counts["rows"], 6, "{base_counts}");
+    assert_eq!(base_counts["changed"], 3, "{base_counts}");
+    assert_eq!(base_counts["unchanged"], 0, "{base_counts}");
+    assert_eq!(base_counts["rejected"], 3, "{base_counts}");
+    assert_eq!(
+        base_counts["rejected_by_code"],
+        serde_json::json!({"invalid_identifier": 1, "duplicate_identifier": 2}),
+        "{base_counts}"
+    );
+    let changed: Vec<serde_json::Value> = base_file
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["outcome"] == "changed")
+        .collect();
+    let contacts: Vec<&str> = changed
+        .iter()
+        .map(|l| l["contact"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contacts,
+        ["bob@example.com", "dee@example.com", "eve@example.com"],
+        "{base_file}"
+    );
+
+    // `row` is where the record is in its source: for CSV the file line (1 = header), for
+    // every other source the record number (JSONL has no header, so its line is the record).
+    // So the CSV plan is compared with its rows shifted back by the header line; the other
+    // four must be byte-identical as they are.
+    let csv_as_records = shift_rows(base_file, 1);
+    assert_ne!(&csv_as_records, base_file);
+    let mut findings = String::new();
+    for (name, (file, counts)) in &plans[1..] {
+        if counts != base_counts {
+            findings.push_str(&format!(
+                "{name} counts differ from {base_name}:\n  {base_name}: {base_counts}\n  {name}: {counts}\n"
+            ));
+        }
+        if *file != csv_as_records {
+            findings.push_str(&format!(
+                "{name} plan.jsonl differs from {base_name} (rows as record numbers):\n{}",
+                diff(base_name, &csv_as_records, name, file)
+            ));
+        }
+    }
+    assert!(
+        findings.is_empty(),
+        "{findings}\n{base_name} plan.jsonl (rows as record numbers):\n{csv_as_records}"
+    );
+
+    // The attributes counted to send are those of the changes listed: Ann's first row is
+    // voided by her second, so only bob, dee and eve count, and Dee's NULL ltv sends nothing
+    // (on_null = "omit").
+    assert_eq!(
+        base_counts["attributes_to_send"],
+        serde_json::json!({
+            "custom:LTV": 2, "custom:Signup": 3, "custom:VIP": 3,
+            "std:city": 3, "std:first_name": 3
+        }),
+        "attributes_to_send still counts the change of a row voided as a duplicate: {base_counts}"
+    );
+    drop(schema);
+}
