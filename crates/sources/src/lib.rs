@@ -25,6 +25,7 @@
 
 mod csv;
 mod error;
+mod float;
 mod jsonl;
 mod parquet;
 mod postgres;

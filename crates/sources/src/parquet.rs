@@ -2,6 +2,8 @@
 //! [`ParquetSource`]).
 
 use std::fmt::{self, Write as _};
+
+use crate::float::set_float;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -932,23 +934,6 @@ fn int96_timestamp(x: &Int96) -> Value {
         DateTime::from_timestamp(secs, u32::try_from(nanos % 1_000_000_000).ok()?)
     });
     utc_text(at, || format!("INT96 {data:?}"))
-}
-
-/// A float or double: its shortest round-trip text, or unsupported when not finite.
-fn set_float<F: fmt::Debug + fmt::Display + Into<f64> + Copy>(slot: &mut Value, x: F) {
-    if !x.into().is_finite() {
-        *slot = Value::Unsupported {
-            kind: "non-finite number",
-            text: x.to_string(),
-        };
-        return;
-    }
-    if let Value::Number(buf) = slot {
-        buf.clear();
-        let _ = write!(buf, "{x:?}");
-    } else {
-        *slot = Value::Number(format!("{x:?}"));
-    }
 }
 
 /// A `BINARY` or `FIXED_LEN_BYTE_ARRAY` value. `Err` when text is not valid UTF-8.

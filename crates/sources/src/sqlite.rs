@@ -1,6 +1,8 @@
 //! SQLite models: the rows of one query, streamed from a reader thread (see [`SqliteSource`]).
 
 use std::fmt::{self, Write as _};
+
+use crate::float::set_float;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -534,23 +536,6 @@ fn set_value(slot: &mut Value, value: ValueRef<'_>, declared: Declared) -> Resul
         }
     }
     Ok(())
-}
-
-/// A finite float as [`Value::Number`] with its shortest round-trip text; others unsupported.
-fn set_float(slot: &mut Value, f: f64) {
-    if !f.is_finite() {
-        *slot = Value::Unsupported {
-            kind: "non-finite number",
-            text: f.to_string(),
-        };
-        return;
-    }
-    if let Value::Number(buf) = slot {
-        buf.clear();
-        let _ = write!(buf, "{f:?}");
-    } else {
-        *slot = Value::Number(format!("{f:?}"));
-    }
 }
 
 /// `x'0102…'`: the first bytes of a blob, in hex.
