@@ -410,3 +410,95 @@ fn the_same_model_from_every_source_gives_an_identical_plan() {
     );
     drop(schema);
 }
+
+/// A PostgreSQL connection killed while a run reads the model: the run is reported as failed
+/// with a message that says so, nothing is sent, and the snapshot is untouched.
+#[test]
+fn a_postgres_connection_killed_mid_run_fails_the_run_and_keeps_the_snapshot() {
+    let schema = postgres_model();
+    let emails: Vec<&str> = ROWS
+        .iter()
+        .map(|r| r.email)
+        .filter(|e| e.contains('@'))
+        .collect();
+    let sim = crate::support::start_sim(attentive_sim::SimConfig {
+        contacts: crate::support::seed(&emails),
+        ..attentive_sim::SimConfig::default()
+    });
+    let base_url = format!("http://{}", sim.local_addr().unwrap());
+    let p = Project::new();
+    let text = crate::support::sim_config(
+        &base_url,
+        "first_name = \"first_name\"\ncity = \"city\"",
+        "\"VIP\" = { column = \"vip\", type = \"bool\" }",
+    );
+    // Every row takes 0.3 s to produce, so the read is still going when the backend is killed.
+    let model = format!(
+        "source = \"postgres\"\nurl = \"{PG_URL}\"\nquery = \"SELECT {COLUMNS}, pg_sleep(0.3)::text AS pause FROM {}.customers ORDER BY id\"",
+        schema.name
+    );
+    p.write(
+        "attentive-sync.toml",
+        &text.replacen("source = \"csv\"\npath = \"data/m.csv\"", &model, 1),
+    );
+
+    let killer = std::thread::spawn(|| {
+        let mut db = postgres::Client::connect(PG_URL, postgres::NoTls).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let rows = db
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE pid <> pg_backend_pid() AND state = 'active' \
+                     AND (query ILIKE '%fetch%' OR query ILIKE '%pg_sleep%')",
+                    &[],
+                )
+                .unwrap();
+            if !rows.is_empty() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    });
+    let r = p.run_within(
+        &["run", "a", "--format", "json"],
+        &[("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)],
+        std::time::Duration::from_secs(60),
+    );
+    assert!(
+        killer.join().unwrap(),
+        "the model backend was never killed: {}",
+        r.all()
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["status"], "failed", "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(error.contains("PostgreSQL"), "{error}");
+    assert!(r.stderr.contains("failed"), "{}", r.stderr);
+    // Nothing was sent, and the snapshot knows nobody.
+    let writes = sim
+        .requests()
+        .iter()
+        .filter(|q| q.endpoint == crate::support::WRITE)
+        .count();
+    assert_eq!(writes, 0);
+    let shown = p.run(&["contacts", "show", "bob@example.com"]);
+    assert!(
+        shown.stdout.contains("not in the snapshot"),
+        "{}",
+        shown.all()
+    );
+    // The next run, with the server healthy, delivers everything.
+    let query_fast = p
+        .read("attentive-sync.toml")
+        .replace(", pg_sleep(0.3)::text AS pause", "");
+    p.write("attentive-sync.toml", &query_fast);
+    let (r, report) = p.sync_with(attentive_sim::DEFAULT_KEY, &[]);
+    assert_eq!(r.code, 3, "{}", r.all()); // the invalid and duplicated rows are rejected
+    assert!(
+        report["counts"]["updated"].as_u64().unwrap() >= 3,
+        "{report}"
+    );
+}

@@ -214,61 +214,56 @@ pub async fn run<D: Destination + 'static>(
         .map_err(PlanFailure::Config)?
         .clone();
     let dest_name = activation.destination.clone();
-    let (_, mapping) = plan::bind(project, &activation)?;
-
     let mut store = StateStore::open(&project.state_path)?;
     let holder = format!("attentive-sync pid {}", std::process::id());
     let lock = store.try_lock(&activation.name, &holder)?;
     store.mark_interrupted_runs(&activation.name)?;
     let run_id = store.begin_run(&activation.name, RunKind::Run)?;
-    let keys: Vec<&str> = mapping.attribute_keys().collect();
-    store.retain_attributes(&activation.name, &keys)?;
-    let mapping_json = serde_json::json!({
-        "identifier": { "column": mapping.identifier.column, "kind": mapping.identifier.kind },
-        "attributes": keys,
-    });
-    store.set_activation_mapping(&activation.name, &mapping_json.to_string())?;
 
     // Pass 1: find duplicated identifiers.
     let known = {
         let project = project.clone();
         let name = activation.name.clone();
         let stop = opts.stop.clone();
-        tokio::task::spawn_blocking(move || -> Result<HashMap<u64, Option<u64>>, Error> {
-            let reader = StateStore::open(&project.state_path)?;
-            let last_wins = project
-                .activations
-                .get(&name)
-                .is_some_and(|a| a.mapping.duplicates == sync_core::mapping::DuplicatePolicy::Last);
-            let mut known = HashMap::new();
-            plan::plan_rows(
-                &project,
-                &name,
-                &reader,
-                HashMap::new(),
-                &|_| {},
-                &mut |_, p, _| {
-                    if stop.load(Ordering::Relaxed) {
-                        return Err(PlanFailure::Stopped("interrupted"));
-                    }
-                    if let Some(h) = p.voids_earlier {
-                        known.insert(h, last_wins.then_some(p.row));
-                    }
-                    Ok(())
-                },
-            )?;
-            Ok(known)
-        })
+        // Off the async threads: SQL models' drivers block.
+        tokio::task::spawn_blocking(
+            move || -> Result<(BoundMapping, HashMap<u64, Option<u64>>), Error> {
+                let activation = project.activation(&name).map_err(PlanFailure::Config)?;
+                let (_, mapping) = plan::bind(&project, activation)?;
+                let reader = StateStore::open(&project.state_path)?;
+                let last_wins = project.activations.get(&name).is_some_and(|a| {
+                    a.mapping.duplicates == sync_core::mapping::DuplicatePolicy::Last
+                });
+                let mut known = HashMap::new();
+                plan::plan_rows(
+                    &project,
+                    &name,
+                    &reader,
+                    HashMap::new(),
+                    &|_| {},
+                    &mut |_, p, _| {
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(PlanFailure::Stopped("interrupted"));
+                        }
+                        if let Some(h) = p.voids_earlier {
+                            known.insert(h, last_wins.then_some(p.row));
+                        }
+                        Ok(())
+                    },
+                )?;
+                Ok((mapping, known))
+            },
+        )
         .await
         .map_err(|e| Error::Worker(e.to_string()))?
     };
-    let known = match known {
+    let (mapping, known) = match known {
         Ok(k) => k,
         Err(e) => {
             let msg = if opts.stop.load(Ordering::Relaxed) {
                 "interrupted before delivery".to_owned()
             } else {
-                format!("{e:#}")
+                anyhow_like(&e)
             };
             let status = if opts.stop.load(Ordering::Relaxed) {
                 RunStatus::Interrupted
@@ -290,6 +285,14 @@ pub async fn run<D: Destination + 'static>(
             });
         }
     };
+
+    let keys: Vec<&str> = mapping.attribute_keys().collect();
+    store.retain_attributes(&activation.name, &keys)?;
+    let mapping_json = serde_json::json!({
+        "identifier": { "column": mapping.identifier.column, "kind": mapping.identifier.kind },
+        "attributes": keys,
+    });
+    store.set_activation_mapping(&activation.name, &mapping_json.to_string())?;
 
     // The committer owns the writable store for the rest of the run.
     let (commit_tx, commit_rx) = std_mpsc::channel::<Commit>();
