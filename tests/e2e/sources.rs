@@ -433,8 +433,11 @@ fn a_postgres_connection_killed_mid_run_fails_the_run_and_keeps_the_snapshot() {
         "\"VIP\" = { column = \"vip\", type = \"bool\" }",
     );
     // Every row takes 0.3 s to produce, so the read is still going when the backend is killed.
+    // The run's connections carry a name of their own, so that only they are killed (other
+    // tests, and other test runs, use the same server).
+    let app = schema.name.clone();
     let model = format!(
-        "source = \"postgres\"\nurl = \"{PG_URL}\"\nquery = \"SELECT {COLUMNS}, pg_sleep(0.3)::text AS pause FROM {}.customers ORDER BY id\"",
+        "source = \"postgres\"\nurl = \"{PG_URL}?application_name={app}\"\nquery = \"SELECT {COLUMNS}, pg_sleep(0.3)::text AS pause FROM {}.customers ORDER BY id\"",
         schema.name
     );
     p.write(
@@ -442,16 +445,15 @@ fn a_postgres_connection_killed_mid_run_fails_the_run_and_keeps_the_snapshot() {
         &text.replacen("source = \"csv\"\npath = \"data/m.csv\"", &model, 1),
     );
 
-    let killer = std::thread::spawn(|| {
+    let killer = std::thread::spawn(move || {
         let mut db = postgres::Client::connect(PG_URL, postgres::NoTls).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
             let rows = db
                 .query(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE pid <> pg_backend_pid() AND state = 'active' \
-                     AND (query ILIKE '%fetch%' OR query ILIKE '%pg_sleep%')",
-                    &[],
+                     WHERE application_name = $1 AND state = 'active'",
+                    &[&app],
                 )
                 .unwrap();
             if !rows.is_empty() {
