@@ -71,33 +71,8 @@ fn bench(args: &[String]) -> Result<(), String> {
             let rows = flag(args, "--rows").unwrap_or_else(|| "1000000".into());
             let attrs = flag(args, "--attrs").unwrap_or_else(|| "20".into());
             let ack = flag(args, "--ack").unwrap_or_else(|| "full".into());
-            cargo(&[
-                "build",
-                "--release",
-                "-q",
-                "-p",
-                "xtask",
-                "--bin",
-                "bench-worker",
-            ])?;
-            let worker = root().join("target/release/bench-worker");
             let dir = root().join(format!("target/bench/plan-{rows}x{attrs}"));
-            let phase = |phase: &str, extra: &[&str]| -> Result<serde_json::Value, String> {
-                let out = Command::new(&worker)
-                    .arg(phase)
-                    .arg(&dir)
-                    .args(extra)
-                    .output()
-                    .map_err(|e| format!("running {}: {e}", worker.display()))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "bench-worker {phase} failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    ));
-                }
-                serde_json::from_slice(&out.stdout)
-                    .map_err(|e| format!("bench-worker {phase} output: {e}"))
-            };
+            let phase = |phase: &str, extra: &[&str]| worker(phase, &dir, extra);
             let gen = phase("gen", &[&rows, &attrs])?;
             eprintln!("model: {gen}");
             let first = phase("first", &[&ack])?;
@@ -129,12 +104,9 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]";
-
-fn bench_deliver(args: &[String]) -> Result<(), String> {
-    let contacts = flag(args, "--contacts").unwrap_or_else(|| "2000".into());
-    let latency = flag(args, "--latency-ms").unwrap_or_else(|| "50".into());
-    let rate = flag(args, "--rate").unwrap_or_else(|| "150".into());
+/// Builds the release `bench-worker` and runs one phase of it in its own process; its stdout
+/// is one JSON object.
+fn worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, String> {
     cargo(&[
         "build",
         "--release",
@@ -145,21 +117,32 @@ fn bench_deliver(args: &[String]) -> Result<(), String> {
         "bench-worker",
     ])?;
     let worker = root().join("target/release/bench-worker");
-    let dir = root().join("target/bench/deliver");
     let out = Command::new(&worker)
-        .arg("deliver")
-        .arg(&dir)
-        .args([&contacts, &latency, &rate])
+        .arg(phase)
+        .arg(dir)
+        .args(extra)
         .output()
         .map_err(|e| format!("running {}: {e}", worker.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "bench-worker deliver failed: {}",
+            "bench-worker {phase} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker output: {e}"))?;
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
+}
+
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]";
+
+fn bench_deliver(args: &[String]) -> Result<(), String> {
+    let contacts = flag(args, "--contacts").unwrap_or_else(|| "2000".into());
+    let latency = flag(args, "--latency-ms").unwrap_or_else(|| "50".into());
+    let rate = flag(args, "--rate").unwrap_or_else(|| "150".into());
+    let v = worker(
+        "deliver",
+        &root().join("target/bench/deliver"),
+        &[&contacts, &latency, &rate],
+    )?;
     println!("bench deliver: {contacts} changed contacts, simulator at {rate} req/s per key with {latency} ms latency");
     println!(
         "  {} requests in {:.1} s = {:.1} req/s: {:.1}% of the budget; 429 answers: {} ({:.2}% of requests); run {} ({} updated)",

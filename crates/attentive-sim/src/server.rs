@@ -348,6 +348,15 @@ enum Lookup {
     Phone(String),
 }
 
+impl Lookup {
+    fn find<'a>(&self, st: &'a crate::state::State) -> Option<&'a crate::model::Contact> {
+        match self {
+            Lookup::Email(e) => st.find_by_query(Some(e), None),
+            Lookup::Phone(p) => st.find_by_query(None, Some(p)),
+        }
+    }
+}
+
 /// `?email=` or `?phone=`, exactly one, validated.
 fn lookup_query(raw: Option<&str>) -> Result<Lookup, ApiError> {
     let mut email = None;
@@ -384,10 +393,7 @@ async fn get_subscriptions(
         Err(e) => e.at(uri.path()),
         Ok(lookup) => {
             let st = sim.lock();
-            let contact = match &lookup {
-                Lookup::Email(e) => st.find_by_query(Some(e), None),
-                Lookup::Phone(p) => st.find_by_query(None, Some(p)),
-            };
+            let contact = lookup.find(&st);
             match contact {
                 None => message(StatusCode::NOT_FOUND, "Subscriptions not found"),
                 Some(c) => {
@@ -456,10 +462,7 @@ async fn get_v1_custom(
         Err(e) => e.at(uri.path()),
         Ok(lookup) => {
             let st = sim.lock();
-            let contact = match &lookup {
-                Lookup::Email(e) => st.find_by_query(Some(e), None),
-                Lookup::Phone(p) => st.find_by_query(None, Some(p)),
-            };
+            let contact = lookup.find(&st);
             match contact {
                 None => message(StatusCode::NOT_FOUND, "User not found"),
                 Some(c) => {

@@ -10,7 +10,7 @@ use std::fmt;
 use nohash_hasher::BuildNoHashHasher;
 
 use crate::fingerprint::{self, RowHasher, ROW_FP_MASK};
-use crate::mapping::{AttributeId, BoundMapping, DuplicatePolicy, IdentifierKind, OnNull};
+use crate::mapping::{AttributeId, BoundMapping, DuplicatePolicy, OnNull};
 use crate::normalize;
 use crate::ports::{ContactRef, ContactWrite, SnapshotStore, StoredAttribute};
 use crate::value::{Canonical, SourceRow};
@@ -679,11 +679,6 @@ impl<'m> Planner<'m> {
             let key = &self.mapping.attributes[c.attribute].key;
             decrement(&mut self.counts.attributes_to_send, key);
         }
-    }
-
-    /// The identifier kind of this plan.
-    pub fn identifier_kind(&self) -> IdentifierKind {
-        self.mapping.identifier.kind
     }
 }
 

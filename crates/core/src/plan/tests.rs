@@ -1,6 +1,7 @@
 use super::*;
 use crate::mapping::{
-    AttributeMapping, CustomType, DateOrder, Identifier, Mapping, NormalizeOptions, StandardField,
+    AttributeMapping, CustomType, DateOrder, Identifier, IdentifierKind, Mapping, NormalizeOptions,
+    StandardField,
 };
 use crate::memory::MemorySnapshot;
 use crate::value::Value;
