@@ -411,6 +411,136 @@ fn the_same_model_from_every_source_gives_an_identical_plan() {
     drop(schema);
 }
 
+/// `project(model)` with `filter` on its activation.
+fn segment_project(model: &str, filter: &str) -> Project {
+    let p = project(model);
+    let text = p.read("attentive-sync.toml").replacen(
+        "[activations.a.standard]",
+        &format!("filter = {filter:?}\n[activations.a.standard]"),
+        1,
+    );
+    p.write("attentive-sync.toml", &text);
+    p
+}
+
+/// A segment: PostgreSQL filters inside the database (the query wrapped in a `WHERE`), a CSV
+/// model with the same condition in the file predicate language; both keep the same rows and
+/// plan the same changes. A filter the database rejects is reported by `validate`.
+#[test]
+fn a_segment_filter_keeps_the_same_rows_in_postgres_and_in_a_file() {
+    let schema = postgres_model();
+    let pg = segment_project(
+        &format!(
+            "source = \"postgres\"\nurl = \"{PG_URL}\"\n\
+             query = \"SELECT {COLUMNS} FROM {}.customers ORDER BY id;\"",
+            schema.name
+        ),
+        "ltv >= 1 AND vip IS NOT NULL",
+    );
+    let csv = segment_project(
+        "source = \"csv\"\npath = \"data/m.csv\"",
+        "ltv >= 1 and vip is not null",
+    );
+    csv.write("data/m.csv", &csv_model());
+
+    let report = |p: &Project| -> serde_json::Value {
+        let r = p.run(&["plan", "a", "--output", "plan.jsonl", "--format", "json"]);
+        assert_eq!(r.code, 3, "{}", r.all());
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let (pg_report, csv_report) = (report(&pg), report(&csv));
+    // ltv >= 1.00: Ann (412.50) twice, so both rejected as duplicates, and Bob (7.00); Cy and
+    // Eve (0.05) and Dee (NULL) are outside.
+    assert_eq!(
+        pg_report["segment"],
+        serde_json::json!({"filter": "ltv >= 1 AND vip IS NOT NULL", "filtered_by": "database"})
+    );
+    assert_eq!(
+        csv_report["segment"],
+        serde_json::json!({"filter": "ltv >= 1 and vip is not null", "filtered_by": "rows"})
+    );
+    assert_eq!(pg_report["counts"]["rows"], 3, "{pg_report}");
+    assert_eq!(
+        pg_report["counts"]["outside_segment"], 0,
+        "the database filtered them"
+    );
+    assert_eq!(csv_report["counts"]["rows"], 3, "{csv_report}");
+    assert_eq!(csv_report["counts"]["outside_segment"], 3, "{csv_report}");
+    assert_eq!(pg_report["counts"]["changed"], 1);
+    assert_eq!(
+        pg_report["counts"]["rejected_by_code"],
+        serde_json::json!({"duplicate_identifier": 2})
+    );
+    // The rows kept by PostgreSQL are numbered as the wrapped query returns them (1..3); the
+    // file's rows keep their lines. The changes are the same.
+    let changes = |p: &Project| -> Vec<serde_json::Value> {
+        p.read("plan.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["outcome"] == "changed")
+            .map(|mut l| {
+                l["row"] = serde_json::Value::Null;
+                l
+            })
+            .collect()
+    };
+    let pg_changes = changes(&pg);
+    assert_eq!(pg_changes, changes(&csv));
+    assert_eq!(pg_changes.len(), 1);
+    assert_eq!(pg_changes[0]["contact"], "bob@example.com");
+
+    let text = pg.run(&["plan", "a"]).stdout;
+    assert!(
+        text.contains(
+            "segment `ltv >= 1 AND vip IS NOT NULL` (filtered by the database): 3 rows kept"
+        ),
+        "{text}"
+    );
+    let text = csv.run(&["plan", "a"]).stdout;
+    assert!(
+        text.contains("segment `ltv >= 1 and vip is not null`: 3 rows kept, 3 left out"),
+        "{text}"
+    );
+
+    // A filter naming a column the query does not have: `validate` says which activation,
+    // which filter, and what PostgreSQL said.
+    let cfg = pg
+        .read("attentive-sync.toml")
+        .replace("ltv >= 1 AND", "ltvv >= 1 AND");
+    pg.write("attentive-sync.toml", &cfg);
+    let r = pg.run(&["validate"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    let all = r.all();
+    assert!(
+        all.contains(
+            "narrowed by activation \"a\"'s filter `ltvv >= 1 AND vip IS NOT NULL` failed"
+        ) && all.contains("ltvv"),
+        "{all}"
+    );
+    // And a file filter naming an unknown column, or that does not parse.
+    let cfg = csv
+        .read("attentive-sync.toml")
+        .replace("ltv >= 1 and", "ltvv >= 1 and");
+    csv.write("attentive-sync.toml", &cfg);
+    let all = csv.run(&["validate"]).all();
+    assert!(
+        all.contains("column `ltvv`, which is not in the model"),
+        "{all}"
+    );
+    let cfg = csv
+        .read("attentive-sync.toml")
+        .replace("ltvv >= 1 and", "ltv >=");
+    csv.write("attentive-sync.toml", &cfg);
+    let r = csv.run(&["validate"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("activations.a.filter: expected a value"),
+        "{}",
+        r.all()
+    );
+    drop(schema);
+}
+
 /// A PostgreSQL connection killed while a run reads the model: the run is reported as failed
 /// with a message that says so, nothing is sent, and the snapshot is untouched.
 #[test]
@@ -503,4 +633,124 @@ fn a_postgres_connection_killed_mid_run_fails_the_run_and_keeps_the_snapshot() {
         report["counts"]["updated"].as_u64().unwrap() >= 3,
         "{report}"
     );
+}
+
+/// Every PostgreSQL type a model may use, next to the CSV text a person would write for the
+/// same values (time stamps in another offset, JSON scalars as plain text): the two plan the
+/// same attributes, and after a run from the CSV, switching the model to PostgreSQL sends
+/// nothing, because every value has the same fingerprint.
+#[test]
+fn every_postgres_type_round_trips_into_the_fingerprints_of_the_equivalent_csv() {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = PgSchema {
+        name: format!("e2e_types_{}_{nanos}", std::process::id()),
+    };
+    let mut db = postgres::Client::connect(PG_URL, postgres::NoTls).unwrap();
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {s};
+         CREATE TABLE {s}.t (id serial PRIMARY KEY, email varchar(80), name text, small int2,
+             count int4, big int8, ltv numeric(14,2), ratio float8, vip boolean, signup date,
+             seen timestamp, seen_tz timestamptz, ext_id uuid, meta json, score jsonb);
+         INSERT INTO {s}.t (email, name, small, count, big, ltv, ratio, vip, signup, seen,
+             seen_tz, ext_id, meta, score) VALUES
+           ('ann@example.com', 'Ann', -3, 70000, 9007199254740993, 41250.10, 0.25, true,
+            '2024-02-29', '2024-05-01 12:30:00', '2024-05-01 12:30:00.123456+02',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\"gold\"', '12.5'),
+           ('bob@example.com', 'Bob', 0, 1, -42, 0.01, -1.5e-3, false,
+            '1999-12-31', '2000-01-01 00:00:00', '1999-12-31 19:00:00-05',
+            '00000000-0000-0000-0000-000000000001', '7', '3'),
+           ('cy@example.com', NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL, NULL, 'null', NULL);",
+        s = schema.name
+    ))
+    .unwrap();
+    let csv_text =
+        "email,name,small,count,big,ltv,ratio,vip,signup,seen,seen_tz,ext_id,meta,score\n\
+        ann@example.com,Ann,-3,70000,9007199254740993,41250.10,0.25,true,2024-02-29,\
+        2024-05-01T12:30:00Z,2024-05-01T12:30:00.123456+02:00,\
+        a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,gold,12.5\n\
+        bob@example.com,Bob,0,1,-42,0.01,-0.0015,false,1999-12-31,\
+        2000-01-01T00:00:00Z,2000-01-01T00:00:00Z,\
+        00000000-0000-0000-0000-000000000001,7,3\n\
+        cy@example.com,,,,,,,,,,,,,\n";
+
+    let sim = crate::support::start_sim(attentive_sim::SimConfig {
+        contacts: crate::support::seed(&["ann@example.com", "bob@example.com", "cy@example.com"]),
+        ..attentive_sim::SimConfig::default()
+    });
+    let base_url = format!("http://{}", sim.local_addr().unwrap());
+    let custom = "\"Name\" = \"name\"\n\
+        \"Small\" = { column = \"small\", type = \"number\" }\n\
+        \"Count\" = { column = \"count\", type = \"number\" }\n\
+        \"Big\" = { column = \"big\", type = \"number\" }\n\
+        \"LTV\" = { column = \"ltv\", type = \"number\" }\n\
+        \"Ratio\" = { column = \"ratio\", type = \"number\" }\n\
+        \"VIP\" = { column = \"vip\", type = \"bool\" }\n\
+        \"Signup\" = { column = \"signup\", type = \"date\" }\n\
+        \"Seen\" = { column = \"seen\", type = \"datetime\" }\n\
+        \"Seen TZ\" = { column = \"seen_tz\", type = \"datetime\" }\n\
+        \"External Id\" = { column = \"ext_id\", type = \"string\" }\n\
+        \"Meta\" = { column = \"meta\", type = \"string\" }\n\
+        \"Score\" = { column = \"score\", type = \"number\" }";
+    let csv_model = "source = \"csv\"\npath = \"data/m.csv\"";
+    let pg_model = format!(
+        "source = \"postgres\"\nurl = \"{PG_URL}\"\n\
+         query = \"SELECT email, name, small, count, big, ltv, ratio, vip, signup, seen, seen_tz, \
+         ext_id, meta, score FROM {}.t ORDER BY id\"",
+        schema.name
+    );
+    let p = Project::new();
+    let csv_config = crate::support::sim_config(&base_url, "", custom);
+    let pg_config = csv_config.replacen(csv_model, &pg_model, 1);
+    p.write("data/m.csv", csv_text);
+
+    // With an empty snapshot, both plan the same changes, value for value.
+    let plan_file = |config: &str| {
+        p.write("attentive-sync.toml", config);
+        let r = p.run(&["plan", "a", "--output", "plan.jsonl", "--format", "json"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+        p.read("plan.jsonl")
+    };
+    let from_csv = shift_rows(&plan_file(&csv_config), 1);
+    let from_pg = plan_file(&pg_config);
+    assert_eq!(
+        from_pg,
+        from_csv,
+        "{}",
+        diff("csv", &from_csv, "postgres", &from_pg)
+    );
+    let ann: serde_json::Value = serde_json::from_str(from_pg.lines().next().unwrap()).unwrap();
+    let value = |name: &str| {
+        ann["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["attribute"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {ann}"))["value"]
+            .clone()
+    };
+    assert_eq!(
+        value("Big"),
+        serde_json::json!(9007199254740993_i64),
+        "{ann}"
+    );
+    assert_eq!(value("Seen TZ"), "2024-05-01T10:30:00.123456Z", "{ann}");
+    assert_eq!(value("External Id"), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    assert_eq!(value("Meta"), "gold");
+
+    // Send from the CSV, then read the same contacts from PostgreSQL: nothing to send.
+    p.write("attentive-sync.toml", &csv_config);
+    let (_, first) = p.sync();
+    assert_eq!(first["counts"]["updated"], 2, "cy has only nulls: {first}");
+    p.write("attentive-sync.toml", &pg_config);
+    let r = p.run(&["plan", "a", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["counts"]["changed"], 0, "{report}");
+    assert_eq!(report["counts"]["unchanged"], 3, "{report}");
+    drop(db);
+    drop(schema);
 }

@@ -502,14 +502,19 @@ fn validate(config: &ConfigArg, check_key: bool) -> Result<u8> {
     }
     for (name, a) in &project.activations {
         match runner::plan::bind(&project, a) {
-            Ok((_, mapping)) => println!(
-                "ok: activation {name}: model {} → destination {}, identifier `{}` ({}), {} attribute{} mapped",
+            Ok(runner::plan::Bound { mapping, .. }) => println!(
+                "ok: activation {name}: model {} → destination {}, identifier `{}` ({}), {} attribute{} mapped{}",
                 a.model,
                 a.destination,
                 mapping.identifier.column,
                 mapping.identifier.kind.as_str(),
                 mapping.attributes.len(),
-                if mapping.attributes.len() == 1 { "" } else { "s" }
+                if mapping.attributes.len() == 1 { "" } else { "s" },
+                match &a.segment {
+                    Some(runner::config::Segment::Sql(f)) => format!(", segment `{f}` (filtered by the database)"),
+                    Some(runner::config::Segment::Rows(f)) => format!(", segment `{f}`"),
+                    None => String::new(),
+                }
             ),
             Err(e) => {
                 println!("problem: {}", format!("{:#}", anyhow::Error::from(e)).replace('\n', "\n  "));

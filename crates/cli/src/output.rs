@@ -11,8 +11,26 @@ pub(crate) fn plan_text(r: &PlanReport) -> String {
     let _ = writeln!(
         s,
         "Plan for activation {} (model {}): {} rows read, {} contacts in the snapshot, {} ms",
-        r.activation, r.model, c.rows, r.snapshot_contacts, r.duration_ms
+        r.activation,
+        r.model,
+        c.rows + c.outside_segment,
+        r.snapshot_contacts,
+        r.duration_ms
     );
+    if let Some(seg) = &r.segment {
+        let _ = match seg.filtered_by {
+            "database" => writeln!(
+                s,
+                "  segment `{}` (filtered by the database): {} rows kept",
+                seg.filter, c.rows
+            ),
+            _ => writeln!(
+                s,
+                "  segment `{}`: {} rows kept, {} left out",
+                seg.filter, c.rows, c.outside_segment
+            ),
+        };
+    }
     let _ = writeln!(s, "  to update  {:>9}", c.changed);
     let _ = writeln!(s, "  unchanged  {:>9}", c.unchanged);
     let _ = writeln!(s, "  rejected   {:>9}", c.rejected);

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod normalize;
 pub mod plan;
 pub mod ports;
+pub mod segment;
 pub mod value;
 
 pub use mapping::{AttributeId, BoundMapping, IdentifierKind, Mapping, StandardField};

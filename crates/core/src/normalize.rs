@@ -534,7 +534,7 @@ pub fn number(n: NumberText) -> Canonical {
     }
 }
 
-fn boolean(t: &str) -> Option<bool> {
+pub(crate) fn boolean(t: &str) -> Option<bool> {
     match t.to_ascii_lowercase().as_str() {
         "true" | "t" | "yes" | "y" | "1" => Some(true),
         "false" | "f" | "no" | "n" | "0" => Some(false),

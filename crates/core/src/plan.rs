@@ -13,6 +13,7 @@ use crate::fingerprint::{self, RowHasher, ROW_FP_MASK};
 use crate::mapping::{AttributeId, BoundMapping, DuplicatePolicy, OnNull};
 use crate::normalize;
 use crate::ports::{ContactRef, ContactWrite, SnapshotStore, StoredAttribute};
+use crate::segment::BoundFilter;
 use crate::value::{Canonical, SourceRow};
 
 const STATE_SHIFT: u32 = 62;
@@ -190,6 +191,9 @@ pub enum RowOutcome {
     },
     Changed(ContactChange),
     Rejected(Rejection),
+    /// The activation's segment filter leaves the row out: nothing is planned or sent, and the
+    /// contact's snapshot is kept (see [`crate::segment`]).
+    OutsideSegment,
 }
 
 /// What the planner decided for one row.
@@ -207,7 +211,12 @@ pub struct RowPlan {
 /// Counts per outcome, kept exact as duplicates void earlier rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PlanCounts {
+    /// Rows planned: those in the segment (all rows read when there is no filter), so
+    /// `rows = changed + unchanged + rejected`.
     pub rows: u64,
+    /// Rows read that the segment filter left out (a file model's filter; SQL models filter in
+    /// the database, so they never see such rows).
+    pub outside_segment: u64,
     pub changed: u64,
     pub unchanged: u64,
     pub rejected: u64,
@@ -229,6 +238,8 @@ pub enum PlanError<E: std::error::Error + 'static> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prepared {
     Rejected(Rejection),
+    /// Left out by the segment filter.
+    Outside,
     Ready {
         key: String,
         key_hash: u64,
@@ -241,6 +252,7 @@ pub enum Prepared {
 #[derive(Debug)]
 pub struct RowPreparer<'m> {
     mapping: &'m BoundMapping,
+    segment: Option<BoundFilter>,
     hasher: RowHasher,
 }
 
@@ -248,8 +260,15 @@ impl<'m> RowPreparer<'m> {
     pub fn new(mapping: &'m BoundMapping) -> Self {
         RowPreparer {
             mapping,
+            segment: None,
             hasher: RowHasher::default(),
         }
+    }
+
+    /// Keeps only the rows `segment` matches (bound to the same columns as the mapping).
+    pub fn with_segment(mut self, segment: Option<BoundFilter>) -> Self {
+        self.segment = segment;
+        self
     }
 
     /// Identifies and fingerprints one row.
@@ -268,6 +287,16 @@ impl<'m> RowPreparer<'m> {
         };
         if let Some(defect) = &row.defect {
             return rejected(RejectCode::UnreadableRow, None, None, defect.clone());
+        }
+        if let Some(segment) = &self.segment {
+            match segment.matches(row) {
+                Ok(true) => {}
+                Ok(false) => return Prepared::Outside,
+                Err(p) => {
+                    let value = Some(cut(&p.value));
+                    return rejected(RejectCode::InvalidValue, Some(&p.column), value, p.rule);
+                }
+            }
         }
         let id_col = &m.identifier.column;
         let raw_id = row.values.get(m.identifier_index);
@@ -347,6 +376,12 @@ impl<'m> Planner<'m> {
         }
     }
 
+    /// Plans only the rows `segment` matches; the others are [`RowOutcome::OutsideSegment`].
+    pub fn with_segment(mut self, segment: Option<BoundFilter>) -> Self {
+        self.preparer = self.preparer.with_segment(segment);
+        self
+    }
+
     /// Plans with duplicates found by an earlier pass over the same model (collected from
     /// [`RowPlan::voids_earlier`]: key hash → winning row, `None` when every row is rejected).
     /// A run plans twice: a first pass finds duplicates, the second sends, so that no row is
@@ -398,8 +433,18 @@ impl<'m> Planner<'m> {
         prepared: Prepared,
         snapshot: &S,
     ) -> Result<RowPlan, PlanError<S::Error>> {
-        self.counts.rows += 1;
+        if !matches!(prepared, Prepared::Outside) {
+            self.counts.rows += 1;
+        }
         match prepared {
+            Prepared::Outside => {
+                self.counts.outside_segment += 1;
+                Ok(RowPlan {
+                    row: row.number,
+                    outcome: RowOutcome::OutsideSegment,
+                    voids_earlier: None,
+                })
+            }
             Prepared::Rejected(r) => Ok(self.reject(row.number, r, None)),
             Prepared::Ready {
                 key,

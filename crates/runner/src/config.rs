@@ -90,6 +90,9 @@ pub struct RawActivation {
     #[serde(default)]
     pub duplicates: DuplicatePolicy,
     pub schedule: Option<String>,
+    /// Narrows the model to a segment: a SQL condition for SQL models, a predicate over
+    /// columns for file models.
+    pub filter: Option<String>,
     #[serde(default)]
     pub standard: BTreeMap<String, String>,
     #[serde(default)]
@@ -166,6 +169,28 @@ pub struct Activation {
     pub destination: String,
     pub mapping: Mapping,
     pub schedule: Option<String>,
+    /// The segment of the model this activation sends, when it has a `filter`.
+    pub segment: Option<Segment>,
+}
+
+/// How an activation narrows its model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Segment {
+    /// A SQL condition: the model query is wrapped in `SELECT * FROM (query) WHERE condition`
+    /// so the database filters the rows.
+    Sql(String),
+    /// A predicate over a file model's columns, evaluated on each row as it is read.
+    Rows(sync_core::segment::Filter),
+}
+
+impl Segment {
+    /// The filter as configured (rows: canonical form).
+    pub fn text(&self) -> String {
+        match self {
+            Segment::Sql(s) => s.clone(),
+            Segment::Rows(f) => f.to_string(),
+        }
+    }
 }
 
 /// A validated project.
@@ -544,6 +569,32 @@ impl Project {
                     });
                 }
             }
+            let segment = a.filter.as_deref().and_then(|text| {
+                let is_sql = match raw.models.get(&a.model) {
+                    Some(m) => matches!(m.source.as_str(), "sqlite" | "postgres"),
+                    None => return None, // reported above
+                };
+                let problem = |message: String| Problem {
+                    key: format!("{key}.filter"),
+                    message,
+                };
+                if text.trim().is_empty() {
+                    problems.push(problem("is empty; remove it to send the whole model".into()));
+                    None
+                } else if is_sql {
+                    Some(Segment::Sql(text.trim().to_owned()))
+                } else {
+                    match sync_core::segment::Filter::parse(text) {
+                        Ok(f) => Some(Segment::Rows(f)),
+                        Err(e) => {
+                            problems.push(problem(format!(
+                                "{e}\n  (file models take a predicate like tier = 'gold' and ltv > 100; see docs/CONFIG.md)"
+                            )));
+                            None
+                        }
+                    }
+                }
+            });
             activations.insert(
                 name.clone(),
                 Activation {
@@ -565,6 +616,7 @@ impl Project {
                         },
                     },
                     schedule: a.schedule.clone(),
+                    segment,
                 },
             );
         }

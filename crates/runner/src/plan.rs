@@ -12,9 +12,10 @@ use serde::Serialize;
 use sync_core::mapping::{BoundMapping, MappingError};
 use sync_core::plan::{PlanCounts, PlanError, Planner, Rejection, RowOutcome, RowPlan};
 use sync_core::ports::{ModelSource, SnapshotStore};
+use sync_core::segment::BoundFilter;
 use sync_core::{SnapshotIndex, SourceRow};
 
-use crate::config::{Activation, Project};
+use crate::config::{Activation, Project, Segment};
 use crate::model;
 
 /// What stops a plan.
@@ -31,6 +32,25 @@ pub enum Error {
         activation: String,
         model: String,
         problems: Vec<MappingError>,
+    },
+    #[error(
+        "the filter of activation {activation:?} does not fit model {model:?}:{}",
+        render(problems)
+    )]
+    Filter {
+        activation: String,
+        model: String,
+        problems: Vec<sync_core::segment::FilterError>,
+    },
+    #[error(
+        "reading model {model:?} narrowed by activation {activation:?}'s filter `{filter}` failed"
+    )]
+    SegmentSource {
+        model: String,
+        activation: String,
+        filter: String,
+        #[source]
+        source: Box<sources::Error>,
     },
     #[error("reading model {model:?} failed")]
     Source {
@@ -50,7 +70,7 @@ pub enum Error {
     },
 }
 
-fn render(problems: &[MappingError]) -> String {
+fn render(problems: &[impl std::fmt::Display]) -> String {
     problems.iter().map(|p| format!("\n  - {p}")).collect()
 }
 
@@ -95,7 +115,31 @@ pub struct PlanReport {
     pub sample_changes: Vec<ChangeView>,
     /// The first rejected rows, in row order.
     pub sample_rejections: Vec<RejectionView>,
+    /// The activation's segment, when it has a filter: `counts.rows` are the rows it kept,
+    /// `counts.outside_segment` those a file model's filter left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentView>,
     pub duration_ms: u64,
+}
+
+/// An activation's segment, for people and JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SegmentView {
+    pub filter: String,
+    /// `database` (a SQL model's query wrapped in a `WHERE`) or `rows` (a file model's rows).
+    pub filtered_by: &'static str,
+}
+
+impl SegmentView {
+    fn of(segment: &Segment) -> SegmentView {
+        SegmentView {
+            filter: segment.text(),
+            filtered_by: match segment {
+                Segment::Sql(_) => "database",
+                Segment::Rows(_) => "rows",
+            },
+        }
+    }
 }
 
 /// How to plan.
@@ -116,19 +160,49 @@ impl Default for PlanOptions {
     }
 }
 
-/// Binds an activation's mapping to its model's columns.
-pub fn bind(
-    project: &Project,
-    activation: &Activation,
-) -> Result<(model::DynSource, BoundMapping), Error> {
+/// An activation's model, opened (narrowed to its segment), with the mapping and the filter
+/// bound to its columns.
+pub struct Bound {
+    pub source: model::DynSource,
+    pub mapping: BoundMapping,
+    /// A file model's segment filter; SQL models filter inside the database.
+    pub filter: Option<BoundFilter>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("columns", &self.source.columns())
+            .field("mapping", &self.mapping)
+            .field("filter", &self.filter)
+            .finish()
+    }
+}
+
+/// Opens an activation's model (a SQL model narrowed to its segment) and binds its mapping and
+/// filter to the model's columns.
+pub fn bind(project: &Project, activation: &Activation) -> Result<Bound, Error> {
     let model = project
         .models
         .get(&activation.model)
         .ok_or_else(|| Error::Config(format!("no model named {:?}", activation.model)))?;
-    let source = model::open(&model.spec).map_err(|source| Error::Source {
-        model: model.name.clone(),
-        source,
-    })?;
+    let sql_filter = match &activation.segment {
+        Some(Segment::Sql(condition)) => Some(condition.as_str()),
+        _ => None,
+    };
+    let source =
+        model::open_segment(&model.spec, sql_filter).map_err(|source| match sql_filter {
+            Some(filter) => Error::SegmentSource {
+                model: model.name.clone(),
+                activation: activation.name.clone(),
+                filter: filter.to_owned(),
+                source: Box::new(source),
+            },
+            None => Error::Source {
+                model: model.name.clone(),
+                source,
+            },
+        })?;
     let mapping = activation
         .mapping
         .bind(source.columns())
@@ -137,7 +211,21 @@ pub fn bind(
             model: model.name.clone(),
             problems,
         })?;
-    Ok((source, mapping))
+    let filter = match &activation.segment {
+        Some(Segment::Rows(f)) => {
+            Some(f.bind(source.columns()).map_err(|problems| Error::Filter {
+                activation: activation.name.clone(),
+                model: model.name.clone(),
+                problems,
+            })?)
+        }
+        _ => None,
+    };
+    Ok(Bound {
+        source,
+        mapping,
+        filter,
+    })
 }
 
 /// Converts one change to its view.
@@ -184,7 +272,11 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
 ) -> Result<(PlanCounts, u64, Duration), Error> {
     let started = Instant::now();
     let activation = project.activation(activation_name).map_err(Error::Config)?;
-    let (mut source, mapping) = bind(project, activation)?;
+    let Bound {
+        mut source,
+        mapping,
+        filter,
+    } = bind(project, activation)?;
     let model_name = activation.model.clone();
     let source_error = |source| Error::Source {
         model: model_name.clone(),
@@ -205,8 +297,9 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
             .load_index(&activation.name, &mut index)
             .map_err(Error::Store)?;
         let snapshot_contacts = index.len() as u64;
-        let mut planner =
-            Planner::new(&mapping, &activation.name, index).with_known_duplicates(known_duplicates);
+        let mut planner = Planner::new(&mapping, &activation.name, index)
+            .with_known_duplicates(known_duplicates)
+            .with_segment(filter);
         let mut n = 0u64;
         let mut plans = Vec::with_capacity(BATCH_ROWS);
         for batch in rx {
@@ -352,7 +445,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
                         }
                         Some(line)
                     }
-                    RowOutcome::Unchanged { .. } => None,
+                    RowOutcome::Unchanged { .. } | RowOutcome::OutsideSegment => None,
                 };
                 if let (Some(w), Some(line), Some(path)) = (output.as_mut(), line, &opts.output) {
                     line.map_err(|e| std::io::Error::other(e.to_string()))
@@ -379,6 +472,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
             snapshot_contacts,
             sample_changes,
             sample_rejections,
+            segment: activation.segment.as_ref().map(SegmentView::of),
             duration_ms: started.elapsed().as_millis() as u64,
         });
     }

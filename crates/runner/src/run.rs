@@ -229,7 +229,7 @@ pub async fn run<D: Destination + 'static>(
         tokio::task::spawn_blocking(
             move || -> Result<(BoundMapping, HashMap<u64, Option<u64>>), Error> {
                 let activation = project.activation(&name).map_err(PlanFailure::Config)?;
-                let (_, mapping) = plan::bind(&project, activation)?;
+                let mapping = plan::bind(&project, activation)?.mapping;
                 let reader = StateStore::open(&project.state_path)?;
                 let last_wins = project.activations.get(&name).is_some_and(|a| {
                     a.mapping.duplicates == sync_core::mapping::DuplicatePolicy::Last
@@ -365,7 +365,7 @@ pub async fn run<D: Destination + 'static>(
                         } => {
                             let _ = commit_tx.send(Commit::Refresh(r.clone()));
                         }
-                        RowOutcome::Unchanged { .. } => {}
+                        RowOutcome::Unchanged { .. } | RowOutcome::OutsideSegment => {}
                         RowOutcome::Rejected(r) => {
                             let _ = commit_tx.send(Commit::Row(RunRow {
                                 row_number: p.row,

@@ -159,6 +159,7 @@ default_phone_region = "US"
 # on_null = "omit"                  # or "clear": send "" when a value becomes empty
 # duplicates = "reject"             # or "first" / "last"
 # schedule = "0 */6 * * *"          # used by `attentive-sync serve`
+# filter = "loyalty_tier in ('gold', 'platinum')"   # send a segment only (docs/CONFIG.md)
 
 [activations.vip.standard]
 first_name = "first_name"

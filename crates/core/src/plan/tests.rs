@@ -145,6 +145,9 @@ fn render(mapping: &BoundMapping, plans: &[RowPlan], counts: &PlanCounts) -> Str
     for p in plans {
         match &p.outcome {
             RowOutcome::Unchanged { .. } => {}
+            RowOutcome::OutsideSegment => {
+                let _ = writeln!(s, "line {}: outside the segment", p.row);
+            }
             RowOutcome::Changed(c) => {
                 let _ = write!(
                     s,

@@ -181,3 +181,51 @@ url = "postgres://x"
         }
     );
 }
+
+fn with_filter(config: &str, filter: &str) -> String {
+    config.replacen(
+        "[activations.vip.standard]",
+        &format!("filter = {filter:?}\n[activations.vip.standard]"),
+        1,
+    )
+}
+
+#[test]
+fn a_file_models_filter_is_parsed_when_the_config_loads() {
+    let p = parse(&with_filter(
+        GOOD,
+        "tier IN ('gold','platinum') AND ltv >= 100",
+    ))
+    .unwrap();
+    match &p.activations["vip"].segment {
+        Some(Segment::Rows(f)) => {
+            assert_eq!(f.to_string(), "tier in ('gold', 'platinum') and ltv >= 100");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = parse(&with_filter(GOOD, "tier = gold"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("activations.vip.filter: expected a value, found column `gold` (text values go in single quotes: 'gold') at character 8:")
+            && err.contains("tier = gold")
+            && err.contains("docs/CONFIG.md"),
+        "{err}"
+    );
+    let err = parse(&with_filter(GOOD, "  ")).unwrap_err().to_string();
+    assert!(err.contains("activations.vip.filter: is empty"), "{err}");
+}
+
+#[test]
+fn a_sql_models_filter_is_left_to_the_database() {
+    let sql = GOOD.replace(
+        "source = \"csv\"\npath = \"${DATA_DIR}/customers.csv\"\ndelimiter = \";\"",
+        "source = \"sqlite\"\npath = \"m.db\"\nquery = \"select * from c\"",
+    );
+    // Not the file predicate language: SQL's own functions and operators are fine.
+    let p = parse(&with_filter(&sql, " lower(tier) LIKE 'g%' ")).unwrap();
+    assert_eq!(
+        p.activations["vip"].segment,
+        Some(Segment::Sql("lower(tier) LIKE 'g%'".into()))
+    );
+}

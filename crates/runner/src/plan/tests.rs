@@ -137,3 +137,137 @@ fn plan_report_samples_and_output_file_agree_with_counts() {
         report.counts.changed + report.counts.rejected
     );
 }
+
+/// The sample project with `filter` set on its activation.
+fn with_filter(dir: &Path, filter: &str) -> Project {
+    let cfg = dir.join("attentive-sync.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let start = text.find("\nfilter = ").map_or(text.len(), |i| i);
+    let text = if start < text.len() {
+        let end = text[start + 1..]
+            .find('\n')
+            .map_or(text.len(), |e| start + 1 + e);
+        format!("{}{}", &text[..start], &text[end..])
+    } else {
+        text
+    };
+    let text = text.replacen(
+        "[activations.vip]\n",
+        &format!("[activations.vip]\nfilter = {}\n", toml_string(filter)),
+        1,
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    Project::parse(&cfg, &text, &|_| None).unwrap()
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Emails (lower-cased, trimmed) of the sample rows whose tier is `tier`.
+fn emails_with_tier(dir: &Path, tier: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(dir.join("data/customers.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (email, t) = (at("email"), at("loyalty_tier"));
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|c| c[t].trim() == tier)
+        .map(|c| c[email].trim().to_lowercase())
+        .collect()
+}
+
+#[test]
+fn a_segment_plans_only_its_rows_and_contacts_leaving_it_keep_their_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    let gold = emails_with_tier(dir.path(), "gold");
+    assert!(gold.len() > 50, "the sample has gold rows");
+    let project = with_filter(dir.path(), "loyalty_tier = 'gold'");
+    let mut store = StateStore::open(&project.state_path).unwrap();
+
+    let (first, views) = plan_and_ack(&project, &mut store, 1);
+    assert_eq!(first.rows + first.outside_segment, 1000);
+    assert_eq!(
+        first.rows as usize,
+        gold.len(),
+        "every gold row, and only them"
+    );
+    assert!(
+        views.iter().all(|v| gold.contains(&v.contact)),
+        "only gold contacts change"
+    );
+    let gold_in_snapshot = store.contact_count("vip").unwrap();
+    assert_eq!(gold_in_snapshot, first.changed);
+
+    // The gold contacts leave the segment: nothing is planned for them, and their
+    // snapshot stays.
+    let project = with_filter(dir.path(), "loyalty_tier != 'gold'");
+    let (other, views) = plan_and_ack(&project, &mut store, 2);
+    assert_eq!(other.rows as usize, 1000 - gold.len());
+    assert!(views.iter().all(|v| !gold.contains(&v.contact)));
+    assert_eq!(
+        store.contact_count("vip").unwrap(),
+        gold_in_snapshot + other.changed,
+        "the contacts that left are still in the snapshot"
+    );
+
+    // They come back with the same values: nothing to send.
+    let project = with_filter(dir.path(), "loyalty_tier = 'gold'");
+    let (back, _) = plan_and_ack(&project, &mut store, 3);
+    assert_eq!(back.changed, 0);
+    assert_eq!(back.unchanged, first.changed);
+
+    // Without the filter, the whole model is one segment: nothing left to send.
+    let cfg = dir.path().join("attentive-sync.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("filter = \"loyalty_tier = 'gold'\"\n", "");
+    std::fs::write(&cfg, &text).unwrap();
+    let project = Project::parse(&cfg, &text, &|_| None).unwrap();
+    let (all, _) = plan_and_ack(&project, &mut store, 4);
+    assert_eq!((all.rows, all.outside_segment, all.changed), (1000, 0, 0));
+}
+
+#[test]
+fn a_cell_the_filter_cannot_compare_rejects_its_row_and_the_report_names_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    // `first_name` is text: comparing it with a number rejects every non-empty row.
+    let project = with_filter(dir.path(), "first_name > 5 or loyalty_tier = 'gold'");
+    let store = StateStore::open(&project.state_path).unwrap();
+    let report = plan(&project, "vip", &store, &PlanOptions::default(), &|_| {}).unwrap();
+    let seg = report.segment.as_ref().expect("segment in the report");
+    assert_eq!(seg.filter, "first_name > 5 or loyalty_tier = 'gold'");
+    assert_eq!(seg.filtered_by, "rows");
+    let by_code = &report.counts.rejected_by_code;
+    assert!(
+        by_code[&sync_core::plan::RejectCode::InvalidValue] > 900,
+        "{by_code:?}"
+    );
+    let r = &report.sample_rejections[0];
+    let p = &r.rejection.problems[0];
+    assert_eq!(p.column.as_deref(), Some("first_name"));
+    assert!(
+        p.rule.contains("the segment filter `first_name > 5 or loyalty_tier = 'gold'` compares this column with a number"),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn a_filter_naming_an_unknown_column_fails_before_any_row_is_planned() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    let project = with_filter(dir.path(), "tier = 'gold'");
+    let store = StateStore::open(&project.state_path).unwrap();
+    let err = plan(&project, "vip", &store, &PlanOptions::default(), &|_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("the filter of activation \"vip\" does not fit model \"customers\"")
+            && text.contains("column `tier`, which is not in the model")
+            && text.contains("loyalty_tier"),
+        "{text}"
+    );
+}
