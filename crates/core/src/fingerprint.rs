@@ -13,24 +13,26 @@
 //! * **Mapping signature**: `XXH3_64` of the version bytes, the identifier kind, the null
 //!   policy, the default phone region, the date order, and every mapped attribute's snapshot key
 //!   and declared type, in ascending key order ([`mapping_signature`]).
-//! * **Row fingerprint**: `XXH3_64(signature ‖ XXH3_64(key) ‖ cells)` (each part 8 bytes
-//!   little-endian) where each mapped attribute, in ascending order of its snapshot key,
-//!   contributes its **raw** cell as the source gave it, length-prefixed (see
-//!   [`RowHasher::cell`]);
-//!   the result keeps its low 62 bits and is never 0 (0 becomes 1). Because it covers the raw cells and every rule that turns them into
+//! * **Row fingerprint**: `XXH3_64(signature ‖ key hash ‖ cells digest)` (each part 8 bytes
+//!   little-endian), where `key hash` is the contact key hash above and `cells digest` is
+//!   `XXH3_64` of the 8-byte hashes of the **raw** cell of each mapped attribute as the source
+//!   gave it ([`cell_hash`]: its type tag as seed), in ascending order of snapshot key; the
+//!   result keeps its low 62 bits and is never 0 (0 becomes 1). The cells' digest needs no identifier, so the
+//!   thread that parses a row can compute it while the bytes are in its cache
+//!   ([`RowHasher::cells_digest`]). Because it covers the raw cells and every rule that turns them into
 //!   canonical values, an equal fingerprint proves the canonical values are equal, so the
 //!   planner skips normalization for unchanged rows. It changes when any mapped cell, the
 //!   mapping, the normalization options or [`NORMALIZATION_VERSION`] changes; a change that turns
 //!   out to be cosmetic is caught by the per-attribute value fingerprints, which only cover
 //!   canonical values.
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::mapping::{CustomType, DateOrder, IdentifierKind, OnNull};
 use crate::value::Canonical;
 
-/// Version byte mixed into every row fingerprint.
-pub const FINGERPRINT_VERSION: u8 = 1;
+/// Version byte mixed into every row fingerprint (2: the cells are hashed on their own).
+pub const FINGERPRINT_VERSION: u8 = 2;
 
 /// Bumped whenever a normalization rule changes what a raw value becomes, so that rows are
 /// normalized again (and only attributes whose canonical value moved are sent).
@@ -117,50 +119,55 @@ pub struct RowHasher {
 }
 
 impl RowHasher {
-    /// Starts a row: the mapping signature and the normalized identifier.
-    pub fn start(&mut self, signature: u64, key: &str) {
+    /// The digest of the raw cells of every mapped attribute of `row`, in the mapping's order
+    /// (ascending snapshot key); a missing cell counts as null. See [`cell_hash`].
+    pub fn cells_digest(
+        &mut self,
+        mapping: &crate::mapping::BoundMapping,
+        row: &crate::value::SourceRow,
+    ) -> u64 {
         self.buf.clear();
-        self.buf.extend_from_slice(&signature.to_le_bytes());
-        self.buf
-            .extend_from_slice(&xxh3_64(key.as_bytes()).to_le_bytes());
-    }
-
-    /// Adds one raw cell; call in ascending order of attribute key. Each cell contributes a
-    /// tag byte (`z` null, `b` bool, `i` integer, `n` number text, `s` text, `d` date as
-    /// `YYYY-MM-DD`, `t` timestamp text, `u` unsupported as `kind ‖ 0x00 ‖ text`), its byte
-    /// length as 4 bytes little-endian, then its bytes (a bool as one byte 0/1, an integer as
-    /// 8 bytes little-endian; null has length 0).
-    pub fn cell(&mut self, v: &crate::value::Value) {
-        use crate::value::Value;
-        match v {
-            Value::Null => self.bytes(b'z', &[]),
-            Value::Bool(b) => self.bytes(b'b', &[u8::from(*b)]),
-            Value::Int(i) => self.bytes(b'i', &i.to_le_bytes()),
-            Value::Number(n) => self.bytes(b'n', n.as_bytes()),
-            Value::Text(t) => self.bytes(b's', t.as_bytes()),
-            Value::Date(d) => self.bytes(b'd', d.format("%Y-%m-%d").to_string().as_bytes()),
-            Value::Timestamp(t) => self.bytes(b't', t.as_bytes()),
-            Value::Unsupported { kind, text } => {
-                let joined = format!("{kind}\0{text}");
-                self.bytes(b'u', joined.as_bytes());
-            }
+        for a in &mapping.attributes {
+            let h = cell_hash(
+                row.values
+                    .get(a.index)
+                    .unwrap_or(&crate::value::Value::Null),
+            );
+            self.buf.extend_from_slice(&h.to_le_bytes());
         }
+        xxh3_64(&self.buf)
     }
+}
 
-    #[inline]
-    fn bytes(&mut self, tag: u8, bytes: &[u8]) {
-        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes();
-        self.buf.push(tag);
-        self.buf.extend_from_slice(&len);
-        self.buf.extend_from_slice(bytes);
+/// The hash of one raw cell: `XXH3_64` with the cell's tag byte as the seed (`z` null, `b`
+/// bool, `i` integer, `n` number text, `s` text, `d` date as `YYYY-MM-DD`, `t` timestamp
+/// text, `u` unsupported as `kind ‖ 0x00 ‖ text`) over its bytes (a bool as one byte 0/1, an
+/// integer as 8 bytes little-endian, null as no bytes).
+pub fn cell_hash(v: &crate::value::Value) -> u64 {
+    use crate::value::Value;
+    let seeded = |tag: u8, bytes: &[u8]| xxh3_64_with_seed(bytes, u64::from(tag));
+    match v {
+        Value::Null => seeded(b'z', &[]),
+        Value::Bool(b) => seeded(b'b', &[u8::from(*b)]),
+        Value::Int(i) => seeded(b'i', &i.to_le_bytes()),
+        Value::Number(n) => seeded(b'n', n.as_bytes()),
+        Value::Text(t) => seeded(b's', t.as_bytes()),
+        Value::Date(d) => seeded(b'd', d.format("%Y-%m-%d").to_string().as_bytes()),
+        Value::Timestamp(t) => seeded(b't', t.as_bytes()),
+        Value::Unsupported { kind, text } => seeded(b'u', format!("{kind}\0{text}").as_bytes()),
     }
+}
 
-    /// The row fingerprint: `XXH3_64` of everything added, low 62 bits, never 0.
-    pub fn finish(&self) -> u64 {
-        match xxh3_64(&self.buf) & ROW_FP_MASK {
-            0 => 1,
-            h => h,
-        }
+/// The row fingerprint from the mapping signature, the contact key hash and the cells' digest
+/// ([`RowHasher::cells_digest`]): low 62 bits, never 0.
+pub fn row_fingerprint(signature: u64, key_hash: u64, cells_digest: u64) -> u64 {
+    let mut buf = [0u8; 24];
+    buf[..8].copy_from_slice(&signature.to_le_bytes());
+    buf[8..16].copy_from_slice(&key_hash.to_le_bytes());
+    buf[16..].copy_from_slice(&cells_digest.to_le_bytes());
+    match xxh3_64(&buf) & ROW_FP_MASK {
+        0 => 1,
+        h => h,
     }
 }
 
@@ -196,7 +203,7 @@ mod tests {
         0x8258_6df6_a6c6_0eae,
         0xfd8b_8122_f926_9616,
         0x208b_6d24_9d3b_7f47,
-        0x3584_8758_4a5e_76f9,
+        0x1407_ffe3_8ba8_d5d4,
     ];
 
     #[test]
@@ -219,16 +226,16 @@ mod tests {
             &Default::default(),
             &keys,
         );
-        let mut h = RowHasher::default();
-        h.start(sig, key);
+        let mut cells = Vec::new();
         for (_, v) in attrs {
-            h.cell(&match v {
+            let h = cell_hash(&match v {
                 None => Value::Null,
                 Some(Canonical::Text(t)) => Value::Text(t.clone()),
                 Some(c) => Value::Number(c.to_text()),
             });
+            cells.extend_from_slice(&h.to_le_bytes());
         }
-        h.finish()
+        row_fingerprint(sig, key_hash(IdentifierKind::Email, key), xxh3_64(&cells))
     }
 
     proptest! {

@@ -273,6 +273,13 @@ impl<'m> RowPreparer<'m> {
 
     /// Identifies and fingerprints one row.
     pub fn prepare(&mut self, row: &SourceRow) -> Prepared {
+        self.prepare_digested(row, None)
+    }
+
+    /// [`RowPreparer::prepare`] with the row's cells digest
+    /// ([`fingerprint::RowHasher::cells_digest`] over the same mapping) when the thread that
+    /// read the row computed it already.
+    pub fn prepare_digested(&mut self, row: &SourceRow, cells_digest: Option<u64>) -> Prepared {
         let m = self.mapping;
         let rejected = |code, column: Option<&String>, value: Option<String>, rule: String| {
             Prepared::Rejected(Rejection {
@@ -314,18 +321,11 @@ impl<'m> RowPreparer<'m> {
         let key_hash = fingerprint::key_hash(m.identifier.kind, &key);
         // The row fingerprint covers the raw cells: equal to the snapshot's means nothing to
         // do, without normalizing anything.
-        self.hasher.start(m.signature, &key);
-        for a in &m.attributes {
-            self.hasher.cell(
-                row.values
-                    .get(a.index)
-                    .unwrap_or(&crate::value::Value::Null),
-            );
-        }
+        let digest = cells_digest.unwrap_or_else(|| self.hasher.cells_digest(m, row));
         Prepared::Ready {
             key,
             key_hash,
-            row_fp: self.hasher.finish(),
+            row_fp: fingerprint::row_fingerprint(m.signature, key_hash, digest),
         }
     }
 }
@@ -484,9 +484,26 @@ impl<'m> Planner<'m> {
         snapshot: &S,
         out: &mut Vec<RowPlan>,
     ) -> Result<(), PlanError<S::Error>> {
+        self.plan_digested_batch(rows, &[], snapshot, out)
+    }
+
+    /// [`Planner::plan_batch`] with the rows' cells digests computed by the thread that read
+    /// them (`digests[i]` for `rows[i]`; rows without one are digested here). Hashing cells
+    /// where they were just parsed is cheaper than reading them again from another core.
+    pub fn plan_digested_batch<S: SnapshotStore>(
+        &mut self,
+        rows: &[SourceRow],
+        digests: &[u64],
+        snapshot: &S,
+        out: &mut Vec<RowPlan>,
+    ) -> Result<(), PlanError<S::Error>> {
         let mut prepared = std::mem::take(&mut self.prepared);
         prepared.clear();
-        prepared.extend(rows.iter().map(|r| self.preparer.prepare(r)));
+        prepared.extend(
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| self.preparer.prepare_digested(r, digests.get(i).copied())),
+        );
         let result = self.plan_prepared_batch(rows, &mut prepared, snapshot, out);
         self.prepared = prepared;
         result

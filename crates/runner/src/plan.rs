@@ -289,7 +289,10 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
         let (back_tx, back_rx) = mpsc::channel::<Batch>();
         std::thread::Builder::new()
             .name("model-reader".into())
-            .spawn_scoped(scope, move || read_batches(&mut *source, &tx, &back_rx))
+            .spawn_scoped(scope, {
+                let mapping = &mapping;
+                move || read_batches(&mut *source, mapping, &tx, &back_rx)
+            })
             .map_err(|e| Error::Config(format!("cannot start the model reader thread: {e}")))?;
 
         let mut index = SnapshotIndex::default();
@@ -306,7 +309,7 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
             let batch = batch.map_err(source_error)?;
             plans.clear();
             planner
-                .plan_batch(&batch.rows, store, &mut plans)
+                .plan_digested_batch(&batch.rows, &batch.digests, store, &mut plans)
                 .map_err(|e| match e {
                     PlanError::Snapshot(s) => Error::Store(s),
                 })?;
@@ -330,22 +333,27 @@ const BATCH_ROWS: usize = 1024;
 /// Batches the reader may be ahead of the planner.
 const READ_AHEAD: usize = 16;
 
-/// Rows read by the reader thread. (Identifying and fingerprinting them there instead
-/// measured slower: parsing alone keeps that thread busy; see docs/PERFORMANCE.md.)
+/// Rows read by the reader thread, with the digest of each row's mapped cells, computed there
+/// while the cells are in that core's cache. (Identifying the rows there too measured slower:
+/// parsing keeps that thread busy; see docs/PERFORMANCE.md.)
 #[derive(Debug, Default)]
 struct Batch {
     rows: Vec<SourceRow>,
+    digests: Vec<u64>,
 }
 
 /// Reads the whole model into batches; stops at the end, on an error (sent on), or
 /// when the planner hangs up.
 fn read_batches(
     source: &mut (dyn ModelSource<Error = sources::Error> + Send),
+    mapping: &BoundMapping,
     tx: &mpsc::SyncSender<Result<Batch, sources::Error>>,
     recycled: &mpsc::Receiver<Batch>,
 ) {
+    let mut hasher = sync_core::fingerprint::RowHasher::default();
     loop {
         let mut batch = recycled.try_recv().unwrap_or_default();
+        batch.digests.clear();
         let mut n = 0;
         let mut end = false;
         while n < BATCH_ROWS {
@@ -353,7 +361,12 @@ fn read_batches(
                 batch.rows.push(SourceRow::default());
             }
             match source.next_row(&mut batch.rows[n]) {
-                Ok(true) => n += 1,
+                Ok(true) => {
+                    batch
+                        .digests
+                        .push(hasher.cells_digest(mapping, &batch.rows[n]));
+                    n += 1;
+                }
                 Ok(false) => {
                     end = true;
                     break;

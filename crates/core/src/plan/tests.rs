@@ -474,6 +474,36 @@ proptest! {
         prop_assert!(no_refresh);
     }
 
+    /// Digests computed by the reading thread (`plan_digested_batch`) plan exactly as the
+    /// planner digesting rows itself, row by row or in a batch.
+    #[test]
+    fn digests_from_the_reader_plan_like_digesting_in_the_planner(
+        spec in proptest::collection::vec(arb_row(), 0..60),
+    ) {
+        let m = mapping_with(&[("LTV", "ltv")], DuplicatePolicy::Reject, OnNull::Omit).bind(&columns()).unwrap();
+        let r = to_rows(&spec, Some(7));
+        let mut snap = MemorySnapshot::default();
+        let (p1, _) = plan(&m, &snap, &r);
+        apply(&m, &mut snap, &p1[..p1.len() / 2]);
+        let mut hasher = crate::fingerprint::RowHasher::default();
+        let digests: Vec<u64> = r.iter().map(|row| hasher.cells_digest(&m, row)).collect();
+        let run = |digested: bool| {
+            let mut index = SnapshotIndex::default();
+            snap.load_index("a", &mut index).unwrap();
+            let mut planner = Planner::new(&m, "a", index);
+            let mut out = Vec::new();
+            let d: &[u64] = if digested { &digests } else { &[] };
+            planner.plan_digested_batch(&r, d, &snap, &mut out).unwrap();
+            (out, planner.into_counts())
+        };
+        let (with, with_counts) = run(true);
+        let (without, without_counts) = run(false);
+        prop_assert_eq!(&with, &without);
+        prop_assert_eq!(with_counts, without_counts);
+        let (one_by_one, _) = plan(&m, &snap, &r);
+        prop_assert_eq!(with.len(), one_by_one.len());
+    }
+
     /// Adding one mapping plans exactly that attribute for every valid row that has a value.
     #[test]
     fn adding_a_mapping_backfills_exactly_that_attribute(spec in proptest::collection::vec(arb_row(), 0..60)) {
