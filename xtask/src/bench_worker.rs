@@ -1,5 +1,7 @@
 //! One benchmark phase per process, reporting JSON on stdout. Run by `cargo xtask bench`.
 
+mod bench_server;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -139,6 +141,21 @@ fn main() -> Result<(), String> {
             let latency_ms: u64 = args.get(3).and_then(|s| s.parse().ok()).ok_or("latency")?;
             let rate: u32 = args.get(4).and_then(|s| s.parse().ok()).ok_or("rate")?;
             println!("{}", deliver(dir, contacts, latency_ms, rate)?);
+        }
+        "server" => {
+            let num = |i: usize, what: &str| -> Result<u64, String> {
+                args.get(i)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| what.to_owned())
+            };
+            let (contacts, readers) = (num(2, "contacts")?, num(3, "readers")?);
+            let (rate, latency) = (num(4, "rate")?, num(5, "latency")?);
+            let rate = u32::try_from(rate).map_err(|e| e.to_string())?;
+            let readers = usize::try_from(readers).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                bench_server::run(dir, contacts, readers, rate, latency)?
+            );
         }
         other => return Err(format!("unknown phase {other}")),
     }

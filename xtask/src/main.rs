@@ -4,6 +4,9 @@
 //! - `cargo xtask bench plan [--rows N] [--attrs A]`: planner throughput and peak memory.
 //! - `cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]`: share of the
 //!   request budget a run uses against the simulator, and its 429s.
+//! - `cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS]`: API
+//!   latency (p50/p99) of concurrent readers of the runs list while a run delivers, and the
+//!   run's delivery rate compared with a run alone.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -100,6 +103,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         Some("deliver") => bench_deliver(args),
+        Some("server") => bench_server(args),
         _ => Err(USAGE.to_owned()),
     }
 }
@@ -132,7 +136,49 @@ fn worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, 
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]";
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS]";
+
+fn bench_server(args: &[String]) -> Result<(), String> {
+    let contacts = flag(args, "--contacts").unwrap_or_else(|| "3000".into());
+    let readers = flag(args, "--readers").unwrap_or_else(|| "200".into());
+    let rate = flag(args, "--rate").unwrap_or_else(|| "150".into());
+    let latency = flag(args, "--latency-ms").unwrap_or_else(|| "20".into());
+    // The worker starts the real server binary next to it.
+    cargo(&[
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "cli",
+        "--bin",
+        "attentive-sync",
+    ])?;
+    let v = worker(
+        "server",
+        &root().join("target/bench/server"),
+        &[&contacts, &readers, &rate, &latency],
+    )?;
+    println!(
+        "bench server: {readers} concurrent readers of GET /api/v1/runs while a run delivers {contacts} contacts (simulator at {rate} req/s, {latency} ms latency)"
+    );
+    println!(
+        "  API: {} requests ({:.0}/s, {} errors): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        v["requests"],
+        v["requests_per_sec"].as_f64().unwrap_or(0.0),
+        v["errors"],
+        v["p50_ms"].as_f64().unwrap_or(0.0),
+        v["p90_ms"].as_f64().unwrap_or(0.0),
+        v["p99_ms"].as_f64().unwrap_or(0.0),
+        v["max_ms"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "  delivery: {:.1} contacts/s alone, {:.1} contacts/s under load: ratio {:.3}",
+        v["alone_contacts_per_sec"].as_f64().unwrap_or(0.0),
+        v["loaded_contacts_per_sec"].as_f64().unwrap_or(0.0),
+        v["delivery_ratio"].as_f64().unwrap_or(0.0),
+    );
+    Ok(())
+}
 
 fn bench_deliver(args: &[String]) -> Result<(), String> {
     let contacts = flag(args, "--contacts").unwrap_or_else(|| "2000".into());
