@@ -90,6 +90,8 @@ pub struct RawActivation {
     #[serde(default)]
     pub duplicates: DuplicatePolicy,
     pub schedule: Option<String>,
+    /// The IANA time zone `schedule` is evaluated in (default UTC).
+    pub timezone: Option<String>,
     #[serde(default)]
     pub standard: BTreeMap<String, String>,
     #[serde(default)]
@@ -166,6 +168,10 @@ pub struct Activation {
     pub destination: String,
     pub mapping: Mapping,
     pub schedule: Option<String>,
+    /// The time zone of the schedule (`timezone`, default UTC).
+    pub timezone: chrono_tz::Tz,
+    /// `schedule`, parsed: `Some` exactly when `schedule` is set.
+    pub cron: Option<crate::schedule::Schedule>,
 }
 
 /// A validated project.
@@ -536,14 +542,32 @@ impl Project {
                     message: "maps no attributes; add [activations.NAME.standard] or [activations.NAME.custom] entries".to_owned(),
                 });
             }
-            if let Some(s) = &a.schedule {
-                if s.split_whitespace().count() != 5 {
-                    problems.push(Problem {
-                        key: format!("{key}.schedule"),
-                        message: format!("{s:?} is not a cron expression of 5 fields (minute hour day month weekday)"),
-                    });
-                }
-            }
+            let timezone = match &a.timezone {
+                None => chrono_tz::Tz::UTC,
+                Some(tz) => match crate::schedule::Schedule::parse_time_zone(tz) {
+                    Ok(tz) => tz,
+                    Err(e) => {
+                        problems.push(Problem {
+                            key: format!("{key}.timezone"),
+                            message: e.to_string(),
+                        });
+                        chrono_tz::Tz::UTC
+                    }
+                },
+            };
+            let cron = match &a.schedule {
+                None => None,
+                Some(s) => match crate::schedule::Schedule::parse(s, timezone) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        problems.push(Problem {
+                            key: format!("{key}.schedule"),
+                            message: e.to_string(),
+                        });
+                        None
+                    }
+                },
+            };
             activations.insert(
                 name.clone(),
                 Activation {
@@ -565,6 +589,8 @@ impl Project {
                         },
                     },
                     schedule: a.schedule.clone(),
+                    timezone,
+                    cron,
                 },
             );
         }
