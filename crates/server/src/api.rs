@@ -27,7 +27,7 @@ use crate::views::{
 };
 
 /// The OpenAPI document's frame; the paths come from the handlers.
-#[derive(OpenApi)]
+#[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "attentive-sync server",
@@ -45,6 +45,7 @@ use crate::views::{
 )]
 pub struct ApiDoc;
 
+#[derive(Debug)]
 struct BearerAuth;
 
 impl Modify for BearerAuth {

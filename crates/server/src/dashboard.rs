@@ -126,7 +126,7 @@ struct LoginForm {
     token: Option<String>,
 }
 
-fn login_form(error: Option<&str>) -> Markup {
+fn login_form(error: Option<&str>) -> Html<String> {
     let body = html! {
         div.login.card {
             h1 { "attentive-sync" }

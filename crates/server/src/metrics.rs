@@ -199,22 +199,22 @@ impl Metrics {
                 activation: a.clone(),
             };
             for o in OUTCOMES {
-                m.rows.get_or_create(&outcome_labels(a, o));
+                let _ = m.rows.get_or_create(&outcome_labels(a, o));
             }
             for s in FINAL_STATUSES {
-                m.runs.get_or_create(&StatusLabels {
+                let _ = m.runs.get_or_create(&StatusLabels {
                     activation: a.clone(),
                     status: s.to_owned(),
                 });
             }
-            m.attributes_sent.get_or_create(&al);
-            m.requests.get_or_create(&al);
-            m.retries.get_or_create(&al);
-            m.rate_limited.get_or_create(&al);
-            m.throttled.get_or_create(&al);
-            m.existence_checks.get_or_create(&al);
-            m.duration.get_or_create(&al);
-            m.in_progress.get_or_create(&al);
+            let _ = m.attributes_sent.get_or_create(&al);
+            let _ = m.requests.get_or_create(&al);
+            let _ = m.retries.get_or_create(&al);
+            let _ = m.rate_limited.get_or_create(&al);
+            let _ = m.throttled.get_or_create(&al);
+            let _ = m.existence_checks.get_or_create(&al);
+            let _ = m.duration.get_or_create(&al);
+            let _ = m.in_progress.get_or_create(&al);
         }
         m
     }
