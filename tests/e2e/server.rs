@@ -681,7 +681,7 @@ path = "data/m.csv"
             activation("slow", "m", "")
         ),
     );
-    let check = p.run(&["validate"]);
+    let check = p.run_env(&["validate"], &[("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)]);
     assert_eq!(check.code, 0, "{}", check.all());
 
     let server = p.serve(&["--max-in-flight", "2"]);

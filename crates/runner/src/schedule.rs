@@ -109,7 +109,11 @@ impl Schedule {
     /// The first time strictly after `after` that the schedule matches, in UTC; `None` when
     /// it never matches again.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.timezone);
+        // The parser keeps the fraction of a second it is given (12:00:01.7 would give
+        // 12:00:02.7); occurrences are whole seconds, and the next whole-second occurrence
+        // after the truncated time is also after `after`.
+        let whole = DateTime::<Utc>::from_timestamp(after.timestamp(), 0).unwrap_or(after);
+        let local = whole.with_timezone(&self.timezone);
         self.cron
             .find_next_occurrence(&local, false)
             .ok()
@@ -155,6 +159,14 @@ mod tests {
             s.next_after(utc(2026, 1, 10, 7, 30, 2)),
             Some(utc(2026, 1, 10, 7, 30, 4))
         );
+        // Occurrences fall on whole seconds, whatever the fraction of `after`.
+        let t = utc(2026, 1, 10, 7, 30, 1) + chrono::Duration::milliseconds(686);
+        assert_eq!(s.next_after(t), Some(utc(2026, 1, 10, 7, 30, 2)));
+        let t = utc(2026, 1, 10, 7, 30, 2) + chrono::Duration::milliseconds(1);
+        assert_eq!(s.next_after(t), Some(utc(2026, 1, 10, 7, 30, 4)));
+        let m = Schedule::parse("* * * * *", Tz::UTC).unwrap();
+        let t = utc(2026, 1, 10, 7, 30, 0) + chrono::Duration::milliseconds(1);
+        assert_eq!(m.next_after(t), Some(utc(2026, 1, 10, 7, 31, 0)));
     }
 
     #[test]
