@@ -131,8 +131,17 @@ fn parse_metrics(text: &str) -> Vec<Sample> {
             if kind == "TYPE" {
                 let t = parts.next().unwrap_or("");
                 assert!(
-                    ["counter", "gauge", "histogram", "summary", "unknown", "info", "stateset", "gaugehistogram"]
-                        .contains(&t),
+                    [
+                        "counter",
+                        "gauge",
+                        "histogram",
+                        "summary",
+                        "unknown",
+                        "info",
+                        "stateset",
+                        "gaugehistogram"
+                    ]
+                    .contains(&t),
                     "bad type in {line:?}"
                 );
             }
@@ -270,7 +279,10 @@ fn a_manual_run_over_the_api_matches_its_report_and_the_metrics() {
     let (status, started, location) = server.post_json("/api/v1/activations/a/runs");
     assert_eq!(status, 202, "{started}");
     let id = started["run_id"].as_i64().unwrap();
-    assert_eq!(location.as_deref(), Some(format!("/api/v1/runs/{id}").as_str()));
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/api/v1/runs/{id}").as_str())
+    );
     assert_eq!(started["location"], format!("/api/v1/runs/{id}"));
     let (status, missing, _) = server.post_json("/api/v1/activations/nope/runs");
     assert_eq!(status, 404);
@@ -302,11 +314,16 @@ fn a_manual_run_over_the_api_matches_its_report_and_the_metrics() {
     }
     let lines: Vec<u64> = rows.iter().map(|r| r["row"].as_u64().unwrap()).collect();
     assert_eq!(lines, [N as u64 + 2, N as u64 + 4]);
-    assert!(rows.iter().all(|r| r["code"].is_string() && r["message"].is_string()));
+    assert!(rows
+        .iter()
+        .all(|r| r["code"].is_string() && r["message"].is_string()));
     let (_, nf) = server.get_json(&format!("/api/v1/runs/{id}/rows?outcome=not_found"));
     assert_eq!(nf["rows"][0]["contact"], "ghost@example.com");
     let (status, bad) = server.get_json(&format!("/api/v1/runs/{id}/rows?outcome=lost"));
-    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
 
     let (status, csv) = server.get(&format!("/api/v1/runs/{id}/rejected.csv"));
     assert_eq!(status, 200);
@@ -340,15 +357,28 @@ fn a_manual_run_over_the_api_matches_its_report_and_the_metrics() {
     let a = [("activation", "a")];
     for outcome in ["updated", "unchanged", "not_found", "rejected", "failed"] {
         assert_eq!(
-            metric(&m, "attentive_sync_run_rows_total", &[("activation", "a"), ("outcome", outcome)]),
+            metric(
+                &m,
+                "attentive_sync_run_rows_total",
+                &[("activation", "a"), ("outcome", outcome)]
+            ),
             report["counts"][outcome].as_f64().unwrap(),
             "{outcome}"
         );
     }
     let d = &report["delivery"];
-    assert_eq!(metric(&m, "attentive_sync_requests_total", &a), d["requests"].as_f64().unwrap());
-    assert_eq!(metric(&m, "attentive_sync_retries_total", &a), d["retries"].as_f64().unwrap());
-    assert_eq!(metric(&m, "attentive_sync_rate_limited_total", &a), d["rate_limited"].as_f64().unwrap());
+    assert_eq!(
+        metric(&m, "attentive_sync_requests_total", &a),
+        d["requests"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric(&m, "attentive_sync_retries_total", &a),
+        d["retries"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric(&m, "attentive_sync_rate_limited_total", &a),
+        d["rate_limited"].as_f64().unwrap()
+    );
     assert_eq!(
         metric(&m, "attentive_sync_throttled_seconds_total", &a),
         d["throttled_ms"].as_f64().unwrap() / 1000.0
@@ -363,12 +393,22 @@ fn a_manual_run_over_the_api_matches_its_report_and_the_metrics() {
         .values()
         .map(|v| v.as_u64().unwrap())
         .sum();
-    assert_eq!(metric(&m, "attentive_sync_attributes_sent_total", &a), attributes as f64);
     assert_eq!(
-        metric(&m, "attentive_sync_runs_total", &[("activation", "a"), ("status", "partial")]),
+        metric(&m, "attentive_sync_attributes_sent_total", &a),
+        attributes as f64
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "attentive_sync_runs_total",
+            &[("activation", "a"), ("status", "partial")]
+        ),
         1.0
     );
-    assert_eq!(metric(&m, "attentive_sync_run_duration_seconds_count", &a), 1.0);
+    assert_eq!(
+        metric(&m, "attentive_sync_run_duration_seconds_count", &a),
+        1.0
+    );
     assert_eq!(metric(&m, "attentive_sync_run_in_progress", &a), 0.0);
     assert!(metric(&m, "attentive_sync_last_success_timestamp_seconds", &a) > 1.7e9);
     // Responses per status add up to what the simulator answered.
@@ -412,7 +452,11 @@ fn the_token_guards_the_api_and_the_openapi_document_lists_every_route() {
         Duration::from_secs(30),
     );
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stderr.contains("ATTENTIVE_SYNC_SERVER_TOKEN"), "{}", r.all());
+    assert!(
+        r.stderr.contains("ATTENTIVE_SYNC_SERVER_TOKEN"),
+        "{}",
+        r.all()
+    );
     assert!(r.stderr.contains("--token-file"), "{}", r.all());
     let r = p.run_within(
         &["serve", "--listen", "127.0.0.1:0"],
@@ -468,7 +512,10 @@ fn the_token_guards_the_api_and_the_openapi_document_lists_every_route() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    assert!(sim.requests().is_empty(), "a refused request starts nothing");
+    assert!(
+        sim.requests().is_empty(),
+        "a refused request starts nothing"
+    );
     assert_eq!(get("/api/v1/activations", Some(SERVER_TOKEN)).0, 200);
 
     for path in ["/healthz", "/readyz", "/metrics", "/api/openapi.json"] {
@@ -481,7 +528,13 @@ fn the_token_guards_the_api_and_the_openapi_document_lists_every_route() {
     let r = server.http.get(server.url("/")).send().unwrap();
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(r.headers()["location"], "/login");
-    let login = server.http.get(server.url("/login")).send().unwrap().text().unwrap();
+    let login = server
+        .http
+        .get(server.url("/login"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(login.contains("id=\"login-form\"") && !login.contains(SERVER_TOKEN));
     let r = server
         .http
@@ -491,7 +544,10 @@ fn the_token_guards_the_api_and_the_openapi_document_lists_every_route() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     assert!(!cookie.contains(SERVER_TOKEN));
     let session = cookie.split(';').next().unwrap();
     let home = server
@@ -552,7 +608,12 @@ fn the_token_guards_the_api_and_the_openapi_document_lists_every_route() {
             "get" => server.http.get(server.url(&concrete)),
             _ => server.http.post(server.url(&concrete)),
         };
-        let status = req.bearer_auth(SERVER_TOKEN).send().unwrap().status().as_u16();
+        let status = req
+            .bearer_auth(SERVER_TOKEN)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
         assert!(
             ![401, 405].contains(&status) && (status != 404 || concrete.contains("/runs/1")),
             "{method} {concrete}: {status}"
@@ -583,7 +644,10 @@ fn a_second_run_while_one_goes_on_is_refused_with_409() {
     assert_eq!(status, 409, "{v}");
     assert_eq!(v["error"]["code"], "run_in_progress");
     assert!(
-        v["error"]["message"].as_str().unwrap().contains(&format!("run {id}")),
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("run {id}")),
         "{v}"
     );
     // While it goes on, the API shows its progress and stays quick.
@@ -615,15 +679,26 @@ fn a_second_run_while_one_goes_on_is_refused_with_409() {
     let before = sim.requests().len();
     let deadline = Instant::now() + Duration::from_secs(30);
     while sim.requests().len() < before + 2 {
-        assert!(Instant::now() < deadline, "the CLI run never started writing");
+        assert!(
+            Instant::now() < deadline,
+            "the CLI run never started writing"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let (status, v, _) = server.post_json("/api/v1/activations/a/runs");
     assert_eq!(status, 409, "{v}");
     assert_eq!(v["error"]["code"], "run_in_progress");
-    assert!(v["error"]["message"].as_str().unwrap().contains("locked"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("locked"),
+        "{v}"
+    );
     let out = cli.wait_with_output().expect("wait for the CLI run");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // 4 ------------------------------------------------------------------------------------------
@@ -681,7 +756,10 @@ path = "data/m.csv"
             activation("slow", "m", "")
         ),
     );
-    let check = p.run_env(&["validate"], &[("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)]);
+    let check = p.run_env(
+        &["validate"],
+        &[("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)],
+    );
     assert_eq!(check.code, 0, "{}", check.all());
 
     let server = p.serve(&["--max-in-flight", "2"]);
@@ -719,7 +797,11 @@ path = "data/m.csv"
     assert!(runs.len() >= 3, "{list}\n{}", server.logs());
     for r in runs {
         let late = unix_ms(r["started_at"].as_str().unwrap()) % 2000;
-        assert!(late < 1000, "run {} started {late} ms after its due time", r["id"]);
+        assert!(
+            late < 1000,
+            "run {} started {late} ms after its due time",
+            r["id"]
+        );
     }
     let (_, list) = server.get_json("/api/v1/runs?activation=slow&limit=100");
     let slow_runs = list["runs"].as_array().unwrap();
@@ -728,9 +810,7 @@ path = "data/m.csv"
         .map(|r| {
             (
                 unix_ms(r["started_at"].as_str().unwrap()),
-                r["finished_at"]
-                    .as_str()
-                    .map_or(i64::MAX, unix_ms),
+                r["finished_at"].as_str().map_or(i64::MAX, unix_ms),
             )
         })
         .collect();
@@ -752,7 +832,13 @@ path = "data/m.csv"
         ) >= 1.0,
         "{m:?}"
     );
-    assert!(metric(&m, "attentive_sync_runs_total", &[("activation", "a"), ("status", "succeeded")]) >= 3.0);
+    assert!(
+        metric(
+            &m,
+            "attentive_sync_runs_total",
+            &[("activation", "a"), ("status", "succeeded")]
+        ) >= 3.0
+    );
 }
 
 // 5 ------------------------------------------------------------------------------------------

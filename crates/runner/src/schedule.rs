@@ -189,12 +189,18 @@ mod tests {
     #[test]
     fn bad_expressions_and_zones_are_named() {
         let e = Schedule::parse("0 */6 * *", Tz::UTC).unwrap_err();
-        assert!(matches!(e, ScheduleError::FieldCount { fields: 4, .. }), "{e}");
+        assert!(
+            matches!(e, ScheduleError::FieldCount { fields: 4, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("has 4 fields"), "{e}");
         let e = Schedule::parse("61 * * * *", Tz::UTC).unwrap_err();
         assert!(matches!(e, ScheduleError::Invalid { .. }), "{e}");
         let e = Schedule::parse("* * * * * * *", Tz::UTC).unwrap_err();
-        assert!(matches!(e, ScheduleError::FieldCount { fields: 7, .. }), "{e}");
+        assert!(
+            matches!(e, ScheduleError::FieldCount { fields: 7, .. }),
+            "{e}"
+        );
         let e = Schedule::parse_time_zone("Mars/Olympus").unwrap_err();
         assert!(e.to_string().contains("\"Mars/Olympus\""), "{e}");
     }

@@ -362,7 +362,10 @@ async fn rejected_csv(
 /// Streams a run's rows of one outcome as CSV, read page by page on a blocking thread.
 pub async fn rows_csv(app: &Arc<App>, run_id: i64, outcome: Outcome) -> Result<Response, ApiError> {
     app.db
-        .read(move |s| s.run(run_id)?.ok_or_else(|| ApiError::run_not_found(run_id)))
+        .read(move |s| {
+            s.run(run_id)?
+                .ok_or_else(|| ApiError::run_not_found(run_id))
+        })
         .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let db = app.db.clone();
@@ -429,7 +432,8 @@ fn csv_chunk(header: bool, rows: &[state_store::RunRow]) -> Result<Vec<u8>, std:
         ])
         .map_err(io)?;
     }
-    w.into_inner().map_err(|e| std::io::Error::other(e.to_string()))
+    w.into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// A body stream fed by a channel.
@@ -537,9 +541,5 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
         .metrics
         .encode()
         .map_err(|e| ApiError::internal(format!("encoding metrics failed: {e}")))?;
-    Ok((
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }

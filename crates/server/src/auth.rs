@@ -283,7 +283,10 @@ mod tests {
             HeaderValue::from_str(&format!("Basic {TOKEN}")).unwrap(),
         );
         assert!(!t.authorizes(&h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer wrong"),
+        );
         assert!(!t.authorizes(&h));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bear"));
         assert!(!t.authorizes(&h));
@@ -325,7 +328,10 @@ mod tests {
         assert!(!got.csrf_ok(Some("")));
         assert!(!got.csrf_ok(Some(&s.id)));
         let other = sessions.create();
-        assert!(!got.csrf_ok(Some(&other.csrf)), "CSRF tokens are per session");
+        assert!(
+            !got.csrf_ok(Some(&other.csrf)),
+            "CSRF tokens are per session"
+        );
 
         let mut h = HeaderMap::new();
         h.insert(

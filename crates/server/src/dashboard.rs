@@ -93,17 +93,20 @@ fn csrf_failed() -> Response {
             p { a href="/" { "Back to the activations" } }
         }
     };
-    (StatusCode::FORBIDDEN, page("Form expired", None, None, body)).into_response()
+    (
+        StatusCode::FORBIDDEN,
+        page("Form expired", None, None, body),
+    )
+        .into_response()
 }
 
-fn check_csrf(session: &Session, form: Result<Form<CsrfForm>, FormRejection>) -> Result<(), Response> {
-    match form {
-        Ok(Form(f)) if session.csrf_ok(f.csrf.as_deref()) => Ok(()),
-        _ => {
-            tracing::warn!("a dashboard form was refused: missing or wrong CSRF token");
-            Err(csrf_failed())
-        }
+/// Whether a form carries the session's CSRF token (logged when it does not).
+fn csrf_ok(session: &Session, form: Result<Form<CsrfForm>, FormRejection>) -> bool {
+    let ok = matches!(form, Ok(Form(f)) if session.csrf_ok(f.csrf.as_deref()));
+    if !ok {
+        tracing::warn!("a dashboard form was refused: missing or wrong CSRF token");
     }
+    ok
 }
 
 /// An error as a page.
@@ -181,8 +184,8 @@ async fn logout(
     LoggedIn(session): LoggedIn,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    if let Err(r) = check_csrf(&session, form) {
-        return r;
+    if !csrf_ok(&session, form) {
+        return csrf_failed();
     }
     app.sessions.remove(&session.id);
     (
@@ -330,11 +333,14 @@ async fn run_now(
     name: Result<Path<String>, PathRejection>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    if let Err(r) = check_csrf(&session, form) {
-        return r;
+    if !csrf_ok(&session, form) {
+        return csrf_failed();
     }
     let Ok(Path(name)) = name else {
-        return error_page(&ApiError::bad_request("bad activation name"), Some(&session));
+        return error_page(
+            &ApiError::bad_request("bad activation name"),
+            Some(&session),
+        );
     };
     if let Err(e) = app.activation(&name) {
         return error_page(&e, Some(&session));
@@ -354,7 +360,10 @@ async fn preview_plan(
     name: Result<Path<String>, PathRejection>,
 ) -> Response {
     let Ok(Path(name)) = name else {
-        return error_page(&ApiError::bad_request("bad activation name"), Some(&session));
+        return error_page(
+            &ApiError::bad_request("bad activation name"),
+            Some(&session),
+        );
     };
     if let Err(e) = app.activation(&name) {
         return error_page(&e, Some(&session));
@@ -468,7 +477,10 @@ async fn run_page(
     q: Result<Query<RunPageQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Path(id)) = id else {
-        return error_page(&ApiError::bad_request("a run id is a number"), Some(&session));
+        return error_page(
+            &ApiError::bad_request("a run id is a number"),
+            Some(&session),
+        );
     };
     let q = q.map(|Query(q)| q).unwrap_or(RunPageQuery {
         outcome: None,
@@ -506,11 +518,7 @@ async fn run_page(
 fn run_body(run: &RunView, rows: &RowsPage, outcome: Outcome, paged: bool) -> Markup {
     let report = run.report.as_ref();
     let live = run.live.as_ref();
-    let recorded = |o: &str| {
-        run.recorded_rows
-            .as_ref()
-            .and_then(|m| m.get(o).copied())
-    };
+    let recorded = |o: &str| run.recorded_rows.as_ref().and_then(|m| m.get(o).copied());
     let d = |f: &str| run.delivery(f);
     html! {
         section.card {
@@ -598,7 +606,10 @@ async fn run_rejected_csv(
     id: Result<Path<i64>, PathRejection>,
 ) -> Response {
     let Ok(Path(id)) = id else {
-        return error_page(&ApiError::bad_request("a run id is a number"), Some(&session));
+        return error_page(
+            &ApiError::bad_request("a run id is a number"),
+            Some(&session),
+        );
     };
     match crate::api::rows_csv(&app, id, Outcome::Rejected).await {
         Ok(r) => r,
@@ -675,7 +686,12 @@ fn seg(s: &str) -> String {
     out
 }
 
-fn page(title: &str, session: Option<&Session>, refresh_secs: Option<u32>, body: Markup) -> Html<String> {
+fn page(
+    title: &str,
+    session: Option<&Session>,
+    refresh_secs: Option<u32>,
+    body: Markup,
+) -> Html<String> {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -776,7 +792,10 @@ mod tests {
         assert_eq!(duration(250), "250 ms");
         assert_eq!(duration(12_340), "12.3 s");
         assert_eq!(duration(125_000), "2 min 5 s");
-        assert_eq!(short_time("2026-11-29T12:00:00.123Z"), "2026-11-29 12:00:00 UTC");
+        assert_eq!(
+            short_time("2026-11-29T12:00:00.123Z"),
+            "2026-11-29 12:00:00 UTC"
+        );
         assert_eq!(attribute_name("custom:Tier"), "Tier (custom)");
         assert_eq!(attribute_name("std:city"), "city");
     }

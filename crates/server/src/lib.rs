@@ -44,9 +44,8 @@ pub struct ServeOptions {
 /// Every route of the server, and the OpenAPI document of its API.
 pub fn router(app: &Arc<App>) -> (Router, utoipa::openapi::OpenApi) {
     let (api, doc) = api::routers(app);
-    let doc_json: Arc<str> = Arc::from(
-        serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned()),
-    );
+    let doc_json: Arc<str> =
+        Arc::from(serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned()));
     let router = Router::new()
         .merge(api)
         .merge(dashboard::router(app))
@@ -100,7 +99,10 @@ fn recover(app: &App) -> Result<(), Error> {
         source,
     };
     let mut store = state_store::StateStore::open(&app.project.state_path).map_err(store_err)?;
-    let holder = format!("attentive-sync serve pid {} (start-up check)", std::process::id());
+    let holder = format!(
+        "attentive-sync serve pid {} (start-up check)",
+        std::process::id()
+    );
     for name in app.project.activations.keys() {
         match store.try_lock(name, &holder) {
             Ok(lock) => {
@@ -128,7 +130,8 @@ fn recover(app: &App) -> Result<(), Error> {
             .and_then(|r| r.finished_at)
             .and_then(|f| chrono::DateTime::parse_from_rfc3339(&f).ok());
         if let Some(t) = last {
-            app.metrics.set_last_success(name, t.with_timezone(&chrono::Utc));
+            app.metrics
+                .set_last_success(name, t.with_timezone(&chrono::Utc));
         }
     }
     Ok(())

@@ -234,7 +234,9 @@ impl Metrics {
             ("rejected", c.rejected),
             ("failed", c.failed),
         ] {
-            self.rows.get_or_create(&outcome_labels(a, outcome)).inc_by(n);
+            self.rows
+                .get_or_create(&outcome_labels(a, outcome))
+                .inc_by(n);
         }
         let attributes: u64 = report.plan.attributes_to_send.values().sum();
         self.attributes_sent.get_or_create(&al).inc_by(attributes);
@@ -383,9 +385,9 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
-        assert!(text
-            .lines()
-            .any(|l| l.starts_with("attentive_sync_last_success_timestamp_seconds{activation=\"vip\"} ")));
+        assert!(text.lines().any(
+            |l| l.starts_with("attentive_sync_last_success_timestamp_seconds{activation=\"vip\"} ")
+        ));
         assert!(text.trim_end().ends_with("# EOF"));
     }
 }

@@ -212,7 +212,10 @@ pub async fn start(app: &Arc<App>, activation: &str, trigger: Trigger) -> Result
     let notify = {
         let started = started.clone();
         move |r: Result<i64, StartError>| {
-            let tx = started.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let tx = started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             if let Some(tx) = tx {
                 let _ = tx.send(r);
             }
@@ -339,9 +342,15 @@ mod tests {
         .into();
         assert_eq!(e.status, StatusCode::CONFLICT);
         assert_eq!(e.code, "run_in_progress");
-        assert_eq!(e.message, "a run of activation \"a\" is in progress (run 3)");
+        assert_eq!(
+            e.message,
+            "a run of activation \"a\" is in progress (run 3)"
+        );
         let e: ApiError = StartError::Locked("locked by pid 1".into()).into();
-        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "run_in_progress"));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::CONFLICT, "run_in_progress")
+        );
         let e: ApiError = StartError::ShuttingDown.into();
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -27,12 +27,7 @@ pub fn spawn(app: &Arc<App>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle
                 timezone = schedule.timezone().name(),
                 "scheduled"
             );
-            tokio::spawn(schedule_loop(
-                app.clone(),
-                name,
-                schedule,
-                shutdown.clone(),
-            ))
+            tokio::spawn(schedule_loop(app.clone(), name, schedule, shutdown.clone()))
         })
         .collect()
 }
@@ -71,8 +66,8 @@ async fn schedule_loop(
             return;
         };
         app.set_next_due(&name, Some(due));
-        let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO)
-            + jitter(app.settings.jitter);
+        let wait =
+            (due - Utc::now()).to_std().unwrap_or(Duration::ZERO) + jitter(app.settings.jitter);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,

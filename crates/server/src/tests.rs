@@ -110,7 +110,8 @@ fn get(uri: &str, token: Option<&str>) -> Request<Body> {
 }
 
 fn form(uri: &str, cookie: Option<&str>, body: &str) -> Request<Body> {
-    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    let mut b =
+        Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some(c) = cookie {
         b = b.header(header::COOKIE, c);
     }
@@ -146,7 +147,11 @@ async fn the_api_needs_the_token_and_answers_json_errors() {
 
     // Open routes.
     for uri in ["/healthz", "/readyz", "/metrics", "/api/openapi.json"] {
-        assert_eq!(call(&f.router, get(uri, None)).await.status, StatusCode::OK, "{uri}");
+        assert_eq!(
+            call(&f.router, get(uri, None)).await.status,
+            StatusCode::OK,
+            "{uri}"
+        );
     }
 
     // Errors.
@@ -219,22 +224,37 @@ async fn a_run_over_the_api_pages_its_rejected_rows() {
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
-    let csv = call(&f.router, get(&format!("/api/v1/runs/{id}/rejected.csv"), Some(TOKEN))).await;
+    let csv = call(
+        &f.router,
+        get(&format!("/api/v1/runs/{id}/rejected.csv"), Some(TOKEN)),
+    )
+    .await;
     assert_eq!(csv.status, StatusCode::OK);
-    assert!(csv.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
+    assert!(csv.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
     let lines: Vec<&str> = csv.body.lines().collect();
     assert_eq!(lines[0], "row,contact,outcome,code,message,attributes");
     assert_eq!(lines.len(), 6, "{}", csv.body);
     assert!(lines[1].starts_with("7,,rejected,"), "{}", lines[1]);
 
-    let c = call(&f.router, get("/api/v1/contacts/%20C1@Example.com", Some(TOKEN))).await;
+    let c = call(
+        &f.router,
+        get("/api/v1/contacts/%20C1@Example.com", Some(TOKEN)),
+    )
+    .await;
     assert_eq!(c.status, StatusCode::OK, "{}", c.body);
     let c = c.json();
     assert_eq!(c["contact"], "c1@example.com");
     assert_eq!(c["activations"][0]["attributes"][0]["key"], "std:city");
     assert_eq!(c["activations"][0]["attributes"][0]["value"], "Austin");
 
-    let list = call(&f.router, get("/api/v1/runs?activation=a&limit=5", Some(TOKEN))).await;
+    let list = call(
+        &f.router,
+        get("/api/v1/runs?activation=a&limit=5", Some(TOKEN)),
+    )
+    .await;
     assert_eq!(list.json()["runs"][0]["id"], id);
     assert_eq!(list.json()["next_before"], serde_json::Value::Null);
 }
@@ -287,17 +307,29 @@ async fn the_dashboard_logs_in_with_a_session_and_checks_csrf() {
         .to_owned();
 
     // A POST without the CSRF token, or with another one, is refused and starts nothing.
-    for body in [String::new(), "csrf=".to_owned(), format!("csrf={}", "0".repeat(64))] {
+    for body in [
+        String::new(),
+        "csrf=".to_owned(),
+        format!("csrf={}", "0".repeat(64)),
+    ] {
         let r = call(&f.router, form("/activations/a/run", Some(&cookie), &body)).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
         assert!(r.body.contains("csrf_failed"));
     }
     assert!(f.app.runs.get("a").is_none());
     // Without a session: to the login page.
-    let r = call(&f.router, form("/activations/a/run", None, &format!("csrf={csrf}"))).await;
+    let r = call(
+        &f.router,
+        form("/activations/a/run", None, &format!("csrf={csrf}")),
+    )
+    .await;
     assert_eq!(r.headers[header::LOCATION], "/login");
 
-    let r = call(&f.router, form("/activations/a/run", Some(&cookie), &format!("csrf={csrf}"))).await;
+    let r = call(
+        &f.router,
+        form("/activations/a/run", Some(&cookie), &format!("csrf={csrf}")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let location = r.headers[header::LOCATION].to_str().unwrap().to_owned();
     assert!(location.starts_with("/runs/"), "{location}");
@@ -312,8 +344,15 @@ async fn the_dashboard_logs_in_with_a_session_and_checks_csrf() {
     )
     .await;
     assert!(run.body.contains("data-status=\"partial\""), "{}", run.body);
-    assert!(run.body.contains("class=\"count count-updated\""), "{}", run.body);
-    assert!(!run.body.contains("http-equiv=\"refresh\""), "a finished run does not refresh");
+    assert!(
+        run.body.contains("class=\"count count-updated\""),
+        "{}",
+        run.body
+    );
+    assert!(
+        !run.body.contains("http-equiv=\"refresh\""),
+        "a finished run does not refresh"
+    );
 
     let plan = call(
         &f.router,
@@ -329,9 +368,16 @@ async fn the_dashboard_logs_in_with_a_session_and_checks_csrf() {
     // Logout needs the CSRF token too, then the session is gone.
     let r = call(&f.router, form("/logout", Some(&cookie), "")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = call(&f.router, form("/logout", Some(&cookie), &format!("csrf={csrf}"))).await;
+    let r = call(
+        &f.router,
+        form("/logout", Some(&cookie), &format!("csrf={csrf}")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(r.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    assert!(r.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
     let r = call(
         &f.router,
         Request::get("/")

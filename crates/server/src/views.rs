@@ -263,7 +263,8 @@ pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 /// An email or international phone as the snapshot keys it (as `attentive-sync contacts
 /// show` does).
 pub fn normalize_contact(s: &str) -> Result<String, ApiError> {
-    let invalid = |m: String| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_contact", m);
+    let invalid =
+        |m: String| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_contact", m);
     if s.contains('@') {
         sync_core::normalize::email(s).map_err(|e| invalid(format!("{s:?}: {e}")))
     } else {
@@ -410,7 +411,12 @@ mod tests {
         assert_eq!(e.code, "run_not_found");
 
         store
-            .finish_run(id, RunStatus::Partial, r#"{"duration_ms": 1234, "counts": {"updated": 5}}"#, None)
+            .finish_run(
+                id,
+                RunStatus::Partial,
+                r#"{"duration_ms": 1234, "counts": {"updated": 5}}"#,
+                None,
+            )
             .unwrap();
         let v = RunView::of(&store.run(id).unwrap().unwrap());
         assert_eq!(v.duration_ms, Some(1234));

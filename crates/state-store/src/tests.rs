@@ -1078,9 +1078,18 @@ fn keyset_pages_of_runs_and_rows() {
     let ids = |v: Vec<RunSummary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
     assert_eq!(ids(store.runs_before(None, None, 2).unwrap()), [r3, r2]);
     assert_eq!(ids(store.runs_before(None, Some(r2), 2).unwrap()), [r1]);
-    assert_eq!(ids(store.runs_before(Some("a"), None, 10).unwrap()), [r3, r1]);
-    assert_eq!(ids(store.runs_before(Some("a"), Some(r3), 10).unwrap()), [r1]);
-    assert!(store.runs_before(Some("a"), Some(r1), 10).unwrap().is_empty());
+    assert_eq!(
+        ids(store.runs_before(Some("a"), None, 10).unwrap()),
+        [r3, r1]
+    );
+    assert_eq!(
+        ids(store.runs_before(Some("a"), Some(r3), 10).unwrap()),
+        [r1]
+    );
+    assert!(store
+        .runs_before(Some("a"), Some(r1), 10)
+        .unwrap()
+        .is_empty());
 
     let rows: Vec<RunRow> = (2..12)
         .map(|n| {
@@ -1117,7 +1126,10 @@ fn keyset_pages_of_runs_and_rows() {
         numbers(store.run_rows_after(r3, rejected, Some(6), 2).unwrap()),
         [9]
     );
-    assert!(store.run_rows_after(r3, rejected, Some(9), 2).unwrap().is_empty());
+    assert!(store
+        .run_rows_after(r3, rejected, Some(9), 2)
+        .unwrap()
+        .is_empty());
     assert!(store.run_rows_after(r1, None, None, 2).unwrap().is_empty());
     assert!(matches!(
         store.run_rows_after(r3, None, Some(u64::MAX), 2),

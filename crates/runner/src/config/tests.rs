@@ -206,10 +206,19 @@ fn a_bad_schedule_or_time_zone_names_its_key() {
         "schedule = \"0 25 * * *\"\ntimezone = \"Europe/Atlantis\"",
     );
     let e = parse(&text).unwrap_err().to_string();
-    assert!(e.contains("activations.vip.schedule: \"0 25 * * *\" is not a valid cron expression"), "{e}");
-    assert!(e.contains("activations.vip.timezone: \"Europe/Atlantis\" is not an IANA time zone"), "{e}");
+    assert!(
+        e.contains("activations.vip.schedule: \"0 25 * * *\" is not a valid cron expression"),
+        "{e}"
+    );
+    assert!(
+        e.contains("activations.vip.timezone: \"Europe/Atlantis\" is not an IANA time zone"),
+        "{e}"
+    );
 
     let text = GOOD.replace("schedule = \"0 */6 * * *\"", "schedule = \"every day\"");
     let e = parse(&text).unwrap_err().to_string();
-    assert!(e.contains("activations.vip.schedule: \"every day\" has 2 fields"), "{e}");
+    assert!(
+        e.contains("activations.vip.schedule: \"every day\" has 2 fields"),
+        "{e}"
+    );
 }
