@@ -261,7 +261,7 @@ fn activation_row(a: &ActivationView, session: &Session) -> Markup {
         tr.activation #{"activation-" (a.name)} data-activation=(a.name) {
             td {
                 div.name { (a.name) }
-                div.muted.small { (a.model) " → " (a.destination) }
+                div.muted.small.nowrap { (a.model) " → " (a.destination) }
             }
             td.schedule {
                 @if let Some(s) = &a.schedule {
@@ -535,10 +535,12 @@ fn run_body(run: &RunView, rows: &RowsPage, outcome: Outcome, paged: bool) -> Ma
             @if let Some(e) = &run.error { p #run-error .flash.{ @if run.status == "failed" { "error" } @else { "warn" } } { (e) } }
             @if let Some(l) = live {
                 div.progress #live-progress {
-                    "Reading the model: " strong { (l.rows_read) } " rows · "
-                    strong { (l.changed) } " contacts to update · "
-                    strong { (l.delivered) } " done"
+                    "In progress: "
+                    @if l.rows_read > 0 { strong { (l.rows_read) } " rows read · " }
+                    strong { (l.changed) } " contacts to update so far · "
+                    strong { (l.delivered) } " delivered"
                     @if l.stopping { " · " span.badge.status-interrupted { "stopping" } }
+                    span.muted.small { " — the counts below are those recorded so far; this page refreshes itself." }
                 }
             }
             div.counts #run-counts {
@@ -740,11 +742,11 @@ a{color:var(--accent)}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.9em;background:#f0f2f6;padding:.05em .35em;border-radius:4px}
 table.grid{width:100%;border-collapse:collapse}
 table.grid th,table.grid td{padding:.45rem .55rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-table.grid th{font-size:.8rem;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);font-weight:600}
+table.grid th{white-space:nowrap;font-size:.8rem;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);font-weight:600}
 table.grid tr:last-child td{border-bottom:none}
 .num{text-align:right!important;font-variant-numeric:tabular-nums}
 td.reason{max-width:40rem;word-break:break-word}
-.name{font-weight:600}
+.name{font-weight:600}.nowrap{white-space:nowrap}
 .badge{display:inline-block;padding:.1em .55em;border-radius:999px;font-size:.8rem;font-weight:600;background:#eef0f4;color:var(--muted)}
 .badge.big{font-size:.95rem;padding:.25em .8em}
 .status-succeeded{background:#e3f5ea;color:var(--ok)}.status-partial{background:#fff3dc;color:var(--warn)}
@@ -773,7 +775,7 @@ dl.facts dt{color:var(--muted)}dl.facts dd{margin:0}
 .tab{padding:.4rem .8rem;text-decoration:none;color:var(--muted);border-bottom:2px solid transparent}
 .tab.active{color:var(--ink);border-bottom-color:var(--accent);font-weight:600}
 .pager{display:flex;gap:.5rem;justify-content:flex-end;margin-top:.6rem}
-.two{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.two .card{margin-bottom:0}
+.two{display:grid;grid-template-columns:1fr 1fr;gap:1rem;margin-bottom:1rem}.two .card{margin-bottom:0}
 ul.changes{margin:0;padding-left:1rem}.prev{color:var(--muted);text-decoration:line-through}.new{font-weight:600}
 .login{max-width:380px;margin:4rem auto}
 .login form{display:flex;flex-direction:column;gap:.6rem}
