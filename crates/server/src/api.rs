@@ -258,10 +258,7 @@ async fn list_runs(
             } else {
                 None
             };
-            let runs = runs
-                .iter()
-                .map(|r| views::run_view(&a, s, r))
-                .collect::<Result<Vec<_>, _>>()?;
+            let runs = runs.iter().map(|r| views::run_view(&a, r)).collect();
             Ok(RunsPage { runs, next_before })
         })
         .await?;
@@ -291,7 +288,7 @@ async fn get_run(
         .db
         .read(move |s| {
             let run = s.run(id)?.ok_or_else(|| ApiError::run_not_found(id))?;
-            views::run_view(&a, s, &run)
+            views::run_detail(&a, s, &run)
         })
         .await?;
     Ok(Json(run))

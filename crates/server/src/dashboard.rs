@@ -209,8 +209,8 @@ async fn index(State(app): State<Arc<App>>, LoggedIn(session): LoggedIn) -> Resp
             let runs = s
                 .runs(None, 25)?
                 .iter()
-                .map(|r| views::run_view(&a, s, r))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|r| views::run_view(&a, r))
+                .collect::<Vec<_>>();
             Ok((activations, runs))
         })
         .await;
@@ -495,7 +495,7 @@ async fn run_page(
         .db
         .read(move |s| {
             let run = s.run(id)?.ok_or_else(|| ApiError::run_not_found(id))?;
-            let view = views::run_view(&a, s, &run)?;
+            let view = views::run_detail(&a, s, &run)?;
             let rows = views::rows_page(s, id, Some(outcome), q.after, 50)?;
             Ok((view, rows))
         })

@@ -277,11 +277,20 @@ pub fn normalize_contact(s: &str) -> Result<String, ApiError> {
     }
 }
 
-/// A run with, while it goes on here, its live progress and recorded row counts.
-pub fn run_view(app: &App, store: &StateStore, s: &RunSummary) -> Result<RunView, ApiError> {
+/// A run with, while it goes on here, its live progress (cheap: for lists).
+pub fn run_view(app: &App, s: &RunSummary) -> RunView {
     let mut v = RunView::of(s);
     if s.status == state_store::RunStatus::Running {
         v.live = app.runs.by_run_id(s.id).as_deref().map(LiveRun::of);
+    }
+    v
+}
+
+/// [`run_view`] with, while the run goes on, the rows recorded per outcome so far (one index
+/// scan of the run's recorded rows: for one run's page).
+pub fn run_detail(app: &App, store: &StateStore, s: &RunSummary) -> Result<RunView, ApiError> {
+    let mut v = run_view(app, s);
+    if s.status == state_store::RunStatus::Running {
         v.recorded_rows = Some(
             store
                 .run_outcome_counts(s.id)?
@@ -298,10 +307,7 @@ pub fn activations(app: &App, store: &StateStore) -> Result<Vec<ActivationView>,
     let mut out = Vec::new();
     for a in app.project.activations.values() {
         let last = store.runs(Some(&a.name), 1)?;
-        let last_run = match last.first() {
-            Some(s) => Some(run_view(app, store, s)?),
-            None => None,
-        };
+        let last_run = last.first().map(|s| run_view(app, s));
         out.push(ActivationView {
             name: a.name.clone(),
             model: a.model.clone(),
