@@ -139,6 +139,21 @@ impl Registry {
     }
 }
 
+/// Frees an activation in the registry when dropped.
+struct Release {
+    app: Arc<App>,
+    entry: Arc<ActiveRun>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.app
+            .metrics
+            .set_in_progress(&self.entry.activation, false);
+        self.app.runs.release(&self.entry);
+    }
+}
+
 /// Why a run did not start.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StartError {
@@ -247,6 +262,11 @@ pub async fn start(app: &Arc<App>, activation: &str, trigger: Trigger) -> Result
     tokio::spawn(
         async move {
             let app = task_app;
+            // Frees the activation when the task ends, even by a panic.
+            let _release = Release {
+                app: app.clone(),
+                entry: entry.clone(),
+            };
             let result =
                 runner::run::run(&app.project, &name, client.clone(), opts, progress).await;
             match result {
@@ -296,8 +316,6 @@ pub async fn start(app: &Arc<App>, activation: &str, trigger: Trigger) -> Result
                     notify(Err(err));
                 }
             }
-            app.metrics.set_in_progress(&name, false);
-            app.runs.release(&entry);
         }
         .instrument(span),
     );
