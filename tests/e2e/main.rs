@@ -9,4 +9,5 @@ mod support;
 mod bad_input;
 mod plan;
 mod run;
+mod server;
 mod sources;

@@ -286,3 +286,196 @@ impl Project {
         serde_json::from_str(&r.stdout).expect("runs show JSON")
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// `attentive-sync serve`, driven over loopback.
+
+/// The server token the tests use.
+pub const SERVER_TOKEN: &str = "e2e-server-token-0123456789abcdef";
+
+/// A running `attentive-sync serve`; killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Project {
+    /// Starts `attentive-sync serve --listen 127.0.0.1:0 --jitter-secs 0 [extra]` with the
+    /// simulator's key and [`SERVER_TOKEN`], and waits for its `listening on` line.
+    pub fn serve(&self, extra: &[&str]) -> Server {
+        self.serve_env(
+            extra,
+            &[
+                ("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY),
+                ("ATTENTIVE_SYNC_SERVER_TOKEN", SERVER_TOKEN),
+            ],
+        )
+    }
+
+    pub fn serve_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        use std::io::BufRead;
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--jitter-secs", "0"];
+        args.extend_from_slice(extra);
+        let mut cmd = Command::new(bin());
+        cmd.args(&args)
+            .current_dir(self.dir.path())
+            .env_remove("ATTENTIVE_SYNC_CONFIG")
+            .env_remove("ATTENTIVE_SYNC_SERVER_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start attentive-sync serve");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        {
+            let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                while err.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    sink.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            let _ = tx.send(line);
+            let mut rest = String::new();
+            let _ = out.read_to_string(&mut rest);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Some(base) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "serve did not start: stdout {line:?}, stderr {}",
+                stderr.lock().unwrap()
+            );
+        };
+        Server {
+            child,
+            base: base.to_owned(),
+            stderr,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("HTTP client"),
+        }
+    }
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// What the server logged so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// `GET path` with the token: status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(SERVER_TOKEN)
+            .send()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (r.status().as_u16(), r.text().expect("body"))
+    }
+
+    /// `GET path` with the token, as JSON.
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.get(path);
+        let v = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"));
+        (status, v)
+    }
+
+    /// `POST path` with the token, as JSON, with the Location header.
+    pub fn post_json(&self, path: &str) -> (u16, serde_json::Value, Option<String>) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(SERVER_TOKEN)
+            .send()
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned());
+        let body = r.text().expect("body");
+        let v = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("POST {path} is not JSON ({e}): {body}"));
+        (status, v, location)
+    }
+
+    /// Starts a run of `activation`; its id.
+    pub fn start_run(&self, activation: &str) -> i64 {
+        let (status, v, _) = self.post_json(&format!("/api/v1/activations/{activation}/runs"));
+        assert_eq!(status, 202, "{v}\n{}", self.logs());
+        v["run_id"].as_i64().expect("run_id")
+    }
+
+    /// Waits until run `id` is no longer `running`; its JSON.
+    pub fn wait_run(&self, id: i64, deadline: Duration) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let (status, v) = self.get_json(&format!("/api/v1/runs/{id}"));
+            assert_eq!(status, 200, "{v}");
+            if v["status"] != "running" {
+                return v;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "run {id} still running after {deadline:?}: {v}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to end; its exit code.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("send SIGTERM");
+        assert!(status.success());
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait for serve") {
+                // Let the stderr reader catch the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return s.code();
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "serve did not stop within {deadline:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -132,6 +132,39 @@ enum Command {
         #[command(subcommand)]
         command: ContactsCommand,
     },
+    /// Run the server: activations on their schedules, a REST API, a web dashboard and
+    /// Prometheus metrics (see docs/SERVER.md). Needs a token: ATTENTIVE_SYNC_SERVER_TOKEN
+    /// or --token-file. SIGTERM or Ctrl-C stops it cleanly.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Address to listen on; port 0 picks a free port. The first line on stdout is
+        /// `listening on http://ADDR`.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// A file holding the server token (else the environment variable
+        /// ATTENTIVE_SYNC_SERVER_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Largest random delay, in seconds, added to each scheduled start.
+        #[arg(long, default_value_t = 5.0)]
+        jitter_secs: f64,
+        /// Mark the session cookie `Secure` (when users reach the server over https).
+        #[arg(long)]
+        secure_cookies: bool,
+        /// Ask for the bearer token on /metrics too (open by default).
+        #[arg(long)]
+        metrics_require_token: bool,
+        /// Contacts delivered at once per run.
+        #[arg(long, default_value_t = 16)]
+        max_in_flight: usize,
+        /// Hours after which contacts cached as not found are checked again.
+        #[arg(long, default_value_t = 24.0)]
+        recheck_after_hours: f64,
+        /// Seconds a graceful stop waits for runs to commit what is in flight.
+        #[arg(long, default_value_t = 120)]
+        shutdown_timeout_secs: u64,
+    },
     /// Show the tool on a bundled sample project, with nothing to set up.
     Demo {
         /// Keep the sample project in this folder instead of a temporary one.
@@ -215,7 +248,13 @@ fn main() -> ExitCode {
             });
         }
     };
-    init_logs(cli.log_format, cli.verbose);
+    // The server logs what it does (runs, skips, stops) by default.
+    let verbose = if matches!(cli.command, Command::Serve { .. }) {
+        cli.verbose.max(1)
+    } else {
+        cli.verbose
+    };
+    init_logs(cli.log_format, verbose);
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -321,6 +360,54 @@ fn run(command: Command) -> Result<u8> {
         }
         Command::Runs { command } => runs(command),
         Command::Demo { dir } => demo(dir.as_deref()),
+        Command::Serve {
+            config,
+            listen,
+            token_file,
+            jitter_secs,
+            secure_cookies,
+            metrics_require_token,
+            max_in_flight,
+            recheck_after_hours,
+            shutdown_timeout_secs,
+        } => {
+            let project = load(&config)?;
+            let token = server::ServerToken::load(
+                token_file.as_deref(),
+                std::env::var(server::auth::TOKEN_ENV).ok(),
+            )?;
+            for p in project.delivery_problems() {
+                tracing::warn!("{p}: runs of the activations that send through it will not start");
+            }
+            let settings = server::Settings {
+                secure_cookies,
+                metrics_require_token,
+                jitter: std::time::Duration::from_secs_f64(jitter_secs.clamp(0.0, 3600.0)),
+                max_in_flight: max_in_flight.max(1),
+                recheck_after: std::time::Duration::from_secs_f64(
+                    recheck_after_hours.max(0.0) * 3600.0,
+                ),
+                shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout_secs),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(server::serve(
+                server::ServeOptions {
+                    project,
+                    listen,
+                    token,
+                    settings,
+                },
+                |addr| {
+                    use std::io::Write as _;
+                    println!("listening on http://{addr}");
+                    let _ = std::io::stdout().flush();
+                },
+            ))?;
+            Ok(exit::OK)
+        }
     }
 }
 

@@ -93,6 +93,8 @@ pub struct RawActivation {
     /// Narrows the model to a segment: a SQL condition for SQL models, a predicate over
     /// columns for file models.
     pub filter: Option<String>,
+    /// The IANA time zone `schedule` is evaluated in (default UTC).
+    pub timezone: Option<String>,
     #[serde(default)]
     pub standard: BTreeMap<String, String>,
     #[serde(default)]
@@ -171,6 +173,10 @@ pub struct Activation {
     pub schedule: Option<String>,
     /// The segment of the model this activation sends, when it has a `filter`.
     pub segment: Option<Segment>,
+    /// The time zone of the schedule (`timezone`, default UTC).
+    pub timezone: chrono_tz::Tz,
+    /// `schedule`, parsed: `Some` exactly when `schedule` is set.
+    pub cron: Option<crate::schedule::Schedule>,
 }
 
 /// How an activation narrows its model.
@@ -561,14 +567,32 @@ impl Project {
                     message: "maps no attributes; add [activations.NAME.standard] or [activations.NAME.custom] entries".to_owned(),
                 });
             }
-            if let Some(s) = &a.schedule {
-                if s.split_whitespace().count() != 5 {
-                    problems.push(Problem {
-                        key: format!("{key}.schedule"),
-                        message: format!("{s:?} is not a cron expression of 5 fields (minute hour day month weekday)"),
-                    });
-                }
-            }
+            let timezone = match &a.timezone {
+                None => chrono_tz::Tz::UTC,
+                Some(tz) => match crate::schedule::Schedule::parse_time_zone(tz) {
+                    Ok(tz) => tz,
+                    Err(e) => {
+                        problems.push(Problem {
+                            key: format!("{key}.timezone"),
+                            message: e.to_string(),
+                        });
+                        chrono_tz::Tz::UTC
+                    }
+                },
+            };
+            let cron = match &a.schedule {
+                None => None,
+                Some(s) => match crate::schedule::Schedule::parse(s, timezone) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        problems.push(Problem {
+                            key: format!("{key}.schedule"),
+                            message: e.to_string(),
+                        });
+                        None
+                    }
+                },
+            };
             let segment = a.filter.as_deref().and_then(|text| {
                 let is_sql = match raw.models.get(&a.model) {
                     Some(m) => matches!(m.source.as_str(), "sqlite" | "postgres"),
@@ -617,6 +641,8 @@ impl Project {
                     },
                     schedule: a.schedule.clone(),
                     segment,
+                    timezone,
+                    cron,
                 },
             );
         }

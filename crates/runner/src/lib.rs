@@ -10,5 +10,6 @@ pub mod model;
 pub mod plan;
 pub mod run;
 pub mod sample;
+pub mod schedule;
 
 pub use config::{ConfigError, Project};

@@ -50,6 +50,19 @@ pub struct RunOptions {
     /// Set to stop the run cleanly (Ctrl-C): no new contact is started; those in flight
     /// finish and are committed.
     pub stop: Arc<AtomicBool>,
+    /// Called once with the run's id as soon as the run is recorded (its lock taken), so that
+    /// a frontend can point at a run while it goes on. Not called when the run cannot start.
+    pub on_start: Option<OnStart>,
+}
+
+/// A callback given the id of a run that has just started (see [`RunOptions::on_start`]).
+#[derive(Clone)]
+pub struct OnStart(pub Arc<dyn Fn(i64) + Send + Sync>);
+
+impl std::fmt::Debug for OnStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStart(..)")
+    }
 }
 
 impl Default for RunOptions {
@@ -59,6 +72,7 @@ impl Default for RunOptions {
             recheck_after: Duration::from_secs(24 * 3600),
             max_in_flight: 16,
             stop: Arc::new(AtomicBool::new(false)),
+            on_start: None,
         }
     }
 }
@@ -219,6 +233,9 @@ pub async fn run<D: Destination + 'static>(
     let lock = store.try_lock(&activation.name, &holder)?;
     store.mark_interrupted_runs(&activation.name)?;
     let run_id = store.begin_run(&activation.name, RunKind::Run)?;
+    if let Some(on_start) = &opts.on_start {
+        (on_start.0)(run_id);
+    }
 
     // Pass 1: find duplicated identifiers.
     let known = {

@@ -158,7 +158,8 @@ default_phone_region = "US"
 # date_order = "mdy"                # read 03/04/1990 as March 4 ("dmy": April 3)
 # on_null = "omit"                  # or "clear": send "" when a value becomes empty
 # duplicates = "reject"             # or "first" / "last"
-# schedule = "0 */6 * * *"          # used by `attentive-sync serve`
+# schedule = "0 */6 * * *"          # used by `attentive-sync serve` (cron; 6 fields: seconds first)
+# timezone = "America/New_York"     # the schedule's IANA time zone (default "UTC")
 # filter = "loyalty_tier in ('gold', 'platinum')"   # send a segment only (docs/CONFIG.md)
 
 [activations.vip.standard]

@@ -166,6 +166,25 @@ fn run_summary(r: &Row<'_>) -> Result<RunSummary, Error> {
     })
 }
 
+/// A `run_rows` row selected as `row_number, contact_key, outcome, code, message,
+/// attributes_json`.
+fn run_row(r: &Row<'_>) -> Result<RunRow, Error> {
+    const A: &str = "reading row outcomes";
+    let number: i64 = r.get(0).ctx(A)?;
+    Ok(RunRow {
+        row_number: u64::try_from(number).map_err(|_| Error::Corrupt {
+            table: "run_rows",
+            column: "row_number",
+            value: number.to_string(),
+        })?,
+        contact_key: r.get(1).ctx(A)?,
+        outcome: Outcome::from_sql(r.get(2).ctx(A)?)?,
+        code: r.get(3).ctx(A)?,
+        message: r.get(4).ctx(A)?,
+        attributes_json: r.get(5).ctx(A)?,
+    })
+}
+
 /// SQLite's LIMIT and OFFSET take an `i64`; anything larger means "no limit".
 fn sql_count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -329,19 +348,100 @@ impl StateStore {
             .ctx(A)?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().ctx(A)? {
-            let number: i64 = r.get(0).ctx(A)?;
-            out.push(RunRow {
-                row_number: u64::try_from(number).map_err(|_| Error::Corrupt {
-                    table: "run_rows",
-                    column: "row_number",
-                    value: number.to_string(),
-                })?,
-                contact_key: r.get(1).ctx(A)?,
-                outcome: Outcome::from_sql(r.get(2).ctx(A)?)?,
-                code: r.get(3).ctx(A)?,
-                message: r.get(4).ctx(A)?,
-                attributes_json: r.get(5).ctx(A)?,
-            });
+            out.push(run_row(r)?);
+        }
+        Ok(out)
+    }
+
+    /// A page of runs, newest first: of one activation or of all, with ids below `before`
+    /// when given (keyset paging: pass the last id of a page to get the next one).
+    pub fn runs_before(
+        &self,
+        activation: Option<&str>,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<RunSummary>, Error> {
+        const A: &str = "listing runs";
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "{SELECT_RUN} WHERE (?1 IS NULL OR a.name = ?1) AND (?2 IS NULL OR r.id < ?2) \
+                 ORDER BY r.id DESC LIMIT ?3"
+            ))
+            .ctx(A)?;
+        let mut rows = stmt
+            .query(params![activation, before, sql_count(limit)])
+            .ctx(A)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().ctx(A)? {
+            out.push(run_summary(r)?);
+        }
+        Ok(out)
+    }
+
+    /// A page of a run's row outcomes in row order, after row number `after` when given
+    /// (keyset paging: pass the last row number of a page to get the next one), optionally
+    /// only those with one outcome. Each page is one range scan of an index, however deep.
+    pub fn run_rows_after(
+        &self,
+        run_id: i64,
+        outcome: Option<Outcome>,
+        after: Option<u64>,
+        limit: u64,
+    ) -> Result<Vec<RunRow>, Error> {
+        const A: &str = "reading row outcomes";
+        let after = match after {
+            Some(n) => i64::try_from(n).map_err(|_| Error::OutOfRange {
+                what: "row number",
+                value: n,
+            })?,
+            None => -1,
+        };
+        let sql = if outcome.is_some() {
+            "SELECT row_number, contact_key, outcome, code, message, attributes_json \
+             FROM run_rows INDEXED BY run_rows_by_outcome \
+             WHERE run_id = ?1 AND outcome = ?2 AND row_number > ?3 \
+             ORDER BY row_number LIMIT ?4"
+        } else {
+            "SELECT row_number, contact_key, outcome, code, message, attributes_json \
+             FROM run_rows WHERE run_id = ?1 AND ?2 IS NULL AND row_number > ?3 \
+             ORDER BY row_number LIMIT ?4"
+        };
+        let mut stmt = self.conn.prepare_cached(sql).ctx(A)?;
+        let mut rows = stmt
+            .query(params![
+                run_id,
+                outcome.map(Outcome::as_str),
+                after,
+                sql_count(limit)
+            ])
+            .ctx(A)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().ctx(A)? {
+            out.push(run_row(r)?);
+        }
+        Ok(out)
+    }
+
+    /// How many rows of a run were recorded with each outcome so far (outcomes with none are
+    /// left out). `unchanged` rows are not recorded one by one, so they are not counted here.
+    pub fn run_outcome_counts(&self, run_id: i64) -> Result<Vec<(Outcome, u64)>, Error> {
+        const A: &str = "counting row outcomes";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT outcome, count(*) FROM run_rows INDEXED BY run_rows_by_outcome \
+                 WHERE run_id = ?1 GROUP BY outcome ORDER BY outcome",
+            )
+            .ctx(A)?;
+        let mut rows = stmt.query([run_id]).ctx(A)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().ctx(A)? {
+            let n: i64 = r.get(1).ctx(A)?;
+            out.push((
+                Outcome::from_sql(r.get(0).ctx(A)?)?,
+                u64::try_from(n).unwrap_or(0),
+            ));
         }
         Ok(out)
     }

@@ -1068,3 +1068,76 @@ fn two_connections_write_concurrently() {
     assert_eq!(store.contact_count("b").unwrap(), 30);
     assert_eq!(store.runs(None, 100).unwrap().len(), 60);
 }
+
+#[test]
+fn keyset_pages_of_runs_and_rows() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    let r1 = store.begin_run("a", RunKind::Run).unwrap();
+    let r2 = store.begin_run("b", RunKind::Run).unwrap();
+    let r3 = store.begin_run("a", RunKind::Run).unwrap();
+    let ids = |v: Vec<RunSummary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.runs_before(None, None, 2).unwrap()), [r3, r2]);
+    assert_eq!(ids(store.runs_before(None, Some(r2), 2).unwrap()), [r1]);
+    assert_eq!(
+        ids(store.runs_before(Some("a"), None, 10).unwrap()),
+        [r3, r1]
+    );
+    assert_eq!(
+        ids(store.runs_before(Some("a"), Some(r3), 10).unwrap()),
+        [r1]
+    );
+    assert!(store
+        .runs_before(Some("a"), Some(r1), 10)
+        .unwrap()
+        .is_empty());
+
+    let rows: Vec<RunRow> = (2..12)
+        .map(|n| {
+            row(
+                n,
+                if n % 3 == 0 {
+                    Outcome::Rejected
+                } else {
+                    Outcome::Updated
+                },
+            )
+        })
+        .collect();
+    store.record_rows(r3, &rows).unwrap();
+    let numbers = |v: Vec<RunRow>| v.into_iter().map(|r| r.row_number).collect::<Vec<_>>();
+    assert_eq!(
+        numbers(store.run_rows_after(r3, None, None, 4).unwrap()),
+        [2, 3, 4, 5]
+    );
+    assert_eq!(
+        numbers(store.run_rows_after(r3, None, Some(5), 4).unwrap()),
+        [6, 7, 8, 9]
+    );
+    assert_eq!(
+        numbers(store.run_rows_after(r3, None, Some(9), 4).unwrap()),
+        [10, 11]
+    );
+    let rejected = Some(Outcome::Rejected);
+    assert_eq!(
+        numbers(store.run_rows_after(r3, rejected, None, 2).unwrap()),
+        [3, 6]
+    );
+    assert_eq!(
+        numbers(store.run_rows_after(r3, rejected, Some(6), 2).unwrap()),
+        [9]
+    );
+    assert!(store
+        .run_rows_after(r3, rejected, Some(9), 2)
+        .unwrap()
+        .is_empty());
+    assert!(store.run_rows_after(r1, None, None, 2).unwrap().is_empty());
+    assert!(matches!(
+        store.run_rows_after(r3, None, Some(u64::MAX), 2),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert_eq!(
+        store.run_outcome_counts(r3).unwrap(),
+        [(Outcome::Rejected, 3), (Outcome::Updated, 7)]
+    );
+    assert!(store.run_outcome_counts(r1).unwrap().is_empty());
+}

@@ -229,3 +229,44 @@ fn a_sql_models_filter_is_left_to_the_database() {
         Some(Segment::Sql("lower(tier) LIKE 'g%'".into()))
     );
 }
+
+#[test]
+fn schedules_are_parsed_in_their_time_zone() {
+    let p = parse(GOOD).unwrap();
+    let a = &p.activations["vip"];
+    assert_eq!(a.timezone, chrono_tz::Tz::UTC);
+    assert_eq!(a.cron.as_ref().unwrap().expression(), "0 */6 * * *");
+
+    let text = GOOD.replace(
+        "schedule = \"0 */6 * * *\"",
+        "schedule = \"*/2 * * * * *\"\ntimezone = \"America/New_York\"",
+    );
+    let p = parse(&text).unwrap();
+    let a = &p.activations["vip"];
+    assert_eq!(a.timezone, chrono_tz::Tz::America__New_York);
+    assert!(a.cron.as_ref().unwrap().has_seconds());
+}
+
+#[test]
+fn a_bad_schedule_or_time_zone_names_its_key() {
+    let text = GOOD.replace(
+        "schedule = \"0 */6 * * *\"",
+        "schedule = \"0 25 * * *\"\ntimezone = \"Europe/Atlantis\"",
+    );
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("activations.vip.schedule: \"0 25 * * *\" is not a valid cron expression"),
+        "{e}"
+    );
+    assert!(
+        e.contains("activations.vip.timezone: \"Europe/Atlantis\" is not an IANA time zone"),
+        "{e}"
+    );
+
+    let text = GOOD.replace("schedule = \"0 */6 * * *\"", "schedule = \"every day\"");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("activations.vip.schedule: \"every day\" has 2 fields"),
+        "{e}"
+    );
+}

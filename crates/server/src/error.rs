@@ -1,0 +1,257 @@
+//! Errors: what stops the server from starting ([`Error`]), and what an API call answers
+//! when it fails ([`ApiError`]: `{"error": {"code": "stable_snake_case", "message": "..."}}`).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// What stops `serve` before or while it serves.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No token to protect the API and dashboard with.
+    #[error(
+        "no server token: set the environment variable ATTENTIVE_SYNC_SERVER_TOKEN or pass \
+         --token-file PATH (a file holding a random secret of at least {min} characters, e.g. \
+         from `openssl rand -hex 32`)"
+    )]
+    NoToken {
+        /// The shortest token accepted.
+        min: usize,
+    },
+    /// The token is too short to be a secret.
+    #[error(
+        "the server token from {source_name} is {len} characters long; use at least {min} \
+         random characters (e.g. from `openssl rand -hex 32`)"
+    )]
+    WeakToken {
+        /// Where it came from (the variable's name or the file's path), never the token.
+        source_name: String,
+        /// Its length.
+        len: usize,
+        /// The shortest token accepted.
+        min: usize,
+    },
+    /// The token file could not be read.
+    #[error("cannot read the token file {path}")]
+    TokenFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state database could not be opened.
+    #[error("opening the state database {path} failed")]
+    Store {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: state_store::Error,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving HTTP failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The body of every error answer of the API.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable code and a message for people.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case: `unauthorized`, `activation_not_found`, `run_not_found`,
+    /// `run_in_progress`, `invalid_request`, `invalid_contact`, `csrf_failed`,
+    /// `shutting_down`, `not_runnable`, `plan_failed`, `state_store_error`, `not_found`,
+    /// `internal`.
+    #[schema(example = "run_in_progress")]
+    pub code: String,
+    /// What happened and what to do, for people.
+    pub message: String,
+}
+
+/// An API error: a status, a stable code and a message. Messages never hold secrets.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required (Authorization: Bearer TOKEN)",
+        )
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn activation_not_found(name: &str, known: &[String]) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "activation_not_found",
+            format!(
+                "no activation named {name:?}; activations: {}",
+                if known.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+    }
+
+    pub fn run_not_found(id: i64) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+            format!("no run with id {id}"),
+        )
+    }
+
+    pub fn store(e: &state_store::Error) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "state_store_error",
+            error_chain(e),
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+            },
+        }
+    }
+}
+
+impl From<state_store::Error> for ApiError {
+    fn from(e: state_store::Error) -> ApiError {
+        match e {
+            state_store::Error::UnknownOutcome { .. } => ApiError::bad_request(e.to_string()),
+            state_store::Error::UnknownRun { run_id } => ApiError::run_not_found(run_id),
+            e => ApiError::store(&e),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let status = self.status;
+        let unauthorized = status == StatusCode::UNAUTHORIZED;
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"attentive-sync\""),
+            );
+        }
+        response
+    }
+}
+
+/// An error with its sources, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn json_of(r: Response) -> (StatusCode, Option<HeaderValue>, serde_json::Value) {
+        let status = r.status();
+        let auth = r.headers().get(header::WWW_AUTHENTICATE).cloned();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (status, auth, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_a_stable_code() {
+        let (status, auth, body) = json_of(ApiError::run_not_found(7).into_response()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(auth.is_none());
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "run_not_found", "message": "no run with id 7"}})
+        );
+
+        let (status, auth, body) = json_of(ApiError::unauthorized().into_response()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            auth.unwrap().to_str().unwrap(),
+            "Bearer realm=\"attentive-sync\""
+        );
+        assert_eq!(body["error"]["code"], "unauthorized");
+
+        let e = ApiError::activation_not_found("x", &["a".into(), "b".into()]);
+        let (_, _, body) = json_of(e.into_response()).await;
+        assert_eq!(body["error"]["code"], "activation_not_found");
+        assert_eq!(
+            body["error"]["message"],
+            "no activation named \"x\"; activations: a, b"
+        );
+    }
+
+    #[test]
+    fn the_no_token_message_says_what_to_do() {
+        let m = Error::NoToken { min: 16 }.to_string();
+        assert!(m.contains("ATTENTIVE_SYNC_SERVER_TOKEN"), "{m}");
+        assert!(m.contains("--token-file"), "{m}");
+    }
+}

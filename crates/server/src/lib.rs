@@ -1,0 +1,253 @@
+//! The self-hosted attentive-sync server (`attentive-sync serve`): runs activations on their
+//! schedules, and offers a REST API (`/api/v1`, OpenAPI at `/api/openapi.json`), a web
+//! dashboard (`/`) and Prometheus metrics (`/metrics`). Runs go through
+//! `runner::run::run` and dry runs through `runner::plan::plan`, the pipelines the CLI uses.
+//!
+//! A frontend crate: it depends on `runner` (wiring) and the adapters' types, never the
+//! other way round. See `docs/SERVER.md`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use runner::Project;
+use tokio::sync::watch;
+
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+pub mod error;
+pub mod metrics;
+pub mod runs;
+pub mod scheduler;
+pub mod state;
+pub mod views;
+
+pub use auth::ServerToken;
+pub use error::{ApiError, Error};
+pub use state::{App, Settings};
+
+/// What `serve` needs.
+#[derive(Debug)]
+pub struct ServeOptions {
+    pub project: Project,
+    pub listen: SocketAddr,
+    pub token: ServerToken,
+    pub settings: Settings,
+}
+
+/// Every route of the server, and the OpenAPI document of its API.
+pub fn router(app: &Arc<App>) -> (Router, utoipa::openapi::OpenApi) {
+    let (api, doc) = api::routers(app);
+    let doc_json: Arc<str> =
+        Arc::from(serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned()));
+    let router = Router::new()
+        .merge(api)
+        .merge(dashboard::router(app))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let json = doc_json.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        json.to_string(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see /api/openapi.json",
+            )
+        })
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(app.clone());
+    (router, doc)
+}
+
+/// One debug line per request (method, path without the query, status, time).
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "http"
+    );
+    response
+}
+
+/// Marks runs a killed process left `running` as `interrupted`, for each activation whose
+/// lock is free (a run of another process is left alone), and seeds the "last success"
+/// metric from the run history.
+fn recover(app: &App) -> Result<(), Error> {
+    let path = app.project.state_path.clone();
+    let store_err = |source| Error::Store {
+        path: path.clone(),
+        source,
+    };
+    let mut store = state_store::StateStore::open(&app.project.state_path).map_err(store_err)?;
+    let holder = format!(
+        "attentive-sync serve pid {} (start-up check)",
+        std::process::id()
+    );
+    for name in app.project.activations.keys() {
+        match store.try_lock(name, &holder) {
+            Ok(lock) => {
+                let n = store.mark_interrupted_runs(name).map_err(store_err)?;
+                if n > 0 {
+                    tracing::warn!(activation = %name, runs = n, "runs left running by a process that ended are now marked interrupted");
+                }
+                drop(lock);
+            }
+            Err(state_store::Error::Locked { holder, .. }) => {
+                tracing::info!(activation = %name, %holder, "the activation is being run by another process");
+            }
+            Err(e) => return Err(store_err(e)),
+        }
+        let last = store
+            .runs(Some(name), 100)
+            .map_err(store_err)?
+            .into_iter()
+            .find(|r| {
+                matches!(
+                    r.status,
+                    state_store::RunStatus::Succeeded | state_store::RunStatus::Partial
+                )
+            })
+            .and_then(|r| r.finished_at)
+            .and_then(|f| chrono::DateTime::parse_from_rfc3339(&f).ok());
+        if let Some(t) = last {
+            app.metrics
+                .set_last_success(name, t.with_timezone(&chrono::Utc));
+        }
+    }
+    Ok(())
+}
+
+/// Serves until SIGTERM or Ctrl-C, then stops gracefully: no new run starts, the runs going
+/// on are asked to stop (in-flight writes finish and are committed; they end `interrupted`,
+/// and their next run sends the rest), and the server exits once they have ended (or after
+/// `shutdown_timeout`, or at a second signal). `on_listening` gets the bound address (useful
+/// with port 0).
+pub async fn serve(
+    opts: ServeOptions,
+    on_listening: impl FnOnce(SocketAddr) + Send,
+) -> Result<(), Error> {
+    let app = Arc::new(App::new(opts.project, opts.token, opts.settings));
+    let recover_app = app.clone();
+    tokio::task::spawn_blocking(move || recover(&recover_app))
+        .await
+        .map_err(|e| Error::Serve(std::io::Error::other(e.to_string())))??;
+    let (router, _) = router(&app);
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let schedules = scheduler::spawn(&app, &stop_rx);
+    tracing::info!(
+        %addr,
+        activations = app.project.activations.len(),
+        scheduled = schedules.len(),
+        "serving"
+    );
+    on_listening(addr);
+
+    let shutdown_app = app.clone();
+    let shutdown = async move {
+        let mut signals = Signals::new();
+        let first = signals.next().await;
+        tracing::warn!(
+            signal = first,
+            "stopping: no new run starts; runs going on commit what is in flight and end interrupted (signal again to exit at once)"
+        );
+        shutdown_app.begin_shutdown();
+        let _ = stop_tx.send(true);
+        let timeout = shutdown_app.settings.shutdown_timeout;
+        tokio::select! {
+            () = shutdown_app.runs.idle() => tracing::info!("every run has stopped"),
+            () = tokio::time::sleep(timeout) => tracing::error!(?timeout, "runs did not stop in time; exiting anyway"),
+            s = signals.next() => tracing::error!(signal = s, "second signal: exiting at once"),
+        }
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Serve)?;
+    for s in schedules {
+        s.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT (Ctrl-C).
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| tracing::error!(error = %e, "cannot listen for SIGTERM"))
+                .ok();
+            Signals { term }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match self.term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = term => "SIGTERM",
+                r = tokio::signal::ctrl_c() => {
+                    if r.is_err() { std::future::pending::<()>().await; }
+                    "SIGINT"
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
