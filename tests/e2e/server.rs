@@ -21,7 +21,7 @@ fn emails(n: usize) -> Vec<String> {
 }
 
 /// `email,city,tier` rows for `p0..p{n-1}@example.com`, then `extra`.
-fn model(n: usize, extra: &str) -> String {
+pub(crate) fn model(n: usize, extra: &str) -> String {
     let mut s = String::from("email,city,tier\n");
     for i in 0..n {
         s.push_str(&format!(
@@ -67,7 +67,7 @@ fn applied_per_contact(requests: &[RequestRecord]) -> BTreeMap<String, usize> {
 }
 
 /// A project over `data/m.csv` pointed at `sim`, activation `a` (city + custom Tier).
-fn project(sim: &SimHandle, csv: &str) -> Project {
+pub(crate) fn project(sim: &SimHandle, csv: &str) -> Project {
     let p = Project::new();
     let base = format!("http://{}", sim.local_addr().expect("simulator address"));
     p.write(

@@ -133,7 +133,7 @@ async fn wait_for_run(
             .map_err(|e| e.to_string())?;
         let status = run["status"].as_str().unwrap_or("?").to_owned();
         if status != "running" {
-            let updated = run["counts"]["updated"].as_u64().unwrap_or(0);
+            let updated = run["report"]["counts"]["updated"].as_u64().unwrap_or(0);
             let seconds = run["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
             return Ok((status, updated, seconds));
         }

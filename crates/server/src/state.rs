@@ -118,8 +118,9 @@ impl App {
     }
 }
 
-/// Most idle read connections kept open.
-const MAX_IDLE_READERS: usize = 4;
+/// Read connections at most: reads beyond this wait for one to be free rather than opening
+/// more (opening a connection costs far more than a read).
+const MAX_READERS: usize = 4;
 
 /// Read connections to the state database, used on blocking threads: a read never waits for
 /// a run's writes (WAL), and a run's commits never wait for the API.
@@ -130,6 +131,8 @@ pub struct Db(Arc<DbInner>);
 struct DbInner {
     path: PathBuf,
     idle: Mutex<Vec<StateStore>>,
+    /// One permit per connection that may be open.
+    permits: tokio::sync::Semaphore,
 }
 
 impl Db {
@@ -137,6 +140,7 @@ impl Db {
         Db(Arc::new(DbInner {
             path,
             idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(MAX_READERS),
         }))
     }
 
@@ -151,6 +155,12 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&StateStore) -> Result<T, ApiError> + Send + 'static,
     {
+        let _permit = self
+            .0
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(format!("the database pool is closed: {e}")))?;
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let store = db.take()?;
@@ -179,7 +189,7 @@ impl Db {
     /// Returns a connection taken with [`Db::take`].
     pub fn give(&self, store: StateStore) {
         let mut idle = self.0.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE_READERS {
+        if idle.len() < MAX_READERS {
             idle.push(store);
         }
     }
