@@ -1,5 +1,7 @@
 //! `cargo xtask <task>`: the project's automation, in Rust so it runs wherever cargo does.
 //!
+//! - `cargo xtask test [ARGS]`: every test; starts PostgreSQL if it is stopped and installs
+//!   Chromium and chromedriver (for the dashboard's browser test) if they are missing.
 //! - `cargo xtask ci`: what CI checks (fmt, clippy, cargo-deny, tests).
 //! - `cargo xtask bench plan [--rows N] [--attrs A]`: planner throughput and peak memory.
 //! - `cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]`: share of the
@@ -15,6 +17,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
@@ -48,6 +51,69 @@ fn cargo(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// `cargo xtask test [cargo test args]`: makes sure what the tests need is here (PostgreSQL
+/// running, Chromium and chromedriver installed), then runs every test.
+fn test(extra: &[String]) -> Result<(), String> {
+    ensure_postgres()?;
+    ensure_chromium()?;
+    let mut args = vec!["test", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The model-source tests use the PostgreSQL server of this kind of machine on 127.0.0.1:5432.
+fn ensure_postgres() -> Result<(), String> {
+    let ready = || succeeds("pg_isready", &["-h", "127.0.0.1", "-p", "5432", "-q"]);
+    if ready() {
+        return Ok(());
+    }
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|d| d.filter_map(Result::ok).map(|e| e.file_name()).max())
+        .ok_or("PostgreSQL is not running on 127.0.0.1:5432 and no cluster is installed under /etc/postgresql")?;
+    let version = version.to_string_lossy().into_owned();
+    eprintln!("$ pg_ctlcluster {version} main start");
+    succeeds(
+        "pg_ctlcluster",
+        &["--skip-systemctl-redirect", &version, "main", "start"],
+    );
+    for _ in 0..30 {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    Err("PostgreSQL did not start on 127.0.0.1:5432".into())
+}
+
+/// The dashboard's browser test drives Debian's `chromium` through `chromedriver`.
+fn ensure_chromium() -> Result<(), String> {
+    let present =
+        || Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists();
+    if present() {
+        return Ok(());
+    }
+    let install = ["install", "-y", "-q", "chromium", "chromium-driver"];
+    eprintln!("$ apt-get {}", install.join(" "));
+    if !succeeds("apt-get", &install) {
+        eprintln!("$ apt-get update");
+        succeeds("apt-get", &["update", "-q"]);
+        succeeds("apt-get", &install);
+    }
+    if present() {
+        Ok(())
+    } else {
+        Err("the browser test needs chromium and chromium-driver: `apt-get install chromium chromium-driver` (as root)".into())
+    }
+}
+
 fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
@@ -59,7 +125,7 @@ fn ci() -> Result<(), String> {
         "warnings",
     ])?;
     cargo(&["deny", "check"])?;
-    cargo(&["test", "--workspace"])
+    test(&[])
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -136,7 +202,7 @@ fn worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, 
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS]";
 
 fn bench_server(args: &[String]) -> Result<(), String> {
     let contacts = flag(args, "--contacts").unwrap_or_else(|| "3000".into());
