@@ -238,9 +238,9 @@ fn bench_server(args: &[String]) -> Result<(), String> {
         v["max_ms"].as_f64().unwrap_or(0.0),
     );
     println!(
-        "  delivery: {:.1} contacts/s alone, {:.1} contacts/s under load: ratio {:.3}",
-        v["alone_contacts_per_sec"].as_f64().unwrap_or(0.0),
-        v["loaded_contacts_per_sec"].as_f64().unwrap_or(0.0),
+        "  delivery (requests to Attentive per second, budget {rate}/s): {:.1} alone, {:.1} under load: ratio {:.3}",
+        v["alone_requests_per_sec"].as_f64().unwrap_or(0.0),
+        v["loaded_requests_per_sec"].as_f64().unwrap_or(0.0),
         v["delivery_ratio"].as_f64().unwrap_or(0.0),
     );
     Ok(())
