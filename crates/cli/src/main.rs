@@ -525,13 +525,7 @@ fn runs(command: RunsCommand) -> Result<u8> {
 
 /// An email or international phone as the snapshot keys it.
 fn normalize_contact(s: &str) -> Result<String> {
-    if s.contains('@') {
-        Ok(sync_core::normalize::email(s).map_err(|e| anyhow::anyhow!("{s:?}: {e}"))?)
-    } else {
-        let opts = sync_core::mapping::NormalizeOptions::default();
-        Ok(sync_core::normalize::phone(s, &opts)
-            .map_err(|e| anyhow::anyhow!("{s:?}: {e} (give phones as +country code and number)"))?)
-    }
+    sync_core::normalize::contact_key(s).map_err(|e| anyhow::anyhow!("{s:?}: {e}"))
 }
 
 fn plan_with_progress(

@@ -150,6 +150,18 @@ fn email_slow(t: &str) -> Result<String, Invalid> {
     Ok(e)
 }
 
+/// A contact as a person types it to look it up: an email, or a phone in international form
+/// (`+` country code and number; no default region applies), normalized as the snapshot
+/// keys it.
+pub fn contact_key(raw: &str) -> Result<String, Invalid> {
+    if raw.contains('@') {
+        email(raw)
+    } else {
+        phone(raw, &NormalizeOptions::default())
+            .map_err(|e| Invalid(format!("{e} (give phones as +country code and number)")))
+    }
+}
+
 /// Parses a phone number and formats it as E.164 (`+14155550100`).
 pub fn phone(raw: &str, opts: &NormalizeOptions) -> Result<String, Invalid> {
     let t = raw.trim();

@@ -265,16 +265,7 @@ pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 pub fn normalize_contact(s: &str) -> Result<String, ApiError> {
     let invalid =
         |m: String| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_contact", m);
-    if s.contains('@') {
-        sync_core::normalize::email(s).map_err(|e| invalid(format!("{s:?}: {e}")))
-    } else {
-        let opts = sync_core::mapping::NormalizeOptions::default();
-        sync_core::normalize::phone(s, &opts).map_err(|e| {
-            invalid(format!(
-                "{s:?}: {e} (give phones as +country code and number)"
-            ))
-        })
-    }
+    sync_core::normalize::contact_key(s).map_err(|e| invalid(format!("{s:?}: {e}")))
 }
 
 /// A run with, while it goes on here, its live progress (cheap: for lists).
