@@ -4,6 +4,12 @@
 //! - `cargo xtask bench plan [--rows N] [--attrs A]`: planner throughput and peak memory.
 //! - `cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]`: share of the
 //!   request budget a run uses against the simulator, and its 429s.
+//! - `cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,...] [--pg-url URL]`:
+//!   rows/s of each model source (CSV, JSONL, SQLite, Parquet, PostgreSQL) read to the end
+//!   through the `ModelSource` port, next to the raw read of the same model with the same
+//!   driver, and their ratio (target: ≥ 0.70). The model is generated once per N under
+//!   `target/bench/source-N/` (and loaded into the PostgreSQL schema `attentive_sync_bench`);
+//!   every measurement runs in its own process, rounds interleaved, best of R kept.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -100,6 +106,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         Some("deliver") => bench_deliver(args),
+        Some("source") => bench_source(args),
         _ => Err(USAGE.to_owned()),
     }
 }
@@ -107,6 +114,11 @@ fn bench(args: &[String]) -> Result<(), String> {
 /// Builds the release `bench-worker` and runs one phase of it in its own process; its stdout
 /// is one JSON object.
 fn worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, String> {
+    build_worker()?;
+    run_worker(phase, dir, extra)
+}
+
+fn build_worker() -> Result<(), String> {
     cargo(&[
         "build",
         "--release",
@@ -115,7 +127,11 @@ fn worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, 
         "xtask",
         "--bin",
         "bench-worker",
-    ])?;
+    ])
+}
+
+/// Runs one phase of the (already built) release `bench-worker` in its own process.
+fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, String> {
     let worker = root().join("target/release/bench-worker");
     let out = Command::new(&worker)
         .arg(phase)
@@ -132,7 +148,112 @@ fn worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, 
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]";
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL]";
+
+/// The sources `bench source` measures, in the order of its table, with what their baseline
+/// reads.
+const SOURCES: [(&str, &str); 5] = [
+    ("csv", "csv-core records into a buffer (no UTF-8 check)"),
+    ("jsonl", "serde_json::Value per line"),
+    ("sqlite", "rusqlite steps, every column as ValueRef"),
+    ("parquet", "parquet column readers, 1,024 records a call"),
+    ("postgres", "psql: COPY (query) TO STDOUT > /dev/null"),
+];
+
+/// Where `bench source` loads its PostgreSQL table unless `--pg-url` says otherwise.
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The share of its baseline's rate each source should reach.
+const SOURCE_TARGET: f64 = 0.70;
+
+fn bench_source(args: &[String]) -> Result<(), String> {
+    let rows = flag(args, "--rows").unwrap_or_else(|| "1000000".into());
+    let n_rows: u64 = rows
+        .parse()
+        .map_err(|_| format!("--rows {rows}: expected a number of rows"))?;
+    let rounds: usize = match flag(args, "--rounds") {
+        Some(r) => r
+            .parse()
+            .ok()
+            .filter(|&r| r > 0)
+            .ok_or_else(|| format!("--rounds {r}: expected a number of rounds (1 or more)"))?,
+        None => 3,
+    };
+    let pg_url = flag(args, "--pg-url").unwrap_or_else(|| DEFAULT_PG_URL.into());
+    let wanted: Vec<String> = match flag(args, "--sources") {
+        Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
+        None => SOURCES.iter().map(|(s, _)| (*s).to_owned()).collect(),
+    };
+    if let Some(bad) = wanted.iter().find(|w| !SOURCES.iter().any(|(s, _)| s == w)) {
+        return Err(format!(
+            "--sources: unknown source `{bad}` (known: csv, jsonl, sqlite, parquet, postgres)"
+        ));
+    }
+    let dir = root().join(format!("target/bench/source-{rows}"));
+    build_worker()?;
+    eprintln!("generating the model (cached in {})...", dir.display());
+    let gen = run_worker("source-gen", &dir, &[&rows, &pg_url])?;
+    eprintln!("model: {gen}");
+    let postgres = gen["postgres"].as_str().unwrap_or("?").to_owned();
+    let pg_ready = postgres == "loaded" || postgres == "cached";
+    let mut sources: Vec<(&str, &str)> = SOURCES
+        .iter()
+        .copied()
+        .filter(|(s, _)| wanted.iter().any(|w| w == s))
+        .collect();
+    if !pg_ready && sources.iter().any(|(s, _)| *s == "postgres") {
+        eprintln!("postgres skipped: {postgres}");
+        sources.retain(|(s, _)| *s != "postgres");
+    }
+    // Best rows/s of each (source, kind) over the rounds.
+    let mut best: Vec<[f64; 2]> = vec![[0.0; 2]; sources.len()];
+    for round in 0..rounds {
+        for (i, (source, _)) in sources.iter().enumerate() {
+            // Alternate which read goes first, so neither always meets a warmer cache.
+            let kinds: [(usize, &str); 2] = if round % 2 == 0 {
+                [(0, "ours"), (1, "raw")]
+            } else {
+                [(1, "raw"), (0, "ours")]
+            };
+            for (k, kind) in kinds {
+                let v = run_worker("source-read", &dir, &[source, kind, &rows, &pg_url])?;
+                let rate = v["rows_per_sec"].as_f64().unwrap_or(0.0);
+                eprintln!(
+                    "  round {}/{rounds} {source:<8} {kind:<4} {rate:>12.0} rows/s  {:>6.2} s",
+                    round + 1,
+                    v["seconds"].as_f64().unwrap_or(0.0)
+                );
+                if let Some(b) = best.get_mut(i) {
+                    b[k] = b[k].max(rate);
+                }
+            }
+        }
+    }
+    println!(
+        "bench source: {n_rows} rows x {} columns; best of {rounds} interleaved rounds, each read \
+         in its own process (the machine is shared and noisy: compare ratios, not absolute rates)",
+        gen["columns"]
+    );
+    println!(
+        "  {:<9} {:>14} {:>16} {:>7}  {:<7}  baseline",
+        "source", "ours rows/s", "baseline rows/s", "ratio", "≥ 0.70"
+    );
+    for ((source, baseline), [ours, raw]) in sources.iter().zip(&best) {
+        let ratio = ours / raw.max(1e-9);
+        println!(
+            "  {source:<9} {ours:>14.0} {raw:>16.0} {ratio:>7.2}  {:<7}  {baseline}",
+            if ratio >= SOURCE_TARGET {
+                "met"
+            } else {
+                "NOT MET"
+            }
+        );
+    }
+    if !pg_ready && wanted.iter().any(|w| w == "postgres") {
+        println!("  postgres  skipped: {postgres}");
+    }
+    Ok(())
+}
 
 fn bench_deliver(args: &[String]) -> Result<(), String> {
     let contacts = flag(args, "--contacts").unwrap_or_else(|| "2000".into());
