@@ -96,11 +96,12 @@ impl Decimal {
     ///
     /// The shortest decimal has the fewest fraction digits (in this range its integer part is
     /// fixed). For 0, 1, 2... fraction digits `k` it takes the two decimals with `k` digits
-    /// around `x` (the floor and the ceiling of `x`·10^`k`, computed exactly), and keeps the
-    /// first `k` where one of them reads back as `x`: its digits and 10^`k` are exact in an
-    /// `f64`, so their quotient is rounded once, to nearest even, as reading the decimal text
-    /// is. When both read back it gives up (`fmt` picks the closer). Exact powers of two are
-    /// left to `fmt` too: the interval of decimals that read back as them is lopsided.
+    /// around `x` (the floor and the ceiling of `x`·10^`k`, computed exactly in integers), and
+    /// keeps the first `k` where one of them reads back as `x`, that is, lies within half a
+    /// unit in the last place of `x` (exactly half counts when the mantissa of `x` is even:
+    /// reading rounds ties to even). When both read back it gives up (`fmt` picks the closer).
+    /// Exact powers of two are left to `fmt` too: the interval of decimals that read back as
+    /// them is lopsided.
     pub(crate) fn shortest(x: f64) -> Option<Decimal> {
         let bits = x.to_bits();
         let negative = bits >> 63 == 1;
@@ -121,15 +122,18 @@ impl Decimal {
                 scale: 0,
             });
         }
-        let below = (1u128 << shift) - 1;
+        let one = 1u128 << shift;
+        let even = mantissa.is_multiple_of(2);
         for (scale, &pow) in POW10.iter().enumerate().take(MAX_SCALE + 1) {
+            // abs × 10^scale = scaled / 2^shift = floor + rest / 2^shift.
             let scaled = u128::from(mantissa) * pow;
             let floor = scaled >> shift;
             if floor >= u128::from(EXACT_INT) {
                 return None;
             }
+            let rest = scaled & (one - 1);
             let floor = floor as u64;
-            if scaled & below == 0 {
+            if rest == 0 {
                 // abs × 10^scale is an integer: the decimal is exact.
                 return Some(Decimal {
                     negative,
@@ -137,9 +141,16 @@ impl Decimal {
                     scale,
                 });
             }
-            let reads_back = |digits: u64| digits as f64 / pow as f64 == abs;
+            // A decimal d × 10^-scale reads back as abs when |d × 10^-scale - abs| is less than
+            // half the float spacing 2^-shift (or equal, with an even mantissa); multiplied by
+            // 2^(shift+1) × 10^scale: when 2 × (distance in units of 2^-shift) ≤ 10^scale.
+            let within =
+                |twice_distance: u128| twice_distance < pow || (even && twice_distance == pow);
             let ceil = floor + 1;
-            match (reads_back(floor), ceil < EXACT_INT && reads_back(ceil)) {
+            match (
+                within(2 * rest),
+                ceil < EXACT_INT && within(2 * (one - rest)),
+            ) {
                 (true, false) => {
                     return Some(Decimal {
                         negative,
@@ -167,12 +178,15 @@ impl Decimal {
         if self.negative {
             buf.push('-');
         }
-        let pow = POW10.get(self.scale).copied().unwrap_or(1);
-        let digits = u128::from(self.digits);
-        push_digits(buf, digits / pow, 1);
+        // The digits are below 2^53: a power of ten beyond u64 leaves no integer part.
+        let (int, frac) = match POW10.get(self.scale).map(|&p| u64::try_from(p)) {
+            Some(Ok(pow)) => (self.digits / pow, self.digits % pow),
+            _ => (0, self.digits),
+        };
+        push_digits(buf, int, 1);
         if self.scale > 0 {
             buf.push('.');
-            push_digits(buf, digits % pow, self.scale);
+            push_digits(buf, frac, self.scale);
         } else if fraction {
             buf.push_str(".0");
         }
@@ -180,7 +194,7 @@ impl Decimal {
 }
 
 /// Pushes `n` in decimal, zero-padded to `width` digits.
-fn push_digits(buf: &mut String, mut n: u128, width: usize) {
+fn push_digits(buf: &mut String, mut n: u64, width: usize) {
     let mut digits = [b'0'; 24];
     let mut at = digits.len();
     while n > 0 || digits.len() - at < width {

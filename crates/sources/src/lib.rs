@@ -30,6 +30,7 @@ mod jsonl;
 mod parquet;
 mod postgres;
 mod sqlite;
+mod timestamp;
 
 use std::io::{self, BufReader, Read};
 
