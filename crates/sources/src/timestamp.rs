@@ -1,6 +1,6 @@
 //! Timestamps as model values, shared by the typed sources.
 
-use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use sync_core::Value;
 
 /// Sets `slot` to [`Value::Timestamp`] with `at` as `to_rfc3339_opts(SecondsFormat::AutoSi,
@@ -20,18 +20,7 @@ pub(crate) fn set_utc(slot: &mut Value, at: &DateTime<Utc>) {
         }
         _ => String::with_capacity(30),
     };
-    let two = |buf: &mut String, n: u32| push_padded(buf, n, 2);
-    push_padded(&mut buf, year.unsigned_abs(), 4);
-    buf.push('-');
-    two(&mut buf, naive.month());
-    buf.push('-');
-    two(&mut buf, naive.day());
-    buf.push('T');
-    two(&mut buf, naive.hour());
-    buf.push(':');
-    two(&mut buf, naive.minute());
-    buf.push(':');
-    two(&mut buf, naive.second());
+    push_date_time(&mut buf, &naive);
     let nanos = naive.nanosecond();
     if nanos != 0 {
         buf.push('.');
@@ -47,8 +36,25 @@ pub(crate) fn set_utc(slot: &mut Value, at: &DateTime<Utc>) {
     *slot = Value::Timestamp(buf);
 }
 
+/// Pushes `at` as `YYYY-MM-DDTHH:MM:SS` (as `chrono` formats `%Y-%m-%dT%H:%M:%S` for the
+/// years 0–9999; other years lose their sign and fifth digit, so callers keep to those).
+pub(crate) fn push_date_time(buf: &mut String, at: &NaiveDateTime) {
+    let two = |buf: &mut String, n: u32| push_padded(buf, n, 2);
+    push_padded(buf, at.year().unsigned_abs(), 4);
+    buf.push('-');
+    two(buf, at.month());
+    buf.push('-');
+    two(buf, at.day());
+    buf.push('T');
+    two(buf, at.hour());
+    buf.push(':');
+    two(buf, at.minute());
+    buf.push(':');
+    two(buf, at.second());
+}
+
 /// Pushes `n` in decimal, zero-padded to `width` digits (at most 10).
-fn push_padded(buf: &mut String, mut n: u32, width: usize) {
+pub(crate) fn push_padded(buf: &mut String, mut n: u32, width: usize) {
     let mut digits = [b'0'; 10];
     let width = width.clamp(1, digits.len());
     let mut at = digits.len();
@@ -67,6 +73,19 @@ fn push_padded(buf: &mut String, mut n: u32, width: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_times_are_what_chrono_formats() {
+        let mut buf = String::new();
+        for secs in (-62_135_596_800i64..253_402_300_799).step_by(7_777_777) {
+            let Some(at) = DateTime::from_timestamp(secs, 0) else {
+                continue;
+            };
+            buf.clear();
+            push_date_time(&mut buf, &at.naive_utc());
+            assert_eq!(buf, at.format("%Y-%m-%dT%H:%M:%S").to_string());
+        }
+    }
 
     #[test]
     fn writes_what_chrono_writes() {
