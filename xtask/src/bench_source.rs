@@ -623,9 +623,28 @@ impl Measured {
             "rows": self.rows,
             "seconds": self.seconds,
             "rows_per_sec": self.rows as f64 / self.seconds.max(1e-9),
+            "cpu_seconds": cpu_seconds(),
             "checksum": self.checksum,
         })
     }
+}
+
+/// The CPU time (user + system) of this process, all its threads and the children it waited
+/// for (`psql`), from `/proc/self/stat`, in seconds (clock ticks of 1/100 s); 0 when unknown.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = (11..=14)
+        .filter_map(|i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
 }
 
 /// Reads the whole model through our source, as the runner opens it.
