@@ -1,9 +1,14 @@
-//! Model sources for attentive-sync: CSV and JSONL files, streamed.
+//! Model sources for attentive-sync: CSV, JSONL and Parquet files, SQLite and PostgreSQL
+//! queries, streamed.
 //!
-//! Each source implements [`sync_core::ports::ModelSource`]. They read incrementally through a
-//! 256 KiB buffer and reuse the row they are given, so memory stays flat however large the
-//! model is. (A JSONL source holds its first 1,000 non-blank lines while it learns the
-//! columns; a single record or line may grow to 64 MiB before it is cut off as a defect.)
+//! Each source implements [`sync_core::ports::ModelSource`]. They read incrementally (the files
+//! through a 256 KiB buffer) and reuse the row they are given, so memory stays flat however
+//! large the model is. (A JSONL source holds its first 1,000 non-blank lines while it learns
+//! the columns; a single record or line may grow to 64 MiB before it is cut off as a defect.)
+//! The SQLite, Parquet and PostgreSQL sources read on a thread of their own (stepping the
+//! query, decoding the column chunks, fetching from the cursor) a few batches ahead, and type
+//! the values as rows are handed out, so reading and typing overlap; see
+//! `docs/PERFORMANCE.md` for what that buys.
 //!
 //! # Defects and errors
 //!
