@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::{self, JoinHandle};
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, InterruptHandle, OpenFlags};
 use sync_core::ports::ModelSource;
@@ -103,6 +103,8 @@ struct Batch {
     text_ends: Vec<usize>,
     /// The first bytes of the blob cells, back to back.
     blobs: Vec<u8>,
+    /// Where each row's blob bytes end in `blobs`.
+    blob_ends: Vec<usize>,
     rows: usize,
 }
 
@@ -112,29 +114,25 @@ impl Batch {
         self.text.clear();
         self.text_ends.clear();
         self.blobs.clear();
+        self.blob_ends.clear();
         self.rows = 0;
     }
 
     /// Appends a cell (a copy of a text, the first bytes of a blob).
     fn push(&mut self, value: ValueRef<'_>) {
-        let append = |to: &mut Vec<u8>, bytes: &[u8]| {
-            let start = to.len();
-            to.extend_from_slice(bytes);
-            (start, to.len())
-        };
         let cell = match value {
             ValueRef::Null => Cell::Null,
             ValueRef::Integer(i) => Cell::Integer(i),
             ValueRef::Real(f) => Cell::Real(f),
             ValueRef::Text(b) => {
-                let (start, end) = append(&mut self.text, b);
-                Cell::Text(start, end)
+                self.text.extend_from_slice(b);
+                Cell::Text(self.text.len())
             }
             ValueRef::Blob(b) => {
                 // Enough for its preview, and to know that it is longer.
-                let kept = b.get(..=BLOB_PREVIEW_BYTES).unwrap_or(b);
-                let (start, end) = append(&mut self.blobs, kept);
-                Cell::Blob(start, end)
+                self.blobs
+                    .extend_from_slice(b.get(..=BLOB_PREVIEW_BYTES).unwrap_or(b));
+                Cell::Blob(self.blobs.len())
             }
         };
         self.cells.push(cell);
@@ -143,45 +141,42 @@ impl Batch {
     /// Ends the row being pushed.
     fn end_row(&mut self) {
         self.text_ends.push(self.text.len());
+        self.blob_ends.push(self.blobs.len());
         self.rows += 1;
     }
 
-    /// A cell as the value SQLite gave (a blob cut to its first bytes).
-    fn value(&self, cell: Cell) -> ValueRef<'_> {
-        match cell {
-            Cell::Null => ValueRef::Null,
-            Cell::Integer(i) => ValueRef::Integer(i),
-            Cell::Real(f) => ValueRef::Real(f),
-            Cell::Text(start, end) => ValueRef::Text(self.text.get(start..end).unwrap_or_default()),
-            Cell::Blob(start, end) => {
-                ValueRef::Blob(self.blobs.get(start..end).unwrap_or_default())
-            }
+    /// Where row `r`'s text and blob bytes start in `text` and `blobs`.
+    fn row_starts(&self, r: usize) -> (usize, usize) {
+        match r.checked_sub(1) {
+            Some(previous) => (
+                self.text_ends.get(previous).copied().unwrap_or(0),
+                self.blob_ends.get(previous).copied().unwrap_or(0),
+            ),
+            None => (0, 0),
         }
     }
 
-    /// The text of row `r`, when all of it is valid UTF-8, and where it starts in `text`.
-    fn row_text(&self, r: usize) -> Option<(&str, usize)> {
-        let start = match r.checked_sub(1) {
-            Some(previous) => *self.text_ends.get(previous)?,
-            None => 0,
-        };
+    /// The text of row `r` (starting at `start` in `text`), when all of it is valid UTF-8.
+    fn row_text(&self, r: usize, start: usize) -> Option<&str> {
         let end = *self.text_ends.get(r)?;
-        let text = std::str::from_utf8(self.text.get(start..end)?).ok()?;
-        Some((text, start))
+        std::str::from_utf8(self.text.get(start..end)?).ok()
     }
 }
 
-/// One value as the reader thread copied it; text and blob bytes are a range of
-/// [`Batch::text`] or [`Batch::blobs`].
+/// One value as the reader thread copied it. The bytes of a text are in [`Batch::text`], up to
+/// the end it holds, from the end of the row's text cell before it (or the row's start); those
+/// of a blob likewise in [`Batch::blobs`] (at most [`BLOB_PREVIEW_BYTES`] + 1 bytes: enough for
+/// [`hex_preview`]). Ends only, so that a cell takes 16 bytes.
 #[derive(Debug, Clone, Copy)]
 enum Cell {
     Null,
     Integer(i64),
     Real(f64),
-    Text(usize, usize),
-    /// At most [`BLOB_PREVIEW_BYTES`] + 1 bytes: enough for [`hex_preview`].
-    Blob(usize, usize),
+    Text(usize),
+    Blob(usize),
 }
+
+const _: () = assert!(std::mem::size_of::<Cell>() <= 16);
 
 /// What the reader thread sends.
 enum Message {
@@ -338,25 +333,39 @@ impl SqliteSource {
         let start = self.next * ncols;
         let batch = &self.batch;
         let cells = batch.cells.get(start..start + ncols).unwrap_or_default();
+        let (row_start, mut blob_at) = batch.row_starts(self.next);
+        let mut text_at = row_start;
         // The row's text is checked as UTF-8 at once; a cell whose bounds are character
         // bounds of valid text is valid. Otherwise each cell is checked on its own.
-        let row_text = batch.row_text(self.next);
+        let row_text = batch.row_text(self.next, row_start);
         let mut bad = None;
         let slots = row.values.iter_mut().zip(cells).zip(&self.declared);
         for (i, ((slot, &cell), &decl)) in slots.enumerate() {
-            let checked = match (cell, row_text) {
-                (Cell::Text(start, end), Some((text, offset))) => start
-                    .checked_sub(offset)
-                    .zip(end.checked_sub(offset))
-                    .and_then(|(start, end)| text.get(start..end)),
-                _ => None,
-            };
-            let set = match checked {
-                Some(text) => {
-                    set_text_value(slot, text, decl);
-                    Ok(())
+            let set = match cell {
+                Cell::Null => set_value(slot, ValueRef::Null, decl),
+                Cell::Integer(n) => set_value(slot, ValueRef::Integer(n), decl),
+                Cell::Real(f) => set_value(slot, ValueRef::Real(f), decl),
+                Cell::Text(end) => {
+                    let start = std::mem::replace(&mut text_at, end);
+                    let checked = row_text.and_then(|text| {
+                        text.get(start.checked_sub(row_start)?..end.checked_sub(row_start)?)
+                    });
+                    match checked {
+                        Some(text) => {
+                            set_text_value(slot, text, decl);
+                            Ok(())
+                        }
+                        None => {
+                            let bytes = batch.text.get(start..end).unwrap_or_default();
+                            set_value(slot, ValueRef::Text(bytes), decl)
+                        }
+                    }
                 }
-                None => set_value(slot, batch.value(cell), decl),
+                Cell::Blob(end) => {
+                    let start = std::mem::replace(&mut blob_at, end);
+                    let bytes = batch.blobs.get(start..end).unwrap_or_default();
+                    set_value(slot, ValueRef::Blob(bytes), decl)
+                }
             };
             if set.is_err() && bad.is_none() {
                 bad = Some(i);
@@ -634,8 +643,8 @@ fn set_text_value(slot: &mut Value, text: &str, declared: Declared) {
             Some(d) => *slot = Value::Date(d),
             None => set_text(slot, text),
         },
-        Declared::Timestamp => match timestamp(text) {
-            Some(t) => *slot = Value::Timestamp(t),
+        Declared::Timestamp => match timestamp_utc(text) {
+            Some(at) => crate::timestamp::set_utc(slot, &at),
             None => set_text(slot, text),
         },
         Declared::Bool | Declared::Other => set_text(slot, text),
@@ -669,14 +678,26 @@ fn iso_date(text: &str) -> Option<NaiveDate> {
     if !shaped {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| t.get(r).and_then(|s| s.parse::<u32>().ok());
+    // Every byte of the ranges is an ASCII digit (checked above).
+    let n = |r: std::ops::Range<usize>| {
+        b.get(r).map(|d| {
+            d.iter()
+                .fold(0u32, |n, &c| n * 10 + u32::from(c.wrapping_sub(b'0')))
+        })
+    };
     let year = i32::try_from(n(0..4)?).ok()?;
     NaiveDate::from_ymd_opt(year, n(5..7)?, n(8..10)?)
 }
 
 /// A SQLite date-time (`YYYY-MM-DD`, then optionally `T` or a space, `HH:MM[:SS[.fff…]]`, and
 /// `Z` or `±HH:MM`), as UTC text `YYYY-MM-DDTHH:MM:SS[.fff]Z`. No offset means UTC.
+#[cfg(test)]
 fn timestamp(text: &str) -> Option<String> {
+    timestamp_utc(text).map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// [`timestamp`] as a point in time.
+fn timestamp_utc(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let t = text.trim();
     let date = iso_date(t.get(..10)?)?;
     let rest = t.get(10..)?;
@@ -694,7 +715,7 @@ fn timestamp(text: &str) -> Option<String> {
         let local = NaiveDateTime::new(date, time);
         local.checked_sub_signed(chrono::TimeDelta::try_seconds(offset)?)?
     };
-    Some(naive.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    Some(naive.and_utc())
 }
 
 /// A time of day written exactly `HH:MM:SS` or `HH:MM:SS.f` (1 to 9 digits), within
@@ -1090,6 +1111,44 @@ mod tests {
         assert_eq!(rows[1].values, vec![Value::Null, Value::Null]);
         assert_eq!(rows[2].values, vec![Value::Int(3), text("fine")]);
         assert_eq!(rows[2].defect, None);
+    }
+
+    #[test]
+    fn texts_and_blobs_mixed_in_rows_keep_their_bytes() {
+        let (_dir, path) = db("CREATE TABLE t (a TEXT, b BLOB, c TEXT, d BLOB, e TEXT)");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO t VALUES ('a', randomblob(40), 'bc', x'01', 'é');
+             INSERT INTO t VALUES (NULL, x'', '', NULL, 'ü');
+             INSERT INTO t VALUES ('x', x'0203', 'yz', x'04', '');",
+        )
+        .unwrap();
+        let mut src = SqliteSource::open(&path, "SELECT * FROM t ORDER BY rowid").unwrap();
+        let rows = read_all(&mut src);
+        let blob = |t: &str| Value::Unsupported {
+            kind: "blob",
+            text: t.to_owned(),
+        };
+        let Value::Unsupported { text: long, .. } = &rows[0].values[1] else {
+            panic!("{:?}", rows[0].values[1]);
+        };
+        assert!(long.starts_with("x'") && long.ends_with("…'"), "{long}");
+        assert_eq!(long.chars().count(), 2 + 64 + 2);
+        assert_eq!(rows[0].values[2..], [text("bc"), blob("x'01'"), text("é")]);
+        assert_eq!(
+            rows[1].values,
+            [Value::Null, blob("x''"), text(""), Value::Null, text("ü")]
+        );
+        assert_eq!(
+            rows[2].values,
+            [
+                text("x"),
+                blob("x'0203'"),
+                text("yz"),
+                blob("x'04'"),
+                text("")
+            ]
+        );
     }
 
     #[test]
