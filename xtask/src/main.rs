@@ -9,7 +9,8 @@
 //!   through the `ModelSource` port, next to the raw read of the same model with the same
 //!   driver, and their ratio (target: ≥ 0.70). The model is generated once per N under
 //!   `target/bench/source-N/` (and loaded into the PostgreSQL schema `attentive_sync_bench`);
-//!   every measurement runs in its own process, rounds interleaved, best of R kept.
+//!   every measurement runs in its own process, rounds interleaved, best of R (default 5)
+//!   kept.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -177,7 +178,8 @@ fn bench_source(args: &[String]) -> Result<(), String> {
             .ok()
             .filter(|&r| r > 0)
             .ok_or_else(|| format!("--rounds {r}: expected a number of rounds (1 or more)"))?,
-        None => 3,
+        // The machine is shared: the best of a few reads is the least disturbed one.
+        None => 5,
     };
     let pg_url = flag(args, "--pg-url").unwrap_or_else(|| DEFAULT_PG_URL.into());
     let wanted: Vec<String> = match flag(args, "--sources") {
