@@ -1,6 +1,7 @@
 //! One benchmark phase per process, reporting JSON on stdout. Run by `cargo xtask bench`.
 
 mod bench_server;
+mod bench_source;
 
 use std::path::Path;
 use std::time::Instant;
@@ -26,7 +27,12 @@ fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (phase, dir) = match (args.first(), args.get(1)) {
         (Some(p), Some(d)) => (p.as_str(), Path::new(d)),
-        _ => return Err("usage: bench-worker gen|first|replan DIR [...]".into()),
+        _ => {
+            return Err(
+                "usage: bench-worker gen|first|replan|deliver|source-gen|source-read DIR [...]"
+                    .into(),
+            )
+        }
     };
     let config = dir.join("attentive-sync.toml");
     match phase {
@@ -156,6 +162,31 @@ fn main() -> Result<(), String> {
                 "{}",
                 bench_server::run(dir, contacts, readers, rate, latency)?
             );
+        }
+        "source-gen" => {
+            let rows: u64 = args.get(2).and_then(|s| s.parse().ok()).ok_or("rows")?;
+            let pg_url = args.get(3).ok_or("PostgreSQL URL")?;
+            println!("{}", bench_source::generate(dir, rows, pg_url)?);
+        }
+        "source-read" => {
+            // source-read DIR SOURCE ours|raw ROWS PG_URL
+            let source = args.get(2).ok_or("source")?;
+            let kind = args.get(3).ok_or("ours|raw")?;
+            let rows: u64 = args.get(4).and_then(|s| s.parse().ok()).ok_or("rows")?;
+            let pg_url = args.get(5).ok_or("PostgreSQL URL")?;
+            let files = bench_source::Files::in_dir(dir);
+            let measured = match kind.as_str() {
+                "ours" => bench_source::ours(source, &files, pg_url)?,
+                "raw" => bench_source::raw(source, &files, pg_url, rows)?,
+                other => return Err(format!("unknown kind {other}")),
+            };
+            if measured.rows != rows {
+                return Err(format!(
+                    "{source} {kind}: read {} rows, expected {rows}",
+                    measured.rows
+                ));
+            }
+            println!("{}", measured.json(source, kind));
         }
         other => return Err(format!("unknown phase {other}")),
     }

@@ -9,6 +9,13 @@
 //! - `cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS]`: API
 //!   latency (p50/p99) of concurrent readers of the runs list while a run delivers, and the
 //!   run's delivery rate compared with a run alone.
+//! - `cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,...] [--pg-url URL]`:
+//!   rows/s of each model source (CSV, JSONL, SQLite, Parquet, PostgreSQL) read to the end
+//!   through the `ModelSource` port, next to the raw read of the same model with the same
+//!   driver, and their ratio (target: ≥ 0.70). The model is generated once per N under
+//!   `target/bench/source-N/` (and loaded into the PostgreSQL schema `attentive_sync_bench`);
+//!   every measurement runs in its own process, rounds interleaved, best of R (default 5)
+//!   kept.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -170,6 +177,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         }
         Some("deliver") => bench_deliver(args),
         Some("server") => bench_server(args),
+        Some("source") => bench_source(args),
         _ => Err(USAGE.to_owned()),
     }
 }
@@ -177,6 +185,11 @@ fn bench(args: &[String]) -> Result<(), String> {
 /// Builds the release `bench-worker` and runs one phase of it in its own process; its stdout
 /// is one JSON object.
 fn worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, String> {
+    build_worker()?;
+    run_worker(phase, dir, extra)
+}
+
+fn build_worker() -> Result<(), String> {
     cargo(&[
         "build",
         "--release",
@@ -185,7 +198,11 @@ fn worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, 
         "xtask",
         "--bin",
         "bench-worker",
-    ])?;
+    ])
+}
+
+/// Runs one phase of the (already built) release `bench-worker` in its own process.
+fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, String> {
     let worker = root().join("target/release/bench-worker");
     let out = Command::new(&worker)
         .arg(phase)
@@ -202,7 +219,7 @@ fn worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, 
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL]";
 
 fn bench_server(args: &[String]) -> Result<(), String> {
     let contacts = flag(args, "--contacts").unwrap_or_else(|| "3000".into());
@@ -243,6 +260,119 @@ fn bench_server(args: &[String]) -> Result<(), String> {
         v["loaded_requests_per_sec"].as_f64().unwrap_or(0.0),
         v["delivery_ratio"].as_f64().unwrap_or(0.0),
     );
+    Ok(())
+}
+
+/// The sources `bench source` measures, in the order of its table, with what their baseline
+/// reads.
+const SOURCES: [(&str, &str); 5] = [
+    ("csv", "csv-core records into a buffer (no UTF-8 check)"),
+    ("jsonl", "serde_json::Value per line"),
+    ("sqlite", "rusqlite steps, every column as ValueRef"),
+    ("parquet", "parquet column readers, 1,024 records a call"),
+    ("postgres", "psql: COPY (query) TO STDOUT > /dev/null"),
+];
+
+/// Where `bench source` loads its PostgreSQL table unless `--pg-url` says otherwise.
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The share of its baseline's rate each source should reach.
+const SOURCE_TARGET: f64 = 0.70;
+
+fn bench_source(args: &[String]) -> Result<(), String> {
+    let rows = flag(args, "--rows").unwrap_or_else(|| "1000000".into());
+    let n_rows: u64 = rows
+        .parse()
+        .map_err(|_| format!("--rows {rows}: expected a number of rows"))?;
+    let rounds: usize = match flag(args, "--rounds") {
+        Some(r) => r
+            .parse()
+            .ok()
+            .filter(|&r| r > 0)
+            .ok_or_else(|| format!("--rounds {r}: expected a number of rounds (1 or more)"))?,
+        // The machine is shared: the best of a few reads is the least disturbed one.
+        None => 5,
+    };
+    let pg_url = flag(args, "--pg-url").unwrap_or_else(|| DEFAULT_PG_URL.into());
+    let wanted: Vec<String> = match flag(args, "--sources") {
+        Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
+        None => SOURCES.iter().map(|(s, _)| (*s).to_owned()).collect(),
+    };
+    if let Some(bad) = wanted.iter().find(|w| !SOURCES.iter().any(|(s, _)| s == w)) {
+        return Err(format!(
+            "--sources: unknown source `{bad}` (known: csv, jsonl, sqlite, parquet, postgres)"
+        ));
+    }
+    let dir = root().join(format!("target/bench/source-{rows}"));
+    build_worker()?;
+    eprintln!("generating the model (cached in {})...", dir.display());
+    let gen = run_worker("source-gen", &dir, &[&rows, &pg_url])?;
+    eprintln!("model: {gen}");
+    let postgres = gen["postgres"].as_str().unwrap_or("?").to_owned();
+    let pg_ready = postgres == "loaded" || postgres == "cached";
+    let mut sources: Vec<(&str, &str)> = SOURCES
+        .iter()
+        .copied()
+        .filter(|(s, _)| wanted.iter().any(|w| w == s))
+        .collect();
+    if !pg_ready && sources.iter().any(|(s, _)| *s == "postgres") {
+        eprintln!("postgres skipped: {postgres}");
+        sources.retain(|(s, _)| *s != "postgres");
+    }
+    // Best rows/s of each (source, kind) over the rounds, and the CPU seconds of that read.
+    let mut best: Vec<[(f64, f64); 2]> = vec![[(0.0, 0.0); 2]; sources.len()];
+    for round in 0..rounds {
+        for (i, (source, _)) in sources.iter().enumerate() {
+            // Alternate which read goes first, so neither always meets a warmer cache.
+            let kinds: [(usize, &str); 2] = if round % 2 == 0 {
+                [(0, "ours"), (1, "raw")]
+            } else {
+                [(1, "raw"), (0, "ours")]
+            };
+            for (k, kind) in kinds {
+                let v = run_worker("source-read", &dir, &[source, kind, &rows, &pg_url])?;
+                let rate = v["rows_per_sec"].as_f64().unwrap_or(0.0);
+                let cpu = v["cpu_seconds"].as_f64().unwrap_or(0.0);
+                eprintln!(
+                    "  round {}/{rounds} {source:<8} {kind:<4} {rate:>12.0} rows/s  {:>6.2} s  CPU {cpu:.2} s",
+                    round + 1,
+                    v["seconds"].as_f64().unwrap_or(0.0)
+                );
+                if let Some(b) = best.get_mut(i) {
+                    if rate > b[k].0 {
+                        b[k] = (rate, cpu);
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "bench source: {n_rows} rows x {} columns; best of {rounds} interleaved rounds, each read \
+         in its own process (the machine is shared and noisy: compare ratios, not absolute rates)",
+        gen["columns"]
+    );
+    println!(
+        "  {:<9} {:>12} {:>16} {:>6}  {:<7}  {:>13}  baseline",
+        "source", "ours rows/s", "baseline rows/s", "ratio", "≥ 0.70", "CPU s (o / b)"
+    );
+    for ((source, baseline), [(ours, ours_cpu), (raw, raw_cpu)]) in sources.iter().zip(&best) {
+        let ratio = ours / raw.max(1e-9);
+        let met = if ratio >= SOURCE_TARGET {
+            "met"
+        } else {
+            "NOT MET"
+        };
+        println!(
+            "  {source:<9} {ours:>12.0} {raw:>16.0} {ratio:>6.2}  {met:<7}  {ours_cpu:>5.2} / {raw_cpu:<5.2}  {baseline}"
+        );
+    }
+    println!(
+        "  CPU s: user + system time of the reading process, all its threads, in the best run \
+         (for psql: the psql process; the server's work is not counted)"
+    );
+    if !pg_ready && wanted.iter().any(|w| w == "postgres") {
+        println!("  postgres  skipped: {postgres}");
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use sync_core::ports::ModelSource;
 use sync_core::value::SourceRow;
 
 use crate::error::Error;
-use crate::{buffered, max_record_size, set_defect, Input, BOM, MAX_RECORD_BYTES};
+use crate::{buffered, max_record_size, set_defect, set_text, Input, BOM, MAX_RECORD_BYTES};
 
 /// At most this many fields in one record; past it the record is a defect.
 const MAX_FIELDS: usize = 1 << 20;
@@ -83,10 +83,116 @@ impl CsvOptions {
     }
 }
 
+/// [`u64`] with every byte 0x01.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// [`u64`] with every byte 0x7f.
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// The high bit of every byte of `word` equal to `byte` (exactly: no false positives).
+#[inline(always)]
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    // A byte of `x` is zero exactly when adding 0x7f to its low 7 bits leaves its high bit
+    // clear and its own high bit is clear; no carry crosses bytes.
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// Finds the plain records that the quick path reads: one line of fields without quotes or
+/// escapes, delimited by an ASCII delimiter. Scans 8 bytes at a time.
+#[derive(Debug, Clone, Copy)]
+struct Scanner {
+    delimiter: u8,
+    /// The bytes that end a plain record (`\r`, `\n`) or rule it out (the quote, the escape;
+    /// the quote twice when there is no escape).
+    stops: [u8; 4],
+}
+
+impl Scanner {
+    /// `None` when the delimiter is not ASCII: its byte could then be part of a character,
+    /// and splitting text at it could cut one.
+    fn new(opts: &CsvOptions) -> Option<Scanner> {
+        opts.delimiter.is_ascii().then(|| Scanner {
+            delimiter: opts.delimiter,
+            stops: [b'\r', b'\n', opts.quote, opts.escape.unwrap_or(opts.quote)],
+        })
+    }
+
+    fn is_stop(&self, b: u8) -> bool {
+        let [a, c, d, e] = self.stops;
+        b == a || b == c || b == d || b == e
+    }
+
+    /// The length of the plain record at the start of `buf`, its bytes up to a line break
+    /// within `buf`; the positions of its delimiters go to `delimiters` (cleared first). `None`
+    /// when the record is not plain (a quote or an escape comes before the line break), is
+    /// empty, or does not end within `buf`.
+    fn scan(&self, buf: &[u8], delimiters: &mut Vec<usize>) -> Option<usize> {
+        delimiters.clear();
+        let [a, c, d, e] = self.stops;
+        let mut words = buf.chunks_exact(8);
+        let mut base = 0;
+        for chunk in &mut words {
+            let word = u64::from_le_bytes(chunk.try_into().ok()?);
+            let stops = bytes_equal(word, a)
+                | bytes_equal(word, c)
+                | bytes_equal(word, d)
+                | bytes_equal(word, e);
+            let mut found = bytes_equal(word, self.delimiter);
+            if stops != 0 {
+                let at = (stops.trailing_zeros() / 8) as usize;
+                // Only the delimiters before the stop.
+                found &= (1u64 << (8 * at)) - 1;
+                push_positions(found, base, delimiters);
+                return self.end(buf, base + at);
+            }
+            push_positions(found, base, delimiters);
+            base += 8;
+        }
+        for (i, &b) in words.remainder().iter().enumerate() {
+            if self.is_stop(b) {
+                return self.end(buf, base + i);
+            }
+            if b == self.delimiter {
+                delimiters.push(base + i);
+            }
+        }
+        None
+    }
+
+    /// `Some(at)` when the stop byte at `at` is a line break ending a non-empty record.
+    fn end(&self, buf: &[u8], at: usize) -> Option<usize> {
+        let b = *buf.get(at)?;
+        (at > 0 && (b == b'\r' || b == b'\n')).then_some(at)
+    }
+}
+
+/// Pushes `base` plus the index of every byte whose high bit is set in `mask`.
+#[inline(always)]
+fn push_positions(mut mask: u64, base: usize, out: &mut Vec<usize>) {
+    while mask != 0 {
+        out.push(base + (mask.trailing_zeros() / 8) as usize);
+        mask &= mask - 1;
+    }
+}
+
 /// The CSV records of one input, parsed into reused buffers.
+///
+/// Most records are one line of plain fields: no quote, no escape. Such a record, when the
+/// whole of it is in the input buffer, is split at its delimiters straight from that buffer
+/// (the *quick path*) instead of going through `csv-core`, which would give the same fields.
+/// Everything else (quoted fields, a record across a buffer refill, the header, the last
+/// record without a line break) goes through `csv-core`.
 struct Records {
     input: Input,
     core: csv_core::Reader,
+    /// For the quick path; `None` when it cannot be used.
+    scanner: Option<Scanner>,
+    /// The length of the current record when the quick path read it: its bytes are the first
+    /// `quick` bytes of the input buffer, consumed when the next record is read. 0 when
+    /// `csv-core` read it (into `out` and `ends`).
+    quick: usize,
+    /// Where the delimiters of a quick record are, in its bytes.
+    delimiters: Vec<usize>,
     /// The unescaped bytes of the current record's fields, back to back.
     out: Vec<u8>,
     /// Where each field of the current record ends in `out`.
@@ -114,6 +220,9 @@ impl Records {
         Records {
             input: buffered(input),
             core,
+            scanner: Scanner::new(opts),
+            quick: 0,
+            delimiters: Vec::with_capacity(64),
             out: vec![0; 4096],
             ends: vec![0; 64],
             fields: 0,
@@ -157,6 +266,7 @@ impl Records {
     fn read(&mut self) -> io::Result<bool> {
         self.fields = 0;
         self.oversized = false;
+        self.input.consume(std::mem::take(&mut self.quick));
         if self.done {
             return Ok(false);
         }
@@ -169,8 +279,14 @@ impl Records {
     }
 
     fn read_inner(&mut self) -> io::Result<bool> {
+        let first = !self.started;
         self.skip_line_breaks()?;
         self.line = self.core.line();
+        // The header goes through `csv-core` (which strips a byte-order mark only from the
+        // first bytes it is given, so it must be given them).
+        if !first && self.quick_record() {
+            return Ok(true);
+        }
         let (mut outlen, mut endlen) = (0, 0);
         loop {
             let input = self.input.fill_buf()?;
@@ -213,6 +329,34 @@ impl Records {
                 }
             }
         }
+    }
+
+    /// Reads the record at the start of the input buffer on the quick path, if it can: it
+    /// ends with a line break within the buffer and has no quote or escape byte. Its bytes
+    /// are left in the buffer (see [`Records::quick`]).
+    ///
+    /// `csv-core` would give the same fields: without quotes and escapes, a record is its bytes
+    /// up to the first `\r` or `\n`, split at each delimiter. It is not told about the record;
+    /// its state after the last record it read (just past a line break) is the state it would
+    /// have after this one, and its line count is unchanged (the record has no `\n`; the line
+    /// break after it is skipped and counted by [`Records::skip_line_breaks`]).
+    fn quick_record(&mut self) -> bool {
+        let Some(scanner) = &self.scanner else {
+            return false;
+        };
+        match scanner.scan(self.input.buffer(), &mut self.delimiters) {
+            Some(len) => {
+                self.quick = len;
+                self.fields = self.delimiters.len() + 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The bytes of the current record read on the quick path, delimiters included.
+    fn quick_bytes(&self) -> &[u8] {
+        self.input.buffer().get(..self.quick).unwrap_or_default()
     }
 
     /// The ends of the current record's fields.
@@ -416,6 +560,41 @@ impl ModelSource for CsvSource {
             set_defect(row, message);
             return Ok(true);
         }
+        if records.quick > 0 {
+            let bytes = records.quick_bytes();
+            let ends = || {
+                let last = std::iter::once(bytes.len());
+                records.delimiters.iter().copied().chain(last)
+            };
+            // The delimiter is ASCII: the record is valid UTF-8 exactly when every field is,
+            // and every field boundary of valid text is a character boundary.
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                let mut start = 0;
+                let mut whole = true;
+                for (end, value) in ends().zip(&mut row.values) {
+                    match text.get(start..end) {
+                        Some(field) => set_text(value, field),
+                        None => {
+                            whole = false;
+                            break;
+                        }
+                    }
+                    start = end + 1;
+                }
+                if whole {
+                    return Ok(true);
+                }
+            }
+            let mut start = 0;
+            let bad = ends()
+                .position(|end| {
+                    let field = bytes.get(start..end).unwrap_or_default();
+                    start = end + 1;
+                    std::str::from_utf8(field).is_err()
+                })
+                .unwrap_or(0);
+            return Ok(utf8_defect(row, line, &self.columns, bad));
+        }
         if let Ok(text) = std::str::from_utf8(records.all_bytes()) {
             // Every field is valid UTF-8 when the whole record is and each field boundary is a
             // character boundary.
@@ -423,7 +602,7 @@ impl ModelSource for CsvSource {
             let mut bad = None;
             for ((i, &end), value) in records.ends().iter().enumerate().zip(&mut row.values) {
                 match text.get(start..end) {
-                    Some(field) => value.set_text(field),
+                    Some(field) => set_text(value, field),
                     None => {
                         bad = Some(i);
                         break;

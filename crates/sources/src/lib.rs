@@ -1,9 +1,14 @@
-//! Model sources for attentive-sync: CSV and JSONL files, streamed.
+//! Model sources for attentive-sync: CSV, JSONL and Parquet files, SQLite and PostgreSQL
+//! queries, streamed.
 //!
-//! Each source implements [`sync_core::ports::ModelSource`]. They read incrementally through a
-//! 256 KiB buffer and reuse the row they are given, so memory stays flat however large the
-//! model is. (A JSONL source holds its first 1,000 non-blank lines while it learns the
-//! columns; a single record or line may grow to 64 MiB before it is cut off as a defect.)
+//! Each source implements [`sync_core::ports::ModelSource`]. They read incrementally (the files
+//! through a 256 KiB buffer) and reuse the row they are given, so memory stays flat however
+//! large the model is. (A JSONL source holds its first 1,000 non-blank lines while it learns
+//! the columns; a single record or line may grow to 64 MiB before it is cut off as a defect.)
+//! The SQLite, Parquet and PostgreSQL sources read on a thread of their own (stepping the
+//! query, decoding the column chunks, fetching from the cursor) a few batches ahead, and type
+//! the values as rows are handed out, so reading and typing overlap; see
+//! `docs/PERFORMANCE.md` for what that buys.
 //!
 //! # Defects and errors
 //!
@@ -30,6 +35,7 @@ mod jsonl;
 mod parquet;
 mod postgres;
 mod sqlite;
+mod timestamp;
 
 use std::io::{self, BufReader, Read};
 
@@ -79,6 +85,17 @@ impl Read for Retry {
                 other => return other,
             }
         }
+    }
+}
+
+/// [`Value::set_text`], inlined: the sources call it for nearly every cell.
+#[inline]
+fn set_text(value: &mut Value, s: &str) {
+    if let Value::Text(buf) = value {
+        buf.clear();
+        buf.push_str(s);
+    } else {
+        *value = Value::Text(s.to_owned());
     }
 }
 

@@ -7,6 +7,8 @@ use crate::float::set_float;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread::{self, JoinHandle};
 
 use ::parquet::basic::{ConvertedType, LogicalType, Repetition, TimeUnit, Type as PhysicalType};
 use ::parquet::column::reader::{ColumnReader, ColumnReaderImpl};
@@ -22,10 +24,15 @@ use sync_core::ports::ModelSource;
 use sync_core::value::{SourceRow, Value};
 
 use crate::error::Error;
-use crate::set_defect;
+use crate::{set_defect, set_text};
 
 /// Rows decoded per column at a time.
 const BATCH_ROWS: usize = 1024;
+
+/// How many decoded batches may wait while the decoding thread decodes the next one. Enough
+/// that the threads rarely wait on each other, which matters on a busy machine, where every
+/// wait can cost a scheduling delay.
+const BATCHES_IN_FLIGHT: usize = 8;
 
 /// How many bytes of a binary value are shown in [`Value::Unsupported`].
 const BINARY_PREVIEW_BYTES: usize = 32;
@@ -48,7 +55,10 @@ const JULIAN_DAY_OF_UNIX_EPOCH: i64 = 2_440_588;
 ///
 /// Reading is streamed: one file is open at a time, and of it one row group's column chunks,
 /// decoded 1,024 rows at a time (pages are decompressed one by one by the `parquet` crate), so
-/// memory stays flat however large the files are.
+/// memory stays flat however large the files are. A file is decoded on a thread of its own
+/// (opened when the rows of the file before have all been handed out), at most eight batches
+/// ahead of the rows handed out; values are typed as rows are handed out, on the caller's
+/// thread, so the two threads share the work.
 ///
 /// Values are typed by the Parquet logical type (or the legacy converted type) of their
 /// column:
@@ -79,15 +89,25 @@ pub struct ParquetSource {
     /// The file or folder given, for messages.
     path: PathBuf,
     files: Vec<PathBuf>,
-    /// The index in `files` of the next file to open.
-    next_file: usize,
     columns: Vec<String>,
-    /// The columns of the first file, which every file must have.
-    shapes: Vec<FieldShape>,
-    current: Option<OpenFile>,
+    receiver: Receiver<Message>,
+    /// Tells the decoding thread to open the next file.
+    go: Sender<()>,
+    /// How many files the decoding thread has been told to open.
+    opened: usize,
+    /// Whether the file being read has ended (or none was opened yet).
+    between_files: bool,
+    /// Consumed batches, sent back to the decoding thread to be refilled.
+    recycle: Sender<Batch>,
+    batch: Batch,
+    /// The next row of `batch` to hand out.
+    next: usize,
+    /// Where that row starts in each column of `batch`.
+    cursors: Vec<Cursor>,
     /// The number of the last record handed out.
     number: u64,
     done: bool,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for ParquetSource {
@@ -142,16 +162,33 @@ impl ParquetSource {
             }
         }
         let shapes = reference.map(|(_, shapes)| shapes).unwrap_or_default();
-        let columns = shapes.iter().map(|s| s.name.clone()).collect();
+        let columns: Vec<String> = shapes.iter().map(|s| s.name.clone()).collect();
+        let (tx, receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+        let (recycle, recycled) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let thread_files = files.clone();
+        let thread = thread::Builder::new()
+            .name("parquet-model".to_owned())
+            .spawn(move || decode_thread(&thread_files, &shapes, &go_rx, &tx, &recycled))
+            .map_err(|source| Error::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(ParquetSource {
             path: path.to_owned(),
             files,
-            next_file: 0,
+            cursors: vec![Cursor::default(); columns.len()],
             columns,
-            shapes,
-            current: None,
+            receiver,
+            go,
+            opened: 0,
+            between_files: true,
+            recycle,
+            batch: Batch::default(),
+            next: 0,
             number: 0,
             done: false,
+            thread: Some(thread),
         })
     }
 }
@@ -165,43 +202,99 @@ impl ModelSource for ParquetSource {
 
     fn next_row(&mut self, row: &mut SourceRow) -> Result<bool, Error> {
         loop {
+            if self.next < self.batch.rows {
+                self.number += 1;
+                self.next += 1;
+                self.fill(row);
+                return Ok(true);
+            }
             if self.done {
                 return Ok(false);
             }
-            let Some(file) = &mut self.current else {
-                let Some(path) = self.files.get(self.next_file) else {
-                    self.done = true;
-                    return Ok(false);
-                };
-                self.next_file += 1;
-                let first = self.files.first().map_or(path.as_path(), PathBuf::as_path);
-                match OpenFile::open(path, &self.shapes, first) {
-                    Ok(file) => self.current = Some(file),
-                    Err(e) => {
-                        self.done = true;
-                        return Err(e);
-                    }
-                }
-                continue;
-            };
-            match guarded(|| file.advance()) {
-                Ok(true) => {
-                    self.number += 1;
-                    file.fill(self.number, row);
-                    return Ok(true);
-                }
-                Ok(false) => self.current = None,
-                Err(e) => {
-                    let path = file.path.clone();
-                    self.done = true;
-                    self.current = None;
-                    return Err(Error::Read {
-                        path,
-                        line: Some(self.number + 1),
-                        source: io::Error::new(io::ErrorKind::InvalidData, e),
-                    });
-                }
+            if self.batch.rows > 0 {
+                // The thread may be gone already; the batch is then simply dropped.
+                let _ = self.recycle.send(std::mem::take(&mut self.batch));
             }
+            if self.between_files {
+                if self.opened >= self.files.len() {
+                    self.finish();
+                    return Ok(false);
+                }
+                self.opened += 1;
+                self.between_files = false;
+                // If the thread is gone, `recv` below says so.
+                let _ = self.go.send(());
+            }
+            let failure = match self.receiver.recv() {
+                Ok(Message::Rows(mut batch)) => {
+                    let Batch { plans, columns, .. } = &mut batch;
+                    for (column, plan) in columns.iter_mut().zip(plans.iter()) {
+                        column.copy_text(plan.conv);
+                    }
+                    self.batch = batch;
+                    self.next = 0;
+                    self.cursors.fill(Cursor::default());
+                    continue;
+                }
+                Ok(Message::FileEnd) => {
+                    self.between_files = true;
+                    continue;
+                }
+                Ok(Message::Failed(Failure::Open(e))) => e,
+                Ok(Message::Failed(Failure::Read(path, e))) => Error::Read {
+                    path,
+                    line: Some(self.number + 1),
+                    source: io::Error::new(io::ErrorKind::InvalidData, e),
+                },
+                Err(_) => Error::Read {
+                    path: self.path.clone(),
+                    line: Some(self.number + 1),
+                    source: io::Error::other("the Parquet decoding thread stopped unexpectedly"),
+                },
+            };
+            self.finish();
+            return Err(failure);
+        }
+    }
+}
+
+impl ParquetSource {
+    /// The decoding thread has nothing more to say: wait for it to end.
+    fn finish(&mut self) {
+        self.done = true;
+        self.batch = Batch::default();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Types the next row of the current batch (`self.next` - 1) into `row`.
+    fn fill(&mut self, row: &mut SourceRow) {
+        let number = self.number;
+        let batch = &self.batch;
+        row.reset(number, batch.plans.len());
+        let mut defect = None;
+        let fields = batch
+            .plans
+            .iter()
+            .zip(&batch.columns)
+            .zip(&mut self.cursors);
+        for (i, (((plan, column), cursor), slot)) in fields.zip(&mut row.values).enumerate() {
+            if column.take(cursor, plan, slot).is_err() && defect.is_none() {
+                defect = Some(i);
+            }
+        }
+        if let Some(i) = defect {
+            let name = self.columns.get(i).map_or("?", String::as_str);
+            let path = self.files.get(batch.file).unwrap_or(&self.path);
+            let file = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            set_defect(
+                row,
+                format!("record {number} ({file}), column `{name}`: not valid UTF-8"),
+            );
         }
     }
 }
@@ -524,91 +617,240 @@ fn classify(d: &ColumnDescriptor) -> Conv {
     }
 }
 
-/// The open file being read.
-struct OpenFile {
-    path: PathBuf,
-    reader: SerializedFileReader<File>,
+/// What the decoding thread sends.
+enum Message {
+    Rows(Batch),
+    /// Every row of the file has been sent.
+    FileEnd,
+    /// Reading failed; nothing follows.
+    Failed(Failure),
+}
+
+/// Why the decoding thread stopped early.
+enum Failure {
+    /// A file could not be opened, or its columns changed.
+    Open(Error),
+    /// A file could not be decoded.
+    Read(PathBuf, ParquetError),
+}
+
+/// Up to [`BATCH_ROWS`] decoded rows of one file: each column's values and levels, undecoded
+/// into model values yet.
+#[derive(Default)]
+struct Batch {
+    /// The index of the file, in [`ParquetSource::files`].
+    file: usize,
+    /// How the fields of that file are read.
     plans: Vec<Plan>,
     /// One per top-level field.
-    columns: Vec<ColumnState>,
-    /// The index of the next row group to start.
-    next_group: usize,
-    /// Rows of the current row group not decoded yet.
-    group_rows_left: usize,
-    /// Rows decoded in the current batch, and the next of them to hand out.
-    batch_rows: usize,
-    batch_next: usize,
+    columns: Vec<ColumnBatch>,
+    rows: usize,
 }
 
 /// The decoded batch of one column.
 #[derive(Default)]
-struct ColumnState {
+struct ColumnBatch {
+    /// `None` for a group without leaves.
     values: Option<Values>,
     defs: Vec<i16>,
     reps: Vec<i16>,
-    /// The next level and value of the batch.
+    /// For a text column: its values, copied out of `values` (which is then emptied).
+    text: Option<TextColumn>,
+}
+
+/// The values of a text column batch, copied out of their pages and checked as UTF-8 at once:
+/// one string, each value a range of it.
+#[derive(Default)]
+struct TextColumn {
+    text: String,
+    /// Each value's range in `text`; an empty range starting past its end (`1..0`) for a value
+    /// that is not valid UTF-8.
+    spans: Vec<(usize, usize)>,
+}
+
+impl TextColumn {
+    /// Replaces the values with those of `values`, checking them as UTF-8 all at once.
+    fn fill<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>) {
+        let mut bytes = std::mem::take(&mut self.text).into_bytes();
+        bytes.clear();
+        self.spans.clear();
+        for value in values {
+            let start = bytes.len();
+            bytes.extend_from_slice(value);
+            self.spans.push((start, bytes.len()));
+        }
+        self.text = match String::from_utf8(bytes) {
+            // Every value is valid exactly when its range has character bounds; a value
+            // that is not valid UTF-8 alone has not (see `value`).
+            Ok(text) => text,
+            Err(e) => {
+                // Some value is not valid UTF-8: check them one by one.
+                let bytes = e.into_bytes();
+                let mut text = String::with_capacity(bytes.len());
+                for span in &mut self.spans {
+                    match bytes.get(span.0..span.1).map(std::str::from_utf8) {
+                        Some(Ok(value)) => {
+                            let start = text.len();
+                            text.push_str(value);
+                            *span = (start, text.len());
+                        }
+                        _ => *span = (1, 0),
+                    }
+                }
+                text
+            }
+        };
+    }
+
+    /// Value `i` (`None` past the last), or `Some(None)` when it is not valid UTF-8.
+    fn value(&self, i: usize) -> Option<Option<&str>> {
+        let &(start, end) = self.spans.get(i)?;
+        Some(self.text.get(start..end))
+    }
+}
+
+/// Where the next row of a [`ColumnBatch`] starts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
     level: usize,
     value: usize,
 }
 
-/// A column reader of one row group, with its decoded values.
+/// The decoded values of one column batch.
 enum Values {
-    Bool(ColumnReaderImpl<BoolType>, Vec<bool>),
-    Int32(ColumnReaderImpl<Int32Type>, Vec<i32>),
-    Int64(ColumnReaderImpl<Int64Type>, Vec<i64>),
-    Int96(ColumnReaderImpl<Int96Type>, Vec<Int96>),
-    Float(ColumnReaderImpl<FloatType>, Vec<f32>),
-    Double(ColumnReaderImpl<DoubleType>, Vec<f64>),
-    Bytes(ColumnReaderImpl<ByteArrayType>, Vec<ByteArray>),
-    Fixed(
-        ColumnReaderImpl<FixedLenByteArrayType>,
-        Vec<FixedLenByteArray>,
-    ),
+    Bool(Vec<bool>),
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+    Int96(Vec<Int96>),
+    Float(Vec<f32>),
+    Double(Vec<f64>),
+    Bytes(Vec<ByteArray>),
+    Fixed(Vec<FixedLenByteArray>),
 }
 
-impl Values {
+/// A column reader of one row group.
+enum Reader {
+    Bool(ColumnReaderImpl<BoolType>),
+    Int32(ColumnReaderImpl<Int32Type>),
+    Int64(ColumnReaderImpl<Int64Type>),
+    Int96(ColumnReaderImpl<Int96Type>),
+    Float(ColumnReaderImpl<FloatType>),
+    Double(ColumnReaderImpl<DoubleType>),
+    Bytes(ColumnReaderImpl<ByteArrayType>),
+    Fixed(ColumnReaderImpl<FixedLenByteArrayType>),
+}
+
+impl Reader {
     fn new(reader: ColumnReader) -> Self {
         match reader {
-            ColumnReader::BoolColumnReader(r) => Values::Bool(r, Vec::new()),
-            ColumnReader::Int32ColumnReader(r) => Values::Int32(r, Vec::new()),
-            ColumnReader::Int64ColumnReader(r) => Values::Int64(r, Vec::new()),
-            ColumnReader::Int96ColumnReader(r) => Values::Int96(r, Vec::new()),
-            ColumnReader::FloatColumnReader(r) => Values::Float(r, Vec::new()),
-            ColumnReader::DoubleColumnReader(r) => Values::Double(r, Vec::new()),
-            ColumnReader::ByteArrayColumnReader(r) => Values::Bytes(r, Vec::new()),
-            ColumnReader::FixedLenByteArrayColumnReader(r) => Values::Fixed(r, Vec::new()),
+            ColumnReader::BoolColumnReader(r) => Reader::Bool(r),
+            ColumnReader::Int32ColumnReader(r) => Reader::Int32(r),
+            ColumnReader::Int64ColumnReader(r) => Reader::Int64(r),
+            ColumnReader::Int96ColumnReader(r) => Reader::Int96(r),
+            ColumnReader::FloatColumnReader(r) => Reader::Float(r),
+            ColumnReader::DoubleColumnReader(r) => Reader::Double(r),
+            ColumnReader::ByteArrayColumnReader(r) => Reader::Bytes(r),
+            ColumnReader::FixedLenByteArrayColumnReader(r) => Reader::Fixed(r),
         }
     }
 
-    /// Decodes the next `records` records (replacing the previous batch); returns how many
-    /// were there.
-    fn read(
-        &mut self,
-        records: usize,
-        defs: &mut Vec<i16>,
-        reps: &mut Vec<i16>,
-    ) -> Result<usize, ParquetError> {
+    /// Decodes the next `records` records into `column` (replacing what it held, and reusing
+    /// its buffers when they are of this reader's type); returns how many were there.
+    fn read(&mut self, records: usize, column: &mut ColumnBatch) -> Result<usize, ParquetError> {
+        let ColumnBatch {
+            values,
+            defs,
+            reps,
+            text: _,
+        } = column;
         defs.clear();
         reps.clear();
         macro_rules! read {
-            ($reader:expr, $values:expr) => {{
-                $values.clear();
-                $reader
-                    .read_records(records, Some(defs), Some(reps), $values)
-                    .map(|(read, _, _)| read)
+            ($reader:expr, $variant:ident) => {{
+                if !matches!(values, Some(Values::$variant(_))) {
+                    *values = Some(Values::$variant(Vec::new()));
+                }
+                match values {
+                    Some(Values::$variant(v)) => {
+                        v.clear();
+                        $reader
+                            .read_records(records, Some(defs), Some(reps), v)
+                            .map(|(read, _, _)| read)
+                    }
+                    _ => Ok(0),
+                }
             }};
         }
         match self {
-            Values::Bool(r, v) => read!(r, v),
-            Values::Int32(r, v) => read!(r, v),
-            Values::Int64(r, v) => read!(r, v),
-            Values::Int96(r, v) => read!(r, v),
-            Values::Float(r, v) => read!(r, v),
-            Values::Double(r, v) => read!(r, v),
-            Values::Bytes(r, v) => read!(r, v),
-            Values::Fixed(r, v) => read!(r, v),
+            Reader::Bool(r) => read!(r, Bool),
+            Reader::Int32(r) => read!(r, Int32),
+            Reader::Int64(r) => read!(r, Int64),
+            Reader::Int96(r) => read!(r, Int96),
+            Reader::Float(r) => read!(r, Float),
+            Reader::Double(r) => read!(r, Double),
+            Reader::Bytes(r) => read!(r, Bytes),
+            Reader::Fixed(r) => read!(r, Fixed),
         }
     }
+}
+
+/// The decoding thread: decodes the files in order, a batch at a time, and sends the batches
+/// on `tx` until the end, a failure, or the receiver is gone. It opens a file when `go` says
+/// so: when the rows of the file before have all been handed out, as a source without a
+/// thread would.
+fn decode_thread(
+    files: &[PathBuf],
+    shapes: &[FieldShape],
+    go: &Receiver<()>,
+    tx: &SyncSender<Message>,
+    recycled: &Receiver<Batch>,
+) {
+    let Some(first) = files.first() else {
+        return;
+    };
+    for (index, path) in files.iter().enumerate() {
+        if go.recv().is_err() {
+            return;
+        }
+        let mut file = match OpenFile::open(path, shapes, first) {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = tx.send(Message::Failed(Failure::Open(e)));
+                return;
+            }
+        };
+        loop {
+            let mut batch = recycled.try_recv().unwrap_or_default();
+            match guarded(|| file.decode(&mut batch)) {
+                Ok(true) => {
+                    batch.file = index;
+                    if tx.send(Message::Rows(batch)).is_err() {
+                        return;
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    let _ = tx.send(Message::Failed(Failure::Read(path.clone(), e)));
+                    return;
+                }
+            }
+        }
+        if tx.send(Message::FileEnd).is_err() {
+            return;
+        }
+    }
+}
+
+/// The open file being decoded.
+struct OpenFile {
+    reader: SerializedFileReader<File>,
+    plans: Vec<Plan>,
+    /// One per top-level field (`None` for a group without leaves).
+    columns: Vec<Option<Reader>>,
+    /// The index of the next row group to start.
+    next_group: usize,
+    /// Rows of the current row group not decoded yet.
+    group_rows_left: usize,
 }
 
 impl OpenFile {
@@ -636,55 +878,54 @@ impl OpenFile {
             });
         }
         let plans = plans(schema);
-        let columns = plans.iter().map(|_| ColumnState::default()).collect();
+        let columns = plans.iter().map(|_| None).collect();
         Ok(OpenFile {
-            path: path.to_owned(),
             reader,
             plans,
             columns,
             next_group: 0,
             group_rows_left: 0,
-            batch_rows: 0,
-            batch_next: 0,
         })
     }
 
-    /// Makes sure a decoded row is ready; `Ok(false)` at the end of the file.
-    fn advance(&mut self) -> Result<bool, ParquetError> {
-        while self.batch_next >= self.batch_rows {
-            if self.group_rows_left == 0 {
-                if self.next_group >= self.reader.num_row_groups() {
-                    return Ok(false);
-                }
-                self.start_group()?;
-                continue;
+    /// Decodes the next rows into `batch`; `Ok(false)` at the end of the file.
+    fn decode(&mut self, batch: &mut Batch) -> Result<bool, ParquetError> {
+        while self.group_rows_left == 0 {
+            if self.next_group >= self.reader.num_row_groups() {
+                return Ok(false);
             }
-            let n = self.group_rows_left.min(BATCH_ROWS);
-            for (i, (column, plan)) in self.columns.iter_mut().zip(&self.plans).enumerate() {
-                let Some(values) = &mut column.values else {
-                    continue;
-                };
-                let read = values.read(n, &mut column.defs, &mut column.reps)?;
-                if read != n {
-                    return Err(ParquetError::General(format!(
-                        "row group {} ends early: column {} has {} fewer rows than the row \
-                         group declares",
-                        self.next_group,
-                        i + 1,
-                        n - read
-                    )));
-                }
-                if plan.max_def == 0 && plan.max_rep == 0 {
-                    // Levels are not stored for required, non-repeated columns.
-                    column.defs.clear();
-                }
-                column.level = 0;
-                column.value = 0;
-            }
-            self.group_rows_left -= n;
-            self.batch_rows = n;
-            self.batch_next = 0;
+            self.start_group()?;
         }
+        let n = self.group_rows_left.min(BATCH_ROWS);
+        batch.plans.clone_from(&self.plans);
+        batch
+            .columns
+            .resize_with(self.plans.len(), ColumnBatch::default);
+        let fields = self.columns.iter_mut().zip(&self.plans);
+        for (i, ((reader, plan), column)) in fields.zip(&mut batch.columns).enumerate() {
+            let Some(reader) = reader else {
+                column.values = None;
+                column.defs.clear();
+                column.reps.clear();
+                continue;
+            };
+            let read = reader.read(n, column)?;
+            if read != n {
+                return Err(ParquetError::General(format!(
+                    "row group {} ends early: column {} has {} fewer rows than the row \
+                     group declares",
+                    self.next_group,
+                    i + 1,
+                    n - read
+                )));
+            }
+            if plan.max_def == 0 && plan.max_rep == 0 {
+                // Levels are not stored for required, non-repeated columns.
+                column.defs.clear();
+            }
+        }
+        self.group_rows_left -= n;
+        batch.rows = n;
         Ok(true)
     }
 
@@ -728,87 +969,82 @@ impl OpenFile {
             ))
         })?;
         for (column, plan) in self.columns.iter_mut().zip(&self.plans) {
-            column.values = match plan.leaf {
-                Some(leaf) => Some(Values::new(group.get_column_reader(leaf)?)),
+            *column = match plan.leaf {
+                Some(leaf) => Some(Reader::new(group.get_column_reader(leaf)?)),
                 None => None,
             };
-            column.defs.clear();
-            column.reps.clear();
         }
-        self.batch_rows = 0;
-        self.batch_next = 0;
         Ok(())
-    }
-
-    /// Moves the next decoded row into `row`.
-    fn fill(&mut self, number: u64, row: &mut SourceRow) {
-        self.batch_next += 1;
-        row.reset(number, self.plans.len());
-        let mut defect = None;
-        let fields = self.plans.iter().zip(&mut self.columns);
-        for (i, ((plan, column), slot)) in fields.zip(&mut row.values).enumerate() {
-            if column.take(plan, slot).is_err() && defect.is_none() {
-                defect = Some(i);
-            }
-        }
-        if let Some(i) = defect {
-            let name = self
-                .reader
-                .metadata()
-                .file_metadata()
-                .schema_descr()
-                .root_schema()
-                .get_fields()
-                .get(i)
-                .map_or("?", |f| f.name())
-                .to_owned();
-            let file = self.path.file_name().map_or_else(
-                || self.path.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-            set_defect(
-                row,
-                format!("record {number} ({file}), column `{name}`: not valid UTF-8"),
-            );
-        }
     }
 }
 
-impl ColumnState {
-    /// Takes this column's value of the next row into `slot`. `Err` when text is not valid
-    /// UTF-8 (the slot is then null).
-    fn take(&mut self, plan: &Plan, slot: &mut Value) -> Result<(), ()> {
+impl ColumnBatch {
+    /// For a text column, copies the values into a [`TextColumn`] (done once per batch, as it
+    /// arrives).
+    fn copy_text(&mut self, conv: Conv) {
+        let text = self.text.get_or_insert_with(TextColumn::default);
+        match (&mut self.values, conv) {
+            (Some(Values::Bytes(v)), Conv::Text) => {
+                text.fill(v.iter().map(ByteArray::data));
+            }
+            (Some(Values::Fixed(v)), Conv::Text) => {
+                text.fill(v.iter().map(|b| b.data()));
+            }
+            _ => self.text = None,
+        }
+    }
+
+    /// Takes this column's value of the row at `cursor` into `slot`, and moves the cursor to
+    /// the next row. `Err` when text is not valid UTF-8 (the slot is then null).
+    fn take(&self, cursor: &mut Cursor, plan: &Plan, slot: &mut Value) -> Result<(), ()> {
         if let Conv::Nested(kind) = plan.conv {
-            self.take_nested(plan, kind, slot);
+            self.take_nested(cursor, plan, kind, slot);
             return Ok(());
         }
         let Some(values) = &self.values else {
             *slot = Value::Null;
             return Ok(());
         };
-        if let Some(&def) = self.defs.get(self.level) {
-            self.level += 1;
+        if let Some(&def) = self.defs.get(cursor.level) {
+            cursor.level += 1;
             if def < plan.max_def {
                 *slot = Value::Null;
                 return Ok(());
             }
         }
-        let i = self.value;
-        self.value += 1;
+        let i = cursor.value;
+        cursor.value += 1;
+        if let Some(text) = &self.text {
+            return match text.value(i) {
+                Some(Some(t)) => {
+                    set_text(slot, t);
+                    Ok(())
+                }
+                Some(None) => {
+                    *slot = Value::Null;
+                    Err(())
+                }
+                // Not reached: a batch holds a value for every non-null level.
+                None => {
+                    *slot = Value::Null;
+                    Ok(())
+                }
+            };
+        }
         let set = match values {
-            Values::Bool(_, v) => v.get(i).map(|&b| *slot = Value::Bool(b)),
-            Values::Int32(_, v) => v
+            Values::Bool(v) => v.get(i).map(|&b| *slot = Value::Bool(b)),
+            Values::Int32(v) => v
                 .get(i)
                 .map(|&x| set_int(slot, plan.conv, x.into(), x as u32 as u64)),
-            Values::Int64(_, v) => v.get(i).map(|&x| set_int(slot, plan.conv, x, x as u64)),
-            Values::Int96(_, v) => v.get(i).map(|x| *slot = int96_timestamp(x)),
-            Values::Float(_, v) => v.get(i).map(|&x| set_float(slot, x)),
-            Values::Double(_, v) => v.get(i).map(|&x| set_float(slot, x)),
-            Values::Bytes(_, v) => match v.get(i) {
+            Values::Int64(v) => v.get(i).map(|&x| set_int(slot, plan.conv, x, x as u64)),
+            Values::Int96(v) => v.get(i).map(|x| *slot = int96_timestamp(x)),
+            Values::Float(v) => v.get(i).map(|&x| set_float(slot, x)),
+            Values::Double(v) => v.get(i).map(|&x| set_float(slot, x)),
+            Values::Bytes(v) => match v.get(i) {
                 Some(b) => return set_bytes(slot, plan.conv, b.data()),
                 None => None,
             },
-            Values::Fixed(_, v) => match v.get(i) {
+            Values::Fixed(v) => match v.get(i) {
                 Some(b) => return set_bytes(slot, plan.conv, b.data()),
                 None => None,
             },
@@ -821,13 +1057,13 @@ impl ColumnState {
     }
 
     /// Takes the next record of a nested field: null, or unsupported.
-    fn take_nested(&mut self, plan: &Plan, kind: &'static str, slot: &mut Value) {
-        let first_def = self.defs.get(self.level).copied();
+    fn take_nested(&self, cursor: &mut Cursor, plan: &Plan, kind: &'static str, slot: &mut Value) {
+        let first_def = self.defs.get(cursor.level).copied();
         if !self.defs.is_empty() || !self.reps.is_empty() {
-            self.level += 1;
+            cursor.level += 1;
             // The record's other levels continue it (repetition level > 0).
-            while self.reps.get(self.level).is_some_and(|&r| r > 0) {
-                self.level += 1;
+            while self.reps.get(cursor.level).is_some_and(|&r| r > 0) {
+                cursor.level += 1;
             }
         }
         let present = first_def.is_none_or(|d| d >= plan.present_def);
@@ -857,7 +1093,7 @@ fn set_int(slot: &mut Value, conv: Conv, signed: i64, unsigned: u64) {
         }
         Conv::Date => date(signed),
         Conv::Time(unit) => time_of_day(signed, unit),
-        Conv::Timestamp(unit) => timestamp(signed, unit),
+        Conv::Timestamp(unit) => return set_timestamp(slot, signed, unit),
         _ => Value::Int(signed),
     };
 }
@@ -905,6 +1141,16 @@ fn time_of_day(value: i64, unit: Unit) -> Value {
     }
 }
 
+/// [`timestamp`] into `slot`, reusing its buffer.
+fn set_timestamp(slot: &mut Value, value: i64, unit: Unit) {
+    let (secs, nanos) = split(value, unit);
+    match DateTime::from_timestamp(secs, nanos) {
+        Some(at) => crate::timestamp::set_utc(slot, &at),
+        None => *slot = utc_text(None, || value.to_string()),
+    }
+}
+
+#[cfg(test)]
 fn timestamp(value: i64, unit: Unit) -> Value {
     let (secs, nanos) = split(value, unit);
     utc_text(DateTime::from_timestamp(secs, nanos), || value.to_string())
@@ -940,7 +1186,7 @@ fn int96_timestamp(x: &Int96) -> Value {
 fn set_bytes(slot: &mut Value, conv: Conv, bytes: &[u8]) -> Result<(), ()> {
     match conv {
         Conv::Text => match std::str::from_utf8(bytes) {
-            Ok(text) => slot.set_text(text),
+            Ok(text) => set_text(slot, text),
             Err(_) => {
                 *slot = Value::Null;
                 return Err(());
@@ -1334,6 +1580,33 @@ mod tests {
             levels(Col::I32(vec![1, 2, 3]), &[1, 1, 0, 1], &[0, 1, 0, 0]),
         ];
         write(path, ALL_TYPES, vec![group]);
+    }
+
+    #[test]
+    fn text_columns_check_every_value() {
+        let mut column = TextColumn::default();
+        let values: [&[u8]; 6] = [b"ok", b"x\xc3", b"\xa9y", "é".as_bytes(), b"\xff", b""];
+        column.fill(values.into_iter());
+        let read: Vec<_> = (0..7).map(|i| column.value(i)).collect();
+        assert_eq!(
+            read,
+            [
+                Some(Some("ok")),
+                Some(None),
+                Some(None),
+                Some(Some("é")),
+                Some(None),
+                Some(Some("")),
+                None
+            ]
+        );
+        // Valid as a whole, but a character is split between two values.
+        column.fill([&b"x\xc3"[..], b"\xa9y", b"z"].into_iter());
+        assert_eq!(column.value(0), Some(None));
+        assert_eq!(column.value(1), Some(None));
+        assert_eq!(column.value(2), Some(Some("z")));
+        column.fill(["a", "b"].map(str::as_bytes).into_iter());
+        assert_eq!(column.value(1), Some(Some("b")));
     }
 
     #[test]

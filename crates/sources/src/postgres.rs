@@ -6,9 +6,11 @@
 // outside the tests.
 
 use std::collections::HashSet;
-use std::fmt::{self, Display, LowerExp, Write as _};
+use std::fmt::{self, LowerExp, Write as _};
 use std::io;
 use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -20,7 +22,8 @@ use sync_core::ports::ModelSource;
 use sync_core::value::{SourceRow, Value};
 
 use crate::error::Error;
-use crate::set_defect;
+use crate::float::{self, Float};
+use crate::{set_defect, set_text};
 
 /// The name of the server-side cursor the rows are fetched from.
 const CURSOR: &str = "attentive_sync_model";
@@ -31,8 +34,9 @@ const FIRST_FETCH_ROWS: u64 = 1_000;
 const MAX_FETCH_ROWS: u64 = 10_000;
 /// The fewest rows one `FETCH` asks for, however wide the rows are.
 const MIN_FETCH_ROWS: u64 = 16;
-/// About how many bytes of rows one `FETCH` brings into memory.
-const FETCH_BYTES: u64 = 8 * 1024 * 1024;
+/// About how many bytes of rows one `FETCH` brings into memory (at most three batches are in
+/// memory at once: one being fetched, one waiting, one being handed out).
+const FETCH_BYTES: u64 = 4 * 1024 * 1024;
 /// What a fetched row costs besides its values (the row, its value ranges), per column.
 const ROW_OVERHEAD_PER_COLUMN: u64 = 24;
 
@@ -55,9 +59,11 @@ const PG_EPOCH_DAYS_FROM_CE: i32 = 730_120;
 ///
 /// [`PostgresSource::open`] connects, starts a read-only transaction and has the server
 /// describe the query, so its columns and their types are known (and checked) before any row
-/// is read. It then declares a server-side cursor for the query; rows are fetched from it in
-/// batches of at most 10,000 (fewer when rows are wide: a batch holds about 8 MiB), so memory
-/// stays flat however many rows the query returns. [`SourceRow::number`] is the record number
+/// is read. It then declares a server-side cursor for the query and fetches the first rows;
+/// the next rows are fetched from it on a thread of the source's own, in batches of at most
+/// 10,000 (fewer when rows are wide: a batch holds about 4 MiB), one batch ahead of the rows
+/// handed out, so the server produces the next rows while these are decoded, and memory stays
+/// flat however many rows the query returns. [`SourceRow::number`] is the record number
 /// (1-based).
 ///
 /// Values map from the column's type, exactly (never through a float unless the column is
@@ -93,16 +99,13 @@ pub struct PostgresSource {
     types: Vec<ColumnType>,
     /// Each column's type as named in messages.
     type_names: Vec<String>,
-    /// `None` once the rows are all read, or the connection failed.
-    client: Option<Client>,
+    /// The batches the fetching thread fetched; `None` once the rows are all read, or reading
+    /// failed.
+    receiver: Option<Receiver<Fetched>>,
+    /// The thread that owns the connection and fetches the rows.
+    thread: Option<JoinHandle<()>>,
     /// The rows of the last `FETCH` not yet handed out.
     batch: std::vec::IntoIter<Row>,
-    /// Whether the last `FETCH` returned fewer rows than asked, so the cursor is exhausted.
-    exhausted: bool,
-    /// Bytes of the rows handed out from the current batch, and how many rows that is, to size
-    /// the next `FETCH`.
-    batch_bytes: u64,
-    batch_rows: u64,
     /// The number of the last record handed out.
     record: u64,
     /// The server process serving this source, as `pg_stat_activity` shows it.
@@ -118,7 +121,7 @@ impl fmt::Debug for PostgresSource {
             .field("columns", &self.columns)
             .field("backend_pid", &self.backend_pid)
             .field("record", &self.record)
-            .field("open", &self.client.is_some())
+            .field("open", &self.receiver.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -417,29 +420,33 @@ impl PostgresSource {
                 open_error(query_error_kind(&e), message)
             })?;
 
-        let mut source = PostgresSource {
-            name: name.clone(),
-            secret: secret.clone(),
-            columns,
-            types,
-            type_names,
-            client: Some(client),
-            batch: Vec::new().into_iter(),
-            exhausted: false,
-            batch_bytes: 0,
-            batch_rows: 0,
-            record: 0,
-            backend_pid,
-            failure: None,
-        };
         // The first rows: an error the query raises on them is found before the run starts.
-        source.fetch_batch().map_err(|e| {
+        let first = fetch(&mut client, FIRST_FETCH_ROWS).map_err(|e| {
             open_error(
                 query_error_kind(&e),
                 query_message(&e, query, None, &target),
             )
         })?;
-        Ok(source)
+        let exhausted = (first.len() as u64) < FIRST_FETCH_ROWS;
+        let next_rows = fetch_size(&first, columns.len());
+        let (tx, receiver) = mpsc::sync_channel(1);
+        let thread = thread::Builder::new()
+            .name("postgres-model".to_owned())
+            .spawn(move || fetch_thread(client, exhausted, next_rows, &tx))
+            .map_err(|e| open_error(e.kind(), format!("cannot start the reading thread: {e}")))?;
+        Ok(PostgresSource {
+            name: name.clone(),
+            secret: secret.clone(),
+            columns,
+            types,
+            type_names,
+            receiver: Some(receiver),
+            thread: Some(thread),
+            batch: first.into_iter(),
+            record: 0,
+            backend_pid,
+            failure: None,
+        })
     }
 
     /// The server process serving this source (`pg_backend_pid()`).
@@ -448,56 +455,54 @@ impl PostgresSource {
         self.backend_pid
     }
 
-    /// Fetches the next batch of rows from the cursor: up to 10,000 rows, fewer when the rows
-    /// handed out so far are wide.
-    fn fetch_batch(&mut self) -> Result<(), postgres::Error> {
-        let Some(client) = self.client.as_mut() else {
-            self.exhausted = true;
-            return Ok(());
+    /// Waits for the next batch of rows from the fetching thread: `Ok(false)` at the end. A
+    /// failure stops the read for good.
+    fn next_batch(&mut self) -> Result<bool, Error> {
+        let Some(receiver) = &self.receiver else {
+            return Ok(false);
         };
-        let rows = match self.batch_bytes.checked_div(self.batch_rows) {
-            None => FIRST_FETCH_ROWS,
-            Some(per_row) => (FETCH_BYTES / per_row.max(1)).clamp(MIN_FETCH_ROWS, MAX_FETCH_ROWS),
-        };
-        // Free the last batch before the next one arrives.
-        self.batch = Vec::new().into_iter();
-        let fetched = client.query(&format!("FETCH FORWARD {rows} FROM {CURSOR}"), &[])?;
-        self.exhausted = (fetched.len() as u64) < rows;
-        self.batch = fetched.into_iter();
-        self.batch_bytes = 0;
-        self.batch_rows = 0;
-        Ok(())
-    }
-
-    /// [`Self::fetch_batch`] while reading: a failure stops the read for good.
-    fn fetch(&mut self) -> Result<(), Error> {
-        match self.fetch_batch() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let kind = if is_connection_lost(&e) {
-                    io::ErrorKind::ConnectionAborted
-                } else {
-                    io::ErrorKind::Other
-                };
-                let what = if kind == io::ErrorKind::ConnectionAborted {
-                    "the connection to PostgreSQL was lost"
-                } else {
-                    "PostgreSQL stopped the query"
-                };
-                let message = scrub(
-                    format!(
-                        "{what} after {} record(s): {}; the model was not read to the end",
-                        self.record,
-                        describe(&e)
-                    ),
-                    self.secret.as_deref(),
-                );
-                self.client = None;
-                self.batch = Vec::new().into_iter();
-                self.failure = Some((kind, message));
-                Err(self.failure_error())
+        let e = match receiver.recv() {
+            Ok(Fetched::Rows(rows)) => {
+                self.batch = rows.into_iter();
+                return Ok(true);
             }
-        }
+            Ok(Fetched::End) => {
+                self.finish();
+                return Ok(false);
+            }
+            Ok(Fetched::Failed(e)) => e,
+            Err(_) => {
+                self.finish();
+                self.failure = Some((
+                    io::ErrorKind::Other,
+                    "the thread reading from PostgreSQL stopped unexpectedly; the model was \
+                     not read to the end"
+                        .to_owned(),
+                ));
+                return Err(self.failure_error());
+            }
+        };
+        let kind = if is_connection_lost(&e) {
+            io::ErrorKind::ConnectionAborted
+        } else {
+            io::ErrorKind::Other
+        };
+        let what = if kind == io::ErrorKind::ConnectionAborted {
+            "the connection to PostgreSQL was lost"
+        } else {
+            "PostgreSQL stopped the query"
+        };
+        let message = scrub(
+            format!(
+                "{what} after {} record(s): {}; the model was not read to the end",
+                self.record,
+                describe(&e)
+            ),
+            self.secret.as_deref(),
+        );
+        self.finish();
+        self.failure = Some((kind, message));
+        Err(self.failure_error())
     }
 
     /// The error every read returns once reading has failed.
@@ -513,18 +518,18 @@ impl PostgresSource {
         }
     }
 
-    /// Ends the read: the transaction and the connection are closed.
+    /// Ends the read: the fetching thread has closed the connection, or is about to.
     fn finish(&mut self) {
-        if let Some(client) = self.client.take() {
-            // Every row has arrived; a failure to say goodbye changes nothing.
-            let _ = client.close();
+        self.batch = Vec::new().into_iter();
+        self.receiver = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 
     /// Decodes one fetched row into `row`, or marks it as a defect.
     fn fill_row(&mut self, fetched: &Row, row: &mut SourceRow) {
         row.reset(self.record, self.columns.len());
-        let mut bytes = ROW_OVERHEAD_PER_COLUMN * self.columns.len() as u64;
         let mut defect = None;
         for (i, (value, ty)) in row.values.iter_mut().zip(&self.types).enumerate() {
             let decoded = match fetched.try_get::<_, Cell<'_>>(i) {
@@ -532,10 +537,7 @@ impl PostgresSource {
                     *value = Value::Null;
                     Ok(())
                 }
-                Ok(Cell(Some(raw))) => {
-                    bytes += raw.len() as u64;
-                    decode(*ty, raw, value)
-                }
+                Ok(Cell(Some(raw))) => decode(*ty, raw, value),
                 Err(e) => Err(chain(&e)),
             };
             if let Err(why) = decoded {
@@ -548,8 +550,6 @@ impl PostgresSource {
                 break;
             }
         }
-        self.batch_bytes += bytes;
-        self.batch_rows += 1;
         if let Some(defect) = defect {
             set_defect(row, defect);
         }
@@ -573,19 +573,76 @@ impl ModelSource for PostgresSource {
                 self.fill_row(&fetched, row);
                 return Ok(true);
             }
-            if self.exhausted || self.client.is_none() {
-                self.finish();
+            if !self.next_batch()? {
                 return Ok(false);
             }
-            self.fetch()?;
         }
     }
+}
+
+/// What the fetching thread sends.
+enum Fetched {
+    Rows(Vec<Row>),
+    /// Every row has been sent (and the connection closed).
+    End,
+    /// A `FETCH` failed; nothing follows.
+    Failed(postgres::Error),
+}
+
+/// Fetches up to `rows` rows from the cursor.
+fn fetch(client: &mut Client, rows: u64) -> Result<Vec<Row>, postgres::Error> {
+    client.query(&format!("FETCH FORWARD {rows} FROM {CURSOR}"), &[])
+}
+
+/// How many rows the next `FETCH` asks for, after `rows`: up to 10,000, fewer when they are
+/// wide, so that a batch holds about [`FETCH_BYTES`].
+fn fetch_size(rows: &[Row], ncols: usize) -> u64 {
+    let mut bytes = 0u64;
+    for row in rows {
+        bytes += ROW_OVERHEAD_PER_COLUMN * ncols as u64;
+        for i in 0..ncols {
+            if let Ok(Cell(Some(raw))) = row.try_get::<_, Cell<'_>>(i) {
+                bytes += raw.len() as u64;
+            }
+        }
+    }
+    match bytes.checked_div(rows.len() as u64) {
+        None => FIRST_FETCH_ROWS,
+        Some(per_row) => (FETCH_BYTES / per_row.max(1)).clamp(MIN_FETCH_ROWS, MAX_FETCH_ROWS),
+    }
+}
+
+/// The fetching thread: fetches batches of `rows` rows (sized after the batch before) and
+/// sends them on `tx`, one batch ahead of the reader, until the cursor is exhausted (then it
+/// closes the connection), a `FETCH` fails, or the receiver is gone (then the connection is
+/// dropped, which ends the transaction).
+fn fetch_thread(mut client: Client, exhausted: bool, mut rows: u64, tx: &SyncSender<Fetched>) {
+    let mut exhausted = exhausted;
+    while !exhausted {
+        match fetch(&mut client, rows) {
+            Ok(fetched) => {
+                exhausted = (fetched.len() as u64) < rows;
+                let next = fetch_size(&fetched, fetched.first().map_or(0, Row::len));
+                if tx.send(Fetched::Rows(fetched)).is_err() {
+                    return;
+                }
+                rows = next;
+            }
+            Err(e) => {
+                let _ = tx.send(Fetched::Failed(e));
+                return;
+            }
+        }
+    }
+    // Every row has arrived; a failure to say goodbye changes nothing.
+    let _ = client.close();
+    let _ = tx.send(Fetched::End);
 }
 
 /// Decodes the wire (binary) form `raw` of a value of type `ty` into `value`.
 fn decode(ty: ColumnType, raw: &[u8], value: &mut Value) -> Result<(), String> {
     match ty {
-        ColumnType::Text => value.set_text(utf8(raw)?),
+        ColumnType::Text => set_text(value, utf8(raw)?),
         ColumnType::Int2 => *value = Value::Int(i64::from(i16::from_be_bytes(fixed(raw)?))),
         ColumnType::Int4 => *value = Value::Int(i64::from(i32::from_be_bytes(fixed(raw)?))),
         ColumnType::Int8 => *value = Value::Int(i64::from_be_bytes(fixed(raw)?)),
@@ -692,7 +749,7 @@ fn infinity(kind: &'static str, negative: bool, word: &str) -> Value {
 /// Sets a float as the shortest decimal text that reads back as the same float: plain digits
 /// for everyday magnitudes, an exponent for very large or small ones. NaN and infinities are
 /// [`Value::Unsupported`].
-fn set_float<F: Copy + Display + LowerExp + Into<f64>>(value: &mut Value, x: F) {
+fn set_float<F: Float + LowerExp>(value: &mut Value, x: F) {
     let wide: f64 = x.into();
     if wide.is_nan() {
         *value = Value::Unsupported {
@@ -707,7 +764,11 @@ fn set_float<F: Copy + Display + LowerExp + Into<f64>>(value: &mut Value, x: F) 
     }
     let mut buf = take_string(value);
     let magnitude = wide.abs();
-    if magnitude == 0.0 || (1e-7..1e21).contains(&magnitude) {
+    // The shortest digits found directly (for floats from short decimals, within
+    // 1e-4..2^53), written as `{}` writes them.
+    if let Some(decimal) = x.as_f64().and_then(float::Decimal::shortest) {
+        decimal.write(&mut buf, false);
+    } else if magnitude == 0.0 || (1e-7..1e21).contains(&magnitude) {
         let _ = write!(buf, "{x}");
     } else {
         let _ = write!(buf, "{x:e}");
@@ -773,7 +834,7 @@ fn numeric_text(raw: &[u8], out: &mut String) -> Result<Decimal, String> {
     // The integer part, without leading zeros.
     let int_start = out.len();
     for g in 0..=weight {
-        let _ = write!(out, "{:04}", digit(g));
+        crate::timestamp::push_padded(out, u32::from(digit(g)), 4);
     }
     let leading = out
         .get(int_start..)
@@ -789,7 +850,7 @@ fn numeric_text(raw: &[u8], out: &mut String) -> Result<Decimal, String> {
         let frac_start = out.len();
         let mut g = weight + 1;
         while out.len() - frac_start < dscale {
-            let _ = write!(out, "{:04}", digit(g));
+            crate::timestamp::push_padded(out, u32::from(digit(g)), 4);
             g += 1;
         }
         out.truncate(frac_start + dscale);
@@ -827,10 +888,11 @@ fn timestamp_text(micros: i64, out: &mut String) -> Result<(), String> {
         ));
     }
     out.clear();
-    let _ = write!(out, "{}", time.format("%Y-%m-%dT%H:%M:%S"));
+    crate::timestamp::push_date_time(out, &time.naive_utc());
     let fraction = time.timestamp_subsec_micros();
     if fraction != 0 {
-        let _ = write!(out, ".{fraction:06}");
+        out.push('.');
+        crate::timestamp::push_padded(out, fraction, 6);
     }
     out.push('Z');
     Ok(())

@@ -8,23 +8,25 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::{self, JoinHandle};
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, InterruptHandle, OpenFlags};
 use sync_core::ports::ModelSource;
 use sync_core::value::{SourceRow, Value};
 
 use crate::error::Error;
-use crate::set_defect;
+use crate::{set_defect, set_text};
 
-/// At most this many rows travel in one batch from the reader thread.
-const BATCH_ROWS: usize = 256;
+/// At most this many cells (rows × columns) travel in one batch from the reader thread: 2,048
+/// rows of 16 columns. Large batches make the threads wait on each other rarely, which
+/// matters on a busy machine, where every wait can cost a scheduling delay.
+const BATCH_CELLS: usize = 32 * 1024;
 
 /// A batch is sent early once its text and blob values reach this many bytes.
 const BATCH_BYTES: usize = 1 << 20;
 
 /// How many full batches may wait in the channel while the reader thread fills the next one.
-const BATCHES_IN_FLIGHT: usize = 2;
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// How many bytes of a blob are shown in [`Value::Unsupported`].
 const BLOB_PREVIEW_BYTES: usize = 32;
@@ -36,10 +38,13 @@ const TYPES_VIEW: &str = "attentive_sync_model_columns";
 ///
 /// The query runs on a dedicated reader thread (a `rusqlite` statement borrows its
 /// connection, so the connection and the statement live together on that thread). Rows come
-/// over a bounded channel in batches of at most 256 rows (fewer when their text reaches
-/// 1 MiB), at most two batches waiting, so memory stays flat however many rows the query
+/// over a bounded channel in batches of at most 32,768 cells (2,048 rows of 16 columns; fewer
+/// when their text reaches 1 MiB), at most four batches waiting, so memory stays flat however
+/// many rows the query
 /// returns; consumed batches go back to the thread to be refilled, so rows stop allocating
-/// once the first few batches have been read.
+/// once the first few batches have been read. The reader thread only steps the query and
+/// copies each cell as SQLite gives it; values are typed as rows are handed out, on the
+/// caller's thread, so the two threads share the work.
 ///
 /// Values are typed by their SQLite storage class, and by the declared type of the column
 /// they come from (`CREATE TABLE t (d DATE, ...)`; an expression has no declared type):
@@ -62,6 +67,8 @@ const TYPES_VIEW: &str = "attentive_sync_model_columns";
 pub struct SqliteSource {
     path: PathBuf,
     columns: Vec<String>,
+    /// How each column's declared type types its values.
+    declared: Vec<Declared>,
     receiver: Receiver<Message>,
     /// Consumed batches, sent back to the reader thread to be refilled.
     recycle: Sender<Batch>,
@@ -85,14 +92,91 @@ impl fmt::Debug for SqliteSource {
     }
 }
 
-/// Rows typed on the reader thread: `rows` rows of one value per column, back to back.
+/// Rows as the reader thread read them, untyped: `rows` rows of one cell per column, back to
+/// back.
 #[derive(Default)]
 struct Batch {
-    values: Vec<Value>,
-    /// One slot per row: the row's defect, if any.
-    defects: Vec<Option<String>>,
+    cells: Vec<Cell>,
+    /// The bytes of the text cells, back to back.
+    text: Vec<u8>,
+    /// Where each row's text ends in `text`.
+    text_ends: Vec<usize>,
+    /// The first bytes of the blob cells, back to back.
+    blobs: Vec<u8>,
+    /// Where each row's blob bytes end in `blobs`.
+    blob_ends: Vec<usize>,
     rows: usize,
 }
+
+impl Batch {
+    fn clear(&mut self) {
+        self.cells.clear();
+        self.text.clear();
+        self.text_ends.clear();
+        self.blobs.clear();
+        self.blob_ends.clear();
+        self.rows = 0;
+    }
+
+    /// Appends a cell (a copy of a text, the first bytes of a blob).
+    fn push(&mut self, value: ValueRef<'_>) {
+        let cell = match value {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(i) => Cell::Integer(i),
+            ValueRef::Real(f) => Cell::Real(f),
+            ValueRef::Text(b) => {
+                self.text.extend_from_slice(b);
+                Cell::Text(self.text.len())
+            }
+            ValueRef::Blob(b) => {
+                // Enough for its preview, and to know that it is longer.
+                self.blobs
+                    .extend_from_slice(b.get(..=BLOB_PREVIEW_BYTES).unwrap_or(b));
+                Cell::Blob(self.blobs.len())
+            }
+        };
+        self.cells.push(cell);
+    }
+
+    /// Ends the row being pushed.
+    fn end_row(&mut self) {
+        self.text_ends.push(self.text.len());
+        self.blob_ends.push(self.blobs.len());
+        self.rows += 1;
+    }
+
+    /// Where row `r`'s text and blob bytes start in `text` and `blobs`.
+    fn row_starts(&self, r: usize) -> (usize, usize) {
+        match r.checked_sub(1) {
+            Some(previous) => (
+                self.text_ends.get(previous).copied().unwrap_or(0),
+                self.blob_ends.get(previous).copied().unwrap_or(0),
+            ),
+            None => (0, 0),
+        }
+    }
+
+    /// The text of row `r` (starting at `start` in `text`), when all of it is valid UTF-8.
+    fn row_text(&self, r: usize, start: usize) -> Option<&str> {
+        let end = *self.text_ends.get(r)?;
+        std::str::from_utf8(self.text.get(start..end)?).ok()
+    }
+}
+
+/// One value as the reader thread copied it. The bytes of a text are in [`Batch::text`], up to
+/// the end it holds, from the end of the row's text cell before it (or the row's start); those
+/// of a blob likewise in [`Batch::blobs`] (at most [`BLOB_PREVIEW_BYTES`] + 1 bytes: enough for
+/// [`hex_preview`]). Ends only, so that a cell takes 16 bytes.
+#[derive(Debug, Clone, Copy)]
+enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(usize),
+    Blob(usize),
+}
+
+const _: () = assert!(std::mem::size_of::<Cell>() <= 16);
 
 /// What the reader thread sends.
 enum Message {
@@ -106,6 +190,7 @@ enum Message {
 /// What the reader thread reports once the query is prepared.
 struct Ready {
     columns: Vec<String>,
+    declared: Vec<Declared>,
     interrupt: InterruptHandle,
 }
 
@@ -180,6 +265,7 @@ impl SqliteSource {
         Ok(SqliteSource {
             path: path.to_owned(),
             columns: ready.columns,
+            declared: ready.declared,
             receiver,
             recycle,
             batch: Batch::default(),
@@ -239,19 +325,55 @@ impl ModelSource for SqliteSource {
 }
 
 impl SqliteSource {
-    /// Moves the next row of the current batch into `row`, leaving `row`'s old values in the
-    /// batch for the reader thread to reuse.
+    /// Types the next row of the current batch into `row`, reusing its values' allocations.
     fn take_row(&mut self, row: &mut SourceRow) {
         self.number += 1;
         let ncols = self.columns.len();
         row.reset(self.number, ncols);
         let start = self.next * ncols;
-        if let Some(values) = self.batch.values.get_mut(start..start + ncols) {
-            for (value, new) in row.values.iter_mut().zip(values) {
-                std::mem::swap(value, new);
+        let batch = &self.batch;
+        let cells = batch.cells.get(start..start + ncols).unwrap_or_default();
+        let (row_start, mut blob_at) = batch.row_starts(self.next);
+        let mut text_at = row_start;
+        // The row's text is checked as UTF-8 at once; a cell whose bounds are character
+        // bounds of valid text is valid. Otherwise each cell is checked on its own.
+        let row_text = batch.row_text(self.next, row_start);
+        let mut bad = None;
+        let slots = row.values.iter_mut().zip(cells).zip(&self.declared);
+        for (i, ((slot, &cell), &decl)) in slots.enumerate() {
+            let set = match cell {
+                Cell::Null => set_value(slot, ValueRef::Null, decl),
+                Cell::Integer(n) => set_value(slot, ValueRef::Integer(n), decl),
+                Cell::Real(f) => set_value(slot, ValueRef::Real(f), decl),
+                Cell::Text(end) => {
+                    let start = std::mem::replace(&mut text_at, end);
+                    let checked = row_text.and_then(|text| {
+                        text.get(start.checked_sub(row_start)?..end.checked_sub(row_start)?)
+                    });
+                    match checked {
+                        Some(text) => {
+                            set_text_value(slot, text, decl);
+                            Ok(())
+                        }
+                        None => {
+                            let bytes = batch.text.get(start..end).unwrap_or_default();
+                            set_value(slot, ValueRef::Text(bytes), decl)
+                        }
+                    }
+                }
+                Cell::Blob(end) => {
+                    let start = std::mem::replace(&mut blob_at, end);
+                    let bytes = batch.blobs.get(start..end).unwrap_or_default();
+                    set_value(slot, ValueRef::Blob(bytes), decl)
+                }
+            };
+            if set.is_err() && bad.is_none() {
+                bad = Some(i);
             }
         }
-        if let Some(defect) = self.batch.defects.get_mut(self.next).and_then(Option::take) {
+        if let Some(i) = bad {
+            let column = self.columns.get(i).map_or("?", String::as_str);
+            let defect = format!("record {}, column `{column}`: not valid UTF-8", self.number);
             set_defect(row, defect);
         }
         self.next += 1;
@@ -305,8 +427,10 @@ fn read_thread(
             return;
         }
     };
+    let ncols = columns.len();
     let ready_msg = Ready {
-        columns: columns.clone(),
+        columns,
+        declared,
         interrupt: conn.get_interrupt_handle(),
     };
     if ready.send(Ok(ready_msg)).is_err() {
@@ -319,7 +443,6 @@ fn read_thread(
             return;
         }
     };
-    let ncols = declared.len();
     let mut batch = Batch::default();
     let mut bytes = 0;
     let mut read: u64 = 0;
@@ -327,42 +450,27 @@ fn read_thread(
         match rows.next() {
             Ok(Some(sql_row)) => {
                 read += 1;
-                let r = batch.rows;
-                let end = (r + 1) * ncols;
-                if batch.values.len() < end {
-                    batch.values.resize(end, Value::Null);
-                }
-                if batch.defects.len() <= r {
-                    batch.defects.resize(r + 1, None);
-                }
-                let mut defect = None;
-                let slots = batch.values.get_mut(r * ncols..end).unwrap_or_default();
-                for (i, (slot, &decl)) in slots.iter_mut().zip(&declared).enumerate() {
-                    let value = match sql_row.get_ref(i) {
-                        Ok(value) => value,
+                for i in 0..ncols {
+                    match sql_row.get_ref(i) {
+                        Ok(value) => {
+                            if let ValueRef::Text(b) | ValueRef::Blob(b) = value {
+                                bytes += b.len();
+                            }
+                            batch.push(value);
+                        }
                         Err(e) => {
                             let _ = tx.send(Message::Failed(read_error(read, e)));
                             return;
                         }
-                    };
-                    if let ValueRef::Text(b) | ValueRef::Blob(b) = value {
-                        bytes += b.len();
-                    }
-                    if set_value(slot, value, decl).is_err() && defect.is_none() {
-                        let column = columns.get(i).map_or("?", String::as_str);
-                        defect = Some(format!("record {read}, column `{column}`: not valid UTF-8"));
                     }
                 }
-                if let Some(slot) = batch.defects.get_mut(r) {
-                    *slot = defect;
-                }
-                batch.rows += 1;
-                if batch.rows >= BATCH_ROWS || bytes >= BATCH_BYTES {
+                batch.end_row();
+                if batch.cells.len() >= BATCH_CELLS || bytes >= BATCH_BYTES {
                     if tx.send(Message::Rows(batch)).is_err() {
                         return;
                     }
                     batch = recycled.try_recv().unwrap_or_default();
-                    batch.rows = 0;
+                    batch.clear();
                     bytes = 0;
                 }
             }
@@ -516,17 +624,7 @@ fn set_value(slot: &mut Value, value: ValueRef<'_>, declared: Declared) -> Resul
                 *slot = Value::Null;
                 return Err(());
             };
-            match declared {
-                Declared::Date => match iso_date(text) {
-                    Some(d) => *slot = Value::Date(d),
-                    None => slot.set_text(text),
-                },
-                Declared::Timestamp => match timestamp(text) {
-                    Some(t) => *slot = Value::Timestamp(t),
-                    None => slot.set_text(text),
-                },
-                Declared::Bool | Declared::Other => slot.set_text(text),
-            }
+            set_text_value(slot, text, declared);
         }
         ValueRef::Blob(bytes) => {
             *slot = Value::Unsupported {
@@ -536,6 +634,21 @@ fn set_value(slot: &mut Value, value: ValueRef<'_>, declared: Declared) -> Resul
         }
     }
     Ok(())
+}
+
+/// Types a SQLite text value into `slot`.
+fn set_text_value(slot: &mut Value, text: &str, declared: Declared) {
+    match declared {
+        Declared::Date => match iso_date(text) {
+            Some(d) => *slot = Value::Date(d),
+            None => set_text(slot, text),
+        },
+        Declared::Timestamp => match timestamp_utc(text) {
+            Some(at) => crate::timestamp::set_utc(slot, &at),
+            None => set_text(slot, text),
+        },
+        Declared::Bool | Declared::Other => set_text(slot, text),
+    }
 }
 
 /// `x'0102…'`: the first bytes of a blob, in hex.
@@ -565,14 +678,26 @@ fn iso_date(text: &str) -> Option<NaiveDate> {
     if !shaped {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| t.get(r).and_then(|s| s.parse::<u32>().ok());
+    // Every byte of the ranges is an ASCII digit (checked above).
+    let n = |r: std::ops::Range<usize>| {
+        b.get(r).map(|d| {
+            d.iter()
+                .fold(0u32, |n, &c| n * 10 + u32::from(c.wrapping_sub(b'0')))
+        })
+    };
     let year = i32::try_from(n(0..4)?).ok()?;
     NaiveDate::from_ymd_opt(year, n(5..7)?, n(8..10)?)
 }
 
 /// A SQLite date-time (`YYYY-MM-DD`, then optionally `T` or a space, `HH:MM[:SS[.fff…]]`, and
 /// `Z` or `±HH:MM`), as UTC text `YYYY-MM-DDTHH:MM:SS[.fff]Z`. No offset means UTC.
+#[cfg(test)]
 fn timestamp(text: &str) -> Option<String> {
+    timestamp_utc(text).map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// [`timestamp`] as a point in time.
+fn timestamp_utc(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let t = text.trim();
     let date = iso_date(t.get(..10)?)?;
     let rest = t.get(10..)?;
@@ -581,13 +706,47 @@ fn timestamp(text: &str) -> Option<String> {
     } else {
         let rest = rest.strip_prefix(['T', 't', ' '])?;
         let (time, offset) = split_offset(rest)?;
-        let time = NaiveTime::parse_from_str(time, "%H:%M:%S%.f")
-            .or_else(|_| NaiveTime::parse_from_str(time, "%H:%M"))
-            .ok()?;
+        let time = match plain_time(time) {
+            Some(time) => time,
+            None => NaiveTime::parse_from_str(time, "%H:%M:%S%.f")
+                .or_else(|_| NaiveTime::parse_from_str(time, "%H:%M"))
+                .ok()?,
+        };
         let local = NaiveDateTime::new(date, time);
         local.checked_sub_signed(chrono::TimeDelta::try_seconds(offset)?)?
     };
-    Some(naive.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    Some(naive.and_utc())
+}
+
+/// A time of day written exactly `HH:MM:SS` or `HH:MM:SS.f` (1 to 9 digits), within
+/// 00:00:00–23:59:59, read without `chrono`'s format parser (the common case, and the same
+/// time that parser reads from it). `None` for anything else, which the parser then reads.
+fn plain_time(time: &str) -> Option<NaiveTime> {
+    let b = time.as_bytes();
+    let digit = |i: usize| -> Option<u32> {
+        let d = b.get(i)?.wrapping_sub(b'0');
+        (d < 10).then_some(u32::from(d))
+    };
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
+    if b.len() < 8 || b.get(2) != Some(&b':') || b.get(5) != Some(&b':') {
+        return None;
+    }
+    let (hour, minute, second) = (two(0)?, two(3)?, two(6)?);
+    let mut nanos = 0;
+    if let Some(fraction) = b.get(8..).filter(|f| !f.is_empty()) {
+        let digits = fraction.get(1..).filter(|d| (1..=9).contains(&d.len()))?;
+        if fraction.first() != Some(&b'.') {
+            return None;
+        }
+        for (i, _) in digits.iter().enumerate() {
+            nanos = nanos * 10 + digit(9 + i)?;
+        }
+        nanos *= 10u32.pow(9 - digits.len() as u32);
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)
 }
 
 /// Splits a time of day from its UTC offset (`Z`, `±HH:MM`, `±HHMM`, `±HH`), in seconds.
@@ -955,6 +1114,71 @@ mod tests {
     }
 
     #[test]
+    fn texts_and_blobs_mixed_in_rows_keep_their_bytes() {
+        let (_dir, path) = db("CREATE TABLE t (a TEXT, b BLOB, c TEXT, d BLOB, e TEXT)");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO t VALUES ('a', randomblob(40), 'bc', x'01', 'é');
+             INSERT INTO t VALUES (NULL, x'', '', NULL, 'ü');
+             INSERT INTO t VALUES ('x', x'0203', 'yz', x'04', '');",
+        )
+        .unwrap();
+        let mut src = SqliteSource::open(&path, "SELECT * FROM t ORDER BY rowid").unwrap();
+        let rows = read_all(&mut src);
+        let blob = |t: &str| Value::Unsupported {
+            kind: "blob",
+            text: t.to_owned(),
+        };
+        let Value::Unsupported { text: long, .. } = &rows[0].values[1] else {
+            panic!("{:?}", rows[0].values[1]);
+        };
+        assert!(long.starts_with("x'") && long.ends_with("…'"), "{long}");
+        assert_eq!(long.chars().count(), 2 + 64 + 2);
+        assert_eq!(rows[0].values[2..], [text("bc"), blob("x'01'"), text("é")]);
+        assert_eq!(
+            rows[1].values,
+            [Value::Null, blob("x''"), text(""), Value::Null, text("ü")]
+        );
+        assert_eq!(
+            rows[2].values,
+            [
+                text("x"),
+                blob("x'0203'"),
+                text("yz"),
+                blob("x'04'"),
+                text("")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_character_split_across_two_cells_is_invalid_utf8() {
+        // "é" is C3 A9: the row's text as a whole is valid, neither cell is.
+        let (_dir, path) = db("CREATE TABLE t (a TEXT, b TEXT, c TEXT)");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO t VALUES ('x', CAST(x'c3' AS TEXT), CAST(x'a9' AS TEXT));
+             INSERT INTO t VALUES ('é', 'ü', CAST(x'a9' AS TEXT));
+             INSERT INTO t VALUES ('é', x'c3', CAST(x'a9' AS TEXT));",
+        )
+        .unwrap();
+        let mut src = SqliteSource::open(&path, "SELECT * FROM t ORDER BY rowid").unwrap();
+        let rows = read_all(&mut src);
+        let defects: Vec<_> = rows.iter().map(|r| r.defect.as_deref()).collect();
+        assert_eq!(
+            defects,
+            [
+                Some("record 1, column `b`: not valid UTF-8"),
+                Some("record 2, column `c`: not valid UTF-8"),
+                Some("record 3, column `c`: not valid UTF-8"),
+            ]
+        );
+        assert!(rows
+            .iter()
+            .all(|r| r.values.iter().all(|v| *v == Value::Null)));
+    }
+
+    #[test]
     fn streams_100_000_rows() {
         let (_dir, path) = db("CREATE TABLE t (id INTEGER, email TEXT, score REAL);");
         let mut conn = Connection::open(&path).unwrap();
@@ -1065,6 +1289,43 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(timestamp(input).as_deref(), expected, "{input}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+        #[test]
+        fn plain_times_read_as_chrono_reads_them(
+            time in "[0-2][0-9]:[0-6][0-9]:[0-6][0-9](\\.[0-9]{0,11})?[ Z]?|[0-9 :.+-]{0,14}"
+        ) {
+            if let Some(t) = plain_time(&time) {
+                proptest::prop_assert_eq!(
+                    NaiveTime::parse_from_str(&time, "%H:%M:%S%.f").ok(),
+                    Some(t),
+                    "{}",
+                    time
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn plain_times() {
+        let t = |h, m, s, n| NaiveTime::from_hms_nano_opt(h, m, s, n);
+        assert_eq!(plain_time("12:34:56"), t(12, 34, 56, 0));
+        assert_eq!(plain_time("23:59:59.5"), t(23, 59, 59, 500_000_000));
+        assert_eq!(plain_time("00:00:00.000000001"), t(0, 0, 0, 1));
+        for other in [
+            "24:00:00",
+            "12:60:00",
+            "12:00:60",
+            "12:00:00.",
+            "12:00:00.1234567890",
+        ] {
+            assert_eq!(plain_time(other), None, "{other}");
+        }
+        for other in ["12:00", "1:00:00", "12:00:00 ", "12:00:00,5", " 12:00:00"] {
+            assert_eq!(plain_time(other), None, "{other}");
         }
     }
 }

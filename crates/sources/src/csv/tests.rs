@@ -636,3 +636,155 @@ proptest! {
         prop_assert_eq!(rows, expected);
     }
 }
+
+/// A reader that hands out `size` bytes per read, so records cross buffer refills.
+struct Chunks(Vec<u8>, usize, usize);
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (data, at, size) = (&self.0, self.1, self.2);
+        let chunk = data
+            .get(at..data.len().min(at.saturating_add(size)))
+            .unwrap_or_default();
+        let n = chunk.len().min(buf.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
+        self.1 += n;
+        Ok(n)
+    }
+}
+
+/// Everything a source makes of `input`: its header error, or its columns and rows. With
+/// `quick` off, every record goes through `csv-core`.
+fn everything(
+    input: &[u8],
+    chunk: usize,
+    opts: &CsvOptions,
+    quick: bool,
+) -> Result<(Vec<String>, Vec<Row>), String> {
+    let mut src = CsvSource::from_reader(Chunks(input.to_vec(), 0, chunk), "model.csv", opts)
+        .map_err(|e| e.to_string())?;
+    if !quick {
+        src.records.scanner = None;
+    }
+    Ok(drain(&mut src))
+}
+
+#[test]
+fn plain_records_take_the_quick_path() {
+    let mut src = source(b"a,b\n1,2\n\"3\",4\n", &CsvOptions::default()).unwrap();
+    let mut row = SourceRow::default();
+    assert!(src.next_row(&mut row).unwrap());
+    assert_eq!(src.records.quick, 3);
+    assert!(src.next_row(&mut row).unwrap());
+    assert_eq!(
+        src.records.quick, 0,
+        "a quoted record goes through csv-core"
+    );
+    assert_eq!(
+        row.values,
+        [Value::Text("3".into()), Value::Text("4".into())]
+    );
+}
+
+#[test]
+fn a_non_ascii_delimiter_never_takes_the_quick_path() {
+    let opts = CsvOptions {
+        delimiter: 0xa9,
+        ..CsvOptions::default()
+    };
+    let mut src = source(b"a\xa9b\nx\xc3\xa9y\n", &opts).unwrap();
+    assert!(src.records.scanner.is_none());
+    let (_, rows) = drain(&mut src);
+    // The delimiter cuts "é" (C3 A9): the first field is not valid UTF-8.
+    assert_eq!(rows, [defect(2, "line 2, column `a`: not valid UTF-8")]);
+}
+
+fn csv_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        4 => prop::sample::select(b"ab,;\t\"'\\\r\n ".to_vec()),
+        1 => prop::sample::select(vec![0xc3, 0xa9, 0xef, 0xbb, 0xbf, 0xfe, 0x00]),
+        1 => any::<u8>(),
+    ]
+}
+
+fn csv_options() -> impl Strategy<Value = CsvOptions> {
+    (
+        prop::sample::select(vec![b',', b';', b'\t', 0xfe, 0xa9]),
+        prop::sample::select(vec![b'"', b'\'']),
+        prop::option::of(Just(b'\\')),
+        any::<bool>(),
+    )
+        .prop_map(|(delimiter, quote, escape, double_quote)| CsvOptions {
+            delimiter,
+            quote,
+            escape,
+            double_quote,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn the_quick_path_reads_what_csv_core_reads(
+        input in proptest::collection::vec(csv_byte(), 0..160),
+        opts in csv_options(),
+        chunk in 1usize..40,
+    ) {
+        let reference = everything(&input, usize::MAX, &opts, false);
+        prop_assert_eq!(&everything(&input, usize::MAX, &opts, true), &reference);
+        prop_assert_eq!(&everything(&input, chunk, &opts, true), &reference);
+        prop_assert_eq!(&everything(&input, chunk, &opts, false), &reference);
+    }
+}
+
+/// What [`Scanner::scan`] finds, byte by byte.
+fn scan_naively(scanner: &Scanner, buf: &[u8]) -> (Option<usize>, Vec<usize>) {
+    let mut delimiters = Vec::new();
+    for (i, &b) in buf.iter().enumerate() {
+        if scanner.stops.contains(&b) {
+            let end = (i > 0 && (b == b'\r' || b == b'\n')).then_some(i);
+            return (end, delimiters);
+        }
+        if b == scanner.delimiter {
+            delimiters.push(i);
+        }
+    }
+    (None, delimiters)
+}
+
+#[test]
+fn bytes_equal_marks_exactly_the_equal_bytes() {
+    for byte in 0..=255u8 {
+        for other in [0u8, 1, 0x7f, 0x80, 0xff, byte ^ 1, byte ^ 0x80, byte] {
+            let word = u64::from_le_bytes([byte, other, 0, 0xff, other, byte, 0x80, other]);
+            let mask = bytes_equal(word, byte);
+            for (i, b) in word.to_le_bytes().into_iter().enumerate() {
+                let marked = mask >> (8 * i) & 0xff;
+                assert_eq!(
+                    marked,
+                    if b == byte { 0x80 } else { 0 },
+                    "{byte:#x} {word:#x}"
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn the_scanner_finds_what_a_byte_loop_finds(
+        buf in proptest::collection::vec(csv_byte(), 0..80),
+        opts in csv_options(),
+    ) {
+        if let Some(scanner) = Scanner::new(&opts) {
+            let mut delimiters = vec![99];
+            let end = scanner.scan(&buf, &mut delimiters);
+            let (naive_end, naive_delimiters) = scan_naively(&scanner, &buf);
+            prop_assert_eq!(end, naive_end);
+            if end.is_some() {
+                prop_assert_eq!(delimiters, naive_delimiters);
+            }
+        }
+    }
+}
