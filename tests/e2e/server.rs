@@ -619,6 +619,17 @@ fn the_token_guards_the_api_and_the_openapi_document_lists_every_route() {
             "{method} {concrete}: {status}"
         );
     }
+    // Neither secret is in the server's logs or in the state database, whatever was asked.
+    let logs = server.logs();
+    for secret in [SERVER_TOKEN, attentive_sim::DEFAULT_KEY] {
+        assert!(!logs.contains(secret), "a secret in the logs:\n{logs}");
+        for file in ["attentive-sync.db", "attentive-sync.db-wal"] {
+            if let Ok(bytes) = std::fs::read(p.path(file)) {
+                let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+                assert!(!found, "a secret in {file}");
+            }
+        }
+    }
 }
 
 // 3 ------------------------------------------------------------------------------------------
