@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::seeded_sim;
+
 const TOKEN: &str = "bench-server-token-0123456789";
 
 /// Kills the server when the benchmark ends, however it ends.
@@ -168,23 +170,7 @@ pub(crate) fn run(
     rate: u32,
     latency_ms: u64,
 ) -> Result<serde_json::Value, String> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let mut model = String::from("email,first_name,tier\n");
-    let mut sim_config = attentive_sim::SimConfig {
-        rate_limit_per_second: rate,
-        ..attentive_sim::SimConfig::default()
-    };
-    sim_config.faults.latency_ms = latency_ms;
-    for i in 0..contacts {
-        let email = format!("user{i}@example.com");
-        model.push_str(&format!("{email},Name{i},gold\n"));
-        sim_config
-            .contacts
-            .push(attentive_sim::SeedContact::email(email));
-    }
-    std::fs::write(dir.join("model.csv"), model).map_err(|e| e.to_string())?;
-    let sim = attentive_sim::RunningSim::spawn_on_thread(sim_config).map_err(|e| e.to_string())?;
+    let sim = seeded_sim(dir, contacts, rate, latency_ms)?;
     let activation = |name: &str| {
         format!(
             "[activations.{name}]\nmodel = \"m\"\ndestination = \"attentive\"\n\

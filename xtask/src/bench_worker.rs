@@ -193,15 +193,15 @@ fn main() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs one activation of `contacts` changed contacts against the simulator (its rate limit
-/// `rate` per second, `latency_ms` per request) and reports the share of the budget used.
-fn deliver(
+/// A fresh `dir` holding `model.csv` (`email,first_name,tier` for `user0..user{contacts-1}`
+/// at example.com), and the Attentive simulator started with those contacts, a rate limit of
+/// `rate` per second and `latency_ms` on every request.
+pub(crate) fn seeded_sim(
     dir: &Path,
     contacts: u64,
-    latency_ms: u64,
     rate: u32,
-) -> Result<serde_json::Value, String> {
-    use std::sync::Arc;
+    latency_ms: u64,
+) -> Result<attentive_sim::RunningSim, String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let mut model = String::from("email,first_name,tier\n");
@@ -219,6 +219,19 @@ fn deliver(
     }
     std::fs::write(dir.join("model.csv"), model).map_err(|e| e.to_string())?;
     let sim = attentive_sim::RunningSim::spawn_on_thread(sim_config).map_err(|e| e.to_string())?;
+    Ok(sim)
+}
+
+/// Runs one activation of `contacts` changed contacts against the simulator (its rate limit
+/// `rate` per second, `latency_ms` per request) and reports the share of the budget used.
+fn deliver(
+    dir: &Path,
+    contacts: u64,
+    latency_ms: u64,
+    rate: u32,
+) -> Result<serde_json::Value, String> {
+    use std::sync::Arc;
+    let sim = seeded_sim(dir, contacts, rate, latency_ms)?;
     let config = format!(
         "[destinations.attentive]\napi_key = \"${{ATTENTIVE_API_KEY}}\"\nbase_url = \"{}\"\nrequests_per_second = {rate}\n\n[models.m]\nsource = \"csv\"\npath = \"model.csv\"\n\n[activations.a]\nmodel = \"m\"\ndestination = \"attentive\"\nidentifier = {{ column = \"email\", kind = \"email\" }}\n[activations.a.standard]\nfirst_name = \"first_name\"\n[activations.a.custom]\n\"Tier\" = \"tier\"\n",
         sim.base_url()
