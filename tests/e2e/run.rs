@@ -1098,16 +1098,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_sends_only_the_rest() {
     );
     p.write("attentive-sync.toml", &cfg);
 
-    let child = Command::new(bin())
-        .args(["run", "a", "--format", "json"])
-        .current_dir(p.dir())
-        .env("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start attentive-sync");
+    let child = p.spawn(&["run", "a", "--format", "json"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while applied_per_contact(&sim.requests()).len() < 5 {
         assert!(Instant::now() < deadline, "the run never started writing");

@@ -4,14 +4,13 @@
 //! run cleanly so that the next one (after a restart) sends exactly the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use attentive_sim::{Faults, RequestRecord, SimConfig, SimHandle};
 use serde_json::{json, Value};
 
 use crate::support::{
-    bin, body_email, seed, sim_config, start_sim, Project, Server, SERVER_TOKEN, WRITE,
+    body_email, seed, sim_config, start_sim, Project, Server, SERVER_TOKEN, WRITE,
 };
 
 const CITIES: &[&str] = &["Austin", "Boston", "Denver", "Seattle", "Brooklyn"];
@@ -677,16 +676,7 @@ fn a_second_run_while_one_goes_on_is_refused_with_409() {
 
     // Another process runs the activation: the server answers 409 too.
     p.write("data/m.csv", &model(N, "").replace("tier-", "level-"));
-    let cli = Command::new(bin())
-        .args(["run", "a", "--format", "json", "--max-in-flight", "1"])
-        .current_dir(p.dir())
-        .env("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start attentive-sync run");
+    let cli = p.spawn(&["run", "a", "--format", "json", "--max-in-flight", "1"]);
     let before = sim.requests().len();
     let deadline = Instant::now() + Duration::from_secs(30);
     while sim.requests().len() < before + 2 {

@@ -199,6 +199,22 @@ pub fn has_key(v: &serde_json::Value, key: &str) -> bool {
 }
 
 impl Project {
+    /// Starts `attentive-sync ARGS` in the background with the simulator's key, stdout and
+    /// stderr piped: for tests that act while it runs.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(bin())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("ATTENTIVE_SYNC_CONFIG")
+            .env_remove("RUST_LOG")
+            .env("ATTENTIVE_API_KEY", attentive_sim::DEFAULT_KEY)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start attentive-sync")
+    }
+
     /// Runs the binary with a deadline: a hung run fails the test instead of hanging it.
     pub fn run_within(&self, args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Run {
         let mut cmd = Command::new(bin());

@@ -23,7 +23,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use runner::config::{DatabaseUrl, ModelSpec};
-use runner::sample::Rng;
+use runner::sample::{Rng, FIRST, LAST, PLACES, TIERS};
 use sync_core::value::{SourceRow, Value};
 
 /// Bumped whenever the generated model changes, so cached files are regenerated.
@@ -96,26 +96,6 @@ const COLUMNS: [(&str, &str, &str, &str); 20] = [
 
 const NCOLS: usize = COLUMNS.len();
 
-const FIRST: &[&str] = &[
-    "Ann", "Bob", "Carla", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kofi",
-    "Lena", "Mateo", "Nora", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara",
-];
-const LAST: &[&str] = &[
-    "Lee", "Garcia", "Smith", "Okafor", "Rossi", "Nguyen", "Kim", "Patel", "Muller", "Silva",
-    "Cohen", "Haddad", "Brown", "Ivanova", "Tanaka",
-];
-/// City, state (empty: none), zip, country.
-const PLACES: &[(&str, &str, &str, &str)] = &[
-    ("Brooklyn", "NY", "11222", "US"),
-    ("Austin", "TX", "78701", "US"),
-    ("Boston", "MA", "02134", "US"),
-    ("Denver", "CO", "80202", "US"),
-    ("Seattle", "WA", "98101", "US"),
-    ("Toronto", "ON", "M5V 2T6", "CA"),
-    ("London", "", "SW1A 1AA", "GB"),
-    ("Lyon", "", "69001", "FR"),
-];
-const TIERS: &[&str] = &["bronze", "silver", "gold", "platinum"];
 const STREETS: &[&str] = &["Main Street", "Oak Avenue", "Station Road", "Harbor Lane"];
 
 /// 1970-01-01 as days from the common era.

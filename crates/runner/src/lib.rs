@@ -13,3 +13,16 @@ pub mod sample;
 pub mod schedule;
 
 pub use config::{ConfigError, Project};
+
+/// An error with its sources, on one line (`outer: cause: root cause`), for reports and
+/// API answers.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -280,7 +280,7 @@ pub async fn run<D: Destination + 'static>(
             let msg = if opts.stop.load(Ordering::Relaxed) {
                 "interrupted before delivery".to_owned()
             } else {
-                anyhow_like(&e)
+                crate::error_chain(&e)
             };
             let status = if opts.stop.load(Ordering::Relaxed) {
                 RunStatus::Interrupted
@@ -467,10 +467,7 @@ pub async fn run<D: Destination + 'static>(
     } else if let Some(e) = plan_error {
         match e {
             Error::Store(s) => return Err(Error::Store(s)),
-            other => (
-                RunStatus::Failed,
-                Some(format!("{:#}", anyhow_like(&other))),
-            ),
+            other => (RunStatus::Failed, Some(crate::error_chain(&other))),
         }
     } else if counts.rejected + counts.failed + counts.not_found > 0 {
         (RunStatus::Partial, None)
@@ -491,18 +488,6 @@ pub async fn run<D: Destination + 'static>(
     let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
     store.finish_run(run_id, status, &json, report.error.as_deref())?;
     Ok(report)
-}
-
-/// An error with its sources, on one line.
-fn anyhow_like(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn has_fatal(fatal: &Mutex<Option<String>>) -> bool {
@@ -538,7 +523,7 @@ async fn deliver<D: Destination>(
 ) {
     let set_fatal = |e: &dyn std::error::Error| {
         if let Ok(mut f) = fatal.lock() {
-            f.get_or_insert_with(|| anyhow_like(e));
+            f.get_or_insert_with(|| crate::error_chain(e));
         }
     };
     let contact = work.change.contact.clone();
@@ -555,7 +540,7 @@ async fn deliver<D: Destination>(
                     let _ = commit.send(Commit::Failed {
                         row: work.row,
                         contact,
-                        reason: anyhow_like(&e),
+                        reason: crate::error_chain(&e),
                     });
                     return;
                 }
@@ -608,7 +593,7 @@ async fn deliver<D: Destination>(
             let _ = commit.send(Commit::Failed {
                 row: work.row,
                 contact,
-                reason: anyhow_like(&e),
+                reason: crate::error_chain(&e),
             });
         }
         Err(e) => set_fatal(&e),

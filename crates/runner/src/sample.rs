@@ -28,15 +28,18 @@ impl Rng {
     }
 }
 
-const FIRST: &[&str] = &[
+/// First names the generated models draw from (also used by `cargo xtask bench source`).
+pub const FIRST: &[&str] = &[
     "Ann", "Bob", "Carla", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kofi",
     "Lena", "Mateo", "Nora", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara",
 ];
-const LAST: &[&str] = &[
+/// Last names the generated models draw from.
+pub const LAST: &[&str] = &[
     "Lee", "Garcia", "Smith", "Okafor", "Rossi", "Nguyen", "Kim", "Patel", "Muller", "Silva",
     "Cohen", "Haddad", "Brown", "Ivanova", "Tanaka",
 ];
-const PLACES: &[(&str, &str, &str, &str)] = &[
+/// City, state (empty: none), zip, country.
+pub const PLACES: &[(&str, &str, &str, &str)] = &[
     ("Brooklyn", "NY", "11222", "US"),
     ("Austin", "TX", "78701", "US"),
     ("Boston", "MA", "02134", "US"),
@@ -46,7 +49,8 @@ const PLACES: &[(&str, &str, &str, &str)] = &[
     ("London", "", "SW1A 1AA", "GB"),
     ("Lyon", "", "69001", "FR"),
 ];
-const TIERS: &[&str] = &["bronze", "silver", "gold", "platinum"];
+/// Loyalty tiers.
+pub const TIERS: &[&str] = &["bronze", "silver", "gold", "platinum"];
 
 /// Columns of the sample customer model.
 pub const SAMPLE_COLUMNS: &[&str] = &[

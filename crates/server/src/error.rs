@@ -195,17 +195,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An error with its sources, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use runner::error_chain;
 
 #[cfg(test)]
 mod tests {

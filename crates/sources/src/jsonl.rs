@@ -427,8 +427,9 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 }
 
-/// Sets `value` from the JSON text `raw` of one value, reusing its allocation where it can.
-fn set_typed(value: &mut Value, raw: &str) {
+/// Sets `value` from the JSON text `raw` of one value, reusing its allocation where it can
+/// (also how the PostgreSQL source reads `json`/`jsonb` values).
+pub(crate) fn set_typed(value: &mut Value, raw: &str) {
     match raw.as_bytes().first() {
         Some(b'n') => *value = Value::Null,
         Some(b't') => *value = Value::Bool(true),

@@ -43,9 +43,6 @@ const ROW_OVERHEAD_PER_COLUMN: u64 = 24;
 /// How long connecting may take when the `url` sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How many characters of a JSON array or object are kept in [`Value::Unsupported`].
-const UNSUPPORTED_CHARS: usize = 200;
-
 /// The column types a model query may return, as they are named in messages.
 const SUPPORTED_TYPES: &str = "text, varchar, char, name, citext, smallint, integer, bigint, \
      numeric, real, double precision, boolean, date, timestamp, timestamptz, uuid, json, jsonb";
@@ -902,45 +899,12 @@ fn timestamp_text(micros: i64, out: &mut String) -> Result<(), String> {
 fn set_json(value: &mut Value, text: &str) -> Result<(), String> {
     let raw: &serde_json::value::RawValue =
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let raw = raw.get().trim();
-    match raw.as_bytes().first() {
-        Some(b'n') => *value = Value::Null,
-        Some(b't') => *value = Value::Bool(true),
-        Some(b'f') => *value = Value::Bool(false),
-        Some(b'"') => {
-            let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"'));
-            match inner {
-                Some(s) if !s.contains('\\') => value.set_text(s),
-                _ => {
-                    let s: String =
-                        serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}"))?;
-                    *value = Value::Text(s);
-                }
-            }
+    match raw.get().trim() {
+        "" => Err("empty JSON value".to_owned()),
+        raw => {
+            crate::jsonl::set_typed(value, raw);
+            Ok(())
         }
-        Some(b'[') => *value = json_unsupported("array", raw),
-        Some(b'{') => *value = json_unsupported("object", raw),
-        Some(_) => match raw.parse::<i64>() {
-            Ok(i) => *value = Value::Int(i),
-            Err(_) => {
-                let mut buf = take_string(value);
-                buf.push_str(raw);
-                *value = Value::Number(buf);
-            }
-        },
-        None => return Err("empty JSON value".to_owned()),
-    }
-    Ok(())
-}
-
-fn json_unsupported(kind: &'static str, raw: &str) -> Value {
-    let cut = raw
-        .char_indices()
-        .nth(UNSUPPORTED_CHARS)
-        .map_or(raw, |(i, _)| raw.get(..i).unwrap_or(raw));
-    Value::Unsupported {
-        kind,
-        text: cut.to_owned(),
     }
 }
 
