@@ -2,8 +2,7 @@
 //! `run` use this same code path.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -62,12 +61,8 @@ pub enum Error {
     Store(#[source] state_store::Error),
     #[error("stopped: {0}")]
     Stopped(&'static str),
-    #[error("writing {path} failed")]
-    Output {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
 }
 
 fn render(problems: &[impl std::fmt::Display]) -> String {
@@ -411,7 +406,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
     let last_wins = activation.mapping.duplicates == sync_core::mapping::DuplicatePolicy::Last;
     let out_err = |path: &Path| {
         let path = path.to_owned();
-        move |source| Error::Output { path, source }
+        move |source| Error::Output(crate::output::OutputError::Io { path, source })
     };
     let started = Instant::now();
     let mut known: HashMap<u64, Option<u64>> = HashMap::new();
@@ -421,7 +416,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
         let mut sample_changes: Vec<ChangeView> = Vec::new();
         let mut sample_rejections: Vec<RejectionView> = Vec::new();
         let mut output = match &opts.output {
-            Some(p) => Some(BufWriter::new(File::create(p).map_err(out_err(p))?)),
+            Some(p) => Some(crate::output::OutputFile::create(project, p)?),
             None => None,
         };
         let (counts, snapshot_contacts, _) = plan_rows(
@@ -472,11 +467,8 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
             known = found;
             continue;
         }
-        if let (Some(w), Some(path)) = (output, &opts.output) {
-            w.into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all())
-                .map_err(out_err(path))?;
+        if let Some(w) = output {
+            w.finish()?;
         }
         return Ok(PlanReport {
             activation: activation.name.clone(),
