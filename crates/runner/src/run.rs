@@ -878,3 +878,6 @@ fn commit_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
