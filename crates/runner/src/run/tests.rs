@@ -146,9 +146,19 @@ async fn a_fatal_destination_error_stops_the_run_and_the_next_run_sends_the_rest
     assert!(acknowledged >= 30, "{report:?}");
 
     // Nothing acknowledged is sent again, everything else is.
-    let second = run_with(&project, Arc::new(Scripted::new(|_| None)), RunOptions::default()).await;
+    let second = run_with(
+        &project,
+        Arc::new(Scripted::new(|_| None)),
+        RunOptions::default(),
+    )
+    .await;
     assert_eq!(second.counts.unchanged, acknowledged, "{second:?}");
-    let third = run_with(&project, Arc::new(Scripted::new(|_| None)), RunOptions::default()).await;
+    let third = run_with(
+        &project,
+        Arc::new(Scripted::new(|_| None)),
+        RunOptions::default(),
+    )
+    .await;
     assert_eq!(third.counts.updated, 0, "{third:?}");
 }
 
