@@ -127,7 +127,8 @@ fn reading_commands_never_create_the_state_file() {
 #[test]
 fn validate_reports_a_garbage_or_newer_state_file() {
     let p = Project::init(20);
-    let r = p.run(&["validate"]);
+    let validate = || p.run_env(&["validate"], &[("ATTENTIVE_API_KEY", KEY)]);
+    let r = validate();
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("the first run creates it"), "{}", r.all());
 
@@ -160,6 +161,16 @@ fn validate_reports_a_garbage_or_newer_state_file() {
     let r = p.run(&["plan", "vip"]);
     assert_eq!(r.code, 1);
     assert!(r.all().lines().count() < 6, "{}", r.all());
+    // From a newer version.
+    std::fs::remove_file(p.path("attentive-sync.db")).unwrap();
+    {
+        let conn = rusqlite::Connection::open(p.path("attentive-sync.db")).unwrap();
+        conn.execute_batch("CREATE TABLE runs (id INTEGER); PRAGMA user_version = 42;")
+            .unwrap();
+    }
+    let r = validate();
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("schema version 42"), "{}", r.all());
 }
 
 /// With `base_url` on a closed port, `run` spent 29 s on 2,425 requests and 487 retries,
