@@ -57,8 +57,8 @@ pub enum Error {
         #[source]
         source: sources::Error,
     },
-    #[error("the state store failed")]
-    Store(#[source] state_store::Error),
+    #[error(transparent)]
+    Store(state_store::Error),
     #[error("stopped: {0}")]
     Stopped(&'static str),
     #[error(transparent)]

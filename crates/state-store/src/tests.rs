@@ -1,5 +1,5 @@
 use rusqlite::params;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sync_core::mapping::{
     AttributeMapping, CustomType, DuplicatePolicy, Identifier, NormalizeOptions, OnNull,
@@ -1350,4 +1350,22 @@ fn a_schema_1_file_is_migrated_to_2_keeping_its_locks_table_readable() {
         store.try_lock("a", "me"),
         Err(Error::Locked { .. })
     ));
+}
+
+/// Regression (issue 12): a read-only state folder said only "unable to open database file".
+#[test]
+fn an_unwritable_state_folder_is_named() {
+    // `/proc/self` exists and nothing can be created in it, even by root.
+    let path = Path::new("/proc/self/attentive-sync-state.db");
+    if !cfg!(target_os = "linux") || !Path::new("/proc/self").exists() {
+        return;
+    }
+    for e in [
+        StateStore::open(path).unwrap_err(),
+        StateStore::check_file(path).unwrap_err(),
+    ] {
+        let msg = e.to_string();
+        assert!(matches!(e, Error::NotWritable { .. }), "{e:?}");
+        assert!(msg.contains("/proc/self is not writable"), "{msg}");
+    }
 }

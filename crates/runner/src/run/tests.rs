@@ -185,3 +185,22 @@ async fn a_state_file_deleted_mid_run_stops_the_run() {
     assert!(error.contains("deleted or replaced"), "{error}");
     assert!(dest.writes() <= 30 + 3 * 4, "{} writes", dest.writes());
 }
+
+/// Regression (issue 12): a lock conflict was prefixed "the state store failed".
+#[tokio::test]
+async fn a_lock_conflict_says_who_holds_the_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 10);
+    let store = StateStore::open(&project.state_path).unwrap();
+    let _held = store.try_lock("vip", "a run on another terminal").unwrap();
+    let dest = Arc::new(Scripted::new(|_| None));
+    let err = run(&project, "vip", dest.clone(), RunOptions::default(), quiet())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("activation `vip` is locked by a run on another terminal"),
+        "{err}"
+    );
+    assert_eq!(dest.writes(), 0);
+}
