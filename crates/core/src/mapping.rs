@@ -534,6 +534,31 @@ mod tests {
         assert_eq!(b.attributes[0].index, 1);
     }
 
+    /// Issue 12, item 8: `on_null = "clear"` with a mapped phone field made every later
+    /// write of the contact a rejection; the mapping refuses it.
+    #[test]
+    fn regression_clear_with_a_phone_field_is_refused() {
+        let cols = vec!["email".to_string(), "mobile".to_string()];
+        let mut m = mapping(vec![attr(
+            AttributeId::Standard(StandardField::Phone),
+            "mobile",
+        )]);
+        assert!(m.bind(&cols).is_ok());
+        m.on_null = OnNull::Clear;
+        let errs = m.bind(&cols).unwrap_err();
+        assert_eq!(
+            errs,
+            [MappingError::ClearIdentifier {
+                field: StandardField::Phone
+            }]
+        );
+        let text = errs[0].to_string();
+        assert!(
+            text.contains("cannot apply to standard field `phone`"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn custom_names_are_checked() {
         assert!(check_custom_name("Loyalty Tier").is_ok());

@@ -379,7 +379,8 @@ fn ymd(t: &str, slash: bool) -> Option<Option<NaiveDate>> {
         .take(if slash { 2 } else { 1 })
         .find(|s| t.as_bytes().get(4) == Some(s))?;
     let mut parts = t.split(char::from(sep));
-    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return None;
     };
