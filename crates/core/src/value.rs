@@ -117,8 +117,8 @@ pub enum NumberError {
     NotANumber,
     /// Too large for a finite 64-bit float (`1e400`): Attentive would refuse it.
     OutOfRange,
-    /// Non-zero but smaller than the smallest normal 64-bit float (`1e-400`): it would arrive
-    /// as `0` or with digits lost.
+    /// Non-zero but so small that a 64-bit float rounds it to zero (`1e-400`): it would arrive
+    /// as `0`.
     Underflow,
 }
 
@@ -131,7 +131,7 @@ impl NumberError {
                 "is out of range: Attentive reads numbers as 64-bit floating point, which holds at most \u{b1}1.7976931348623157e308"
             }
             NumberError::Underflow => {
-                "is too small: a non-zero number below \u{b1}2.2250738585072014e-308 underflows Attentive's 64-bit floating point (it would arrive as 0 or with digits lost)"
+                "is too small: Attentive reads numbers as 64-bit floating point, in which this non-zero number underflows to 0 (the smallest non-zero magnitude is about 4.9e-324)"
             }
         }
     }
@@ -252,19 +252,19 @@ impl NumberText {
 
     /// The canonical form of `s` (after trimming), or why it is not a number Attentive can be
     /// sent: not a decimal number, out of a finite 64-bit float's range, or a non-zero value
-    /// below the smallest normal 64-bit float.
+    /// that a 64-bit float rounds to zero.
     pub fn parse_checked(s: &str) -> Result<Self, NumberError> {
         let d = Decimal::read(s.trim()).ok_or(NumberError::NotANumber)?;
         let (digits, exp) = d.significand();
         if digits.is_empty() {
             return Ok(NumberText("0".to_owned()));
         }
-        // The power of ten of the leading digit; a finite, normal f64 lies in 1e-308..1.8e308.
+        // The power of ten of the leading digit; a finite, non-zero f64 lies in 4.9e-324..1.8e308.
         let order = exp.saturating_add(digits.len() as i64 - 1);
         if order > 308 {
             return Err(NumberError::OutOfRange);
         }
-        if order < -309 {
+        if order < -325 {
             return Err(NumberError::Underflow);
         }
         // Near the limits, let the (correctly rounded) float parser decide.
@@ -274,7 +274,7 @@ impl NumberText {
         if x.is_infinite() {
             return Err(NumberError::OutOfRange);
         }
-        if x < f64::MIN_POSITIVE {
+        if x == 0.0 {
             return Err(NumberError::Underflow);
         }
         Ok(NumberText(plain(d.neg, &digits, exp)))
