@@ -124,7 +124,8 @@ pub enum Literal {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
     /// The text is not a filter. `at` is the character position (0-based) of the problem.
-    #[error("{message} at character {}:\n  {text}\n  {}^", at + 1, " ".repeat(*at))]
+    /// The message shows the text around it (at most [`CARET_CONTEXT`] characters each side).
+    #[error("{message} at character {}:\n{}", at + 1, caret(text, *at))]
     Syntax {
         text: String,
         at: usize,
@@ -133,6 +134,24 @@ pub enum FilterError {
     /// `column` and `available` are cut for messages (see [`crate::message`]).
     #[error("the filter names column `{column}`, which is not in the model; its columns are: {available}")]
     UnknownColumn { column: String, available: String },
+}
+
+/// How many characters of a filter a syntax error shows each side of the problem.
+pub const CARET_CONTEXT: usize = 40;
+
+/// The text around character `at` on one line, `…` where it is cut, and a caret under `at` on
+/// the next.
+fn caret(text: &str, at: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let start = at.saturating_sub(CARET_CONTEXT);
+    let end = chars.len().min(at.saturating_add(CARET_CONTEXT));
+    let (before, after) = (
+        if start > 0 { "…" } else { "" },
+        if end < chars.len() { "…" } else { "" },
+    );
+    let shown: String = chars.get(start..end).unwrap_or_default().iter().collect();
+    let pad = " ".repeat(before.chars().count() + at - start.min(at));
+    format!("  {before}{shown}{after}\n  {pad}^")
 }
 
 /// A cell the filter could not compare: the row is rejected with this.

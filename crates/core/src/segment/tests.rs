@@ -565,3 +565,24 @@ fn unknown_column_errors_list_a_bounded_excerpt_of_the_columns() {
         assert!(m.contains("… and 99980 more"), "{m}");
     }
 }
+
+#[test]
+fn a_syntax_error_in_a_long_filter_echoed_all_of_it() {
+    let mut text = vec!["ltv = 1"; 50_000].join(" or ");
+    text.push_str(" or ltv =");
+    let e = Filter::parse(&text).expect_err("incomplete");
+    let m = e.to_string();
+    assert!(m.len() < 300, "{} bytes", m.len());
+    let lines: Vec<&str> = m.lines().collect();
+    assert_eq!(lines.len(), 3, "{m}");
+    assert!(
+        lines[1].starts_with("  …") && lines[1].ends_with("or ltv ="),
+        "{m}"
+    );
+    // The caret is under the end, where the value is missing.
+    assert_eq!(
+        lines[2].chars().count(),
+        lines[1].chars().count() + 1,
+        "{m}"
+    );
+}
