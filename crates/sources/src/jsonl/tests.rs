@@ -603,3 +603,26 @@ fn a_line_with_a_million_keys_made_a_million_columns() {
     );
     assert!(message.len() < 400, "{message}");
 }
+
+#[test]
+fn deeply_nested_values_do_not_overflow_the_stack() {
+    // serde_json skips and captures values without recursing past its limit: a line nested
+    // 100,000 deep is a value or a defect, never a crash.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let input =
+        format!("{{\"a\":1,\"b\":2}}\n{{\"a\":{deep},\"b\":3}}\n{{\"zz\":{deep}}}\n{{\"a\":4}}\n");
+    std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            let (columns, rows) = read(&input);
+            assert_eq!(columns[..2], ["a", "b"]);
+            assert_eq!(rows.len(), 4);
+            let (4, Ok(values)) = &rows[3] else {
+                panic!("{:?}", rows[3])
+            };
+            assert_eq!(values[0], Value::Int(4));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
