@@ -562,9 +562,15 @@ impl Records {
 /// allocating once the first few have been read.
 ///
 /// [`SourceRow::number`] is the line on which the record starts (the header is line 1 unless
-/// blank lines precede it). Lines are counted by `\n` bytes, including those inside quoted
-/// fields and those of skipped blank lines, so CRLF files and multi-line cells number
-/// correctly.
+/// blank lines precede it). A line ends at `\n`, `\r\n` or a lone `\r`, counted inside quoted
+/// fields and in skipped blank lines too, so LF, CRLF and CR files and multi-line cells all
+/// number correctly (and the same).
+///
+/// A file that ends inside a quoted field is an [`Error::Record`] naming the line where that
+/// field starts: a quote left open takes every record after it into one value, so the file
+/// is refused rather than read as a few rows. (A stray quote that a later one closes makes
+/// one record of the lines between; when its field count is wrong, its defect names them.)
+/// The header is at most 1 MiB and 16,384 columns; reading stops past either.
 pub struct CsvSource {
     path: PathBuf,
     columns: Vec<String>,
