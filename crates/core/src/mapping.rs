@@ -245,6 +245,7 @@ pub enum MappingError {
     #[error(
         "column `{column}` (mapped to {target}) is not in the model; its columns are: {available}"
     )]
+    /// `column` and `available` are cut for messages (see [`crate::message`]).
     UnknownColumn {
         column: String,
         target: String,
@@ -367,9 +368,9 @@ impl Mapping {
             let idx = columns.iter().position(|c| c == column);
             if idx.is_none() {
                 errors.push(MappingError::UnknownColumn {
-                    column: column.to_owned(),
+                    column: crate::message::excerpt(column).into_owned(),
                     target,
-                    available: columns.join(", "),
+                    available: crate::message::name_list(columns),
                 });
             }
             idx

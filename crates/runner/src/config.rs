@@ -318,10 +318,21 @@ fn one_byte(value: &Option<String>, default: u8, key: &str, problems: &mut Vec<P
         Some("\\t") | Some("\t") => b'\t',
         Some(s) if s.len() == 1 => s.as_bytes()[0],
         Some(s) => {
+            let examples = if key.ends_with("quote") {
+                "\"\\\"\" or \"'\""
+            } else {
+                "\",\", \";\", \"|\" or \"\\t\" (a tab)"
+            };
+            let chars = s.chars().count();
+            let given = if chars == 1 {
+                format!("{s:?} is not ASCII")
+            } else {
+                format!("{:?} is {chars} characters", sync_core::message::excerpt(s))
+            };
             problems.push(Problem {
                 key: key.to_owned(),
                 message: format!(
-                    "{s:?} must be exactly one ASCII character (like \",\", \";\" or \"\\t\")"
+                    "{given}; it must be exactly one ASCII character, like {examples}"
                 ),
             });
             default
