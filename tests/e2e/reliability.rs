@@ -257,3 +257,49 @@ fn a_run_stops_sending_when_it_cannot_record() {
     );
     assert!(writes < 200, "{writes} of 400");
 }
+
+/// Issue 13: `runs show --export` wrote cells starting with `=`, `+`, `-`, `@` as they were;
+/// such emails pass normalization, so a spreadsheet opening the export evaluated them.
+#[test]
+fn exported_rows_neutralize_spreadsheet_formulas() {
+    let p = Project::new();
+    let sim = start_sim(attentive_sim::SimConfig {
+        contacts: seed(&["ok@example.com"]),
+        ..attentive_sim::SimConfig::default()
+    });
+    p.write(
+        "attentive-sync.toml",
+        &sim_config(&sim.base_url(), "age = \"age\"", ""),
+    );
+    p.write(
+        "data/m.csv",
+        "email,age\nok@example.com,30\n=cmd|calc@example.com,-5\n+sum@example.com,400\n",
+    );
+    let r = p.run_env(&["run", "a"], &[("ATTENTIVE_API_KEY", KEY)]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let r = p.run(&[
+        "runs",
+        "show",
+        "1",
+        "--outcome",
+        "rejected",
+        "--export",
+        "rejected.csv",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let csv = p.read("rejected.csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[1].starts_with("3,'=cmd|calc@example.com,rejected,"),
+        "{csv}"
+    );
+    assert!(
+        lines[2].starts_with("4,'+sum@example.com,rejected,"),
+        "{csv}"
+    );
+    assert!(
+        !csv.contains(",=") && !csv.contains(",@") && !csv.contains(",-"),
+        "{csv}"
+    );
+}

@@ -316,7 +316,8 @@ pub(crate) fn run_summary_text(
 }
 
 /// Writes a run's rows (optionally of one outcome) as CSV; returns how many. The file is
-/// never one of the project's own (config, model, state) and appears only once complete.
+/// never one of the project's own (config, model, state) and appears only once complete;
+/// cells a spreadsheet would evaluate are neutralized.
 pub(crate) fn export_rows(
     project: &runner::Project,
     store: &state_store::StateStore,
@@ -324,27 +325,13 @@ pub(crate) fn export_rows(
     outcome: Option<&str>,
     path: &std::path::Path,
 ) -> anyhow::Result<u64> {
-    use std::io::Write as _;
     let mut w = runner::output::OutputFile::create(project, path)?;
     let mut n = 0u64;
-    writeln!(w, "row,contact,outcome,code,message,attributes")?;
-    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     loop {
         let rows = store.run_rows(run_id, outcome, n, 10_000)?;
+        runner::output::write_run_rows_csv(&mut w, &rows, n == 0)?;
         if rows.is_empty() {
             break;
-        }
-        for r in &rows {
-            writeln!(
-                w,
-                "{},{},{},{},{},{}",
-                r.row_number,
-                quote(r.contact_key.as_deref().unwrap_or("")),
-                r.outcome.as_str(),
-                quote(r.code.as_deref().unwrap_or("")),
-                quote(r.message.as_deref().unwrap_or("")),
-                quote(r.attributes_json.as_deref().unwrap_or(""))
-            )?;
         }
         n += rows.len() as u64;
     }

@@ -7,7 +7,11 @@
 //! - an output is written to a temporary file beside its destination and renamed into place
 //!   only once complete, so a failed or interrupted write leaves the old file (or nothing),
 //!   never half a file.
+//!
+//! Run rows exported as CSV (here and by the server's `rejected.csv`) go through one writer,
+//! [`write_run_rows_csv`], which neutralizes cells a spreadsheet would evaluate as formulas.
 
+use std::borrow::Cow;
 use std::io::{BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
 
@@ -212,6 +216,50 @@ impl Write for OutputFile {
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
+}
+
+/// The columns of a run's rows as CSV.
+pub const RUN_ROWS_CSV_HEADER: [&str; 6] =
+    ["row", "contact", "outcome", "code", "message", "attributes"];
+
+/// A cell that a spreadsheet would read as a formula (it starts with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return), made inert by a leading `'` as OWASP advises for CSV exports.
+/// Emails such as `=cmd|' /C calc'!A0@example.com` pass normalization, so exports need this.
+pub fn neutralize_formula(cell: &str) -> Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{cell}")),
+        _ => Cow::Borrowed(cell),
+    }
+}
+
+/// Writes run rows as CSV records (with [`RUN_ROWS_CSV_HEADER`] first if `header`), every
+/// text cell neutralized against formulas.
+pub fn write_run_rows_csv(
+    out: impl Write,
+    rows: &[state_store::RunRow],
+    header: bool,
+) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    let io = |e: csv::Error| match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => std::io::Error::other(format!("{other:?}")),
+    };
+    if header {
+        w.write_record(RUN_ROWS_CSV_HEADER).map_err(io)?;
+    }
+    for r in rows {
+        let text = |s: Option<&str>| neutralize_formula(s.unwrap_or("")).into_owned();
+        w.write_record([
+            r.row_number.to_string(),
+            text(r.contact_key.as_deref()),
+            r.outcome.as_str().to_owned(),
+            text(r.code.as_deref()),
+            text(r.message.as_deref()),
+            text(r.attributes_json.as_deref()),
+        ])
+        .map_err(io)?;
+    }
+    w.flush()
 }
 
 #[cfg(test)]

@@ -77,3 +77,38 @@ fn an_unfinished_output_leaves_the_previous_file_and_no_partial_file() {
     out.finish().unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
 }
+
+/// Issue 13: exports wrote cells starting with `=`, `+`, `-`, `@` as they were, so opening one
+/// in a spreadsheet evaluated them.
+#[test]
+fn exported_cells_that_a_spreadsheet_would_evaluate_are_neutralized() {
+    let row = |key: &str, message: &str| state_store::RunRow {
+        row_number: 7,
+        contact_key: Some(key.to_owned()),
+        outcome: state_store::Outcome::Rejected,
+        code: Some("invalid_value".to_owned()),
+        message: Some(message.to_owned()),
+        attributes_json: None,
+    };
+    let mut out = Vec::new();
+    write_run_rows_csv(
+        &mut out,
+        &[
+            row("=cmd|' /C calc'!A0@example.com", "+1 is not a phone"),
+            row("@sum(a1)@example.com", "-2 is not an age"),
+            row("ann@example.com", "\tleading tab"),
+        ],
+        true,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    expect_test::expect![[r#"
+        row,contact,outcome,code,message,attributes
+        7,'=cmd|' /C calc'!A0@example.com,rejected,invalid_value,'+1 is not a phone,
+        7,'@sum(a1)@example.com,rejected,invalid_value,'-2 is not an age,
+        7,ann@example.com,rejected,invalid_value,'	leading tab,
+    "#]]
+    .assert_eq(&text);
+    assert_eq!(neutralize_formula("plain"), "plain");
+    assert_eq!(neutralize_formula(""), "");
+}

@@ -194,10 +194,16 @@ async fn a_lock_conflict_says_who_holds_the_activation() {
     let store = StateStore::open(&project.state_path).unwrap();
     let _held = store.try_lock("vip", "a run on another terminal").unwrap();
     let dest = Arc::new(Scripted::new(|_| None));
-    let err = run(&project, "vip", dest.clone(), RunOptions::default(), quiet())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = run(
+        &project,
+        "vip",
+        dest.clone(),
+        RunOptions::default(),
+        quiet(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         err.starts_with("activation `vip` is locked by a run on another terminal"),
         "{err}"
