@@ -238,6 +238,29 @@ pub struct Project {
     pub activations: BTreeMap<String, Activation>,
 }
 
+/// The longest activation name.
+pub const MAX_ACTIVATION_NAME: usize = 64;
+
+/// Activation names appear in URLs, metric labels, file names of exports and logs, so they
+/// are kept to a plain character set: 1 to 64 ASCII letters, digits, `_`, `-` and `.`,
+/// starting with a letter or a digit.
+pub fn check_activation_name(name: &str) -> Result<(), String> {
+    let shown: String = name.chars().take(MAX_ACTIVATION_NAME).collect();
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if name.is_empty() || name.len() > MAX_ACTIVATION_NAME {
+        return Err(format!(
+            "activation name {shown:?} must be 1 to {MAX_ACTIVATION_NAME} characters long"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !name.chars().all(plain) {
+        return Err(format!(
+            "activation name {shown:?} may hold only ASCII letters, digits, `_`, `-` and `.`, \
+             starting with a letter or a digit"
+        ));
+    }
+    Ok(())
+}
+
 /// One config problem: the file, the key, and what would be valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -535,6 +558,12 @@ impl Project {
         let mut activations = BTreeMap::new();
         for (name, a) in &raw.activations {
             let key = format!("activations.{name}");
+            if let Err(message) = check_activation_name(name) {
+                problems.push(Problem {
+                    key: format!("activations.{name:?}"),
+                    message,
+                });
+            }
             if !raw.models.contains_key(&a.model) {
                 problems.push(Problem {
                     key: format!("{key}.model"),
@@ -675,7 +704,13 @@ impl Project {
                     problems.push(problem("is empty; remove it to send the whole model".into()));
                     None
                 } else if is_sql {
-                    Some(Segment::Sql(text.trim().to_owned()))
+                    match sources::segment::check_condition(text) {
+                        Ok(()) => Some(Segment::Sql(text.trim().to_owned())),
+                        Err(e) => {
+                            problems.push(problem(format!("`{}` {e}", text.trim())));
+                            None
+                        }
+                    }
                 } else {
                     match sync_core::segment::Filter::parse(text) {
                         Ok(f) => Some(Segment::Rows(f)),

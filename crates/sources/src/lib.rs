@@ -43,6 +43,7 @@ mod float;
 mod jsonl;
 mod parquet;
 mod postgres;
+pub mod segment;
 mod sqlite;
 mod timestamp;
 

@@ -346,3 +346,47 @@ fn regression_on_null_clear_with_a_phone_field_is_a_config_error() {
     );
     assert!(parse(&ok).is_ok());
 }
+
+/// Issue 13: activation names were not validated, and a quoted TOML key holding `"}` and a
+/// newline forged series in the metrics text.
+#[test]
+fn activation_names_are_validated_at_load() {
+    for bad in [
+        "vip\"} 1\nfake_metric{a=\"",
+        "",
+        "-vip",
+        "v i p",
+        "vip/../x",
+        &"a".repeat(65),
+    ] {
+        let text = GOOD.replace("[activations.vip", &format!("[activations.{bad:?}"));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("activation name"), "{bad:?}: {e}");
+    }
+    for good in ["vip", "VIP_2", "loyalty-tier.daily", "0day"] {
+        check_activation_name(good).unwrap();
+    }
+}
+
+/// Issue 13: the SQL segment filter could end its WHERE (`x) UNION SELECT ... (`).
+#[test]
+fn a_sql_filter_that_could_escape_its_segment_is_a_config_error() {
+    let text = r#"
+[destinations.attentive]
+api_key = "k"
+[models.db]
+source = "sqlite"
+path = "m.db"
+query = "select * from customers"
+[activations.a]
+model = "db"
+destination = "attentive"
+identifier = { column = "email", kind = "email" }
+filter = "1=1) UNION SELECT * FROM secrets ("
+[activations.a.standard]
+first_name = "first"
+"#;
+    let e = parse(text).unwrap_err().to_string();
+    assert!(e.contains("activations.a.filter"), "{e}");
+    assert!(e.contains("closes a parenthesis it did not open"), "{e}");
+}
