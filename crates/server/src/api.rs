@@ -337,6 +337,13 @@ async fn run_rows(
     let id = path(id)?;
     let q = query(q)?;
     let outcome = views::parse_outcome(q.outcome.as_deref())?;
+    if q.after.is_some_and(|a| i64::try_from(a).is_err()) {
+        // Row numbers are stored as SQLite integers: nothing lies beyond i64::MAX.
+        return Err(ApiError::bad_request(format!(
+            "after must be at most {}",
+            i64::MAX
+        )));
+    }
     let limit = q.limit.unwrap_or(100);
     let page = app
         .db

@@ -223,6 +223,25 @@ async fn a_run_over_the_api_pages_its_rejected_rows() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Issue 13: an `after` beyond i64::MAX answered 500.
+    let r = call(
+        &f.router,
+        get(
+            &format!("/api/v1/runs/{id}/rows?after=18446744073709551615"),
+            Some(TOKEN),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "invalid_request");
+    for uri in [
+        "/api/v1/runs/18446744073709551615",
+        "/api/v1/runs/18446744073709551615/rejected.csv",
+    ] {
+        let r = call(&f.router, get(uri, Some(TOKEN))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "invalid_request", "{uri}");
+    }
 
     let csv = call(
         &f.router,
