@@ -278,6 +278,7 @@ async fn api_gate(State(sim): State<SimHandle>, req: Request, next: Next) -> Res
     let record = RequestRecord {
         seq: adm.seq,
         at,
+        answered_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         method: endpoint.split(' ').next().unwrap_or("").to_owned(),
         path,
         query,
