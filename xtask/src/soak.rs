@@ -36,18 +36,18 @@ const ACTIVATION: &str = "soak";
 /// How long after its answer an acknowledged write may wait before it is committed: the
 /// committer commits whatever is queued as soon as an answer arrives, so one commit in
 /// progress plus its own (milliseconds), and scheduling on a busy 2-core machine.
-const COMMIT_WINDOW_MS: i64 = 500;
+const COMMIT_WINDOW_MS: i64 = 250;
 /// The simulator's injected latency at most (latency + jitter + spike), plus a margin: after
 /// a kill, the soak waits this long for the requests in flight to be answered and logged.
 const DRAIN_MS: u64 = 600;
 
-/// The faults of every trial: 8 % 5xx, 2 % dropped connections, 2 % latency spikes of
-/// 400 ms, a 300 ms 429 burst every 4 s.
+/// The faults of every trial: 8 % 5xx, 2 % dropped connections, 20-60 ms of latency with
+/// 2 % spikes of 400 ms more, a 300 ms 429 burst every 4 s.
 fn faults(seed: u64) -> Faults {
     Faults {
         error_rates: [(500, 0.05), (503, 0.03)].into_iter().collect(),
-        latency_ms: 5,
-        jitter_ms: 15,
+        latency_ms: 20,
+        jitter_ms: 40,
         spike_probability: 0.02,
         spike_ms: 400,
         drop_rate: 0.02,
@@ -468,10 +468,14 @@ struct Soak {
     mirror: HashMap<String, BTreeMap<String, (Value, usize)>>,
     applied: Vec<AppliedWrite>,
     edit_counter: u64,
+    /// Contacts an existence check was answered for.
+    checked: BTreeSet<String>,
     totals: Totals,
     failures: Vec<String>,
     last_run_id: Option<i64>,
     clean: Option<CleanRun>,
+    /// Per killed trial: its applied writes it had not committed, and their bound.
+    kills: BTreeMap<u64, (u64, u64)>,
     /// Whether the simulator equalled the model after the clean run.
     state_checked: Option<bool>,
 }
@@ -496,6 +500,8 @@ impl Soak {
             rate_limit_per_second: opts.rate,
             faults: faults(opts.seed),
             max_logged_requests: 10_000_000,
+            // A killed run's writes in flight are applied, as Attentive would.
+            apply_after_disconnect: true,
             ..SimConfig::default()
         })
         .map_err(|e| format!("starting the simulator: {e}"))?;
@@ -519,10 +525,12 @@ impl Soak {
             mirror: HashMap::new(),
             applied: Vec::new(),
             edit_counter: 0,
+            checked: BTreeSet::new(),
             totals: Totals::default(),
             failures: Vec::new(),
             last_run_id: None,
             clean: None,
+            kills: BTreeMap::new(),
             state_checked: None,
         })
     }
@@ -603,9 +611,11 @@ impl Soak {
             let adds = 1 + self.rng.below(20);
             for _ in 0..adds {
                 let cells = initial_cells(&mut self.rng);
+                let known = self.rng.below(4) != 0;
                 let p = match self.pool.pop() {
-                    Some(key) if self.rng.below(4) != 0 => person(key.clone(), key, true, cells),
-                    _ => {
+                    Some(key) if known => person(key.clone(), key, true, cells),
+                    other => {
+                        self.pool.extend(other);
                         let key = format!("newghost{}@example.com", self.people.len());
                         person(key.clone(), key, false, cells)
                     }
@@ -669,9 +679,14 @@ impl Soak {
         self.edit_model(trial);
         self.write_model()?;
         let before = self.sim.counters().total;
+        // One kill in five at a random time in the first 1.5 s (starting, planning, the first
+        // requests); the others once the run has made a random share (0-110 %) of the
+        // requests it needs (plus up to 40 ms), so kills spread over the whole run and about
+        // one run in ten finishes first.
         let by_time = self.rng.below(5) == 0;
         let wait_ms = self.rng.below(1500);
-        let target = 1 + self.rng.below(2000);
+        let pending = self.pending_requests();
+        let target = 1 + self.rng.below(pending * 11 / 10 + 1);
         let extra = Duration::from_millis(self.rng.below(40));
         let spawned = Instant::now();
         let mut child = self.spawn(&[], Stdio::null())?;
@@ -731,6 +746,28 @@ impl Soak {
         Ok(())
     }
 
+    /// About how many requests a run needs now: an existence check for every listed contact
+    /// never checked nor written, a write for every contact Attentive has whose values differ
+    /// from the model's (faults add their retries).
+    fn pending_requests(&self) -> u64 {
+        let mut n = 0;
+        for p in self.people.iter().filter(|p| !p.invalid) {
+            let held = self.mirror.get(&p.key);
+            if held.is_none() && !self.checked.contains(&p.key) {
+                n += 1;
+            }
+            if p.exists {
+                let differs = COLUMNS.iter().zip(&p.cells).any(|(col, cell)| {
+                    !held
+                        .and_then(|h| h.get(col.path))
+                        .is_some_and(|(v, _)| same(v, &cell.want))
+                });
+                n += u64::from(differs);
+            }
+        }
+        n
+    }
+
     /// With `--reverts`: cells this trial edited whose write reached Attentive but was not
     /// committed go back to their previous value, the one the snapshot still holds.
     fn revert_uncommitted(&mut self, trial: u64) {
@@ -773,7 +810,14 @@ impl Soak {
                 faulted += 1;
             }
             match r.endpoint.as_str() {
-                CHECK => checks += 1,
+                CHECK => {
+                    checks += 1;
+                    if matches!(r.status, Some(200 | 404)) {
+                        if let Some(q) = r.query.as_deref().and_then(|q| q.strip_prefix("email=")) {
+                            self.checked.insert(q.replace("%40", "@"));
+                        }
+                    }
+                }
                 WRITE => writes_sent += 1,
                 "GET /v1/me" | "GET /v2/me" => {}
                 other => self.fail(format!(
@@ -915,10 +959,10 @@ impl Soak {
                  are not committed"
             ));
         }
-        // In flight at the kill: arrived before it, answered after it.
+        // In flight at the kill: answered after it (nothing is sent after a kill).
         let in_flight: Vec<&RequestRecord> = records
             .iter()
-            .filter(|r| ms(&r.at) <= kill_ms && ms(&r.answered_at) > kill_ms)
+            .filter(|r| ms(&r.answered_at) > kill_ms)
             .collect();
         let in_flight_writes = in_flight.iter().filter(|r| r.endpoint == WRITE).count() as u64;
         let in_flight_checks = in_flight.iter().filter(|r| r.endpoint == CHECK).count() as u64;
@@ -932,7 +976,7 @@ impl Soak {
             .count() as u64;
         let bound = self.opts.max_in_flight as u64 + answered_in_window;
         if killed {
-            let phase = if !records.iter().any(|r| ms(&r.at) <= kill_ms) {
+            let phase = if records.is_empty() {
                 Phase::BeforeRequests
             } else if in_flight_writes > 0 {
                 Phase::Writes
@@ -945,6 +989,7 @@ impl Soak {
             self.totals.max_in_flight_seen =
                 self.totals.max_in_flight_seen.max(in_flight.len() as u64);
             self.totals.uncommitted += uncommitted;
+            self.kills.insert(trial, (uncommitted, bound));
             if uncommitted > self.totals.worst.0 {
                 self.totals.worst = (uncommitted, bound, trial);
             }
@@ -999,6 +1044,7 @@ impl Soak {
     }
 
     fn finish(&mut self) -> Result<(), String> {
+        self.write_model()?;
         self.sim
             .set_faults(Faults::none())
             .map_err(|e| e.to_string())?;
@@ -1158,7 +1204,7 @@ impl Soak {
         );
         println!(
             "  faults: 5% 500, 3% 503, 2% dropped connections, 2% spikes of 400 ms (latency \
-             5-20 ms), 429 for 300 ms every 4 s; {} req/s; --max-in-flight {}",
+             20-60 ms), 429 for 300 ms every 4 s; {} req/s; --max-in-flight {}",
             o.rate, o.max_in_flight
         );
         println!(
@@ -1193,6 +1239,21 @@ impl Soak {
             COMMIT_WINDOW_MS,
             t.max_in_flight_seen,
             t.oldest_uncommitted_ms
+        );
+        // Re-sends per kill: the writes of a killed run that a later run sent again.
+        let mut resent_of: BTreeMap<u64, u64> = BTreeMap::new();
+        for w in self.applied.iter().filter(|w| w.resent_by > 0) {
+            *resent_of.entry(w.trial).or_default() += 1;
+        }
+        let worst = resent_of
+            .iter()
+            .map(|(trial, n)| (*n, *trial))
+            .max()
+            .unwrap_or((0, 0));
+        let (worst_uncommitted, worst_bound) = self.kills.get(&worst.1).copied().unwrap_or((0, 0));
+        println!(
+            "  worst re-sends of one kill: {} writes of trial {} sent again; its bound {}              ({} applied but not committed)",
+            worst.0, worst.1, worst_bound, worst_uncommitted
         );
         if let Some(c) = &self.clean {
             println!(
