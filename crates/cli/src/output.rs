@@ -315,40 +315,26 @@ pub(crate) fn run_summary_text(
     s
 }
 
-/// Writes a run's rows (optionally of one outcome) as CSV; returns how many.
+/// Writes a run's rows (optionally of one outcome) as CSV; returns how many. The file is
+/// never one of the project's own (config, model, state) and appears only once complete;
+/// cells a spreadsheet would evaluate are neutralized.
 pub(crate) fn export_rows(
+    project: &runner::Project,
     store: &state_store::StateStore,
     run_id: i64,
     outcome: Option<&str>,
     path: &std::path::Path,
 ) -> anyhow::Result<u64> {
-    use anyhow::Context as _;
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
+    let mut w = runner::output::OutputFile::create(project, path)?;
     let mut n = 0u64;
-    use std::io::Write as _;
-    writeln!(w, "row,contact,outcome,code,message,attributes")?;
-    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     loop {
         let rows = store.run_rows(run_id, outcome, n, 10_000)?;
+        runner::output::write_run_rows_csv(&mut w, &rows, n == 0)?;
         if rows.is_empty() {
             break;
         }
-        for r in &rows {
-            writeln!(
-                w,
-                "{},{},{},{},{},{}",
-                r.row_number,
-                quote(r.contact_key.as_deref().unwrap_or("")),
-                r.outcome.as_str(),
-                quote(r.code.as_deref().unwrap_or("")),
-                quote(r.message.as_deref().unwrap_or("")),
-                quote(r.attributes_json.as_deref().unwrap_or(""))
-            )?;
-        }
         n += rows.len() as u64;
     }
-    w.flush()?;
+    w.finish()?;
     Ok(n)
 }

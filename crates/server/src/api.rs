@@ -422,25 +422,9 @@ pub async fn rows_csv(app: &Arc<App>, run_id: i64, outcome: Outcome) -> Result<R
 }
 
 fn csv_chunk(header: bool, rows: &[state_store::RunRow]) -> Result<Vec<u8>, std::io::Error> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let io = |e: csv::Error| std::io::Error::other(e.to_string());
-    if header {
-        w.write_record(["row", "contact", "outcome", "code", "message", "attributes"])
-            .map_err(io)?;
-    }
-    for r in rows {
-        w.write_record([
-            r.row_number.to_string().as_str(),
-            r.contact_key.as_deref().unwrap_or(""),
-            r.outcome.as_str(),
-            r.code.as_deref().unwrap_or(""),
-            r.message.as_deref().unwrap_or(""),
-            r.attributes_json.as_deref().unwrap_or(""),
-        ])
-        .map_err(io)?;
-    }
-    w.into_inner()
-        .map_err(|e| std::io::Error::other(e.to_string()))
+    let mut out = Vec::new();
+    runner::output::write_run_rows_csv(&mut out, rows, header)?;
+    Ok(out)
 }
 
 /// A body stream fed by a channel.
@@ -549,4 +533,26 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
         .encode()
         .map_err(|e| ApiError::internal(format!("encoding metrics failed: {e}")))?;
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+#[cfg(test)]
+mod csv_tests {
+    /// Issue 13: `rejected.csv` wrote cells starting with `=`, `+`, `-`, `@` as they were.
+    #[test]
+    fn rejected_csv_neutralizes_formula_cells() {
+        let row = state_store::RunRow {
+            row_number: 3,
+            contact_key: Some("=hyperlink(\"http://x\")@example.com".to_owned()),
+            outcome: state_store::Outcome::Rejected,
+            code: Some("invalid_value".to_owned()),
+            message: Some("-5 is not an age".to_owned()),
+            attributes_json: Some("@x".to_owned()),
+        };
+        let body = String::from_utf8(super::csv_chunk(true, &[row]).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            "row,contact,outcome,code,message,attributes\n\
+             3,\"'=hyperlink(\"\"http://x\"\")@example.com\",rejected,invalid_value,'-5 is not an age,'@x\n"
+        );
+    }
 }
