@@ -890,22 +890,29 @@ impl Soak {
 
         // What did the run commit? Its id is the latest run of the activation (unless it was
         // killed before it recorded one).
-        let store = StateStore::open(&self.dir.join("attentive-sync.db"))
+        // Read-only: the soak must not change what the next run finds.
+        let store = StateStore::open_existing_read_only(&self.dir.join("attentive-sync.db"))
             .map_err(|e| format!("opening the state store: {e}"))?;
-        let run_id = store
-            .runs(Some(ACTIVATION), 1)
-            .map_err(|e| e.to_string())?
-            .first()
-            .map(|r| r.id);
+        let run_id = match &store {
+            Some(store) => store
+                .runs(Some(ACTIVATION), 1)
+                .map_err(|e| e.to_string())?
+                .first()
+                .map(|r| r.id),
+            None => None,
+        };
         let new_run = run_id.is_some() && run_id != self.last_run_id;
         self.last_run_id = run_id;
         let mut uncommitted = 0u64;
         let mut oldest_uncommitted: Option<i64> = None;
         while first_applied < self.applied.len() {
             let key = self.applied[first_applied].key.clone();
-            let snap = store
-                .contact(&key)
-                .map_err(|e| format!("reading {key} from the state store: {e}"))?;
+            let snap = match &store {
+                Some(store) => store
+                    .contact(&key)
+                    .map_err(|e| format!("reading {key} from the state store: {e}"))?,
+                None => Vec::new(),
+            };
             let committed = new_run
                 && snap
                     .iter()
