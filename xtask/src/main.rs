@@ -16,6 +16,13 @@
 //!   `target/bench/source-N/` (and loaded into the PostgreSQL schema `attentive_sync_bench`);
 //!   every measurement runs in its own process, rounds interleaved, best of R (default 5)
 //!   kept.
+//! - `cargo xtask soak kill [--trials N] [--contacts N] [--seed S]`: the SIGKILL soak (not
+//!   part of `test`): SIGKILLs the release `attentive-sync run` at random moments against the
+//!   simulator with faults on, checks that no contact is created and re-sends stay within
+//!   their bound, then that a clean run leaves the simulator equal to the model
+//!   (docs/RELIABILITY.md).
+
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -26,6 +33,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("soak") => soak::main(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -42,6 +50,15 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` (relative to the workspace) or
+/// `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => root().join(d),
+        _ => root().join("target"),
+    }
 }
 
 fn cargo(args: &[&str]) -> Result<(), String> {
@@ -203,7 +220,7 @@ fn build_worker() -> Result<(), String> {
 
 /// Runs one phase of the (already built) release `bench-worker` in its own process.
 fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Value, String> {
-    let worker = root().join("target/release/bench-worker");
+    let worker = target_dir().join("release/bench-worker");
     let out = Command::new(&worker)
         .arg(phase)
         .arg(dir)
@@ -219,7 +236,7 @@ fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Val
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts]";
 
 fn bench_server(args: &[String]) -> Result<(), String> {
     let contacts = flag(args, "--contacts").unwrap_or_else(|| "3000".into());

@@ -411,6 +411,12 @@ pub struct SimConfig {
     pub bulk_processing_delay_ms: u64,
     /// The request log keeps at most this many entries (oldest dropped first).
     pub max_logged_requests: usize,
+    /// Finish every request that was received, even when its client closes the connection
+    /// before the answer (killed, timed out), as a real server does: it is applied and
+    /// logged, and the answer goes nowhere. Default false: hyper drops the handler of a
+    /// connection that closed, so a request still in its injected latency is neither applied
+    /// nor logged.
+    pub apply_after_disconnect: bool,
 }
 
 impl Default for SimConfig {
@@ -428,6 +434,7 @@ impl Default for SimConfig {
             v1_creates_unknown_users: true,
             bulk_processing_delay_ms: 0,
             max_logged_requests: 100_000,
+            apply_after_disconnect: false,
         }
     }
 }

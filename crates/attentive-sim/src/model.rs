@@ -108,6 +108,11 @@ pub struct RequestRecord {
     pub seq: u64,
     /// RFC 3339 arrival time.
     pub at: String,
+    /// RFC 3339 time the answer was ready (after the injected latency and the processing),
+    /// just before it was handed to the connection; a request that is applied is applied
+    /// before this. Empty in logs written before this field existed.
+    #[serde(default)]
+    pub answered_at: String,
     /// HTTP method.
     pub method: String,
     /// Request path.

@@ -184,6 +184,22 @@ fn route_template(path: &str) -> String {
 }
 
 async fn api_gate(State(sim): State<SimHandle>, req: Request, next: Next) -> Response {
+    if !sim.config().apply_after_disconnect {
+        return gate(sim, req, next).await;
+    }
+    // On a task of its own, the request runs to its end (applied, logged) even when the
+    // client goes away during the latency: hyper then drops only this waiting future.
+    match tokio::spawn(gate(sim, req, next)).await {
+        Ok(response) => response,
+        Err(e) => spring_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("simulator task failed: {e}"),
+            "",
+        ),
+    }
+}
+
+async fn gate(sim: SimHandle, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let route = route_template(parts.uri.path());
     let endpoint = format!("{} {}", parts.method, route);
@@ -278,6 +294,7 @@ async fn api_gate(State(sim): State<SimHandle>, req: Request, next: Next) -> Res
     let record = RequestRecord {
         seq: adm.seq,
         at,
+        answered_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         method: endpoint.split(' ').next().unwrap_or("").to_owned(),
         path,
         query,

@@ -677,6 +677,19 @@ impl SimHandle {
         out
     }
 
+    /// The requests logged since `cursor`, in the order they were answered (not their arrival
+    /// order), and the cursor to pass next time (start with 0). For reading a long log a piece
+    /// at a time: a request is logged when it is answered, so a request that arrived earlier
+    /// may be logged after one that arrived later, and [`SimHandle::requests`] filtered by
+    /// `seq` could miss it. Requests evicted by `max_logged_requests` are skipped.
+    pub fn requests_since(&self, cursor: u64) -> (Vec<RequestRecord>, u64) {
+        let st = self.lock();
+        let logged = st.counters.total;
+        let first = logged.saturating_sub(st.requests.len() as u64);
+        let skip = usize::try_from(cursor.saturating_sub(first)).unwrap_or(usize::MAX);
+        (st.requests.iter().skip(skip).cloned().collect(), logged)
+    }
+
     /// Request counters.
     pub fn counters(&self) -> Counters {
         self.lock().counters.clone()
