@@ -8,15 +8,19 @@
 //! - every non-blank line becomes exactly one row (none lost, none invented), numbered with
 //!   its line, so numbers strictly increase;
 //! - a row is a defect (every value null) exactly when its line is not a JSON object (or not
-//!   UTF-8), as `serde_json` reads it;
-//! - otherwise each value is the line's value for that key as `serde_json` reads it: null for
-//!   a missing key or `null`, the same boolean, the same string, an integer when the number
-//!   fits `i64`, otherwise the number's text, which denotes the same `f64` and is finite;
-//!   arrays and objects are unsupported values of that kind.
+//!   UTF-8), as `serde_json` reads it (a line with a key given twice may be one too);
+//! - otherwise each value is the line's value for that key (the last one, for a key given
+//!   twice) as `serde_json` reads it: null for a missing key or `null`, the same boolean, the
+//!   same string, an integer when the number fits `i64`, otherwise the number's text as
+//!   written, which denotes the same `f64` (or is beyond it, like `1e400`); arrays and objects
+//!   are unsupported values of that kind.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::fmt;
 use std::io::Cursor;
 
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value as Json;
 use sources::{Error, JsonlSource};
 use sync_core::ports::ModelSource;
@@ -49,21 +53,14 @@ pub fn check(data: &[u8]) {
             lines.push((i as u64 + 1, line));
         }
     }
-    // What serde_json makes of each: `Some(object)` for an object.
-    let parsed: Vec<Option<BTreeMap<String, Json>>> = lines
-        .iter()
-        .map(|(_, line)| match serde_json::from_slice::<Json>(line) {
-            Ok(Json::Object(map)) if std::str::from_utf8(line).is_ok() => {
-                Some(map.into_iter().collect())
-            }
-            _ => None,
-        })
-        .collect();
+    // What serde_json makes of each: `Some(object)` for an object, its keys in order with the
+    // JSON text of their values.
+    let parsed: Vec<Option<Object>> = lines.iter().map(|(_, line)| object(line)).collect();
     let keys: BTreeSet<&String> = parsed
         .iter()
         .take(SAMPLE_LINES)
         .flatten()
-        .flat_map(BTreeMap::keys)
+        .flat_map(|o| o.iter().map(|(k, _)| k))
         .collect();
 
     let opened = if chunk == 0 {
@@ -101,11 +98,15 @@ pub fn check(data: &[u8]) {
             (Some(_), None) => {
                 assert!(row.values.iter().all(|v| *v == Value::Null), "{row:?}");
             }
+            // A key given twice may be refused.
+            (Some(_), Some(object)) if duplicated(object) => {}
             (Some(d), Some(_)) => panic!("line {number}: a defect ({d}) for an object"),
             (None, None) => panic!("line {number}: {:?} read as {row:?}", lossy(line)),
             (None, Some(object)) => {
                 for (column, value) in columns.iter().zip(&row.values) {
-                    same(value, object.get(column), number, column);
+                    // The last value of a key given twice.
+                    let raw = object.iter().rev().find(|(k, _)| k == column);
+                    same(value, raw.map(|(_, v)| v.get()), number, column);
                 }
             }
         }
@@ -119,24 +120,77 @@ fn lossy(line: &[u8]) -> String {
     String::from_utf8_lossy(line).into_owned()
 }
 
-/// `value`, read by the source, is what `json` (read by serde_json) is.
-fn same(value: &Value, json: Option<&Json>, line: u64, column: &str) {
-    let at = || format!("line {line}, column {column:?}: {value:?} vs {json:?}");
-    match (value, json) {
-        (Value::Null, None | Some(Json::Null)) => {}
-        (Value::Bool(a), Some(Json::Bool(b))) => assert_eq!(a, b, "{}", at()),
-        (Value::Text(a), Some(Json::String(b))) => assert_eq!(a, b, "{}", at()),
-        (Value::Int(a), Some(Json::Number(b))) => {
-            assert_eq!(b.as_i64(), Some(*a), "{}", at());
+/// One JSON object: its keys in order, each with the JSON text of its value.
+type Object = Vec<(String, Box<RawValue>)>;
+
+/// The line as serde_json reads a JSON object, or `None`.
+fn object(line: &[u8]) -> Option<Object> {
+    struct Pairs;
+    impl<'de> Visitor<'de> for Pairs {
+        type Value = Object;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
         }
-        (Value::Number(text), Some(Json::Number(b))) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let object = de.deserialize_map(Pairs).ok()?;
+    de.end().ok()?;
+    Some(object)
+}
+
+fn duplicated(object: &Object) -> bool {
+    let keys: BTreeSet<&String> = object.iter().map(|(k, _)| k).collect();
+    keys.len() != object.len()
+}
+
+/// `value`, read by the source, is what the JSON text `raw` is, as serde_json reads it.
+fn same(value: &Value, raw: Option<&str>, line: u64, column: &str) {
+    let at = || format!("line {line}, column {column:?}: {value:?} vs {raw:?}");
+    let Some(raw) = raw else {
+        assert_eq!(*value, Value::Null, "{}: a missing key", at());
+        return;
+    };
+    // Arrays and objects are not typed (their nesting may be deeper than serde_json builds).
+    match (value, raw.as_bytes().first()) {
+        (Value::Unsupported { kind: "array", .. }, Some(b'['))
+        | (Value::Unsupported { kind: "object", .. }, Some(b'{')) => return,
+        (_, Some(b'[' | b'{')) => panic!("{}", at()),
+        _ => {}
+    }
+    let json = match serde_json::from_str::<Json>(raw) {
+        Ok(json) => json,
+        Err(_) => {
+            // Only a number beyond f64 (`1e400`) is valid JSON that serde_json cannot hold:
+            // the source keeps its text.
+            assert_eq!(*value, Value::Number(raw.to_owned()), "{}", at());
+            return;
+        }
+    };
+    match (value, &json) {
+        (Value::Null, Json::Null) => {}
+        (Value::Bool(a), Json::Bool(b)) => assert_eq!(a, b, "{}", at()),
+        (Value::Text(a), Json::String(b)) => assert_eq!(a, b, "{}", at()),
+        (Value::Int(a), Json::Number(b)) => {
+            // serde_json reads `-0` as a float.
+            let negative_zero = *a == 0 && raw == "-0";
+            assert!(b.as_i64() == Some(*a) || negative_zero, "{}", at());
+        }
+        (Value::Number(text), Json::Number(b)) => {
             assert!(b.as_i64().is_none(), "{}: fits i64", at());
-            let f: f64 = text.parse().unwrap_or_else(|_| panic!("{}: not a number", at()));
-            assert!(f.is_finite(), "{}: not finite", at());
+            assert_eq!(text, raw, "{}: the digits as written", at());
+            let f: f64 = text
+                .parse()
+                .unwrap_or_else(|_| panic!("{}: not a number", at()));
             assert_eq!(Some(f), b.as_f64(), "{}", at());
         }
-        (Value::Unsupported { kind: "array", .. }, Some(Json::Array(_)))
-        | (Value::Unsupported { kind: "object", .. }, Some(Json::Object(_))) => {}
         _ => panic!("{}", at()),
     }
 }
