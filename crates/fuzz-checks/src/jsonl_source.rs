@@ -8,12 +8,13 @@
 //! - every non-blank line becomes exactly one row (none lost, none invented), numbered with
 //!   its line, so numbers strictly increase;
 //! - a row is a defect (every value null) exactly when its line is not a JSON object (or not
-//!   UTF-8), as `serde_json` reads it (a line with a key given twice may be one too);
+//!   UTF-8), as `serde_json` reads it, or has a column whose string is no text (a lone
+//!   surrogate escape); a line with a key given twice may be one too;
 //! - otherwise each value is the line's value for that key (the last one, for a key given
 //!   twice) as `serde_json` reads it: null for a missing key or `null`, the same boolean, the
-//!   same string, an integer when the number fits `i64`, otherwise the number's text as
-//!   written, which denotes the same `f64` (or is beyond it, like `1e400`); arrays and objects
-//!   are unsupported values of that kind.
+//!   same string, an integer when the number fits `i64`, otherwise the number's text exactly
+//!   as written (also beyond `f64`, like `1e400`); arrays and objects are unsupported values
+//!   of that kind.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -98,8 +99,9 @@ pub fn check(data: &[u8]) {
             (Some(_), None) => {
                 assert!(row.values.iter().all(|v| *v == Value::Null), "{row:?}");
             }
-            // A key given twice may be refused.
-            (Some(_), Some(object)) if duplicated(object) => {}
+            // A key given twice may be refused; a string that is no text (a lone surrogate
+            // escape, which serde_json reads as an error only when it decodes the string) is.
+            (Some(_), Some(object)) if duplicated(object) || no_text(object, &columns) => {}
             (Some(d), Some(_)) => panic!("line {number}: a defect ({d}) for an object"),
             (None, None) => panic!("line {number}: {:?} read as {row:?}", lossy(line)),
             (None, Some(object)) => {
@@ -146,6 +148,14 @@ fn object(line: &[u8]) -> Option<Object> {
     Some(object)
 }
 
+/// Whether a column's value is a string whose escapes stand for no character.
+fn no_text(object: &Object, columns: &[String]) -> bool {
+    object.iter().any(|(k, v)| {
+        let raw = v.get();
+        columns.contains(k) && raw.starts_with('"') && serde_json::from_str::<String>(raw).is_err()
+    })
+}
+
 fn duplicated(object: &Object) -> bool {
     let keys: BTreeSet<&String> = object.iter().map(|(k, _)| k).collect();
     keys.len() != object.len()
@@ -185,11 +195,10 @@ fn same(value: &Value, raw: Option<&str>, line: u64, column: &str) {
         }
         (Value::Number(text), Json::Number(b)) => {
             assert!(b.as_i64().is_none(), "{}: fits i64", at());
+            // The digits as written (serde_json's own f64 may be off by one ulp for long
+            // mantissas, so the text is what is compared).
             assert_eq!(text, raw, "{}: the digits as written", at());
-            let f: f64 = text
-                .parse()
-                .unwrap_or_else(|_| panic!("{}: not a number", at()));
-            assert_eq!(Some(f), b.as_f64(), "{}", at());
+            assert!(text.parse::<f64>().is_ok(), "{}: not a number", at());
         }
         _ => panic!("{}", at()),
     }

@@ -21,8 +21,11 @@ pub mod jsonl_source;
 pub mod normalize;
 pub mod segment_filter;
 
+/// A target's check: panics when a property fails for this input.
+pub type Check = fn(&[u8]);
+
 /// Every target: its name (as in `fuzz/fuzz_targets/` and `fuzz/corpus/`) and its check.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("csv_source", csv_source::check),
     ("jsonl_source", jsonl_source::check),
     ("segment_filter", segment_filter::check),
