@@ -176,3 +176,52 @@ fn an_unset_api_key_is_a_validate_problem_but_not_a_plan_problem() {
     let (_, changed) = plan(&p);
     assert_eq!(changed, 1);
 }
+
+// ---- regression tests: issue 12 (parsing) ----
+
+#[test]
+fn a_quote_left_open_stopped_nothing_and_plan_exited_0() {
+    // Line 3 opens a quote that nothing closes: the rest of the file was one value, "2 rows
+    // read", exit 0. Now the plan stops, naming the line.
+    let p = project(&format!(
+        "{HEADER}ann@example.com,Ann,,US,,gold\nbob@example.com,\"Bob,,US,,gold\ncat@example.com,Cat,,US,,gold\n"
+    ));
+    let r = p.run(&["plan", "a"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("line 3: the quoted field that starts on line 3 is never closed"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn cr_only_line_ends_put_every_row_on_line_1() {
+    let csv = format!(
+        "{HEADER}ann@example.com,Ann,,US,,gold\nbob@example.com,Bob\ncat@example.com,Cat,,US,,gold\ndan@example.com\neve@example.com,Eve,,US,,gold\n"
+    )
+    .replace('\n', "\r");
+    let p = project(&csv);
+    let (rejections, changed) = plan(&p);
+    let rows: Vec<u64> = rejections.iter().map(|r| r.0).collect();
+    assert_eq!(rows, [3, 5], "{rejections:?}");
+    assert!(
+        rejections[1].1.contains("line 5 has 1 field"),
+        "{rejections:?}"
+    );
+    assert_eq!(changed, 3);
+}
+
+#[test]
+fn a_wrong_delimiter_named_one_column_and_gave_no_hint() {
+    let p = project(&format!("{HEADER}ann@example.com,Ann,,US,,gold\n").replace(',', ";"));
+    let r = p.run(&["plan", "a"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("is the file delimited by \";\"? Then set `delimiter = \";\"` in [models.m]"),
+        "{}",
+        r.stderr
+    );
+}

@@ -9,6 +9,7 @@ mod support;
 mod bad_input;
 mod browser;
 mod plan;
+mod reliability;
 mod run;
 mod server;
 mod sources;

@@ -1165,3 +1165,29 @@ fn validate_check_key_shows_the_app_and_names_a_bad_key() {
     assert!(bad.stdout.contains("401"), "{}", bad.stdout);
     assert!(!bad.all().contains("sk-wrong-KEYCHECK"));
 }
+
+/// Issue 12: with `\r` line ends every row was "line 1", and run rows are keyed by line: a
+/// 5-row run recorded one row while its counts said 2 rejected.
+#[test]
+fn a_cr_only_run_recorded_one_row_of_five() {
+    let sim = start_sim(SimConfig {
+        contacts: (0..5)
+            .map(|i| SeedContact::email(format!("c{i}@example.com")))
+            .collect(),
+        ..SimConfig::default()
+    });
+    let csv = "email,first,city,tier\rc0@example.com,Ann,Austin,gold\rc1@example.com,Bob\rc2@example.com,Cat,Denver,gold\rc3@example.com\rc4@example.com,Eve,Boston,gold\r";
+    let p = project(&sim, "first_name = \"first\"\ncity = \"city\"", "", csv);
+    let (_, report) = p.sync();
+    assert_eq!(count(&report, "updated"), 3, "{report}");
+    assert_eq!(count(&report, "rejected"), 2, "{report}");
+    let shown = p.runs_show(&report["run_id"], None);
+    let mut rows: Vec<u64> = shown["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["row"].as_u64().unwrap())
+        .collect();
+    rows.sort_unstable();
+    assert_eq!(rows, [2, 3, 4, 5, 6], "{shown}");
+}

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
@@ -88,6 +89,47 @@ struct Inner {
     stats: ClientStats,
     retry_tokens: RetryTokens,
     backoff: FullJitter,
+    /// Connection failures since the last answer (the unreachable-destination breaker).
+    connect_failures: AtomicU32,
+    /// Set once the breaker trips: every later request fails at once with this.
+    unreachable: OnceLock<(u32, String)>,
+    retry_log: RetryLog,
+}
+
+/// Retries are logged in summary, not one line each: the first retry of a client at once,
+/// then at most one line per [`RetryLog::EVERY`] with how many there were since.
+#[derive(Debug, Default)]
+struct RetryLog(Mutex<RetryLogState>);
+
+#[derive(Debug, Default)]
+struct RetryLogState {
+    last_line: Option<Instant>,
+    since: u64,
+}
+
+impl RetryLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&self, budget: &str, endpoint: &str, delay: Duration, reason: &str) {
+        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        s.since += 1;
+        let due = s.last_line.is_none_or(|t| t.elapsed() >= Self::EVERY);
+        if due {
+            let retries = std::mem::take(&mut s.since);
+            s.last_line = Some(Instant::now());
+            drop(s);
+            tracing::warn!(
+                budget,
+                endpoint,
+                retries,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                %reason,
+                "retrying Attentive requests ({retries} since the last such line; latest reason shown)"
+            );
+        } else {
+            tracing::debug!(budget, endpoint, %reason, "retrying Attentive request");
+        }
+    }
 }
 
 impl fmt::Debug for Client {
@@ -177,6 +219,9 @@ impl Client {
                 budget,
                 stats: ClientStats::default(),
                 backoff,
+                connect_failures: AtomicU32::new(0),
+                unreachable: OnceLock::new(),
+                retry_log: RetryLog::default(),
             }),
             existence: Arc::new(SubscriptionsLookup),
         })
@@ -307,21 +352,36 @@ impl Client {
             }
             inner.stats.retry();
             inner.stats.throttled(delay);
-            tracing::warn!(
-                budget = %inner.budget.label(),
-                endpoint = request.path,
-                attempt = attempts,
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                %reason,
-                "retrying Attentive request"
-            );
+            inner
+                .retry_log
+                .note(inner.budget.label(), request.path, delay, &reason);
             tokio::time::sleep(delay).await;
         }
     }
 
+    /// The breaker's error, once it has tripped.
+    fn unreachable_error(&self) -> Option<Error> {
+        let inner = &*self.inner;
+        inner
+            .unreachable
+            .get()
+            .map(|(failures, last)| Error::Unreachable {
+                url: inner.base.clone(),
+                failures: *failures,
+                last: last.clone(),
+                destination: inner.config.destination.clone(),
+            })
+    }
+
     async fn attempt(&self, request: &Request, url: &Url, attempt: u32) -> Attempt {
         let inner = &*self.inner;
+        if let Some(e) = self.unreachable_error() {
+            return Attempt::Fatal(e);
+        }
         let permit = inner.budget.permit().await;
+        if let Some(e) = self.unreachable_error() {
+            return Attempt::Fatal(e); // tripped while this request waited for its turn
+        }
         inner.stats.throttled(permit.throttled());
         let builder = match request.method {
             Method::Get => inner.http.get(url.clone()),
@@ -351,6 +411,15 @@ impl Client {
                     return Attempt::Fatal(Error::Http(e));
                 }
                 permit.finish(Feedback::Overloaded);
+                if e.is_connect() {
+                    let failures = inner.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if failures >= inner.config.unreachable_after.max(1) {
+                        let _ = inner.unreachable.set((failures, error_chain(&e)));
+                        if let Some(e) = self.unreachable_error() {
+                            return Attempt::Fatal(e);
+                        }
+                    }
+                }
                 let reason = if e.is_timeout() {
                     inner.stats.timeout();
                     format!(
@@ -376,6 +445,7 @@ impl Client {
             }
         };
         inner.stats.response(status);
+        inner.connect_failures.store(0, Ordering::Relaxed);
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let limit = header("x-ratelimit-limit").and_then(wire::parse_rate_header);
         let remaining = header("x-ratelimit-remaining").and_then(wire::parse_rate_header);

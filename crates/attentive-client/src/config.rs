@@ -35,6 +35,12 @@ pub struct ClientConfig {
     /// The destination's name in the config file (`[destinations.<name>]`), used only to make
     /// error messages point at the key to fix. Default `attentive`.
     pub destination: String,
+    /// Connection failures in a row (refused, DNS, TLS, connect timeout: no answer at all)
+    /// after which the base URL is declared unreachable: every request of this client then
+    /// fails at once with [`crate::Error::Unreachable`], which stops a run. Any answer, whatever
+    /// its status, resets the count. Default 20 (with 16 contacts in flight, one failed round
+    /// of them and its retries).
+    pub unreachable_after: u32,
 }
 
 impl ClientConfig {
@@ -51,6 +57,7 @@ impl ClientConfig {
             retry_budget: RetryBudget::default(),
             custom_only_v1: false,
             destination: "attentive".to_owned(),
+            unreachable_after: 20,
         }
     }
 }

@@ -34,6 +34,19 @@ pub enum Error {
     #[error("{reason}")]
     Transient { reason: String },
 
+    /// The base URL answered nothing for many connection attempts in a row: the run stops
+    /// instead of spending its retries on a destination that is not there.
+    #[error(
+        "cannot reach Attentive at {url}: {failures} connection attempts in a row failed \
+         (last: {last}); check destinations.{destination}.base_url and the network"
+    )]
+    Unreachable {
+        url: String,
+        failures: u32,
+        last: String,
+        destination: String,
+    },
+
     /// Still failing after every retry allowed (per request, or the client's retry budget).
     #[error("gave up after {attempts} attempt(s): {last}")]
     RetriesExhausted { attempts: u32, last: String },
@@ -69,6 +82,7 @@ impl Error {
                 | Error::Forbidden { .. }
                 | Error::InvalidBaseUrl { .. }
                 | Error::InvalidConfig { .. }
+                | Error::Unreachable { .. }
                 | Error::Http(_)
         )
     }

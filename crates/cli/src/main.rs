@@ -9,6 +9,40 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod output;
 
+/// Standard output that a closed pipe (`attentive-sync plan vip | head`) silences instead of
+/// panicking: once the reader has gone, later output is dropped and the command finishes its
+/// work and exits with its usual code.
+mod stdout {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+
+    pub(crate) fn write(args: std::fmt::Arguments<'_>) {
+        if CLOSED.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+            CLOSED.store(true, Ordering::Relaxed);
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("error: writing to standard output failed: {e}");
+            }
+        }
+    }
+}
+
+/// `print!` through [`stdout::write`].
+macro_rules! out {
+    ($($t:tt)*) => { $crate::stdout::write(format_args!($($t)*)) };
+}
+
+/// `println!` through [`stdout::write`].
+macro_rules! outln {
+    () => { $crate::stdout::write(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::stdout::write(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 /// Exit codes scripts can act on (also in docs/CLI.md).
 pub(crate) mod exit {
     /// Everything went through.
@@ -268,9 +302,17 @@ fn load(config: &ConfigArg) -> Result<runner::Project> {
     Ok(runner::Project::load(&config.config)?)
 }
 
-fn open_store(project: &runner::Project) -> Result<state_store::StateStore> {
-    state_store::StateStore::open(&project.state_path)
-        .with_context(|| format!("opening the state store {}", project.state_path.display()))
+/// The state store for commands that only read it (`plan`, `runs`, `contacts show`): never
+/// creates the file (an empty store stands in until the first run), works on a read-only
+/// file, and refuses a file that is not a state database of a version this build knows.
+fn read_store(project: &runner::Project) -> Result<state_store::StateStore> {
+    let path = &project.state_path;
+    let store = state_store::StateStore::open_existing_read_only(path)
+        .with_context(|| format!("reading the state database {}", path.display()))?;
+    match store {
+        Some(s) => Ok(s),
+        None => Ok(state_store::StateStore::open_in_memory()?),
+    }
 }
 
 fn run(command: Command) -> Result<u8> {
@@ -278,12 +320,12 @@ fn run(command: Command) -> Result<u8> {
         Command::Init { dir, rows, force } => {
             let config = runner::sample::write_sample_project(&dir, rows, None, force)
                 .with_context(|| format!("writing the sample project into {}", dir.display()))?;
-            println!(
+            outln!(
                 "Wrote {} and {}.",
                 config.display(),
                 dir.join("data/customers.csv").display()
             );
-            println!(
+            outln!(
                 "Next: attentive-sync validate -c {0} && attentive-sync plan vip -c {0}",
                 config.display()
             );
@@ -298,11 +340,11 @@ fn run(command: Command) -> Result<u8> {
             sample,
         } => {
             let project = load(&config)?;
-            let store = open_store(&project)?;
+            let store = read_store(&project)?;
             let report = plan_with_progress(&project, &activation, &store, sample, output)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Text => print!("{}", output::plan_text(&report)),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Text => out!("{}", output::plan_text(&report)),
             }
             Ok(if report.counts.rejected > 0 {
                 exit::ROWS_REJECTED
@@ -319,15 +361,15 @@ fn run(command: Command) -> Result<u8> {
                 },
         } => {
             let project = load(&config)?;
-            let store = open_store(&project)?;
+            let store = read_store(&project)?;
             let key = normalize_contact(&contact)?;
             let entries = store.contact(&key).context("reading the snapshot")?;
             match format {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::to_string_pretty(&output::contact_json(&key, &entries))?
                 ),
-                Format::Text => print!("{}", output::contact_text(&key, &entries)),
+                Format::Text => out!("{}", output::contact_text(&key, &entries)),
             }
             Ok(exit::OK)
         }
@@ -353,8 +395,8 @@ fn run(command: Command) -> Result<u8> {
                 eprintln!("error: run {} failed: {e}", report.run_id);
             }
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Text => print!("{}", output::run_text(&report)),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Text => out!("{}", output::run_text(&report)),
             }
             Ok(run_exit_code(&report))
         }
@@ -401,9 +443,7 @@ fn run(command: Command) -> Result<u8> {
                     settings,
                 },
                 |addr| {
-                    use std::io::Write as _;
-                    println!("listening on http://{addr}");
-                    let _ = std::io::stdout().flush();
+                    outln!("listening on http://{addr}");
                 },
             ))?;
             Ok(exit::OK)
@@ -479,14 +519,14 @@ fn runs(command: RunsCommand) -> Result<u8> {
             format,
         } => {
             let project = load(&config)?;
-            let store = open_store(&project)?;
+            let store = read_store(&project)?;
             let runs = store.runs(activation.as_deref(), limit)?;
             match format {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::to_string_pretty(&output::runs_json(&runs))?
                 ),
-                Format::Text => print!("{}", output::runs_text(&runs)),
+                Format::Text => out!("{}", output::runs_text(&runs)),
             }
             Ok(exit::OK)
         }
@@ -499,21 +539,21 @@ fn runs(command: RunsCommand) -> Result<u8> {
             format,
         } => {
             let project = load(&config)?;
-            let store = open_store(&project)?;
+            let store = read_store(&project)?;
             let run = store
                 .run(id)?
                 .with_context(|| format!("no run with id {id}"))?;
             if let Some(path) = export {
-                let n = output::export_rows(&store, id, outcome.as_deref(), &path)?;
+                let n = output::export_rows(&project, &store, id, outcome.as_deref(), &path)?;
                 eprintln!("wrote {n} rows to {}", path.display());
             }
             let rows = store.run_rows(id, outcome.as_deref(), 0, limit)?;
             match format {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::to_string_pretty(&output::run_json(&run, &rows))?
                 ),
-                Format::Text => print!(
+                Format::Text => out!(
                     "{}",
                     output::run_summary_text(&run, &rows, outcome.as_deref())
                 ),
@@ -563,7 +603,7 @@ fn validate(config: &ConfigArg, check_key: bool) -> Result<u8> {
         for a in project.activations.values() {
             let client = runner::run::client_for(&project, &a.name)?;
             match runtime.block_on(client.me()) {
-                Ok(me) => println!(
+                Ok(me) => outln!(
                     "ok: destination {}: the key belongs to app {} of company {} ({})",
                     a.destination,
                     me.application_name.as_deref().unwrap_or("(unnamed)"),
@@ -571,19 +611,39 @@ fn validate(config: &ConfigArg, check_key: bool) -> Result<u8> {
                     me.attentive_domain_name.as_deref().unwrap_or("-")
                 ),
                 Err(e) => {
-                    println!("problem: destination {}: {e}", a.destination);
+                    outln!("problem: destination {}: {e}", a.destination);
                     problems += 1;
                 }
             }
         }
     }
     for p in project.delivery_problems() {
-        println!("problem: {p} (planning works; sending needs it)");
+        outln!("problem: {p} (planning works; sending needs it)");
         problems += 1;
+    }
+    let state = &project.state_path;
+    match state_store::StateStore::check_file(state) {
+        Ok(check) => outln!(
+            "ok: state database {}: {}",
+            state.display(),
+            match check {
+                state_store::FileCheck::WillBeCreated =>
+                    "none yet; the first run creates it".to_owned(),
+                state_store::FileCheck::WillMigrate { from, to } =>
+                    format!("schema version {from}; the next run migrates it to {to}"),
+                state_store::FileCheck::Ready { schema_version } =>
+                    format!("schema version {schema_version}, writable"),
+                _ => "usable".to_owned(),
+            }
+        ),
+        Err(e) => {
+            outln!("problem: {:#}", anyhow::Error::from(e));
+            problems += 1;
+        }
     }
     for (name, a) in &project.activations {
         match runner::plan::bind(&project, a) {
-            Ok(runner::plan::Bound { mapping, .. }) => println!(
+            Ok(runner::plan::Bound { mapping, .. }) => outln!(
                 "ok: activation {name}: model {} → destination {}, identifier `{}` ({}), {} attribute{} mapped{}",
                 a.model,
                 a.destination,
@@ -598,7 +658,7 @@ fn validate(config: &ConfigArg, check_key: bool) -> Result<u8> {
                 }
             ),
             Err(e) => {
-                println!("problem: {}", format!("{:#}", anyhow::Error::from(e)).replace('\n', "\n  "));
+                outln!("problem: {}", format!("{:#}", anyhow::Error::from(e)).replace('\n', "\n  "));
                 problems += 1;
             }
         }
@@ -610,7 +670,7 @@ fn validate(config: &ConfigArg, check_key: bool) -> Result<u8> {
             if problems == 1 { "" } else { "s" }
         );
     }
-    println!("{} is valid.", config.config.display());
+    outln!("{} is valid.", config.config.display());
     Ok(exit::OK)
 }
 
@@ -666,24 +726,24 @@ fn demo(dir: Option<&Path>) -> Result<u8> {
         )?)
     };
     let project = load()?;
-    println!("attentive-sync demo: a sample project in {}", dir.display());
-    println!("The Attentive simulator runs on {} with {seeded} contacts (nothing leaves this machine).\n", sim.base_url());
+    outln!("attentive-sync demo: a sample project in {}", dir.display());
+    outln!("The Attentive simulator runs on {} with {seeded} contacts (nothing leaves this machine).\n", sim.base_url());
 
-    println!("== 1. plan: what a run would send\n");
-    let store = open_store(&project)?;
+    outln!("== 1. plan: what a run would send\n");
+    let store = read_store(&project)?;
     let report = plan_with_progress(&project, "vip", &store, 3, None)?;
     drop(store);
-    print!("{}", output::plan_text(&report));
+    out!("{}", output::plan_text(&report));
 
-    println!("\n== 2. run: check each contact exists (read-only), update it, commit what Attentive acknowledged\n");
+    outln!("\n== 2. run: check each contact exists (read-only), update it, commit what Attentive acknowledged\n");
     let first = run_activation(&project, "vip", runner::run::RunOptions::default())?;
-    print!("{}", output::run_text(&first));
+    out!("{}", output::run_text(&first));
 
-    println!("\n== 3. run again: nothing changed, nothing is sent\n");
+    outln!("\n== 3. run again: nothing changed, nothing is sent\n");
     let second = run_activation(&project, "vip", runner::run::RunOptions::default())?;
-    print!("{}", output::run_text(&second));
+    out!("{}", output::run_text(&second));
 
-    println!(
+    outln!(
         "\n== 4. edit one cell (line 2's city), run again: one attribute of one contact is sent\n"
     );
     let edited = text
@@ -705,8 +765,8 @@ fn demo(dir: Option<&Path>) -> Result<u8> {
         + "\n";
     std::fs::write(&sample_path, edited)?;
     let third = run_activation(&load()?, "vip", runner::run::RunOptions::default())?;
-    print!("{}", output::run_text(&third));
-    println!(
+    out!("{}", output::run_text(&third));
+    outln!(
         "\nThe simulator holds {} contacts (it had {seeded}: the tool never creates one) and recorded {} violations (subscription calls, nulls).",
         sim.contact_count(),
         sim.violations().len()

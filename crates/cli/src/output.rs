@@ -315,19 +315,18 @@ pub(crate) fn run_summary_text(
     s
 }
 
-/// Writes a run's rows (optionally of one outcome) as CSV; returns how many.
+/// Writes a run's rows (optionally of one outcome) as CSV; returns how many. The file is
+/// never one of the project's own (config, model, state) and appears only once complete.
 pub(crate) fn export_rows(
+    project: &runner::Project,
     store: &state_store::StateStore,
     run_id: i64,
     outcome: Option<&str>,
     path: &std::path::Path,
 ) -> anyhow::Result<u64> {
-    use anyhow::Context as _;
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
-    let mut n = 0u64;
     use std::io::Write as _;
+    let mut w = runner::output::OutputFile::create(project, path)?;
+    let mut n = 0u64;
     writeln!(w, "row,contact,outcome,code,message,attributes")?;
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     loop {
@@ -349,6 +348,6 @@ pub(crate) fn export_rows(
         }
         n += rows.len() as u64;
     }
-    w.flush()?;
+    w.finish()?;
     Ok(n)
 }

@@ -8,6 +8,7 @@
 pub mod fingerprint;
 pub mod mapping;
 pub mod memory;
+pub mod message;
 pub mod normalize;
 pub mod plan;
 pub mod ports;

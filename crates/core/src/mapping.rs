@@ -96,6 +96,38 @@ pub enum CustomType {
     Datetime,
 }
 
+impl CustomType {
+    /// Every custom type, in the order messages list them.
+    pub const ALL: [CustomType; 5] = [
+        CustomType::String,
+        CustomType::Number,
+        CustomType::Bool,
+        CustomType::Date,
+        CustomType::Datetime,
+    ];
+
+    /// The name used in config files (`number`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CustomType::String => "string",
+            CustomType::Number => "number",
+            CustomType::Bool => "bool",
+            CustomType::Date => "date",
+            CustomType::Datetime => "datetime",
+        }
+    }
+
+    /// Looks a type up by its config name.
+    pub fn from_name(name: &str) -> Option<CustomType> {
+        CustomType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The comma-separated list of config names, for messages.
+    pub fn names() -> String {
+        CustomType::ALL.map(CustomType::name).join(", ")
+    }
+}
+
 /// What to do when a mapped value is null or empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -213,6 +245,7 @@ pub enum MappingError {
     #[error(
         "column `{column}` (mapped to {target}) is not in the model; its columns are: {available}"
     )]
+    /// `column` and `available` are cut for messages (see [`crate::message`]).
     UnknownColumn {
         column: String,
         target: String,
@@ -237,6 +270,41 @@ pub enum MappingError {
     },
     #[error("a custom type applies to custom attributes only, not to standard field `{field}`")]
     TypeOnStandard { field: StandardField },
+    #[error("{}", clear_identifier_message(*field))]
+    ClearIdentifier { field: StandardField },
+}
+
+/// Why `on_null = "clear"` cannot go with a mapped `email`/`phone` standard field.
+pub fn clear_identifier_message(field: StandardField) -> String {
+    format!(
+        "on_null = \"clear\" cannot apply to standard field `{field}`: Attentive cannot remove a \
+         contact's {field} through attribute updates, so every clear would reject the contact; \
+         use on_null = \"omit\", or map `{field}` in an activation of its own with on_null = \"omit\""
+    )
+}
+
+/// Whether `on_null = "clear"` may clear `attribute` by sending `""`: only string fields.
+///
+/// Never an identifier field (`email`, `phone`: Attentive cannot remove them; the config
+/// refuses the combination), never a non-string field: `age` (integer), `date_of_birth` (a
+/// date), a custom attribute declared `number`, `bool`, `date` or `datetime`, or an undeclared
+/// custom attribute whose last acknowledged value (`previous`) is not text. For those a null is
+/// omitted, as with `on_null = "omit"`: the value last sent stays in Attentive.
+pub fn clears_with_empty_string(
+    attribute: &AttributeId,
+    custom_type: Option<CustomType>,
+    previous: Option<&crate::value::Canonical>,
+) -> bool {
+    use StandardField as F;
+    match attribute {
+        AttributeId::Standard(F::Email | F::Phone | F::Age | F::DateOfBirth) => false,
+        AttributeId::Standard(_) => true,
+        AttributeId::Custom(_) => match custom_type {
+            Some(CustomType::String) => true,
+            Some(_) => false,
+            None => matches!(previous, Some(crate::value::Canonical::Text(_))),
+        },
+    }
 }
 
 /// Longest custom attribute name Attentive accepts.
@@ -300,9 +368,9 @@ impl Mapping {
             let idx = columns.iter().position(|c| c == column);
             if idx.is_none() {
                 errors.push(MappingError::UnknownColumn {
-                    column: column.to_owned(),
+                    column: crate::message::excerpt(column).into_owned(),
                     target,
-                    available: columns.join(", "),
+                    available: crate::message::name_list(columns),
                 });
             }
             idx
@@ -334,6 +402,10 @@ impl Mapping {
                             field: *field,
                             column: self.identifier.column.clone(),
                         });
+                    } else if self.on_null == OnNull::Clear
+                        && matches!(field, StandardField::Email | StandardField::Phone)
+                    {
+                        errors.push(MappingError::ClearIdentifier { field: *field });
                     }
                 }
             }
@@ -461,6 +533,31 @@ mod tests {
         let keys: Vec<_> = b.attribute_keys().collect();
         assert_eq!(keys, ["custom:Zed", "std:city"]);
         assert_eq!(b.attributes[0].index, 1);
+    }
+
+    /// Issue 12, item 8: `on_null = "clear"` with a mapped phone field made every later
+    /// write of the contact a rejection; the mapping refuses it.
+    #[test]
+    fn regression_clear_with_a_phone_field_is_refused() {
+        let cols = vec!["email".to_string(), "mobile".to_string()];
+        let mut m = mapping(vec![attr(
+            AttributeId::Standard(StandardField::Phone),
+            "mobile",
+        )]);
+        assert!(m.bind(&cols).is_ok());
+        m.on_null = OnNull::Clear;
+        let errs = m.bind(&cols).unwrap_err();
+        assert_eq!(
+            errs,
+            [MappingError::ClearIdentifier {
+                field: StandardField::Phone
+            }]
+        );
+        let text = errs[0].to_string();
+        assert!(
+            text.contains("cannot apply to standard field `phone`"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use chrono::{Datelike, NaiveDate};
 
 use crate::mapping::{CustomType, DateOrder, IdentifierKind, NormalizeOptions, StandardField};
-use crate::value::{Canonical, NumberText, Value};
+use crate::value::{Canonical, NumberError, NumberText, Value};
 
 /// Why a value was refused: the rule it broke, in words a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +26,52 @@ pub const MAX_EMAIL_CHARS: usize = 100;
 /// Longest free-text standard field accepted.
 pub const MAX_TEXT_CHARS: usize = 255;
 
+/// Refuses control characters (Unicode category Cc: NUL and the other C0 controls, DEL, C1
+/// controls) other than tab, line feed and carriage return: they are never part of a real
+/// value, and sent along they corrupt what Attentive stores.
+pub fn check_controls(t: &str) -> Result<(), Invalid> {
+    match t
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Some((i, c)) => invalid(format!(
+            "contains the control character U+{:04X} at character {}; text values must not contain control characters (other than tab, line feed and carriage return)",
+            u32::from(c),
+            i + 1
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether `c` is a format character (Unicode category Cf: zero-width space, joiners,
+/// direction marks, byte-order mark, tags...): invisible when printed. Table from Unicode 16.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0xAD | 0x600..=0x605
+            | 0x61C
+            | 0x6DD
+            | 0x70F
+            | 0x890..=0x891
+            | 0x8E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
 /// The text of a cell for text-based rules; `None` for null or blank.
 fn text_of(v: &Value) -> Result<Option<std::borrow::Cow<'_, str>>, Invalid> {
     use std::borrow::Cow;
@@ -33,6 +79,7 @@ fn text_of(v: &Value) -> Result<Option<std::borrow::Cow<'_, str>>, Invalid> {
         Value::Null => None,
         Value::Text(s) | Value::Number(s) | Value::Timestamp(s) => {
             let t = s.trim();
+            check_controls(t)?;
             (!t.is_empty()).then_some(Cow::Borrowed(t))
         }
         Value::Int(i) => Some(Cow::Owned(i.to_string())),
@@ -115,6 +162,12 @@ fn email_slow(t: &str) -> Result<String, Invalid> {
     }
     if e.chars().any(char::is_whitespace) {
         return invalid("email must not contain spaces");
+    }
+    if let Some(c) = e.chars().find(|&c| c.is_control() || is_format_char(c)) {
+        return invalid(format!(
+            "email contains the invisible or control character U+{:04X}; an address has none",
+            u32::from(c)
+        ));
     }
     let mut parts = e.split('@');
     let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
@@ -289,50 +342,127 @@ pub fn region(raw: &str) -> Result<String, Invalid> {
     }
 }
 
-/// Latitude or longitude: a number within ±`limit`, sent as the text given (trimmed).
-pub fn coordinate(raw: &str, limit: f64, what: &str) -> Result<String, Invalid> {
+/// Latitude or longitude: a decimal number within ±`limit` degrees, compared exactly (no
+/// float rounding), sent as the text given (trimmed, without a leading `+`).
+pub fn coordinate(raw: &str, limit: u32, what: &str) -> Result<String, Invalid> {
     let t = raw.trim();
-    let ok_form = NumberText::parse(t).is_some() && !t.contains(['e', 'E']);
-    match t.parse::<f64>() {
-        Ok(x) if ok_form && x.is_finite() && x.abs() <= limit => {
-            Ok(t.trim_start_matches('+').to_owned())
-        }
-        Ok(x) if ok_form && x.is_finite() => {
-            invalid(format!("{what} must be between -{limit} and {limit}"))
-        }
-        _ => invalid(format!("{what} is not a decimal number")),
+    let not_decimal = || invalid(format!("{what} is not a decimal number"));
+    if t.contains(['e', 'E']) {
+        return not_decimal();
     }
+    // Without an exponent the canonical text is as long as the input at most, and exact.
+    let canonical = match NumberText::parse_checked(t) {
+        Ok(n) => n.as_str().to_owned(),
+        Err(NumberError::NotANumber) => return not_decimal(),
+        Err(NumberError::OutOfRange) => String::new(),
+        // A non-zero value below 1e-308 degrees is within range; it is sent as text.
+        Err(NumberError::Underflow) => "0".to_owned(),
+    };
+    let magnitude = canonical.trim_start_matches('-');
+    let (int, frac) = magnitude.split_once('.').unwrap_or((magnitude, ""));
+    let within = match int.parse::<u32>() {
+        Ok(i) => i < limit || (i == limit && frac.is_empty()),
+        Err(_) => false,
+    };
+    if !within {
+        return invalid(format!("{what} must be between -{limit} and {limit}"));
+    }
+    Ok(t.trim_start_matches('+').to_owned())
+}
+
+/// `YYYY-MM-DD` (or with `/` when `slash`): the year exactly four digits, month and day one or
+/// two, one kind of separator. `None` when `t` is not of this shape; `Some(None)` when it is but
+/// names no real day (`1990-02-29`, month 13).
+fn ymd(t: &str, slash: bool) -> Option<Option<NaiveDate>> {
+    let sep = [b'-', b'/']
+        .into_iter()
+        .take(if slash { 2 } else { 1 })
+        .find(|s| t.as_bytes().get(4) == Some(s))?;
+    let mut parts = t.split(char::from(sep));
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let digits = |p: &str, lens: std::ops::RangeInclusive<usize>| {
+        lens.contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !(digits(y, 4..=4) && digits(m, 1..=2) && digits(d, 1..=2)) {
+        return None;
+    }
+    let n = |p: &str| p.parse::<u32>().unwrap_or(0);
+    Some(NaiveDate::from_ymd_opt(y.parse().unwrap_or(0), n(m), n(d)))
+}
+
+/// Largest UTC offset accepted in a datetime (real offsets are within −12:00 and +14:00).
+const MAX_OFFSET_SECONDS: i32 = 18 * 3600;
+
+/// An ISO-8601 datetime: `YYYY-MM-DD`, then `T` (or `t`, or a space) and a time (hours
+/// 00–23, minutes 00–59, seconds optional, a fraction allowed), then `Z` or an offset
+/// `±hh:mm` within ±18:00, or no offset (UTC). `Err(true)` when it has this shape but names
+/// no real day; `Err(false)` otherwise.
+fn parse_datetime(t: &str) -> Result<chrono::DateTime<chrono::Utc>, bool> {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    let (Some(day), Some(sep)) = (t.get(..10), t.as_bytes().get(10)) else {
+        return Err(false);
+    };
+    if day.len() != 10 || !matches!(sep, b'T' | b't' | b' ') {
+        return Err(false);
+    }
+    match ymd(day, false) {
+        None => return Err(false),
+        Some(None) => return Err(true),
+        Some(Some(_)) => {}
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        if dt.offset().local_minus_utc().abs() > MAX_OFFSET_SECONDS {
+            return Err(false);
+        }
+        return Ok(dt.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(&t.replacen('t', "T", 1), fmt) {
+            return Ok(n.and_utc());
+        }
+    }
+    Err(false)
 }
 
 /// Parses a date in the forms the activation allows.
 pub fn date(v: &Value, order: DateOrder) -> Result<NaiveDate, Invalid> {
-    match v {
-        Value::Date(d) => return Ok(*d),
-        Value::Timestamp(s) => {
-            if let Some(d) = s
-                .get(..10)
-                .and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok())
-            {
-                return Ok(d);
-            }
-        }
-        _ => {}
+    if let Value::Date(d) = v {
+        return Ok(*d);
     }
     let Some(t) = text_of(v)? else {
         return invalid("date is empty");
     };
     let t = t.as_ref();
-    // ISO-8601 datetime: take the date part.
-    let date_part = match t.find(['T', 't', ' ']) {
-        Some(10) => &t[..10],
-        _ => t,
+    let not_real = || invalid(format!("date {t:?} is not a real calendar date"));
+    // An ISO-8601 datetime: the date part as written, once the whole datetime is checked.
+    let (date_part, time_part) = match t.find(['T', 't', ' ']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
     };
-    for fmt in ["%Y-%m-%d", "%Y/%m/%d"] {
-        if let Ok(d) = NaiveDate::parse_from_str(date_part, fmt) {
-            return Ok(d);
+    match (ymd(date_part, true), time_part) {
+        (Some(None), _) => return not_real(),
+        (Some(Some(d)), None) => return Ok(d),
+        (Some(Some(d)), Some(time)) => {
+            let iso = format!("{}T{time}", d.format("%Y-%m-%d"));
+            return match parse_datetime(&iso) {
+                Ok(_) => Ok(d),
+                Err(_) => invalid(format!(
+                    "date {t:?} has a time part that is not a valid ISO-8601 time (hours 00-23, minutes and seconds 00-59, offset Z or \u{b1}hh:mm within \u{b1}18:00)"
+                )),
+            };
         }
+        (None, _) => {}
     }
-    let numeric: Vec<&str> = date_part.split(['/', '-', '.']).collect();
+    let numeric: Vec<&str> = t.split(['/', '-', '.']).collect();
     let shaped = numeric.len() == 3
         && numeric[0].len() <= 2
         && numeric[1].len() <= 2
@@ -352,10 +482,7 @@ pub fn date(v: &Value, order: DateOrder) -> Result<NaiveDate, Invalid> {
                 ))
             }
         };
-        return NaiveDate::from_ymd_opt(year, m, d).map_or_else(
-            || invalid(format!("date {t:?} is not a real calendar date")),
-            Ok,
-        );
+        return NaiveDate::from_ymd_opt(year, m, d).map_or_else(not_real, Ok);
     }
     invalid(format!(
         "date {t:?} is not in a known form (YYYY-MM-DD, YYYY/MM/DD, ISO-8601{})",
@@ -390,12 +517,24 @@ pub fn age(v: &Value) -> Result<i64, Invalid> {
             let Some(t) = text_of(other)? else {
                 return invalid("age is empty");
             };
-            let Some(num) = NumberText::parse(&t) else {
-                return invalid("age is not a number");
+            let num = match NumberText::parse_checked(&t) {
+                Ok(num) => num,
+                Err(NumberError::NotANumber) => return invalid("age is not a number"),
+                Err(NumberError::OutOfRange) if t.starts_with('-') => {
+                    return invalid("age must not be negative")
+                }
+                Err(NumberError::OutOfRange) => return invalid("age is out of range: at most 150"),
+                Err(NumberError::Underflow) => return invalid("age must be a whole number"),
             };
-            match num.as_str().parse::<i64>() {
+            let text = num.as_str();
+            if text.contains('.') {
+                return invalid("age must be a whole number");
+            }
+            match text.parse::<i64>() {
                 Ok(i) => i,
-                Err(_) => return invalid("age must be a whole number"),
+                // A whole number beyond i64: its sign says which end of the range it is off.
+                Err(_) if text.starts_with('-') => i64::MIN,
+                Err(_) => i64::MAX,
             }
         }
     };
@@ -403,7 +542,7 @@ pub fn age(v: &Value) -> Result<i64, Invalid> {
         return invalid("age must not be negative");
     }
     if n > 150 {
-        return invalid("age must be at most 150");
+        return invalid("age is out of range: at most 150");
     }
     Ok(n)
 }
@@ -524,8 +663,8 @@ pub fn standard(
         F::ZipCode => text(&t, 32)?,
         F::Country => country(&t)?,
         F::Region => region(&t)?,
-        F::Latitude => coordinate(&t, 90.0, "latitude")?,
-        F::Longitude => coordinate(&t, 180.0, "longitude")?,
+        F::Latitude => coordinate(&t, 90, "latitude")?,
+        F::Longitude => coordinate(&t, 180, "longitude")?,
         F::TimeZone => time_zone(&t)?,
         F::Language => language(&t)?,
         F::Website => website(&t)?,
@@ -556,7 +695,7 @@ pub(crate) fn boolean(t: &str) -> Option<bool> {
 
 /// ISO-8601 datetime in UTC (`2024-05-01T12:00:00Z`, fractional seconds kept).
 pub fn datetime(v: &Value) -> Result<String, Invalid> {
-    use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+    use chrono::SecondsFormat;
     if let Value::Date(d) = v {
         return Ok(format!("{}T00:00:00Z", d.format("%Y-%m-%d")));
     }
@@ -564,26 +703,19 @@ pub fn datetime(v: &Value) -> Result<String, Invalid> {
         return invalid("datetime is empty");
     };
     let t = t.as_ref();
-    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-        return Ok(dt
-            .with_timezone(&Utc)
-            .to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    let not_real = || invalid(format!("{t:?} is not a real calendar date"));
+    match parse_datetime(t) {
+        Ok(dt) => return Ok(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        Err(true) => return not_real(),
+        Err(false) => {}
     }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
-            return Ok(n.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true));
-        }
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return Ok(format!("{}T00:00:00Z", d.format("%Y-%m-%d")));
+    match ymd(t, false) {
+        Some(Some(d)) => return Ok(format!("{}T00:00:00Z", d.format("%Y-%m-%d"))),
+        Some(None) => return not_real(),
+        None => {}
     }
     invalid(format!(
-        "{t:?} is not an ISO-8601 datetime (like 2024-05-01T12:00:00Z)"
+        "{t:?} is not an ISO-8601 datetime (like 2024-05-01T12:00:00Z; hours 00-23, offset Z or \u{b1}hh:mm within \u{b1}18:00)"
     ))
 }
 
@@ -605,11 +737,14 @@ pub fn custom(
         None => match v {
             Value::Bool(b) => Canonical::Bool(*b),
             Value::Int(i) => Canonical::Int(*i),
-            Value::Number(n) => match NumberText::parse(n) {
-                Some(n) => number(n),
-                None => return invalid(format!("{n:?} is not a number")),
+            Value::Number(n) => match NumberText::parse_checked(n) {
+                Ok(n) => number(n),
+                Err(e) => return invalid(format!("{:?} {}", n.trim(), e.rule())),
             },
-            Value::Text(s) => Canonical::Text(s.trim().to_owned()),
+            Value::Text(s) => {
+                check_controls(s.trim())?;
+                Canonical::Text(s.trim().to_owned())
+            }
             Value::Date(d) => Canonical::Text(d.format("%Y-%m-%d").to_string()),
             Value::Timestamp(_) => Canonical::Text(datetime(v)?),
             Value::Null => return Ok(None),
@@ -627,9 +762,15 @@ pub fn custom(
             Value::Int(i) => Canonical::Int(*i),
             other => {
                 let t = text_of(other)?.unwrap_or_default();
-                match NumberText::parse(&t) {
-                    Some(n) if !matches!(other, Value::Bool(_) | Value::Date(_)) => number(n),
-                    _ => return invalid(format!("{t:?} is not a number (declared type number)")),
+                match NumberText::parse_checked(&t) {
+                    Ok(n) if !matches!(other, Value::Bool(_) | Value::Date(_)) => number(n),
+                    Ok(_) => {
+                        return invalid(format!(
+                            "{t:?} {} (declared type number)",
+                            NumberError::NotANumber.rule()
+                        ))
+                    }
+                    Err(e) => return invalid(format!("{t:?} {} (declared type number)", e.rule())),
                 }
             }
         },

@@ -662,7 +662,16 @@ impl<'m> Planner<'m> {
                 None => {
                     let cleared = Canonical::Text(String::new());
                     let fp = fingerprint::value_fingerprint(&cleared);
-                    if m.on_null == OnNull::Clear && prev.is_some_and(|p| p.fingerprint != fp) {
+                    // `""` only goes to string fields; for others a null is omitted.
+                    let clears = prev.is_some_and(|p| {
+                        p.fingerprint != fp
+                            && crate::mapping::clears_with_empty_string(
+                                &a.attribute,
+                                a.custom_type,
+                                Some(&p.value),
+                            )
+                    });
+                    if m.on_null == OnNull::Clear && clears {
                         changes.push(AttributeChange {
                             attribute: i,
                             value: None,

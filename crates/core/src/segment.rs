@@ -16,7 +16,11 @@
 //! literal    = 'text' | number | true | false  (single quotes; '' inside is one ')
 //! ```
 //!
-//! Keywords are case-insensitive. Evaluation follows SQL's three-valued logic, so a filter
+//! Keywords are case-insensitive. `(` and `not` nest at most [`MAX_NESTING`] deep; a chain
+//! of `and`s or `or`s is one node however long it is, so no filter the parser accepts can
+//! exhaust the stack when it is bound, evaluated, written back, cloned or dropped.
+//!
+//! Evaluation follows SQL's three-valued logic, so a filter
 //! means the same on a file as in a `WHERE`: a comparison with a null cell (SQL `NULL`, JSON
 //! `null`, a missing key, or an empty or blank text cell) is *unknown*, `not unknown` is
 //! unknown, and a row is in the segment only when the filter is *true*.
@@ -32,15 +36,29 @@
 //! row is rejected with the column, the value and the rule, rather than silently left out.
 
 use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::value::{SourceRow, Value};
 
+/// How deep `(` and `not` may nest in a filter. Past it the filter is a syntax error: real
+/// filters nest a few levels, and the limit keeps every recursive walk of a filter (parsing,
+/// binding, evaluating, writing it back, dropping it) far from the end of the stack.
+pub const MAX_NESTING: usize = 64;
+
 /// A parsed filter, not yet checked against a model's columns.
+///
+/// A chain `a and b and c` is one [`Filter::And`] of its operands (likewise `or`), so a long
+/// chain is a wide node, not a deep tree. The parser makes `And` and `Or` of at least two
+/// operands and never an `And` directly inside an `And` without parentheses (or `Or` in `Or`);
+/// other shapes evaluate as expected (an empty `And` is true, an empty `Or` false) but do not
+/// write back to text that parses to themselves.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    And(Box<Filter>, Box<Filter>),
-    Or(Box<Filter>, Box<Filter>),
+    /// Every operand holds.
+    And(Vec<Filter>),
+    /// Some operand holds.
+    Or(Vec<Filter>),
     Not(Box<Filter>),
     Compare {
         column: String,
@@ -106,14 +124,34 @@ pub enum Literal {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
     /// The text is not a filter. `at` is the character position (0-based) of the problem.
-    #[error("{message} at character {}:\n  {text}\n  {}^", at + 1, " ".repeat(*at))]
+    /// The message shows the text around it (at most [`CARET_CONTEXT`] characters each side).
+    #[error("{message} at character {}:\n{}", at + 1, caret(text, *at))]
     Syntax {
         text: String,
         at: usize,
         message: String,
     },
+    /// `column` and `available` are cut for messages (see [`crate::message`]).
     #[error("the filter names column `{column}`, which is not in the model; its columns are: {available}")]
     UnknownColumn { column: String, available: String },
+}
+
+/// How many characters of a filter a syntax error shows each side of the problem.
+pub const CARET_CONTEXT: usize = 40;
+
+/// The text around character `at` on one line, `…` where it is cut, and a caret under `at` on
+/// the next.
+fn caret(text: &str, at: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let start = at.saturating_sub(CARET_CONTEXT);
+    let end = chars.len().min(at.saturating_add(CARET_CONTEXT));
+    let (before, after) = (
+        if start > 0 { "…" } else { "" },
+        if end < chars.len() { "…" } else { "" },
+    );
+    let shown: String = chars.get(start..end).unwrap_or_default().iter().collect();
+    let pad = " ".repeat(before.chars().count() + at - start.min(at));
+    format!("  {before}{shown}{after}\n  {pad}^")
 }
 
 /// A cell the filter could not compare: the row is rejected with this.
@@ -133,6 +171,7 @@ impl Filter {
             text,
             tokens,
             pos: 0,
+            nesting: 0,
         };
         let f = p.or()?;
         match p.peek() {
@@ -149,8 +188,17 @@ impl Filter {
 
     /// Checks every column against the model's and resolves them to positions.
     pub fn bind(&self, columns: &[String]) -> Result<BoundFilter, Vec<FilterError>> {
-        let mut errors = Vec::new();
-        let node = bind_node(self, columns, &mut errors);
+        let mut binder = Binder {
+            columns,
+            positions: HashMap::with_capacity(columns.len()),
+            unknown: HashSet::new(),
+            errors: Vec::new(),
+        };
+        for (i, c) in columns.iter().enumerate().rev() {
+            binder.positions.insert(c.as_str(), i);
+        }
+        let node = binder.node(self);
+        let errors = binder.errors;
         if errors.is_empty() {
             Ok(BoundFilter {
                 text: self.to_string(),
@@ -163,9 +211,10 @@ impl Filter {
 
     fn columns<'a>(&'a self, out: &mut Vec<&'a str>) {
         match self {
-            Filter::And(a, b) | Filter::Or(a, b) => {
-                a.columns(out);
-                b.columns(out);
+            Filter::And(operands) | Filter::Or(operands) => {
+                for o in operands {
+                    o.columns(out);
+                }
             }
             Filter::Not(a) => a.columns(out),
             Filter::Compare { column, .. }
@@ -175,53 +224,59 @@ impl Filter {
     }
 }
 
-fn bind_node(f: &Filter, columns: &[String], errors: &mut Vec<FilterError>) -> Node {
-    let mut index = |column: &str| {
-        columns.iter().position(|c| c == column).unwrap_or_else(|| {
-            let e = FilterError::UnknownColumn {
-                column: column.to_owned(),
-                available: columns.join(", "),
-            };
-            if !errors.contains(&e) {
-                errors.push(e);
-            }
-            0
-        })
-    };
-    match f {
-        Filter::And(a, b) => Node::And(
-            Box::new(bind_node(a, columns, errors)),
-            Box::new(bind_node(b, columns, errors)),
-        ),
-        Filter::Or(a, b) => Node::Or(
-            Box::new(bind_node(a, columns, errors)),
-            Box::new(bind_node(b, columns, errors)),
-        ),
-        Filter::Not(a) => Node::Not(Box::new(bind_node(a, columns, errors))),
-        Filter::Compare {
-            column,
-            op,
-            literal,
-        } => Node::Compare {
-            index: index(column),
-            column: column.clone(),
-            op: *op,
-            literal: BoundLiteral::new(literal),
-        },
-        Filter::In {
-            column,
-            negated,
-            literals,
-        } => Node::In {
-            index: index(column),
-            column: column.clone(),
-            negated: *negated,
-            literals: literals.iter().map(BoundLiteral::new).collect(),
-        },
-        Filter::IsNull { column, negated } => Node::IsNull {
-            index: index(column),
-            negated: *negated,
-        },
+/// Resolves a filter's columns to positions, noting each unknown column once.
+struct Binder<'c> {
+    columns: &'c [String],
+    /// Each name's first position.
+    positions: HashMap<&'c str, usize>,
+    unknown: HashSet<String>,
+    errors: Vec<FilterError>,
+}
+
+impl Binder<'_> {
+    fn index(&mut self, column: &str) -> usize {
+        if let Some(&i) = self.positions.get(column) {
+            return i;
+        }
+        if self.unknown.insert(column.to_owned()) {
+            self.errors.push(FilterError::UnknownColumn {
+                column: crate::message::excerpt(column).into_owned(),
+                available: crate::message::name_list(self.columns),
+            });
+        }
+        0
+    }
+
+    fn node(&mut self, f: &Filter) -> Node {
+        match f {
+            Filter::And(operands) => Node::And(operands.iter().map(|o| self.node(o)).collect()),
+            Filter::Or(operands) => Node::Or(operands.iter().map(|o| self.node(o)).collect()),
+            Filter::Not(a) => Node::Not(Box::new(self.node(a))),
+            Filter::Compare {
+                column,
+                op,
+                literal,
+            } => Node::Compare {
+                index: self.index(column),
+                column: column.clone(),
+                op: *op,
+                literal: BoundLiteral::new(literal),
+            },
+            Filter::In {
+                column,
+                negated,
+                literals,
+            } => Node::In {
+                index: self.index(column),
+                column: column.clone(),
+                negated: *negated,
+                literals: literals.iter().map(BoundLiteral::new).collect(),
+            },
+            Filter::IsNull { column, negated } => Node::IsNull {
+                index: self.index(column),
+                negated: *negated,
+            },
+        }
     }
 }
 
@@ -240,16 +295,26 @@ impl fmt::Display for Filter {
                 write!(f, "{node}")
             }
         }
+        // An operand of `or` that is an `or` itself (or of `and` that is an `and`) was written
+        // in parentheses: without them it would have joined the chain.
         match self {
-            Filter::Or(a, b) => {
-                operand(f, a, 1)?;
-                f.write_str(" or ")?;
-                operand(f, b, 2)
+            Filter::Or(operands) => {
+                for (i, o) in operands.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" or ")?;
+                    }
+                    operand(f, o, 2)?;
+                }
+                Ok(())
             }
-            Filter::And(a, b) => {
-                operand(f, a, 2)?;
-                f.write_str(" and ")?;
-                operand(f, b, 3)
+            Filter::And(operands) => {
+                for (i, o) in operands.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" and ")?;
+                    }
+                    operand(f, o, 3)?;
+                }
+                Ok(())
             }
             Filter::Not(a) => {
                 f.write_str("not ")?;
@@ -534,6 +599,8 @@ struct Parser<'t> {
     text: &'t str,
     tokens: Vec<Token>,
     pos: usize,
+    /// How many `(` and `not` enclose the current position.
+    nesting: usize,
 }
 
 impl Parser<'_> {
@@ -573,40 +640,68 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Filter, FilterError> {
-        let mut left = self.and()?;
-        while self.keyword(Keyword::Or) {
-            let right = self.and()?;
-            left = Filter::Or(Box::new(left), Box::new(right));
+        let first = self.and()?;
+        if !self.keyword(Keyword::Or) {
+            return Ok(first);
         }
-        Ok(left)
+        let mut operands = vec![first];
+        loop {
+            operands.push(self.and()?);
+            if !self.keyword(Keyword::Or) {
+                return Ok(Filter::Or(operands));
+            }
+        }
     }
 
     fn and(&mut self) -> Result<Filter, FilterError> {
-        let mut left = self.unary()?;
-        while self.keyword(Keyword::And) {
-            let right = self.unary()?;
-            left = Filter::And(Box::new(left), Box::new(right));
+        let first = self.unary()?;
+        if !self.keyword(Keyword::And) {
+            return Ok(first);
         }
-        Ok(left)
+        let mut operands = vec![first];
+        loop {
+            operands.push(self.unary()?);
+            if !self.keyword(Keyword::And) {
+                return Ok(Filter::And(operands));
+            }
+        }
+    }
+
+    /// One more level of `(` or `not`, at character `at`; an error past [`MAX_NESTING`].
+    fn nest(&mut self, at: usize) -> Result<(), FilterError> {
+        if self.nesting >= MAX_NESTING {
+            return Err(self.error(
+                at,
+                format!(
+                    "`(` and `not` nest more than {MAX_NESTING} deep here; a filter may nest                      them at most {MAX_NESTING} deep (a chain of `and`s or `or`s needs no                      parentheses)"
+                ),
+            ));
+        }
+        self.nesting += 1;
+        self.pos += 1;
+        Ok(())
     }
 
     fn unary(&mut self) -> Result<Filter, FilterError> {
-        if self.keyword(Keyword::Not) {
-            return Ok(Filter::Not(Box::new(self.unary()?)));
+        let Some(&Token { ref kind, at }) = self.peek() else {
+            return self.comparison();
+        };
+        match kind {
+            TokenKind::Keyword(Keyword::Not) => {
+                self.nest(at)?;
+                let inner = self.unary()?;
+                self.nesting -= 1;
+                Ok(Filter::Not(Box::new(inner)))
+            }
+            TokenKind::Open => {
+                self.nest(at)?;
+                let inner = self.or()?;
+                self.expect(&TokenKind::Close, "`)`")?;
+                self.nesting -= 1;
+                Ok(inner)
+            }
+            _ => self.comparison(),
         }
-        if matches!(
-            self.peek(),
-            Some(Token {
-                kind: TokenKind::Open,
-                ..
-            })
-        ) {
-            self.pos += 1;
-            let inner = self.or()?;
-            self.expect(&TokenKind::Close, "`)`")?;
-            return Ok(inner);
-        }
-        self.comparison()
     }
 
     fn comparison(&mut self) -> Result<Filter, FilterError> {
@@ -738,8 +833,8 @@ pub struct BoundFilter {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
-    And(Box<Node>, Box<Node>),
-    Or(Box<Node>, Box<Node>),
+    And(Vec<Node>),
+    Or(Vec<Node>),
     Not(Box<Node>),
     Compare {
         index: usize,
@@ -853,22 +948,30 @@ impl BoundFilter {
 
     fn eval(&self, node: &Node, row: &SourceRow) -> Result<Truth, FilterProblem> {
         Ok(match node {
-            Node::And(a, b) => match self.eval(a, row)? {
-                Truth::False => Truth::False,
-                left => match (left, self.eval(b, row)?) {
-                    (_, Truth::False) => Truth::False,
-                    (Truth::True, Truth::True) => Truth::True,
-                    _ => Truth::Unknown,
-                },
-            },
-            Node::Or(a, b) => match self.eval(a, row)? {
-                Truth::True => Truth::True,
-                left => match (left, self.eval(b, row)?) {
-                    (_, Truth::True) => Truth::True,
-                    (Truth::False, Truth::False) => Truth::False,
-                    _ => Truth::Unknown,
-                },
-            },
+            // Left to right, stopping at the first operand that decides: a cell after it is
+            // not read (and cannot be a problem).
+            Node::And(operands) => {
+                let mut all = Truth::True;
+                for o in operands {
+                    match self.eval(o, row)? {
+                        Truth::False => return Ok(Truth::False),
+                        Truth::Unknown => all = Truth::Unknown,
+                        Truth::True => {}
+                    }
+                }
+                all
+            }
+            Node::Or(operands) => {
+                let mut any = Truth::False;
+                for o in operands {
+                    match self.eval(o, row)? {
+                        Truth::True => return Ok(Truth::True),
+                        Truth::Unknown => any = Truth::Unknown,
+                        Truth::False => {}
+                    }
+                }
+                any
+            }
             Node::Not(a) => match self.eval(a, row)? {
                 Truth::True => Truth::False,
                 Truth::False => Truth::True,

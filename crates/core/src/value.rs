@@ -101,16 +101,54 @@ pub enum Canonical {
 
 /// Canonical decimal text that is sent as a JSON number literal, digit for digit.
 ///
-/// Canonical form: no `+` sign, no leading zeros in the integer part, no trailing zeros in the
-/// fraction, no trailing `.`, `-0` is `0`, exponent marker lower case. So `"0412.50"` and
-/// `"412.5"` are the same number and never cause a send.
+/// Canonical form: plain decimal notation (an exponent is applied to the digits, exactly), no
+/// `+` sign, no leading zeros in the integer part, no trailing zeros in the fraction, no
+/// trailing `.`, `-0` is `0`. So `"0412.50"` and `"412.5"`, or `"100"`, `"1e2"` and
+/// `"1.00E+2"`, are the same number and never cause a send. The digits are never rounded
+/// through a float; a float is only used to check that Attentive (which reads numbers as
+/// 64-bit floating point) can hold the value ([`NumberError`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NumberText(String);
 
-impl NumberText {
-    /// Accepts `s` (after trimming) when it is a finite decimal number; `None` otherwise.
-    pub fn parse(s: &str) -> Option<Self> {
-        let t = s.trim();
+/// Why a text is not a number Attentive can be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberError {
+    /// Not a decimal number at all (`"12x"`, `"NaN"`, `"1,5"`).
+    NotANumber,
+    /// Too large for a finite 64-bit float (`1e400`): Attentive would refuse it.
+    OutOfRange,
+    /// Non-zero but so small that a 64-bit float rounds it to zero (`1e-400`): it would arrive
+    /// as `0`.
+    Underflow,
+}
+
+impl NumberError {
+    /// The rule, in words, for rejection messages.
+    pub fn rule(self) -> &'static str {
+        match self {
+            NumberError::NotANumber => "is not a number",
+            NumberError::OutOfRange => {
+                "is out of range: Attentive reads numbers as 64-bit floating point, which holds at most \u{b1}1.7976931348623157e308"
+            }
+            NumberError::Underflow => {
+                "is too small: Attentive reads numbers as 64-bit floating point, in which this non-zero number underflows to 0 (the smallest non-zero magnitude is about 4.9e-324)"
+            }
+        }
+    }
+}
+
+/// A decimal number as written: sign, integer and fraction digits, exponent.
+struct Decimal<'a> {
+    neg: bool,
+    int: &'a str,
+    frac: &'a str,
+    /// The exponent written after `e` (saturated far beyond any finite float).
+    written_exp: i64,
+}
+
+impl<'a> Decimal<'a> {
+    /// Reads `[+-]digits[.digits][(e|E)[+-]digits]` (at least one mantissa digit).
+    fn read(t: &'a str) -> Option<Decimal<'a>> {
         let (neg, body) = match t.as_bytes().first()? {
             b'-' => (true, &t[1..]),
             b'+' => (false, &t[1..]),
@@ -128,7 +166,7 @@ impl NumberText {
         if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
             return None;
         }
-        let exp = match exponent {
+        let written_exp = match exponent {
             Some(e) => {
                 let (eneg, ed) = match e.as_bytes().first()? {
                     b'-' => (true, &e[1..]),
@@ -138,27 +176,118 @@ impl NumberText {
                 if ed.is_empty() || !digits(ed) {
                     return None;
                 }
-                let ed = ed.trim_start_matches('0');
-                (!ed.is_empty()).then(|| format!("e{}{}", if eneg { "-" } else { "" }, ed))
+                // Saturate: anything beyond 10^18 is far out of any float's range.
+                let mag = ed.bytes().fold(0i64, |acc, b| {
+                    acc.saturating_mul(10)
+                        .saturating_add(i64::from(b - b'0'))
+                        .min(1_000_000_000_000_000_000)
+                });
+                if eneg {
+                    -mag
+                } else {
+                    mag
+                }
             }
-            None => None,
+            None => 0,
         };
-        let int = int.trim_start_matches('0');
-        let frac = frac.trim_end_matches('0');
-        let zero = int.is_empty() && frac.is_empty();
-        let mut out = String::with_capacity(t.len());
-        if neg && !zero {
-            out.push('-');
-        }
-        out.push_str(if int.is_empty() { "0" } else { int });
-        if !frac.is_empty() {
+        Some(Decimal {
+            neg,
+            int,
+            frac,
+            written_exp,
+        })
+    }
+
+    /// The significant digits (no leading or trailing zeros; empty for zero) and the power of
+    /// ten of the last one.
+    fn significand(&self) -> (String, i64) {
+        let mut digits: String = self.int.chars().chain(self.frac.chars()).collect();
+        let lead = digits.len() - digits.trim_start_matches('0').len();
+        digits.drain(..lead);
+        let trail = digits.len() - digits.trim_end_matches('0').len();
+        digits.truncate(digits.len() - trail);
+        let exp = self
+            .written_exp
+            .saturating_sub(self.frac.len() as i64)
+            .saturating_add(trail as i64);
+        (digits, exp)
+    }
+}
+
+/// Plain decimal notation of `digits × 10^exp`; the caller bounds `exp`.
+fn plain(neg: bool, digits: &str, exp: i64) -> String {
+    let mut out = String::with_capacity(digits.len() + exp.unsigned_abs() as usize + 3);
+    if digits.is_empty() {
+        out.push('0');
+        return out;
+    }
+    if neg {
+        out.push('-');
+    }
+    if exp >= 0 {
+        out.push_str(digits);
+        out.extend(std::iter::repeat_n('0', exp as usize));
+    } else {
+        let point = digits.len() as i64 + exp; // digits before the decimal point
+        if point > 0 {
+            let (i, f) = digits.split_at(point as usize);
+            out.push_str(i);
             out.push('.');
-            out.push_str(frac);
+            out.push_str(f);
+        } else {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-point) as usize));
+            out.push_str(digits);
         }
-        if let (Some(e), false) = (exp, zero) {
-            out.push_str(&e);
+    }
+    out
+}
+
+impl NumberText {
+    /// Accepts `s` (after trimming) when it is a decimal number that a 64-bit float can hold
+    /// ([`NumberText::parse_checked`]); `None` otherwise.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::parse_checked(s).ok()
+    }
+
+    /// The canonical form of `s` (after trimming), or why it is not a number Attentive can be
+    /// sent: not a decimal number, out of a finite 64-bit float's range, or a non-zero value
+    /// that a 64-bit float rounds to zero.
+    pub fn parse_checked(s: &str) -> Result<Self, NumberError> {
+        let d = Decimal::read(s.trim()).ok_or(NumberError::NotANumber)?;
+        let (digits, exp) = d.significand();
+        if digits.is_empty() {
+            return Ok(NumberText("0".to_owned()));
         }
-        Some(NumberText(out))
+        // The power of ten of the leading digit; a finite, non-zero f64 lies in 4.9e-324..1.8e308.
+        let order = exp.saturating_add(digits.len() as i64 - 1);
+        if order > 308 {
+            return Err(NumberError::OutOfRange);
+        }
+        if order < -325 {
+            return Err(NumberError::Underflow);
+        }
+        // Near the limits, let the (correctly rounded) float parser decide.
+        let x: f64 = format!("{digits}e{exp}")
+            .parse()
+            .map_err(|_| NumberError::NotANumber)?;
+        if x.is_infinite() {
+            return Err(NumberError::OutOfRange);
+        }
+        if x == 0.0 {
+            return Err(NumberError::Underflow);
+        }
+        Ok(NumberText(plain(d.neg, &digits, exp)))
+    }
+
+    /// A number read back from storage: its canonical form, or, for a value today's range
+    /// rules would refuse, its text as stored (so an old snapshot still reads).
+    fn from_stored(s: &str) -> Option<Self> {
+        match Self::parse_checked(s) {
+            Ok(n) => Some(n),
+            Err(NumberError::NotANumber) => None,
+            Err(_) => Some(NumberText(s.trim().to_owned())),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -192,7 +321,7 @@ impl Canonical {
         match tag {
             'b' => text.parse().ok().map(Canonical::Bool),
             'i' => text.parse().ok().map(Canonical::Int),
-            'n' => NumberText::parse(text).map(Canonical::Number),
+            'n' => NumberText::from_stored(text).map(Canonical::Number),
             's' => Some(Canonical::Text(text.to_owned())),
             _ => None,
         }
@@ -235,7 +364,7 @@ mod tests {
         assert_eq!(n("0412.50").as_deref(), Some("412.5"));
         assert_eq!(n(" +3 ").as_deref(), Some("3"));
         assert_eq!(n("-0.000").as_deref(), Some("0"));
-        assert_eq!(n("1E+03").as_deref(), Some("1e3"));
+        assert_eq!(n("1E+03").as_deref(), Some("1000"));
         assert_eq!(n(".5").as_deref(), Some("0.5"));
         assert_eq!(n("5.").as_deref(), Some("5"));
         assert_eq!(

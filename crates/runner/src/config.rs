@@ -61,19 +61,47 @@ pub struct RawIdentifier {
     pub kind: IdentifierKind,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// A custom attribute's column: `"tier"`, or `{ column = "ltv", type = "number" }`.
+#[derive(Debug)]
 pub enum RawCustom {
     Column(String),
     Typed(RawTypedCustom),
+}
+
+/// Read by hand rather than as an untagged enum, so that a mistake inside the table (an
+/// unknown key, a missing `column`) is reported as itself, not as "did not match any variant".
+impl<'de> Deserialize<'de> for RawCustom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawCustom;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a column name (\"tier\") or a table like { column = \"ltv\", type = \"number\" }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawCustom, E> {
+                Ok(RawCustom::Column(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawCustom, A::Error> {
+                RawTypedCustom::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawCustom::Typed)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTypedCustom {
     pub column: String,
+    /// Checked when the config is validated, so that a bad name is reported with its key.
     #[serde(rename = "type")]
-    pub ty: Option<CustomType>,
+    pub ty: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,10 +318,21 @@ fn one_byte(value: &Option<String>, default: u8, key: &str, problems: &mut Vec<P
         Some("\\t") | Some("\t") => b'\t',
         Some(s) if s.len() == 1 => s.as_bytes()[0],
         Some(s) => {
+            let examples = if key.ends_with("quote") {
+                "\"\\\"\" or \"'\""
+            } else {
+                "\",\", \";\", \"|\" or \"\\t\" (a tab)"
+            };
+            let chars = s.chars().count();
+            let given = if chars == 1 {
+                format!("{s:?} is not ASCII")
+            } else {
+                format!("{:?} is {chars} characters", sync_core::message::excerpt(s))
+            };
             problems.push(Problem {
                 key: key.to_owned(),
                 message: format!(
-                    "{s:?} must be exactly one ASCII character (like \",\", \";\" or \"\\t\")"
+                    "{given}; it must be exactly one ASCII character, like {examples}"
                 ),
             });
             default
@@ -553,13 +592,43 @@ impl Project {
                 }
                 let (column, ty) = match c {
                     RawCustom::Column(c) => (c.clone(), None),
-                    RawCustom::Typed(t) => (t.column.clone(), t.ty),
+                    RawCustom::Typed(t) => {
+                        let ty = match t.ty.as_deref() {
+                            None => None,
+                            Some(name) => match CustomType::from_name(name) {
+                                Some(ty) => Some(ty),
+                                None => {
+                                    problems.push(Problem {
+                                        key: format!("{key}.custom.{attr:?}.type"),
+                                        message: format!(
+                                            "{name:?} is not a custom type; valid: {}",
+                                            CustomType::names()
+                                        ),
+                                    });
+                                    continue;
+                                }
+                            },
+                        };
+                        (t.column.clone(), ty)
+                    }
                 };
                 attributes.push(AttributeMapping {
                     attribute: AttributeId::Custom(attr.clone()),
                     column,
                     custom_type: ty,
                 });
+            }
+            if a.on_null == OnNull::Clear {
+                // The identifier's own field is refused by the mapping; the other one is a
+                // second identifier Attentive cannot remove.
+                for f in [StandardField::Email, StandardField::Phone] {
+                    if a.standard.contains_key(f.name()) && f.name() != a.identifier.kind.as_str() {
+                        problems.push(Problem {
+                            key: format!("{key}.on_null"),
+                            message: sync_core::mapping::clear_identifier_message(f),
+                        });
+                    }
+                }
             }
             if a.standard.is_empty() && a.custom.is_empty() {
                 problems.push(Problem {

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod model;
+pub mod output;
 pub mod plan;
 pub mod run;
 pub mod sample;

@@ -2,8 +2,7 @@
 //! `run` use this same code path.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,22 +24,26 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     #[error(
-        "activation {activation:?} does not fit model {model:?}:{}",
-        render(problems)
+        "activation {activation:?} does not fit model {model:?}:{}{hint}",
+        render_mapping(problems)
     )]
     Mapping {
         activation: String,
         model: String,
         problems: Vec<MappingError>,
+        /// What probably went wrong (a CSV delimiter that is not the file's), or empty.
+        hint: String,
     },
     #[error(
-        "the filter of activation {activation:?} does not fit model {model:?}:{}",
-        render(problems)
+        "the filter of activation {activation:?} does not fit model {model:?}:{}{hint}",
+        render_filter(problems)
     )]
     Filter {
         activation: String,
         model: String,
         problems: Vec<sync_core::segment::FilterError>,
+        /// As for [`Error::Mapping`].
+        hint: String,
     },
     #[error(
         "reading model {model:?} narrowed by activation {activation:?}'s filter `{filter}` failed"
@@ -58,20 +61,90 @@ pub enum Error {
         #[source]
         source: sources::Error,
     },
-    #[error("the state store failed")]
-    Store(#[source] state_store::Error),
+    #[error(transparent)]
+    Store(state_store::Error),
     #[error("stopped: {0}")]
     Stopped(&'static str),
-    #[error("writing {path} failed")]
-    Output {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
 }
 
-fn render(problems: &[impl std::fmt::Display]) -> String {
-    problems.iter().map(|p| format!("\n  - {p}")).collect()
+/// The problems, one a line; the model's columns are listed with the first unknown column
+/// only (a list per unknown column once made a 50 MB header print 629 MB).
+fn render_mapping(problems: &[MappingError]) -> String {
+    let mut listed = false;
+    let mut out = String::new();
+    for p in problems {
+        match p {
+            MappingError::UnknownColumn { column, target, .. } if listed => out.push_str(&format!(
+                "\n  - column `{column}` (mapped to {target}) is not in the model either"
+            )),
+            p => {
+                listed |= matches!(p, MappingError::UnknownColumn { .. });
+                out.push_str(&format!("\n  - {p}"));
+            }
+        }
+    }
+    out
+}
+
+/// As [`render_mapping`].
+fn render_filter(problems: &[sync_core::segment::FilterError]) -> String {
+    use sync_core::segment::FilterError;
+    let mut listed = false;
+    let mut out = String::new();
+    for p in problems {
+        match p {
+            FilterError::UnknownColumn { column, .. } if listed => out.push_str(&format!(
+                "\n  - the filter names column `{column}`, which is not in the model either"
+            )),
+            p => {
+                listed |= matches!(p, FilterError::UnknownColumn { .. });
+                out.push_str(&format!("\n  - {p}"));
+            }
+        }
+    }
+    out
+}
+
+/// When the columns of a CSV model suggest that its delimiter is not the file's (a header
+/// `email;tier` read with `,` is one column named `email;tier`), a line saying so and what to
+/// set; otherwise empty.
+fn delimiter_hint(model: &crate::config::Model, columns: &[String]) -> String {
+    let crate::config::ModelSpec::Csv { delimiter, .. } = &model.spec else {
+        return String::new();
+    };
+    let spell = |b: u8| match b {
+        b'\t' => "\\t".to_owned(),
+        b => char::from(b).escape_default().to_string(),
+    };
+    for candidate in [b',', b';', b'\t', b'|'] {
+        if candidate == *delimiter {
+            continue;
+        }
+        let c = char::from(candidate);
+        let holding = columns.iter().filter(|name| name.contains(c)).count();
+        if holding > 0 && 2 * holding >= columns.len() {
+            let example = columns
+                .iter()
+                .find(|name| name.contains(c))
+                .map(|name| sync_core::message::excerpt(name).into_owned())
+                .unwrap_or_default();
+            return format!(
+                "\n  hint: the model reads the file with delimiter \"{}\", and {} of its {} \
+                 columns hold \"{}\" (`{example}`): is the file delimited by \"{}\"? Then set \
+                 `delimiter = \"{}\"` in [models.{}]",
+                spell(*delimiter),
+                holding,
+                columns.len(),
+                spell(candidate),
+                spell(candidate),
+                spell(candidate),
+                model.name
+            );
+        }
+    }
+    String::new()
 }
 
 /// One attribute of a planned change, for people and JSON.
@@ -210,6 +283,7 @@ pub fn bind(project: &Project, activation: &Activation) -> Result<Bound, Error> 
             activation: activation.name.clone(),
             model: model.name.clone(),
             problems,
+            hint: delimiter_hint(model, source.columns()),
         })?;
     let filter = match &activation.segment {
         Some(Segment::Rows(f)) => {
@@ -217,6 +291,7 @@ pub fn bind(project: &Project, activation: &Activation) -> Result<Bound, Error> 
                 activation: activation.name.clone(),
                 model: model.name.clone(),
                 problems,
+                hint: delimiter_hint(model, source.columns()),
             })?)
         }
         _ => None,
@@ -411,7 +486,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
     let last_wins = activation.mapping.duplicates == sync_core::mapping::DuplicatePolicy::Last;
     let out_err = |path: &Path| {
         let path = path.to_owned();
-        move |source| Error::Output { path, source }
+        move |source| Error::Output(crate::output::OutputError::Io { path, source })
     };
     let started = Instant::now();
     let mut known: HashMap<u64, Option<u64>> = HashMap::new();
@@ -421,7 +496,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
         let mut sample_changes: Vec<ChangeView> = Vec::new();
         let mut sample_rejections: Vec<RejectionView> = Vec::new();
         let mut output = match &opts.output {
-            Some(p) => Some(BufWriter::new(File::create(p).map_err(out_err(p))?)),
+            Some(p) => Some(crate::output::OutputFile::create(project, p)?),
             None => None,
         };
         let (counts, snapshot_contacts, _) = plan_rows(
@@ -472,11 +547,8 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
             known = found;
             continue;
         }
-        if let (Some(w), Some(path)) = (output, &opts.output) {
-            w.into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all())
-                .map_err(out_err(path))?;
+        if let Some(w) = output {
+            w.finish()?;
         }
         return Ok(PlanReport {
             activation: activation.name.clone(),

@@ -29,7 +29,7 @@ use crate::plan::{self, Error as PlanFailure};
 pub enum Error {
     #[error(transparent)]
     Plan(#[from] PlanFailure),
-    #[error("the state store failed")]
+    #[error(transparent)]
     Store(#[from] state_store::Error),
     #[error("the run's worker thread failed: {0}")]
     Worker(String),
@@ -230,7 +230,12 @@ pub async fn run<D: Destination + 'static>(
     let dest_name = activation.destination.clone();
     let mut store = StateStore::open(&project.state_path)?;
     let holder = format!("attentive-sync pid {}", std::process::id());
-    let lock = store.try_lock(&activation.name, &holder)?;
+    let halt = Arc::new(Halt::default());
+    let lock = LockKeeper::start(
+        store.try_lock(&activation.name, &holder)?,
+        halt.clone(),
+        HEARTBEAT_EVERY,
+    )?;
     store.mark_interrupted_runs(&activation.name)?;
     let run_id = store.begin_run(&activation.name, RunKind::Run)?;
     if let Some(on_start) = &opts.on_start {
@@ -242,6 +247,7 @@ pub async fn run<D: Destination + 'static>(
         let project = project.clone();
         let name = activation.name.clone();
         let stop = opts.stop.clone();
+        let halt = halt.clone();
         // Off the async threads: SQL models' drivers block.
         tokio::task::spawn_blocking(
             move || -> Result<(BoundMapping, HashMap<u64, Option<u64>>), Error> {
@@ -262,6 +268,9 @@ pub async fn run<D: Destination + 'static>(
                         if stop.load(Ordering::Relaxed) {
                             return Err(PlanFailure::Stopped("interrupted"));
                         }
+                        if halt.is_set() {
+                            return Err(PlanFailure::Stopped("halted"));
+                        }
                         if let Some(h) = p.voids_earlier {
                             known.insert(h, last_wins.then_some(p.row));
                         }
@@ -277,18 +286,18 @@ pub async fn run<D: Destination + 'static>(
     let (mapping, known) = match known {
         Ok(k) => k,
         Err(e) => {
-            let msg = if opts.stop.load(Ordering::Relaxed) {
-                "interrupted before delivery".to_owned()
+            let (status, msg) = if let Some(reason) = halt.reason() {
+                (RunStatus::Failed, reason)
+            } else if opts.stop.load(Ordering::Relaxed) {
+                (
+                    RunStatus::Interrupted,
+                    "interrupted before delivery".to_owned(),
+                )
             } else {
-                crate::error_chain(&e)
-            };
-            let status = if opts.stop.load(Ordering::Relaxed) {
-                RunStatus::Interrupted
-            } else {
-                RunStatus::Failed
+                (RunStatus::Failed, crate::error_chain(&e))
             };
             store.finish_run(run_id, status, "{}", Some(&msg))?;
-            drop(lock);
+            lock.release();
             return Ok(RunReport {
                 run_id,
                 activation: activation.name.clone(),
@@ -317,10 +326,17 @@ pub async fn run<D: Destination + 'static>(
         let name = activation.name.clone();
         let dest_name = dest_name.clone();
         let mapping = mapping.clone();
+        let halt = halt.clone();
         std::thread::Builder::new()
             .name("state-committer".into())
             .spawn(move || {
-                commit_loop(store, lock, &name, &dest_name, run_id, &mapping, &commit_rx)
+                let target = CommitTarget {
+                    activation: &name,
+                    destination: &dest_name,
+                    run_id,
+                    mapping: &mapping,
+                };
+                commit_loop(store, &target, &commit_rx, &halt)
             })
             .map_err(|e| Error::Worker(e.to_string()))?
     };
@@ -336,6 +352,7 @@ pub async fn run<D: Destination + 'static>(
         let opts = opts.clone();
         let counters = counters.clone();
         let progress = progress.clone();
+        let halt = halt.clone();
         tokio::task::spawn_blocking(move || -> Result<PlanCounts, Error> {
             let reader = StateStore::open(&project.state_path)?;
             let cache = StateStore::open(&project.state_path)?;
@@ -352,6 +369,9 @@ pub async fn run<D: Destination + 'static>(
                 &mut |mapping, p, _| {
                     if opts.stop.load(Ordering::Relaxed) {
                         return Err(PlanFailure::Stopped("interrupted"));
+                    }
+                    if halt.is_set() {
+                        return Err(PlanFailure::Stopped("halted"));
                     }
                     match &p.outcome {
                         RowOutcome::Changed(c) => {
@@ -380,18 +400,19 @@ pub async fn run<D: Destination + 'static>(
                         RowOutcome::Unchanged {
                             refresh: Some(r), ..
                         } => {
-                            let _ = commit_tx.send(Commit::Refresh(r.clone()));
+                            record(&commit_tx, &halt, Commit::Refresh(r.clone()));
                         }
                         RowOutcome::Unchanged { .. } | RowOutcome::OutsideSegment => {}
                         RowOutcome::Rejected(r) => {
-                            let _ = commit_tx.send(Commit::Row(RunRow {
+                            let row = Commit::Row(RunRow {
                                 row_number: p.row,
                                 contact_key: r.identifier.clone(),
                                 outcome: Outcome::Rejected,
                                 code: Some(r.code.as_str().to_owned()),
                                 message: Some(r.to_string()),
                                 attributes_json: None,
-                            }));
+                            });
+                            record(&commit_tx, &halt, row);
                         }
                     }
                     Ok(())
@@ -406,19 +427,21 @@ pub async fn run<D: Destination + 'static>(
     };
 
     // Delivery: up to `max_in_flight` writes at once; the destination paces requests.
-    let fatal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let limit = Arc::new(tokio::sync::Semaphore::new(opts.max_in_flight.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(work) = work_rx.recv().await {
-        if opts.stop.load(Ordering::Relaxed) || has_fatal(&fatal) {
+        if opts.stop.load(Ordering::Relaxed) || halt.is_set() {
             break;
         }
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
+        if halt.is_set() {
+            break; // the state store failed while this contact waited for its turn
+        }
         let destination = destination.clone();
         let commit_tx = commit_tx.clone();
-        let fatal = fatal.clone();
+        let halt = halt.clone();
         let counters = counters.clone();
         let progress = progress.clone();
         let stop = opts.stop.clone();
@@ -427,7 +450,7 @@ pub async fn run<D: Destination + 'static>(
             if stop.load(Ordering::Relaxed) {
                 return; // planned again by the next run
             }
-            deliver(&*destination, work, &commit_tx, &fatal, &counters, &stop).await;
+            deliver(&*destination, work, &commit_tx, &halt, &counters, &stop).await;
             counters.delivered.fetch_add(1, Ordering::Relaxed);
             progress(counters.progress());
         });
@@ -437,11 +460,11 @@ pub async fn run<D: Destination + 'static>(
     while tasks.join_next().await.is_some() {}
     let plan_result = planner.await.map_err(|e| Error::Worker(e.to_string()))?;
     drop(commit_tx);
-    let (mut store, outcome_counts) = committer
+    let (mut store, outcome_counts, committed) = committer
         .join()
-        .map_err(|_| Error::Worker("the state committer panicked".into()))??;
+        .map_err(|_| Error::Worker("the state committer panicked".into()))?;
 
-    let fatal = fatal.lock().map(|f| f.clone()).unwrap_or(None);
+    let fatal = halt.reason();
     let interrupted = opts.stop.load(Ordering::Relaxed);
     let (plan_counts, plan_error) = match plan_result {
         Ok(c) => (c, None),
@@ -486,12 +509,101 @@ pub async fn run<D: Destination + 'static>(
         error,
     };
     let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
-    store.finish_run(run_id, status, &json, report.error.as_deref())?;
-    Ok(report)
+    let finished = store.finish_run(run_id, status, &json, report.error.as_deref());
+    lock.release();
+    match (committed, finished) {
+        // What could not be recorded is the failure to report; the run row stays `running`
+        // and the next run marks it interrupted.
+        (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(Error::Store(e)),
+        (_, Ok(())) => Ok(report),
+    }
 }
 
-fn has_fatal(fatal: &Mutex<Option<String>>) -> bool {
-    fatal.lock().map(|f| f.is_some()).unwrap_or(true)
+/// How often the activation's lock is heart-beaten (and the state file's identity checked).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// Why a run must stop delivering at once, set by whichever part finds out first: the
+/// destination (401/403, unreachable), the committer (the state store cannot record), the
+/// lock keeper (lock lost, state file replaced). Once set, no new contact is started and no
+/// write is sent: nothing goes out whose answer cannot be recorded.
+#[derive(Debug, Default)]
+struct Halt {
+    set: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl Halt {
+    /// Halts the run; the first reason wins.
+    fn halt(&self, reason: String) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.set.store(true, Ordering::SeqCst);
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    fn reason(&self) -> Option<String> {
+        if !self.is_set() {
+            return None;
+        }
+        Some(
+            self.reason
+                .lock()
+                .ok()
+                .and_then(|r| r.clone())
+                .unwrap_or_else(|| "the run was halted".to_owned()),
+        )
+    }
+}
+
+/// Holds the activation's lock for the whole run on a thread of its own and heart-beats it
+/// every `every` (which also checks that the state file is still the one the run opened), so
+/// a long first pass is never mistaken for an abandoned run. A lost lock, a replaced file or
+/// a failed heartbeat halts the run.
+#[derive(Debug)]
+struct LockKeeper {
+    stop: std_mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LockKeeper {
+    fn start(
+        lock: state_store::ActivationLock,
+        halt: Arc<Halt>,
+        every: Duration,
+    ) -> Result<LockKeeper, Error> {
+        let (stop, stopped) = std_mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("lock-keeper".into())
+            .spawn(move || {
+                while let Err(std_mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    if let Err(e) = lock.heartbeat() {
+                        halt.halt(crate::error_chain(&e));
+                        break;
+                    }
+                }
+                drop(lock);
+            })
+            .map_err(|e| Error::Worker(e.to_string()))?;
+        Ok(LockKeeper { stop, thread })
+    }
+
+    /// Stops heart-beating and releases the lock.
+    fn release(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// Hands a result to the committer; if the committer has stopped (the store failed), halts
+/// the run, since nothing more can be recorded.
+fn record(commit: &std_mpsc::Sender<Commit>, halt: &Halt, msg: Commit) {
+    if commit.send(msg).is_err() {
+        halt.halt("the state committer stopped; nothing more can be recorded".to_owned());
+    }
 }
 
 #[derive(Debug, Default)]
@@ -517,15 +629,11 @@ async fn deliver<D: Destination>(
     destination: &D,
     work: Work,
     commit: &std_mpsc::Sender<Commit>,
-    fatal: &Mutex<Option<String>>,
+    halt: &Halt,
     counters: &Counters,
     stop: &AtomicBool,
 ) {
-    let set_fatal = |e: &dyn std::error::Error| {
-        if let Ok(mut f) = fatal.lock() {
-            f.get_or_insert_with(|| crate::error_chain(e));
-        }
-    };
+    let send = |msg| record(commit, halt, msg);
     let contact = work.change.contact.clone();
     let exists = match work.known {
         Some(e) => e,
@@ -533,11 +641,11 @@ async fn deliver<D: Destination>(
             counters.existence_checks.fetch_add(1, Ordering::Relaxed);
             match destination.check_exists(&contact).await {
                 Ok(e) => {
-                    let _ = commit.send(Commit::Existence(contact.clone(), e));
+                    send(Commit::Existence(contact.clone(), e));
                     e
                 }
                 Err(e) if !destination.stops_run(&e) => {
-                    let _ = commit.send(Commit::Failed {
+                    send(Commit::Failed {
                         row: work.row,
                         contact,
                         reason: crate::error_chain(&e),
@@ -545,58 +653,50 @@ async fn deliver<D: Destination>(
                     return;
                 }
                 Err(e) => {
-                    set_fatal(&e);
+                    halt.halt(crate::error_chain(&e));
                     return;
                 }
             }
         }
     };
-    if stop.load(Ordering::Relaxed) {
+    if stop.load(Ordering::Relaxed) || halt.is_set() {
         return; // stopping: the write is left to the next run
     }
     if exists == Existence::NotFound {
-        let _ = commit.send(Commit::NotFound {
+        send(Commit::NotFound {
             row: work.row,
             contact,
         });
         return;
     }
     match destination.write(&work.write).await {
-        Ok(WriteOutcome::Acknowledged) => {
-            let _ = commit.send(Commit::Updated {
-                row: work.row,
-                change: work.change,
-            });
-        }
-        Ok(WriteOutcome::Rejected { message }) => {
-            let _ = commit.send(Commit::Rejected {
-                row: work.row,
-                change: work.change,
-                message,
-            });
-        }
+        Ok(WriteOutcome::Acknowledged) => send(Commit::Updated {
+            row: work.row,
+            change: work.change,
+        }),
+        Ok(WriteOutcome::Rejected { message }) => send(Commit::Rejected {
+            row: work.row,
+            change: work.change,
+            message,
+        }),
         Ok(WriteOutcome::NotFound) => {
-            let _ = commit.send(Commit::Existence(contact.clone(), Existence::NotFound));
-            let _ = commit.send(Commit::NotFound {
+            send(Commit::Existence(contact.clone(), Existence::NotFound));
+            send(Commit::NotFound {
                 row: work.row,
                 contact,
             });
         }
-        Ok(WriteOutcome::Failed { reason }) => {
-            let _ = commit.send(Commit::Failed {
-                row: work.row,
-                contact,
-                reason,
-            });
-        }
-        Err(e) if !destination.stops_run(&e) => {
-            let _ = commit.send(Commit::Failed {
-                row: work.row,
-                contact,
-                reason: crate::error_chain(&e),
-            });
-        }
-        Err(e) => set_fatal(&e),
+        Ok(WriteOutcome::Failed { reason }) => send(Commit::Failed {
+            row: work.row,
+            contact,
+            reason,
+        }),
+        Err(e) if !destination.stops_run(&e) => send(Commit::Failed {
+            row: work.row,
+            contact,
+            reason: crate::error_chain(&e),
+        }),
+        Err(e) => halt.halt(crate::error_chain(&e)),
     }
 }
 
@@ -612,28 +712,58 @@ struct OutcomeCounts {
 /// Most results committed in one transaction.
 const MAX_COMMIT_BATCH: usize = 512;
 
-/// Commits results in small transactions, as soon as they arrive (see the loop).
+/// Where the committer records: the run and what it maps.
+struct CommitTarget<'a> {
+    activation: &'a str,
+    destination: &'a str,
+    run_id: i64,
+    mapping: &'a BoundMapping,
+}
+
+/// Commits results in small transactions, as soon as they arrive (see the loop). On the
+/// first failure it halts the run at once (so nothing more is sent) and stops, returning the
+/// store and the error so the run can still try to record how it ended.
 fn commit_loop(
     mut store: StateStore,
-    lock: state_store::ActivationLock,
-    activation: &str,
-    destination: &str,
-    run_id: i64,
-    mapping: &BoundMapping,
+    target: &CommitTarget<'_>,
     rx: &std_mpsc::Receiver<Commit>,
-) -> Result<(StateStore, OutcomeCounts), Error> {
+    halt: &Halt,
+) -> (StateStore, OutcomeCounts, Result<(), state_store::Error>) {
     let mut counts = OutcomeCounts::default();
+    let result = commit_all(&mut store, target, rx, &mut counts);
+    if let Err(e) = &result {
+        halt.halt(format!(
+            "recording results in the state store failed, so nothing more is sent: {}",
+            crate::error_chain(e)
+        ));
+    }
+    (store, counts, result)
+}
+
+fn commit_all(
+    store: &mut StateStore,
+    target: &CommitTarget<'_>,
+    rx: &std_mpsc::Receiver<Commit>,
+    counts: &mut OutcomeCounts,
+) -> Result<(), state_store::Error> {
+    let CommitTarget {
+        activation,
+        destination,
+        run_id,
+        mapping,
+    } = *target;
     let mut changes: Vec<ContactChange> = Vec::new();
     let mut refreshes: Vec<Refresh> = Vec::new();
     let mut existence: Vec<(ContactRef, Existence)> = Vec::new();
     let mut rows: Vec<RunRow> = Vec::new();
-    let mut last_heartbeat = Instant::now();
     let flush = |store: &mut StateStore,
                  changes: &mut Vec<ContactChange>,
                  refreshes: &mut Vec<Refresh>,
                  existence: &mut Vec<(ContactRef, Existence)>,
                  rows: &mut Vec<RunRow>|
-     -> Result<(), Error> {
+     -> Result<(), state_store::Error> {
+        // Never record into a file that was deleted or replaced under the run.
+        store.verify_file()?;
         if !changes.is_empty() {
             store.apply_changes(activation, run_id, mapping, changes)?;
         }
@@ -653,11 +783,11 @@ fn commit_loop(
         Ok(())
     };
     loop {
-        // Wait for a result (or the heartbeat tick), then take whatever else is queued, and
-        // commit: a transaction closes as soon as the queue is empty, so an acknowledged write
-        // waits for at most one commit, however busy the run.
-        let first = rx.recv_timeout(Duration::from_secs(1));
-        let mut done = matches!(first, Err(std_mpsc::RecvTimeoutError::Disconnected));
+        // Wait for a result, then take whatever else is queued, and commit: a transaction
+        // closes as soon as the queue is empty, so an acknowledged write waits for at most one
+        // commit, however busy the run.
+        let first = rx.recv();
+        let mut done = first.is_err();
         let mut batch: Vec<Commit> = first.ok().into_iter().collect();
         while !done && batch.len() < MAX_COMMIT_BATCH {
             match rx.try_recv() {
@@ -736,21 +866,18 @@ fn commit_loop(
         }
         if pending > 0 {
             flush(
-                &mut store,
+                store,
                 &mut changes,
                 &mut refreshes,
                 &mut existence,
                 &mut rows,
             )?;
         }
-        if last_heartbeat.elapsed() >= Duration::from_secs(30) {
-            lock.heartbeat()?;
-            last_heartbeat = Instant::now();
-        }
         if done {
-            break;
+            return Ok(());
         }
     }
-    drop(lock);
-    Ok((store, counts))
 }
+
+#[cfg(test)]
+mod tests;

@@ -160,7 +160,7 @@ identifier = {{ column = "email", kind = "email" }}
 # Phones without +country code are read in this region; without it they are rejected.
 default_phone_region = "US"
 # date_order = "mdy"                # read 03/04/1990 as March 4 ("dmy": April 3)
-# on_null = "omit"                  # or "clear": send "" when a value becomes empty
+# on_null = "omit"                  # or "clear": send "" when a text value becomes empty (not with a phone/email field)
 # duplicates = "reject"             # or "first" / "last"
 # schedule = "0 */6 * * *"          # used by `attentive-sync serve` (cron; 6 fields: seconds first)
 # timezone = "America/New_York"     # the schedule's IANA time zone (default "UTC")

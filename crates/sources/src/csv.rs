@@ -6,18 +6,26 @@ use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use csv_core::ReadRecordResult;
+use sync_core::message::excerpt;
 use sync_core::ports::ModelSource;
 use sync_core::value::SourceRow;
 
 use crate::error::Error;
-use crate::{buffered, max_record_size, set_defect, set_text, Input, BOM, MAX_RECORD_BYTES};
+use crate::{
+    buffered, max_record_size, set_defect, set_text, Input, BOM, MAX_COLUMNS, MAX_RECORD_BYTES,
+};
 
 /// At most this many fields in one record; past it the record is a defect.
 const MAX_FIELDS: usize = 1 << 20;
 
+/// The longest header: it names at most [`MAX_COLUMNS`] columns, and past this many bytes it
+/// is not a header but a broken file (or not a CSV file at all). Reading stops there.
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
 /// How a CSV file is written.
 ///
-/// Records end at `\n`, `\r\n` or `\r`; completely empty lines are skipped.
+/// Records end at `\n`, `\r\n` or `\r` (and lines are counted the same way); completely
+/// empty lines are skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvOptions {
     /// The byte between fields: `b','` by default, `b';'` and `b'\t'` are common too.
@@ -175,6 +183,90 @@ fn push_positions(mut mask: u64, base: usize, out: &mut Vec<usize>) {
     }
 }
 
+/// Counts lines over the bytes consumed from an input: a line ends at `\n`, at `\r\n` and at
+/// a `\r` alone (old Mac files), as records do.
+#[derive(Debug, Clone, Copy)]
+struct LineCounter {
+    /// The line of the next byte (1-based).
+    line: u64,
+    /// The last byte counted was a `\r`: a `\n` next belongs to its line end.
+    after_cr: bool,
+    /// The last byte counted was a line break.
+    at_line_start: bool,
+}
+
+impl LineCounter {
+    fn new() -> Self {
+        LineCounter {
+            line: 1,
+            after_cr: false,
+            at_line_start: true,
+        }
+    }
+
+    /// Counts the line ends in `bytes`, the next bytes of the input.
+    fn advance(&mut self, bytes: &[u8]) {
+        let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+            return;
+        };
+        let mut ends = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        if bytes.contains(&b'\r') {
+            // A `\r` not followed by `\n` ends a line too; one at the end does (its `\n`,
+            // if one comes next, is then not counted again).
+            let lone = bytes
+                .windows(2)
+                .filter(|w| w[0] == b'\r' && w[1] != b'\n')
+                .count() as u64;
+            ends += lone + u64::from(last == b'\r');
+        }
+        if self.after_cr && first == b'\n' {
+            ends -= 1;
+        }
+        self.after_cr = last == b'\r';
+        self.at_line_start = last == b'\r' || last == b'\n';
+        self.line += ends;
+    }
+
+    /// The last line that has a byte: the current one, or the one before when the input so
+    /// far ends with a line break.
+    fn last_line(&self) -> u64 {
+        self.line - u64::from(self.at_line_start && self.line > 1)
+    }
+}
+
+/// The line ends in `bytes`, counted as [`LineCounter`] counts them.
+fn line_ends(bytes: &[u8]) -> u64 {
+    let mut c = LineCounter::new();
+    c.advance(bytes);
+    c.line - 1
+}
+
+/// Why a record could not be read.
+#[derive(Debug)]
+enum ReadError {
+    Io(io::Error),
+    /// The input ends inside a quoted field. `quote_line` is where that field starts (the
+    /// record's first line when the record was too long to tell); `last_line` the input's last.
+    OpenQuote {
+        record_line: u64,
+        quote_line: u64,
+        last_line: u64,
+    },
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// A record past the limits: its fields are lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Oversized {
+    Bytes,
+    Fields,
+}
+
 /// The CSV records of one input, parsed into reused buffers.
 ///
 /// Most records are one line of plain fields: no quote, no escape. Such a record, when the
@@ -199,9 +291,15 @@ struct Records {
     ends: Vec<usize>,
     /// How many fields the current record has.
     fields: usize,
-    /// The current record did not fit [`MAX_RECORD_BYTES`] or [`MAX_FIELDS`]; its fields are
-    /// lost.
-    oversized: bool,
+    /// The current record did not fit `max_bytes` or `max_fields`; its fields are lost.
+    oversized: Option<Oversized>,
+    /// The limits of the current record: [`MAX_HEADER_BYTES`] and [`MAX_COLUMNS`] for the
+    /// header, which stops reading when it is over them; [`MAX_RECORD_BYTES`] and
+    /// [`MAX_FIELDS`] then.
+    max_bytes: usize,
+    max_fields: usize,
+    /// Lines of the bytes consumed so far.
+    lines: LineCounter,
     /// The line the current (or last) record starts on.
     line: u64,
     /// Whether reading has begun.
@@ -226,7 +324,10 @@ impl Records {
             out: vec![0; 4096],
             ends: vec![0; 64],
             fields: 0,
-            oversized: false,
+            oversized: None,
+            max_bytes: MAX_HEADER_BYTES,
+            max_fields: MAX_COLUMNS,
+            lines: LineCounter::new(),
             line: 1,
             started: false,
             done: false,
@@ -235,7 +336,7 @@ impl Records {
 
     /// Skips the line breaks before a record, counting lines, so that the record's first line
     /// is known. `csv-core` would skip these blank lines too, without saying where the record
-    /// starts.
+    /// starts (and its line count knows only `\n`).
     fn skip_line_breaks(&mut self) -> io::Result<()> {
         if !self.started {
             self.started = true;
@@ -253,9 +354,8 @@ impl Records {
                 .iter()
                 .position(|&b| b != b'\r' && b != b'\n')
                 .unwrap_or(len);
-            let newlines = buf.iter().take(n).filter(|&&b| b == b'\n').count() as u64;
+            self.lines.advance(buf.get(..n).unwrap_or_default());
             self.input.consume(n);
-            self.core.set_line(self.core.line() + newlines);
             if len == 0 || n < len {
                 return Ok(());
             }
@@ -263,10 +363,16 @@ impl Records {
     }
 
     /// Reads the next record. `Ok(false)` at the end of the input.
-    fn read(&mut self) -> io::Result<bool> {
+    fn read(&mut self) -> Result<bool, ReadError> {
         self.fields = 0;
-        self.oversized = false;
-        self.input.consume(std::mem::take(&mut self.quick));
+        self.oversized = None;
+        let quick = std::mem::take(&mut self.quick);
+        if quick > 0 {
+            // A quick record has no line break and is not empty.
+            self.lines.after_cr = false;
+            self.lines.at_line_start = false;
+            self.input.consume(quick);
+        }
         if self.done {
             return Ok(false);
         }
@@ -278,49 +384,87 @@ impl Records {
         result
     }
 
-    fn read_inner(&mut self) -> io::Result<bool> {
+    fn read_inner(&mut self) -> Result<bool, ReadError> {
         let first = !self.started;
+        if !first {
+            self.max_bytes = MAX_RECORD_BYTES;
+            self.max_fields = MAX_FIELDS;
+        }
         self.skip_line_breaks()?;
-        self.line = self.core.line();
+        self.line = self.lines.line;
         // The header goes through `csv-core` (which strips a byte-order mark only from the
         // first bytes it is given, so it must be given them).
         if !first && self.quick_record() {
             return Ok(true);
         }
         let (mut outlen, mut endlen) = (0, 0);
+        // At the end of the input, `csv-core` is given a line break before the end itself: it
+        // ends a last record that has none as the end would, is skipped between records, and
+        // inside a quoted field becomes part of it, which is how a quote left open is told
+        // (`csv-core` would end the record at the end of the input, the open quote and all
+        // that follows it a value).
+        let mut fed_line_break = false;
         loop {
-            let input = self.input.fill_buf()?;
+            let buf = self.input.fill_buf()?;
+            let at_end = buf.is_empty();
+            let input: &[u8] = if at_end && !fed_line_break {
+                b"\n"
+            } else {
+                buf
+            };
             let (res, nin, nout, nend) = self.core.read_record(
                 input,
                 self.out.get_mut(outlen..).unwrap_or_default(),
                 self.ends.get_mut(endlen..).unwrap_or_default(),
             );
-            self.input.consume(nin);
+            if at_end {
+                fed_line_break |= nin > 0;
+                if nout > 0 && res == ReadRecordResult::InputEmpty {
+                    return Err(self.open_quote(outlen, endlen));
+                }
+            } else {
+                self.lines.advance(buf.get(..nin).unwrap_or_default());
+                self.input.consume(nin);
+            }
             outlen += nout;
             endlen += nend;
             match res {
                 ReadRecordResult::InputEmpty => {}
                 ReadRecordResult::OutputFull => {
-                    if self.out.len() >= MAX_RECORD_BYTES {
+                    if self.out.len() >= self.max_bytes {
+                        self.oversized = Some(Oversized::Bytes);
+                        if first {
+                            // Not a header: no need to read on.
+                            self.done = true;
+                            return Ok(true);
+                        }
                         // Keep parsing to find the record's end, overwriting its bytes.
-                        self.oversized = true;
                         outlen = 0;
                     } else {
-                        let len = (self.out.len() * 2).min(MAX_RECORD_BYTES);
+                        let len = (self.out.len() * 2).min(self.max_bytes);
                         self.out.resize(len, 0);
                     }
                 }
                 ReadRecordResult::OutputEndsFull => {
-                    if self.ends.len() >= MAX_FIELDS {
-                        self.oversized = true;
+                    // One slot more than the limit: a record at the limit ending at the end of
+                    // the input needs it.
+                    if self.ends.len() > self.max_fields {
+                        self.oversized = Some(Oversized::Fields);
+                        if first {
+                            self.done = true;
+                            return Ok(true);
+                        }
                         endlen = 0;
                     } else {
-                        let len = (self.ends.len() * 2).min(MAX_FIELDS);
+                        let len = (self.ends.len() * 2).min(self.max_fields + 1);
                         self.ends.resize(len, 0);
                     }
                 }
                 ReadRecordResult::Record => {
                     self.fields = endlen;
+                    if endlen > self.max_fields {
+                        self.oversized = Some(Oversized::Fields);
+                    }
                     return Ok(true);
                 }
                 ReadRecordResult::End => {
@@ -328,6 +472,29 @@ impl Records {
                     return Ok(false);
                 }
             }
+        }
+    }
+
+    /// The error for an input that ends inside a quoted field, the record so far being the first
+    /// `outlen` bytes of `out` and `endlen` fields.
+    fn open_quote(&self, outlen: usize, endlen: usize) -> ReadError {
+        // The record's line breaks are all inside quoted fields, where they are kept: those
+        // before the open field's first byte are those before its opening quote.
+        let quote_line = if self.oversized.is_some() {
+            self.line
+        } else {
+            let start = endlen
+                .checked_sub(1)
+                .and_then(|i| self.ends.get(i))
+                .copied()
+                .unwrap_or(0)
+                .min(outlen);
+            self.line + line_ends(self.out.get(..start).unwrap_or_default())
+        };
+        ReadError::OpenQuote {
+            record_line: self.line,
+            quote_line,
+            last_line: self.lines.last_line(),
         }
     }
 
@@ -395,9 +562,15 @@ impl Records {
 /// allocating once the first few have been read.
 ///
 /// [`SourceRow::number`] is the line on which the record starts (the header is line 1 unless
-/// blank lines precede it). Lines are counted by `\n` bytes, including those inside quoted
-/// fields and those of skipped blank lines, so CRLF files and multi-line cells number
-/// correctly.
+/// blank lines precede it). A line ends at `\n`, `\r\n` or a lone `\r`, counted inside quoted
+/// fields and in skipped blank lines too, so LF, CRLF and CR files and multi-line cells all
+/// number correctly (and the same).
+///
+/// A file that ends inside a quoted field is an [`Error::Record`] naming the line where that
+/// field starts: a quote left open takes every record after it into one value, so the file
+/// is refused rather than read as a few rows. (A stray quote that a later one closes makes
+/// one record of the lines between; when its field count is wrong, its defect names them.)
+/// The header is at most 1 MiB and 16,384 columns; reading stops past either.
 pub struct CsvSource {
     path: PathBuf,
     columns: Vec<String>,
@@ -454,13 +627,7 @@ impl CsvSource {
                         .to_owned(),
                 })
             }
-            Err(source) => {
-                return Err(Error::Read {
-                    path,
-                    line: Some(records.line),
-                    source,
-                })
-            }
+            Err(e) => return Err(read_error(e, &path, records.line)),
         }
         let columns = header_columns(&records).map_err(|message| Error::Header {
             path: path.clone(),
@@ -474,15 +641,65 @@ impl CsvSource {
     }
 }
 
+/// The [`Error`] for a record that could not be read, the record starting on `line`.
+fn read_error(e: ReadError, path: &Path, line: u64) -> Error {
+    match e {
+        ReadError::Io(source) => Error::Read {
+            path: path.to_owned(),
+            line: Some(line),
+            source,
+        },
+        ReadError::OpenQuote {
+            record_line,
+            quote_line,
+            last_line,
+        } => {
+            let field = if quote_line == record_line {
+                format!("the quoted field that starts on line {quote_line}")
+            } else {
+                format!(
+                    "a quoted field of the record that starts on line {record_line} (on line \
+                     {quote_line})"
+                )
+            };
+            let rest = if last_line > quote_line {
+                format!(
+                    "the rest of the file (lines {quote_line} to {last_line}) would be one value"
+                )
+            } else {
+                "the rest of the line would be a value".to_owned()
+            };
+            Error::Record {
+                path: path.to_owned(),
+                line: quote_line,
+                message: format!(
+                    "{field} is never closed: the file ends inside it, so {rest}. Nothing of \
+                     the file is synced until it is fixed: close the quote (a quote inside a \
+                     quoted field is written twice, \"\")"
+                ),
+            }
+        }
+    }
+}
+
 /// The column names of the header record, or what is wrong with them.
 fn header_columns(records: &Records) -> Result<Vec<String>, String> {
     let line = records.line;
-    if records.oversized {
-        return Err(format!(
-            "the header (line {line}) is longer than {} or has more than {MAX_FIELDS} \
-             fields; is a quote left open?",
-            max_record_size()
-        ));
+    match records.oversized {
+        Some(Oversized::Bytes) => {
+            return Err(format!(
+                "the header (line {line}) is longer than {} MiB; a header names the columns, \
+                 and one this long is not a header (is this a CSV file? is a quote left open?)",
+                MAX_HEADER_BYTES >> 20
+            ))
+        }
+        Some(Oversized::Fields) => {
+            return Err(format!(
+                "the header (line {line}) has more than {MAX_COLUMNS} columns, the most a CSV \
+                 model may have (is the delimiter right?)"
+            ))
+        }
+        None => {}
     }
     let mut columns: Vec<String> = Vec::with_capacity(records.fields);
     for (i, field) in records.fields().enumerate() {
@@ -500,14 +717,20 @@ fn header_columns(records: &Records) -> Result<Vec<String>, String> {
                  a name (a trailing delimiter makes an empty last column)"
             ));
         }
-        if let Some(first) = columns.iter().position(|c| c == name) {
+        columns.push(name.to_owned());
+    }
+    // Duplicates, found with a hash map: a header may have thousands of columns.
+    let mut seen = std::collections::HashMap::with_capacity(columns.len());
+    for (i, name) in columns.iter().enumerate() {
+        if let Some(first) = seen.insert(name.as_str(), i) {
             return Err(format!(
-                "column `{name}` appears twice in the header (line {line}), at positions {} and \
-                 {position}; column names must be unique",
-                first + 1
+                "column `{}` appears twice in the header (line {line}), at positions {} and \
+                 {}; column names must be unique",
+                excerpt(name),
+                first + 1,
+                i + 1
             ));
         }
-        columns.push(name.to_owned());
     }
     Ok(columns)
 }
@@ -532,31 +755,45 @@ impl ModelSource for CsvSource {
         match records.read() {
             Ok(true) => {}
             Ok(false) => return Ok(false),
-            Err(source) => {
-                return Err(Error::Read {
-                    path: self.path.clone(),
-                    line: Some(records.line),
-                    source,
-                })
-            }
+            Err(e) => return Err(read_error(e, &self.path, records.line)),
         }
         let line = records.line;
         let ncols = self.columns.len();
         row.reset(line, ncols);
-        if records.oversized {
+        if let Some(over) = records.oversized {
+            let what = match over {
+                Oversized::Bytes => format!("is longer than {}", max_record_size()),
+                Oversized::Fields => format!("has more than {MAX_FIELDS} fields"),
+            };
             let message = format!(
-                "line {line}: the record is longer than {} or has more than {MAX_FIELDS} \
-                 fields; is a quote left open?",
-                max_record_size()
+                "line {line}: the record {what} (it ends on line {}); is a quote left open?",
+                records.lines.last_line()
             );
             set_defect(row, message);
             return Ok(true);
         }
         if records.fields != ncols {
-            let message = format!(
-                "line {line} has {}; the header has {ncols}",
-                plural(records.fields, "field")
-            );
+            // A quoted field may hold line breaks; a record with the wrong field count that
+            // spans lines is most likely a quote left open, which took the lines after it.
+            let spanned = if records.quick > 0 {
+                0
+            } else {
+                line_ends(records.all_bytes())
+            };
+            let message = if spanned == 0 {
+                format!(
+                    "line {line} has {}; the header has {ncols}",
+                    plural(records.fields, "field")
+                )
+            } else {
+                format!(
+                    "lines {line} to {} are one record (a quoted field holds their line \
+                     breaks) with {}; the header has {ncols}. Is a quote left open on line \
+                     {line}?",
+                    line + spanned,
+                    plural(records.fields, "field")
+                )
+            };
             set_defect(row, message);
             return Ok(true);
         }
@@ -627,7 +864,7 @@ fn utf8_defect(row: &mut SourceRow, line: u64, columns: &[String], index: usize)
     let column = columns.get(index).map(String::as_str).unwrap_or("?");
     set_defect(
         row,
-        format!("line {line}, column `{column}`: not valid UTF-8"),
+        format!("line {line}, column `{}`: not valid UTF-8", excerpt(column)),
     );
     true
 }

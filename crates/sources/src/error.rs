@@ -2,7 +2,8 @@
 //!
 //! A record that cannot be read properly is not an error: it comes back as a row with
 //! [`sync_core::value::SourceRow::defect`] set. These errors are for what makes the rest of the
-//! model unreadable: the file cannot be opened, the read fails, the header is unusable.
+//! model unreadable: the file cannot be opened, the read fails, the header is unusable, a
+//! quote left open swallows the rest of a CSV file.
 
 use std::io;
 use std::path::PathBuf;
@@ -43,6 +44,18 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// What is wrong and what would be valid.
+        message: String,
+    },
+
+    /// A record breaks the rest of the file: a CSV quoted field that the file ends inside
+    /// (a quote left open), so where the records after it start is unknown.
+    #[error("the model file {}, line {line}: {message}", path.display())]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// Where the problem starts (for an open quote, the line of the quoted field).
+        line: u64,
+        /// What is wrong and what to do.
         message: String,
     },
 

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use sync_core::message::excerpt;
 use sync_core::ports::ModelSource;
 use sync_core::value::{SourceRow, Value};
 
 use crate::error::Error;
-use crate::{buffered, max_record_size, set_defect, Input, BOM, MAX_RECORD_BYTES};
+use crate::{buffered, max_record_size, set_defect, Input, BOM, MAX_COLUMNS, MAX_RECORD_BYTES};
 
 /// How many non-blank lines are read to learn the columns.
 const SAMPLE_LINES: usize = 1000;
@@ -118,8 +119,9 @@ struct Sample {
 /// it fits an `i64` and otherwise [`Value::Number`] with its digits as written, an array or an
 /// object → [`Value::Unsupported`] holding its first 200 characters.
 ///
-/// A line that is not valid JSON, not an object, or not valid UTF-8 comes back as a row with
-/// [`SourceRow::defect`] set, and reading goes on.
+/// A line that is not valid JSON, not an object, or not valid UTF-8, or whose object has a
+/// column's key twice (`{"email": "a@x.com", "email": "b@x.com"}`: which one is meant is
+/// unknown), comes back as a row with [`SourceRow::defect`] set, and reading goes on.
 pub struct JsonlSource {
     path: PathBuf,
     columns: Vec<String>,
@@ -195,6 +197,18 @@ impl JsonlSource {
                             index.insert(key.clone(), columns.len());
                             columns.push(key);
                         }
+                    }
+                    if columns.len() > MAX_COLUMNS {
+                        return Err(Error::Json {
+                            path,
+                            message: format!(
+                                "its first {} non-blank lines have more than {MAX_COLUMNS} \
+                                 distinct keys, the most a JSONL model may have as columns \
+                                 (line {} has the key past the limit)",
+                                sample.lines.len(),
+                                info.number
+                            ),
+                        });
                     }
                 }
                 Err(defect) => {
@@ -313,11 +327,13 @@ impl JsonlSource {
         };
         self.seen.fill(false);
         let mut de = serde_json::Deserializer::from_str(text);
+        let mut duplicate = None;
         let seed = RowSeed {
             columns: &self.columns,
             index: &self.index,
             values: &mut row.values,
             seen: &mut self.seen,
+            duplicate: &mut duplicate,
         };
         match seed.deserialize(&mut de).and_then(|()| de.end()) {
             Ok(()) => {
@@ -327,7 +343,20 @@ impl JsonlSource {
                     }
                 }
             }
-            Err(e) => set_defect(row, json_defect(info.number, &e)),
+            Err(e) => {
+                let defect = match duplicate {
+                    Some(key) => format!(
+                        "line {}: the key `{}` appears twice in the object (the second one ends at \
+                         column {}); which value is meant is unknown, so the line is not read \
+                         (write each key once)",
+                        info.number,
+                        excerpt(&key),
+                        e.column()
+                    ),
+                    None => json_defect(info.number, &e),
+                };
+                set_defect(row, defect);
+            }
         }
     }
 }
@@ -387,6 +416,8 @@ struct RowSeed<'r> {
     index: &'r HashMap<String, usize>,
     values: &'r mut [Value],
     seen: &'r mut [bool],
+    /// Set to a column's key that the object has twice (and the object is not read on).
+    duplicate: &'r mut Option<String>,
 }
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
@@ -417,6 +448,10 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 },
             };
             next = i + 1;
+            if self.seen.get(i).copied().unwrap_or(false) {
+                *self.duplicate = Some(key.into_owned());
+                return Err(de::Error::custom("duplicate key"));
+            }
             let raw: &'de RawValue = map.next_value()?;
             if let (Some(value), Some(seen)) = (self.values.get_mut(i), self.seen.get_mut(i)) {
                 let text = raw.get();

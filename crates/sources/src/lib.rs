@@ -17,16 +17,25 @@
 //! (every value of such a row is [`Value::Null`]), and reading
 //! goes on with the next record. Defects are:
 //!
-//! - CSV: a record whose field count differs from the header's; a field that is not valid
-//!   UTF-8; a record longer than 64 MiB (usually a quote left open).
-//! - JSONL: a line that is not valid JSON, not a JSON object, or not valid UTF-8; a line longer
-//!   than 64 MiB.
+//! - CSV: a record whose field count differs from the header's (when a quoted field makes
+//!   it span lines, the message gives its first and last line: usually a quote left open
+//!   that a later stray quote closed); a field that is not valid UTF-8; a record longer than
+//!   64 MiB (usually a quote left open).
+//! - JSONL: a line that is not valid JSON, not a JSON object, or not valid UTF-8; an object
+//!   with the same key twice (which value is meant is unknown; the identifier could be
+//!   either); a line longer than 64 MiB.
 //!
 //! An [`Error`] stops the read: the file cannot be opened, reading it fails (I/O), the CSV
-//! header is missing or unusable (empty file, empty or duplicate column name, invalid UTF-8),
-//! a JSONL file yields no column (empty, or no JSON object with keys in its first 1,000
-//! non-blank lines), or the CSV options cannot work. After an I/O error a source reports the
+//! header is missing or unusable (empty file, empty or duplicate column name, invalid UTF-8,
+//! longer than 1 MiB or more than 16,384 columns), a JSONL file yields no column (empty, or
+//! no JSON object with keys in its first 1,000 non-blank lines) or more than 16,384, the CSV
+//! options cannot work, or a CSV file ends inside a quoted field ([`Error::Record`], naming
+//! the line where that field starts: a quote left open swallows every record after it, so
+//! the file is refused rather than read as fewer rows). After an error a source reports the
 //! end of the input.
+//!
+//! Lines are numbered from 1; a line ends at `\n`, `\r\n` or a lone `\r`. Messages quote
+//! input through [`sync_core::message`], so that they stay short whatever the input is.
 
 mod csv;
 mod error;
@@ -60,6 +69,10 @@ const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 /// Small in tests, so that the limit can be reached cheaply.
 #[cfg(test)]
 const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// The most columns a CSV header or the keys of a JSONL sample may name (Excel's limit too);
+/// more is a broken or hostile file, and every row would carry that many values.
+const MAX_COLUMNS: usize = 16_384;
 
 /// [`MAX_RECORD_BYTES`] for messages.
 fn max_record_size() -> String {

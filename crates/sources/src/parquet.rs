@@ -408,19 +408,19 @@ fn check_names(shapes: &[FieldShape]) -> Result<(), String> {
     if shapes.is_empty() {
         return Err("the schema has no columns".to_owned());
     }
+    let mut seen = std::collections::HashMap::with_capacity(shapes.len());
     for (i, shape) in shapes.iter().enumerate() {
         let name = &shape.name;
         if name.trim().is_empty() {
             return Err(format!("column {} of the schema has no name", i + 1));
         }
-        if let Some(first) = shapes.iter().position(|s| s.name == *name) {
-            if first != i {
-                return Err(format!(
-                    "the schema has two columns named `{name}`, at positions {} and {}",
-                    first + 1,
-                    i + 1
-                ));
-            }
+        if let Some(first) = seen.insert(name.as_str(), i) {
+            return Err(format!(
+                "the schema has two columns named `{}`, at positions {} and {}",
+                sync_core::message::excerpt(name),
+                first + 1,
+                i + 1
+            ));
         }
     }
     Ok(())
@@ -436,12 +436,18 @@ fn schema_difference(
         || first.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
+    // A schema can have thousands of fields: the list is cut (`… and K more`).
     let names = |shapes: &[FieldShape]| {
-        shapes
+        use sync_core::message::{excerpt, MAX_NAMES};
+        let mut list: Vec<String> = shapes
             .iter()
-            .map(|s| format!("`{}`", s.name))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .take(MAX_NAMES)
+            .map(|s| format!("`{}`", excerpt(&s.name)))
+            .collect();
+        if shapes.len() > MAX_NAMES {
+            list.push(format!("… and {} more", shapes.len() - MAX_NAMES));
+        }
+        list.join(", ")
     };
     for (i, (e, f)) in expected.iter().zip(found).enumerate() {
         if e.name != f.name {
@@ -450,15 +456,17 @@ fn schema_difference(
                  {} is `{}` here but `{}` there; every file must have the same columns in the \
                  same order",
                 i + 1,
-                f.name,
-                e.name
+                sync_core::message::excerpt(&f.name),
+                sync_core::message::excerpt(&e.name)
             ));
         }
         if e.key != f.key {
             return Some(format!(
                 "its columns differ from those of {first}, the first file of the folder: column \
                  `{}` is `{}` here but `{}` there; every file must have the same column types",
-                e.name, f.shape, e.shape
+                sync_core::message::excerpt(&e.name),
+                f.shape,
+                e.shape
             ));
         }
     }

@@ -51,6 +51,59 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The folder of the database cannot be written (read-only file system, permissions), so
+    /// the database cannot be created or written.
+    #[error(
+        "the state database {} cannot be created or written: {} is not writable; point \
+         `[state] path` at a writable place",
+        path.display(),
+        what.display()
+    )]
+    NotWritable {
+        /// The database file.
+        path: PathBuf,
+        /// What is not writable: the file, or its folder.
+        what: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// The file is a SQLite database, but not an attentive-sync state file.
+    #[error(
+        "{} is not an attentive-sync state database (it holds other tables: {tables}); \
+         point `[state] path` at a new file or an attentive-sync state file",
+        path.display()
+    )]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// Some of its tables, for people.
+        tables: String,
+    },
+    /// The state file was deleted or replaced while this process had it open: what it writes
+    /// would go to a file nobody reads, and another process may be using the new one.
+    #[error(
+        "the state database {} was deleted or replaced while in use; stopping (nothing more is \
+         sent; the next run starts from the file now at that path)",
+        path.display()
+    )]
+    Replaced {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A read-only opening found a database that needs a migration first.
+    #[error(
+        "the state database {} has schema version {found} and needs migrating to {supported}, \
+         which needs write access; run `attentive-sync run` once (or make it writable)",
+        path.display()
+    )]
+    NeedsMigration {
+        /// The database file.
+        path: PathBuf,
+        /// The database's version.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
     /// The database was written by a newer attentive-sync.
     #[error(
         "the state database has schema version {found}, but this program knows versions up to \
@@ -182,13 +235,53 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Which file a path named when it was opened (device and inode on Unix), so that a file
+/// deleted or replaced under a running process is noticed instead of written into the void.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        let meta = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            Ok(FileIdentity {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            Ok(FileIdentity { dev: 0, ino: 0 })
+        }
+    }
+
+    /// Fails with [`Error::Replaced`] unless `path` still names this file.
+    pub(crate) fn verify(&self, path: &Path) -> Result<(), Error> {
+        match FileIdentity::of(path) {
+            Ok(now) if now == *self => Ok(()),
+            _ => Err(Error::Replaced {
+                path: path.to_owned(),
+            }),
+        }
+    }
+}
+
 /// Locks of in-memory stores: activation → (holder, acquired_at, heartbeat, token).
 type MemoryLocks = Arc<Mutex<std::collections::HashMap<String, lock::MemoryLockEntry>>>;
 
 /// Where the database lives, which decides how locks are taken.
 #[derive(Debug)]
 enum Location {
-    File(PathBuf),
+    File {
+        path: PathBuf,
+        identity: FileIdentity,
+    },
     Memory(MemoryLocks),
 }
 
@@ -206,29 +299,143 @@ impl StateStore {
     /// pending migrations, and configures the connection: WAL journal, `synchronous=NORMAL`,
     /// foreign keys on, a busy timeout of [`BUSY_TIMEOUT`].
     pub fn open(path: &Path) -> Result<StateStore, Error> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags)
+            .and_then(|c| configure(&c, true).map(|()| c))
+            .map_err(|source| open_failure(path, dir, source))?;
+        refuse_foreign(&conn, path)?;
+        migrate(&mut conn)?;
+        StateStore::on_file(conn, path)
+    }
+
+    /// Opens an existing state database for reading only (`plan`, `runs`, `contacts show`,
+    /// `validate`): never creates a file, works on a read-only file or file system, and
+    /// refuses a file that is not an attentive-sync state database or is from a newer
+    /// version. `Ok(None)` when there is no file at `path` (nothing has run yet). A database
+    /// that needs a migration is migrated if it can be written, else refused with
+    /// [`Error::NeedsMigration`].
+    pub fn open_existing_read_only(path: &Path) -> Result<Option<StateStore>, Error> {
+        if !path.exists() {
+            return Ok(None);
         }
         let open_err = |source| Error::Open {
             path: path.to_owned(),
             source,
         };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-        configure(&conn, true).map_err(open_err)?;
-        migrate(&mut conn)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        refuse_foreign(&conn, path)?;
+        let found = user_version(&conn).map_err(open_err)?;
+        let supported = schema_len();
+        if found > supported {
+            return Err(Error::SchemaTooNew { found, supported });
+        }
+        if found < supported {
+            drop(conn);
+            let writable = std::fs::OpenOptions::new().write(true).open(path).is_ok();
+            return if writable {
+                StateStore::open(path).map(Some)
+            } else {
+                Err(Error::NeedsMigration {
+                    path: path.to_owned(),
+                    found,
+                    supported,
+                })
+            };
+        }
+        conn.set_prepared_statement_cache_capacity(64);
+        StateStore::on_file(conn, path).map(Some)
+    }
+
+    /// Checks, without changing anything, that a run could use the state database at `path`:
+    /// a SQLite file holding an attentive-sync state of a version this build knows (or no
+    /// file yet), writable, in a writable folder. What `validate` reports.
+    pub fn check_file(path: &Path) -> Result<FileCheck, Error> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !path.exists() {
+            // The folder may not exist yet either: the nearest one that does must be writable.
+            let mut existing = dir;
+            while !existing.exists() {
+                match existing.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => existing = p,
+                    _ => {
+                        existing = Path::new(".");
+                        break;
+                    }
+                }
+            }
+            writable(path, existing)?;
+            return Ok(FileCheck::WillBeCreated);
+        }
+        let open_err = |source| Error::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // Reading the schema is what tells a SQLite file from anything else.
+        let found = user_version(&conn).map_err(open_err)?;
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(open_err)?;
+        refuse_foreign(&conn, path)?;
+        let supported = schema_len();
+        if found > supported {
+            return Err(Error::SchemaTooNew { found, supported });
+        }
+        writable(path, dir)?;
+        Ok(if found == supported {
+            FileCheck::Ready {
+                schema_version: found,
+            }
+        } else {
+            FileCheck::WillMigrate {
+                from: found,
+                to: supported,
+            }
+        })
+    }
+
+    fn on_file(conn: Connection, path: &Path) -> Result<StateStore, Error> {
         // Lock connections reopen the same file even if the working directory changes.
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let identity =
+            FileIdentity::of(&path).map_err(|_| Error::Replaced { path: path.clone() })?;
         Ok(StateStore {
             conn,
-            location: Location::File(path),
+            location: Location::File { path, identity },
             lock_stale_after: DEFAULT_LOCK_STALE_AFTER,
         })
+    }
+
+    /// Checks that the state file is still the file this store opened (not deleted or
+    /// replaced since); [`Error::Replaced`] if not. Writers call it before each commit, so
+    /// nothing is recorded into a file nobody will read. Always `Ok` in memory.
+    pub fn verify_file(&self) -> Result<(), Error> {
+        self.verify_identity().map(|_| ())
+    }
+
+    pub(crate) fn verify_identity(&self) -> Result<FileIdentity, Error> {
+        match &self.location {
+            Location::File { path, identity } => identity.verify(path).map(|()| *identity),
+            Location::Memory(_) => Ok(FileIdentity { dev: 0, ino: 0 }),
+        }
     }
 
     /// A private, empty database in memory (tests, dry runs). Its locks are in-process.
@@ -261,7 +468,7 @@ impl StateStore {
     /// The file of a file-backed store; `None` in memory.
     pub fn path(&self) -> Option<&Path> {
         match &self.location {
-            Location::File(p) => Some(p),
+            Location::File { path, .. } => Some(path),
             Location::Memory(_) => None,
         }
     }
@@ -308,6 +515,95 @@ impl StateStore {
             .ctx("listing activations")?;
         rows.collect::<Result<_, _>>().ctx("listing activations")
     }
+}
+
+/// Why a database could not be opened, for people: an unwritable folder is named as such
+/// (SQLite only says "unable to open database file").
+fn open_failure(path: &Path, dir: &Path, source: rusqlite::Error) -> Error {
+    let cannot_open = matches!(
+        source.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    );
+    if cannot_open {
+        if let Err(e) = writable(path, dir) {
+            return e;
+        }
+    }
+    Error::Open {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Whether the database at `path` (if it exists) and its folder `dir` (SQLite creates its
+/// `-wal` and `-shm` files there) can be written. Changes nothing: the file is opened for
+/// writing without truncation, and a probe file in the folder is created and removed.
+fn writable(path: &Path, dir: &Path) -> Result<(), Error> {
+    let not_writable = |what: &Path| {
+        let path = path.to_owned();
+        let what = what.to_owned();
+        move |source| Error::NotWritable { path, what, source }
+    };
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(not_writable(path))?;
+    }
+    let probe = dir.join(format!(".attentive-sync-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(not_writable(dir))?;
+    std::fs::remove_file(&probe).map_err(not_writable(dir))
+}
+
+/// What [`StateStore::check_file`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileCheck {
+    /// No file yet; its folder is writable, so the first run creates it.
+    WillBeCreated,
+    /// A state database of this version that can be written.
+    Ready {
+        /// Its schema version.
+        schema_version: i64,
+    },
+    /// An older state database that the next run migrates.
+    WillMigrate {
+        /// Its schema version.
+        from: i64,
+        /// The version it will have.
+        to: i64,
+    },
+}
+
+/// Refuses a SQLite database that holds tables but was never an attentive-sync state file
+/// (schema version 0), instead of migrating into it (and printing its SQL in the error).
+fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), Error> {
+    let open_err = |source| Error::Open {
+        path: path.to_owned(),
+        source,
+    };
+    if user_version(conn).map_err(open_err)? != 0 {
+        return Ok(());
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name LIMIT 6")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(open_err)?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let mut list: Vec<String> = tables.iter().take(5).map(|t| format!("`{t}`")).collect();
+    if tables.len() > 5 {
+        list.push("...".to_owned());
+    }
+    Err(Error::Foreign {
+        path: path.to_owned(),
+        tables: list.join(", "),
+    })
 }
 
 fn schema_len() -> i64 {

@@ -3,11 +3,21 @@
 //! A lock is a row of `locks`, inserted in an IMMEDIATE transaction (so two processes cannot
 //! both see the activation free). The [`ActivationLock`] owns its own connection to the file,
 //! so it outlives nothing and can be moved to another thread; dropping it deletes the row if
-//! the row is still its own. A row whose process is gone (`/proc/<pid>` missing, on Linux) or
-//! whose heartbeat is older than the stale timeout is taken over.
+//! the row is still its own.
+//!
+//! A lock is taken over only when its holder is gone. On Linux a row records the host and
+//! the holding process's identity (boot id and start time, so a reused pid is not mistaken
+//! for the holder): a lock of this host is taken over when that process no longer runs,
+//! however old its heartbeat, and never while it runs. A lock of another host (a state file
+//! on a shared disk), or one taken where processes cannot be inspected, is taken over when
+//! its heartbeat is older than the stale timeout: its holder must heartbeat well within it
+//! (the run pipeline does, from its own thread, for the whole run).
+//!
+//! Every heartbeat also checks that the state file is still the file the lock was taken in:
+//! a file deleted or replaced under a run fails it with [`Error::Replaced`].
 //!
 //! In-memory stores cannot share a database between connections, so their locks live in a
-//! map inside the store, with the same rules (heartbeat staleness; the process is alive).
+//! map inside the store; their holders are in this process, so only the heartbeat decides.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -49,8 +59,16 @@ pub struct ActivationLock {
 
 #[derive(Debug)]
 enum Inner {
-    File { conn: Connection, pid: i64 },
-    Memory { locks: MemoryLocks, token: u64 },
+    File {
+        conn: Connection,
+        pid: i64,
+        path: std::path::PathBuf,
+        identity: crate::FileIdentity,
+    },
+    Memory {
+        locks: MemoryLocks,
+        token: u64,
+    },
 }
 
 fn lock_map(locks: &MemoryLocks) -> MutexGuard<'_, HashMap<String, MemoryLockEntry>> {
@@ -58,17 +76,42 @@ fn lock_map(locks: &MemoryLocks) -> MutexGuard<'_, HashMap<String, MemoryLockEnt
     locks.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whether a process with this id runs on this host. Without `/proc` (not Linux), every
-/// process is assumed alive and only the heartbeat decides.
-fn pid_alive(pid: i64) -> bool {
+/// This host's name, where the system tells it.
+pub(crate) fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// A process's identity on this host: the boot id and its start time (clock ticks since
+/// boot), so that a pid reused by another process, or after a reboot, does not match.
+/// `None` where `/proc` cannot tell (not Linux, or no such process).
+pub(crate) fn process_identity(pid: i64) -> Option<String> {
     if pid <= 0 {
-        return false;
+        return None;
     }
-    if cfg!(target_os = "linux") {
-        Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses; fields after the
+    // last `)` start at field 3, so the start time (field 22) is the 20th of them.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let start = after.split_whitespace().nth(19)?;
+    Some(format!("{}:{start}", boot.trim()))
+}
+
+/// Whether the holder of a lock row is gone, as far as this host can tell: `Some(true)` gone,
+/// `Some(false)` alive, `None` cannot tell (another host, or no `/proc`).
+fn holder_gone(host: Option<&str>, pid: i64, process: Option<&str>) -> Option<bool> {
+    let here = host_name()?;
+    if host? != here || process_identity(i64::from(std::process::id())).is_none() {
+        return None;
     }
+    Some(match (process_identity(pid), process) {
+        (None, _) => true,
+        (Some(now), Some(then)) => now != then,
+        // A row without an identity (written before schema 2): the pid decides.
+        (Some(_), None) => false,
+    })
 }
 
 /// Whether an RFC 3339 heartbeat is older than `after` (unreadable ones are).
@@ -96,7 +139,7 @@ impl StateStore {
     /// ([`StateStore::set_lock_stale_after`]) is taken over.
     pub fn try_lock(&self, activation: &str, holder: &str) -> Result<ActivationLock, Error> {
         match &self.location {
-            Location::File(path) => self.try_lock_file(path, activation, holder),
+            Location::File { path, .. } => self.try_lock_file(path, activation, holder),
             Location::Memory(locks) => {
                 let mut map = lock_map(locks);
                 if let Some(e) = map.get(activation) {
@@ -147,23 +190,39 @@ impl StateStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         configure(&conn, true).map_err(open_err)?;
+        // The lock must live in the very file this store opened.
+        let identity = self.verify_identity()?;
         let pid = i64::from(std::process::id());
+        let host = host_name();
+        let process = process_identity(pid);
         let acquired_at = now_precise();
         {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .ctx(A)?;
-            let current: Option<(String, i64, String, String)> = tx
+            type Row = (String, i64, String, String, Option<String>, Option<String>);
+            let current: Option<Row> = tx
                 .query_row(
-                    "SELECT holder, pid, acquired_at, heartbeat_at FROM locks \
+                    "SELECT holder, pid, acquired_at, heartbeat_at, host, process FROM locks \
                      WHERE activation = ?1",
                     [activation],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    },
                 )
                 .optional()
                 .ctx(A)?;
-            if let Some((holder, pid, since, heartbeat_at)) = current {
-                if pid_alive(pid) && !heartbeat_stale(&heartbeat_at, self.lock_stale_after) {
+            if let Some((holder, held_by, since, heartbeat_at, held_on, held_as)) = current {
+                let gone = holder_gone(held_on.as_deref(), held_by, held_as.as_deref())
+                    .unwrap_or_else(|| heartbeat_stale(&heartbeat_at, self.lock_stale_after));
+                if !gone {
                     return Err(Error::Locked {
                         activation: activation.to_owned(),
                         holder,
@@ -172,12 +231,13 @@ impl StateStore {
                 }
             }
             tx.execute(
-                "INSERT INTO locks (activation, holder, pid, acquired_at, heartbeat_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                "INSERT INTO locks (activation, holder, pid, acquired_at, heartbeat_at, host, \
+                 process) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (activation) DO UPDATE SET holder = excluded.holder, \
                  pid = excluded.pid, acquired_at = excluded.acquired_at, \
-                 heartbeat_at = excluded.heartbeat_at",
-                params![activation, holder, pid, acquired_at, now()],
+                 heartbeat_at = excluded.heartbeat_at, host = excluded.host, \
+                 process = excluded.process",
+                params![activation, holder, pid, acquired_at, now(), host, process],
             )
             .ctx(A)?;
             tx.commit().ctx(A)?;
@@ -186,7 +246,12 @@ impl StateStore {
             activation: activation.to_owned(),
             holder: holder.to_owned(),
             acquired_at,
-            inner: Inner::File { conn, pid },
+            inner: Inner::File {
+                conn,
+                pid,
+                path: path.to_owned(),
+                identity,
+            },
             released: false,
         })
     }
@@ -209,10 +274,17 @@ impl ActivationLock {
     }
 
     /// Refreshes the heartbeat so the lock is not taken over as stale. Fails with
-    /// [`Error::LockLost`] if it was taken over already: stop the run then.
+    /// [`Error::LockLost`] if it was taken over already, and with [`Error::Replaced`] if the
+    /// state file was deleted or replaced since the lock was taken: stop the run then.
     pub fn heartbeat(&self) -> Result<(), Error> {
         let ours = match &self.inner {
-            Inner::File { conn, pid } => {
+            Inner::File {
+                conn,
+                pid,
+                path,
+                identity,
+            } => {
+                identity.verify(path)?;
                 conn.execute(
                     "UPDATE locks SET heartbeat_at = ?5 WHERE activation = ?1 AND holder = ?2 \
                      AND pid = ?3 AND acquired_at = ?4",
@@ -247,7 +319,7 @@ impl ActivationLock {
 
     fn release_inner(&self) -> Result<(), Error> {
         match &self.inner {
-            Inner::File { conn, pid } => {
+            Inner::File { conn, pid, .. } => {
                 conn.execute(
                     "DELETE FROM locks WHERE activation = ?1 AND holder = ?2 AND pid = ?3 \
                      AND acquired_at = ?4",

@@ -91,4 +91,11 @@ CREATE TABLE locks (
     heartbeat_at TEXT    NOT NULL
 );
 "#,
+    // 2: who holds a lock, precisely enough to tell a live holder from a reused pid: the host
+    // and the process's identity on it (boot id and start time). A lock is taken over only when
+    // its holder is gone; only locks of other hosts fall back on the heartbeat's age.
+    r#"
+ALTER TABLE locks ADD COLUMN host TEXT;
+ALTER TABLE locks ADD COLUMN process TEXT;
+"#,
 ];

@@ -1,5 +1,5 @@
 use rusqlite::params;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sync_core::mapping::{
     AttributeMapping, CustomType, DuplicatePolicy, Identifier, NormalizeOptions, OnNull,
@@ -129,8 +129,8 @@ fn error_is_send_sync_and_chains_its_source() {
 #[test]
 fn open_in_memory_is_at_the_latest_version() {
     let store = StateStore::open_in_memory().unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
-    assert_eq!(StateStore::supported_schema_version(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(StateStore::supported_schema_version(), 2);
     assert_eq!(pragma_i64(&store, "foreign_keys"), 1);
     assert_eq!(store.path(), None);
 }
@@ -149,7 +149,7 @@ fn open_creates_the_file_and_its_directory_and_configures_the_connection() {
     assert_eq!(pragma_i64(&store, "synchronous"), 1, "NORMAL");
     assert_eq!(pragma_i64(&store, "foreign_keys"), 1);
     assert_eq!(pragma_i64(&store, "busy_timeout"), 5000);
-    assert_eq!(pragma_i64(&store, "user_version"), 1);
+    assert_eq!(pragma_i64(&store, "user_version"), 2);
     assert!(store.path().is_some_and(|p| p.ends_with("b/state.db")));
 }
 
@@ -162,7 +162,7 @@ fn migrations_are_idempotent_on_reopen() {
     }
     for _ in 0..3 {
         let store = StateStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
         assert_eq!(
             store.activation_mapping("a").unwrap().as_deref(),
             Some("{}")
@@ -206,7 +206,7 @@ fn a_newer_schema_is_refused() {
             err,
             Error::SchemaTooNew {
                 found: 7,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
@@ -218,21 +218,28 @@ fn a_newer_schema_is_refused() {
 fn a_failed_migration_leaves_the_version_alone() {
     let (_dir, path) = temp_db();
     {
-        // A table in the way makes migration 1 fail.
+        // A schema-1 file with a column in the way makes migration 2 fail half way.
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("CREATE TABLE activations (x)").unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch("ALTER TABLE locks ADD COLUMN process TEXT")
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let err = StateStore::open(&path).unwrap_err();
     assert!(
-        matches!(err, Error::Migration { version: 1, .. }),
+        matches!(err, Error::Migration { version: 2, .. }),
         "{err:?}"
     );
     let conn = Connection::open(&path).unwrap();
-    assert_eq!(user_version(&conn).unwrap(), 0);
-    let n: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+    assert_eq!(user_version(&conn).unwrap(), 1);
+    let host_columns: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('locks') WHERE name = 'host'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert_eq!(n, 1, "the migration rolled back");
+    assert_eq!(host_columns, 0, "the migration rolled back");
 }
 
 #[test]
@@ -886,11 +893,28 @@ fn a_lock_outlives_its_store_and_moves_between_threads() {
     StateStore::open(&path).unwrap().try_lock("a", "t").unwrap();
 }
 
+/// Makes a lock row look as if another host held it (a state file on a shared disk), so
+/// that only its heartbeat can tell whether its holder is gone.
+fn held_elsewhere(store: &StateStore, activation: &str) {
+    store
+        .conn
+        .execute(
+            "UPDATE locks SET host = 'another-host', process = 'x' WHERE activation = ?1",
+            [activation],
+        )
+        .unwrap();
+}
+
 #[test]
-fn a_stale_heartbeat_is_taken_over() {
+fn a_stale_heartbeat_from_another_host_is_taken_over() {
     let (_dir, path) = temp_db();
     let store = StateStore::open(&path).unwrap();
     let old = store.try_lock("a", "old").unwrap();
+    held_elsewhere(&store, "a");
+    assert!(matches!(
+        store.try_lock("a", "new"),
+        Err(Error::Locked { .. })
+    ));
     store
         .conn
         .execute(
@@ -916,45 +940,121 @@ fn the_stale_timeout_is_configurable() {
     let (_dir, path) = temp_db();
     let mut store = StateStore::open(&path).unwrap();
     let _held = store.try_lock("a", "old").unwrap();
+    held_elsewhere(&store, "a");
     store.set_lock_stale_after(Duration::ZERO);
     std::thread::sleep(Duration::from_millis(5));
     store.try_lock("a", "new").unwrap();
 }
 
+/// Regression (issue 12): a lock whose heartbeat was 10 minutes old was taken over even though
+/// its process was alive (a slow first planning pass), so two runs could overlap.
 #[test]
-fn a_dead_process_lock_is_taken_over() {
+fn a_live_holder_is_never_taken_over_however_old_its_heartbeat() {
+    if lock::process_identity(i64::from(std::process::id())).is_none() {
+        return; // no /proc: only heartbeats can tell, as documented
+    }
+    let (_dir, path) = temp_db();
+    let mut store = StateStore::open(&path).unwrap();
+    let held = store.try_lock("a", "slow run").unwrap();
+    store
+        .conn
+        .execute(
+            "UPDATE locks SET heartbeat_at = '2020-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
+    store.set_lock_stale_after(Duration::ZERO);
+    assert!(matches!(
+        store.try_lock("a", "second run"),
+        Err(Error::Locked { holder, .. }) if holder == "slow run"
+    ));
+    held.heartbeat().unwrap();
+}
+
+#[test]
+fn a_gone_holder_is_taken_over_at_once_and_a_reused_pid_is_not_the_holder() {
     let (_dir, path) = temp_db();
     let store = StateStore::open(&path).unwrap();
-    let insert = |pid: i64, heartbeat: &str| {
+    let me = i64::from(std::process::id());
+    let (Some(host), Some(identity)) = (lock::host_name(), lock::process_identity(me)) else {
+        return; // no /proc: only heartbeats can tell
+    };
+    let insert = |pid: i64, process: &str, heartbeat: &str| {
         store
             .conn
             .execute(
-                "INSERT OR REPLACE INTO locks VALUES ('a', 'crashed', ?1, ?2, ?2)",
-                params![pid, heartbeat],
+                "INSERT OR REPLACE INTO locks \
+                 (activation, holder, pid, acquired_at, heartbeat_at, host, process) \
+                 VALUES ('a', 'crashed', ?1, ?2, ?2, ?3, ?4)",
+                params![pid, heartbeat, host, process],
             )
             .unwrap();
     };
     let fresh = now();
-    // A live process (this one) with a fresh heartbeat holds it.
-    insert(i64::from(std::process::id()), &fresh);
-    assert!(matches!(
-        store.try_lock("a", "me"),
-        Err(Error::Locked { .. })
-    ));
-    if cfg!(target_os = "linux") {
-        // No such process: pids never reach 2^31 - 1.
-        insert(i64::from(i32::MAX), &fresh);
-        store.try_lock("a", "me").unwrap();
+    // A live process (this one) holds it, whatever its heartbeat says.
+    for heartbeat in [fresh.as_str(), "garbage", "2020-01-01T00:00:00Z"] {
+        insert(me, &identity, heartbeat);
+        assert!(matches!(
+            store.try_lock("a", "me"),
+            Err(Error::Locked { .. })
+        ));
     }
-    // A heartbeat nobody can read counts as stale.
-    insert(i64::from(std::process::id()), "garbage");
-    store.try_lock("a", "me").unwrap();
-    // A heartbeat from the future (clock skew) is fresh.
-    insert(i64::from(std::process::id()), "2999-01-01T00:00:00Z");
+    // No such process (pids never reach 2^31 - 1): gone, however fresh its heartbeat.
+    insert(i64::from(i32::MAX), &identity, &fresh);
+    drop(store.try_lock("a", "me").unwrap());
+    // This pid, but another process's identity (the pid was reused, or the host rebooted).
+    insert(me, "another-boot:12345", &fresh);
+    drop(store.try_lock("a", "me").unwrap());
+}
+
+#[test]
+fn a_lock_row_from_before_schema_2_is_judged_by_its_heartbeat() {
+    let (_dir, path) = temp_db();
+    let store = StateStore::open(&path).unwrap();
+    let insert = |heartbeat: &str| {
+        store
+            .conn
+            .execute(
+                "INSERT OR REPLACE INTO locks (activation, holder, pid, acquired_at, heartbeat_at) \
+                 VALUES ('a', 'old version', ?1, ?2, ?2)",
+                params![i64::from(std::process::id()), heartbeat],
+            )
+            .unwrap();
+    };
+    insert(&now());
     assert!(matches!(
         store.try_lock("a", "me"),
         Err(Error::Locked { .. })
     ));
+    // A heartbeat from the future (clock skew) is fresh; one nobody can read is stale.
+    insert("2999-01-01T00:00:00Z");
+    assert!(matches!(
+        store.try_lock("a", "me"),
+        Err(Error::Locked { .. })
+    ));
+    insert("garbage");
+    store.try_lock("a", "me").unwrap();
+}
+
+/// Regression (issue 12): deleting the state file mid-run let a second run past the lock, and
+/// every contact was written twice. The heartbeat (every 2 s in a run) and every commit check
+/// the file's identity and stop the run.
+#[test]
+fn a_deleted_or_replaced_state_file_fails_the_heartbeat_and_the_commit_check() {
+    let (dir, path) = temp_db();
+    let store = StateStore::open(&path).unwrap();
+    let lock = store.try_lock("a", "run").unwrap();
+    lock.heartbeat().unwrap();
+    store.verify_file().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(lock.heartbeat(), Err(Error::Replaced { .. })));
+    assert!(matches!(store.verify_file(), Err(Error::Replaced { .. })));
+    // A new file at the same path is another file.
+    let other = StateStore::open(&path).unwrap();
+    let msg = store.verify_file().unwrap_err().to_string();
+    assert!(msg.contains("deleted or replaced"), "{msg}");
+    other.verify_file().unwrap();
+    drop(dir);
 }
 
 #[test]
@@ -1140,4 +1240,132 @@ fn keyset_pages_of_runs_and_rows() {
         [(Outcome::Rejected, 3), (Outcome::Updated, 7)]
     );
     assert!(store.run_outcome_counts(r1).unwrap().is_empty());
+}
+
+// ---- opening for reading, checking a file (issue 12) ----
+
+/// Regression (issue 12): a failed `plan` created an empty state file.
+#[test]
+fn reading_a_missing_state_file_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("state.db");
+    assert!(StateStore::open_existing_read_only(&path)
+        .unwrap()
+        .is_none());
+    assert!(!path.exists());
+    assert!(!dir.path().join("sub").exists());
+    assert_eq!(
+        StateStore::check_file(&path).unwrap(),
+        FileCheck::WillBeCreated
+    );
+    assert!(!dir.path().join("sub").exists());
+}
+
+/// Regression (issue 12): `plan` and `runs list` refused a read-only state file.
+#[test]
+fn a_read_only_state_file_can_be_read() {
+    let (_dir, path) = temp_db();
+    {
+        let mut store = StateStore::open(&path).unwrap();
+        store.set_activation_mapping("a", "{\"x\":1}").unwrap();
+        // A clean close checkpoints the WAL, as after a finished run.
+    }
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&path, perms).unwrap();
+    let store = StateStore::open_existing_read_only(&path).unwrap().unwrap();
+    assert_eq!(
+        store.activation_mapping("a").unwrap().as_deref(),
+        Some("{\"x\":1}")
+    );
+    assert_eq!(store.runs(None, 10).unwrap().len(), 0);
+}
+
+/// Regression (issue 12): `validate` said "valid" for a garbage state file, one from a newer
+/// version, and a foreign SQLite database printed 39 lines of SQL when migrated.
+#[test]
+fn garbage_newer_and_foreign_state_files_are_refused_clearly() {
+    let (_dir, path) = temp_db();
+    std::fs::write(&path, b"this is not a database, just some text in a file").unwrap();
+    let e = StateStore::check_file(&path).unwrap_err();
+    assert!(matches!(e, Error::Open { .. }), "{e}");
+    assert!(StateStore::open_existing_read_only(&path).is_err());
+
+    std::fs::remove_file(&path).unwrap();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE customers (id INTEGER); CREATE TABLE orders (id INTEGER);",
+        )
+        .unwrap();
+    }
+    for e in [
+        StateStore::check_file(&path).unwrap_err(),
+        StateStore::open(&path).unwrap_err(),
+        StateStore::open_existing_read_only(&path).unwrap_err(),
+    ] {
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Foreign { .. }), "{msg}");
+        assert!(msg.contains("`customers`, `orders`"), "{msg}");
+        assert!(!msg.contains("CREATE"), "{msg}");
+    }
+
+    std::fs::remove_file(&path).unwrap();
+    drop(StateStore::open(&path).unwrap());
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    assert!(matches!(
+        StateStore::check_file(&path),
+        Err(Error::SchemaTooNew { found: 99, .. })
+    ));
+    assert!(matches!(
+        StateStore::open_existing_read_only(&path),
+        Err(Error::SchemaTooNew { found: 99, .. })
+    ));
+}
+
+#[test]
+fn a_schema_1_file_is_migrated_to_2_keeping_its_locks_table_readable() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO locks VALUES ('a', 'old', ?1, ?2, ?2)",
+            params![i32::MAX, now()],
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        StateStore::check_file(&path).unwrap(),
+        FileCheck::WillMigrate { from: 1, to: 2 }
+    );
+    let store = StateStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 2);
+    // The old row has no host: its heartbeat is fresh, so it still holds the activation.
+    assert!(matches!(
+        store.try_lock("a", "me"),
+        Err(Error::Locked { .. })
+    ));
+}
+
+/// Regression (issue 12): a read-only state folder said only "unable to open database file".
+#[test]
+fn an_unwritable_state_folder_is_named() {
+    // `/proc/self` exists and nothing can be created in it, even by root.
+    let path = Path::new("/proc/self/attentive-sync-state.db");
+    if !cfg!(target_os = "linux") || !Path::new("/proc/self").exists() {
+        return;
+    }
+    for e in [
+        StateStore::open(path).unwrap_err(),
+        StateStore::check_file(path).unwrap_err(),
+    ] {
+        let msg = e.to_string();
+        assert!(matches!(e, Error::NotWritable { .. }), "{e:?}");
+        assert!(msg.contains("/proc/self is not writable"), "{msg}");
+    }
 }

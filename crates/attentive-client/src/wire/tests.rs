@@ -77,7 +77,7 @@ fn v2_body_with_every_standard_field() {
         false,
         expect![[r#"
             Post /v2/user/attributes
-            {"attributes":{"custom":{"Lifetime Value":12345678901234567890.123,"Loyalty Tier":"gold","has pets":true,"lucky number":6,"ratio":1e-7},"demographic":{"age":34,"dateOfBirth":"1990-11-08","language":"en-US","organization":"Acme Sports","title":"Mr","website":"https://johnsmith.com"},"firstName":"John","lastName":"Smith","location":{"address1":"456 Elm Avenue","city":"Brooklyn","country":"US","latitude":"40.730610","longitude":"-73.935242","region":"US-NY","state":"NY","timezone":"America/New_York","zip":"01222"}},"identifiers":{"email":"jsmith@example.com","phone":"+14155550100"}}"#]],
+            {"attributes":{"custom":{"Lifetime Value":12345678901234567890.123,"Loyalty Tier":"gold","has pets":true,"lucky number":6,"ratio":0.0000001},"demographic":{"age":34,"dateOfBirth":"1990-11-08","language":"en-US","organization":"Acme Sports","title":"Mr","website":"https://johnsmith.com"},"firstName":"John","lastName":"Smith","location":{"address1":"456 Elm Avenue","city":"Brooklyn","country":"US","latitude":"40.730610","longitude":"-73.935242","region":"US-NY","state":"NY","timezone":"America/New_York","zip":"01222"}},"identifiers":{"email":"jsmith@example.com","phone":"+14155550100"}}"#]],
     );
 }
 

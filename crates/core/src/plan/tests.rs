@@ -385,6 +385,52 @@ fn nulls_are_omitted_by_default_and_cleared_on_request() {
     );
 }
 
+/// Issue 12, item 8: a clear of `age` or a typed custom attribute sent `""` to a non-string
+/// field. Only string fields are cleared; for the others a null is omitted.
+#[test]
+fn regression_clear_never_sends_an_empty_string_to_a_non_string_field() {
+    let mut m = mapping_with(&[("LTV", "ltv")], DuplicatePolicy::Reject, OnNull::Clear);
+    m.attributes.push(AttributeMapping {
+        attribute: AttributeId::Standard(StandardField::Age),
+        column: "phone".into(),
+        custom_type: None,
+    });
+    let m = m.bind(&columns()).unwrap();
+    check_plan_with(
+        &m,
+        &m,
+        "ann@example.com|Ann|Paris|gold|12.5|34",
+        "ann@example.com|NULL|NULL|NULL|NULL|NULL",
+        expect![[r#"
+            line 2: ann@example.com: custom:Loyalty Tier=<clear> std:city=<clear> std:first_name=<clear>
+            rows=1 changed=1 unchanged=0 rejected=0
+        "#]],
+    );
+
+    // An undeclared custom attribute is cleared only when what Attentive holds is text: a
+    // typed source's number stays as it was.
+    let mut m = mapping_with(&[], DuplicatePolicy::Reject, OnNull::Clear);
+    m.attributes.push(AttributeMapping {
+        attribute: AttributeId::Custom("Score".into()),
+        column: "ltv".into(),
+        custom_type: None,
+    });
+    let m = m.bind(&columns()).unwrap();
+    let mut snap = MemorySnapshot::default();
+    let mut old = rows("ann@example.com|Ann|Paris|gold|x\nbob@example.com|Bob|Rome|gold|x");
+    old[0].values[4] = Value::Number("12.5".into());
+    old[1].values[4] = Value::Text("high".into());
+    let (p, _) = plan(&m, &snap, &old);
+    apply(&m, &mut snap, &p);
+    let new = rows("ann@example.com|Ann|Paris|gold|NULL\nbob@example.com|Bob|Rome|gold|NULL");
+    let (p, counts) = plan(&m, &snap, &new);
+    expect![[r#"
+        line 3: bob@example.com: custom:Score=<clear>
+        rows=2 changed=1 unchanged=1 rejected=0
+    "#]]
+    .assert_eq(&render(&m, &p, &counts));
+}
+
 // ---- properties ----------------------------------------------------------------------------
 
 fn arb_row() -> impl Strategy<Value = (u8, String, String, String, String)> {

@@ -77,11 +77,16 @@ fn parses_every_form_into_its_canonical_text() {
 }
 
 #[test]
-fn and_binds_tighter_than_or_and_both_associate_left() {
+fn and_binds_tighter_than_or_and_chains_are_one_node() {
     let f = Filter::parse("a = 1 or b = 2 and c = 3").expect("parses");
-    assert!(matches!(&f, Filter::Or(_, right) if matches!(**right, Filter::And(..))));
+    assert!(
+        matches!(&f, Filter::Or(ops) if ops.len() == 2 && matches!(ops[1], Filter::And(ref a) if a.len() == 2))
+    );
     let f = Filter::parse("a = 1 and b = 2 and c = 3").expect("parses");
-    assert!(matches!(&f, Filter::And(left, _) if matches!(**left, Filter::And(..))));
+    assert!(matches!(&f, Filter::And(ops) if ops.len() == 3));
+    let f = Filter::parse("(a = 1 and b = 2) and c = 3").expect("parses");
+    assert!(matches!(&f, Filter::And(ops) if ops.len() == 2 && matches!(ops[0], Filter::And(_))));
+    assert_eq!(f.to_string(), "(a = 1 and b = 2) and c = 3");
 }
 
 #[test]
@@ -323,8 +328,8 @@ fn arb_filter() -> impl Strategy<Value = Filter> {
     ];
     leaf.prop_recursive(4, 24, 2, |inner| {
         prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b))),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::Or(Box::new(a), Box::new(b))),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Filter::And),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Filter::Or),
             inner.prop_map(|a| Filter::Not(Box::new(a))),
         ]
     })
@@ -333,16 +338,26 @@ fn arb_filter() -> impl Strategy<Value = Filter> {
 /// A reference evaluator over plain optional integers: SQL semantics written the obvious way.
 fn reference(f: &Filter, cell: &dyn Fn(&str) -> Option<i64>) -> Option<bool> {
     match f {
-        Filter::And(a, b) => match (reference(a, cell), reference(b, cell)) {
-            (Some(false), _) | (_, Some(false)) => Some(false),
-            (Some(true), Some(true)) => Some(true),
-            _ => None,
-        },
-        Filter::Or(a, b) => match (reference(a, cell), reference(b, cell)) {
-            (Some(true), _) | (_, Some(true)) => Some(true),
-            (Some(false), Some(false)) => Some(false),
-            _ => None,
-        },
+        Filter::And(ops) => {
+            let all: Vec<_> = ops.iter().map(|o| reference(o, cell)).collect();
+            if all.contains(&Some(false)) {
+                Some(false)
+            } else if all.iter().all(|t| *t == Some(true)) {
+                Some(true)
+            } else {
+                None
+            }
+        }
+        Filter::Or(ops) => {
+            let all: Vec<_> = ops.iter().map(|o| reference(o, cell)).collect();
+            if all.contains(&Some(true)) {
+                Some(true)
+            } else if all.iter().all(|t| *t == Some(false)) {
+                Some(false)
+            } else {
+                None
+            }
+        }
         Filter::Not(a) => reference(a, cell).map(|t| !t),
         Filter::IsNull { column, negated } => Some(cell(column).is_none() != *negated),
         Filter::Compare {
@@ -402,8 +417,8 @@ fn arb_int_filter() -> impl Strategy<Value = Filter> {
     ];
     leaf.prop_recursive(4, 24, 2, |inner| {
         prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b))),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::Or(Box::new(a), Box::new(b))),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Filter::And),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Filter::Or),
             inner.prop_map(|a| Filter::Not(Box::new(a))),
         ]
     })
@@ -442,4 +457,132 @@ proptest! {
             prop_assert!(at <= s.chars().count());
         }
     }
+}
+
+// ---- regression tests: issue 12 (hostile filters) ----
+
+/// A quarter of a tokio worker's stack (2 MiB), in a debug build, whose frames are several
+/// times larger than a release build's.
+const SMALL_STACK: usize = 512 * 1024;
+
+/// Runs `f` on a thread with a small stack ([`SMALL_STACK`]), so that a walk of a filter that
+/// recursed once per operand, or too deep, would overflow here first.
+fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(SMALL_STACK)
+        .spawn(f)
+        .expect("spawns")
+        .join()
+        .expect("no panic, no overflow");
+}
+
+#[test]
+fn deeply_nested_parentheses_overflowed_the_stack() {
+    // 10,000 `(` crashed `validate` and `plan` (SIGABRT); now a syntax error at the first `(`
+    // past the limit.
+    on_small_stack(|| {
+        let text = format!("{}tier = 'a'{}", "(".repeat(10_000), ")".repeat(10_000));
+        let (at, m) = syntax_error(&text);
+        assert_eq!(at, MAX_NESTING, "{m}");
+        assert!(m.contains(&format!("at most {MAX_NESTING} deep")), "{m}");
+    });
+}
+
+#[test]
+fn deeply_nested_not_overflowed_the_stack() {
+    on_small_stack(|| {
+        let text = format!("{}tier = 'a'", "not ".repeat(20_000));
+        let (at, m) = syntax_error(&text);
+        assert_eq!(at, 4 * MAX_NESTING, "{m}");
+        // The error renders with its caret without trouble.
+        let rendered = Filter::parse(&text).expect_err("too deep").to_string();
+        assert!(rendered.ends_with('^'), "{rendered}");
+    });
+}
+
+#[test]
+fn nesting_at_the_limit_parses_binds_evaluates_displays_and_drops_on_a_small_stack() {
+    on_small_stack(|| {
+        // Alternate `(`, `not` and chains so that every kind of node is at every depth.
+        let mut text = "tier = 'a'".to_owned();
+        for i in 0..MAX_NESTING {
+            text = if i % 2 == 0 {
+                format!("not {text}")
+            } else {
+                format!("(ltv > 1 or {text} and vip = true)")
+            };
+        }
+        let f = Filter::parse(&text).expect("the limit itself is allowed");
+        let back = Filter::parse(&f.to_string()).expect("canonical text parses");
+        assert_eq!(back, f);
+        let bound = f.bind(&cols()).expect("binds");
+        let r = csv_row(["a", "0", "yes", "", "", "", ""]);
+        assert!(bound.matches(&r).is_ok());
+        let copy = bound.clone();
+        assert_eq!(copy, bound);
+        assert!(!format!("{f:?}").is_empty());
+        drop((f, back, bound, copy));
+        // One more level is refused.
+        assert!(Filter::parse(&format!("not {text}")).is_err());
+    });
+}
+
+#[test]
+fn a_long_chain_of_or_is_one_node_not_a_deep_tree() {
+    // 100,000 `or`s once made a left-deep tree 100,000 levels deep, which every walk (bind,
+    // evaluation, display, clone, drop) recursed through.
+    on_small_stack(|| {
+        let terms: Vec<String> = (0..100_000).map(|i| format!("ltv = {i}")).collect();
+        let text = terms.join(" or ");
+        let f = Filter::parse(&text).expect("parses");
+        assert!(matches!(&f, Filter::Or(ops) if ops.len() == 100_000));
+        assert_eq!(f.to_string(), text);
+        let bound = f.bind(&cols()).expect("binds");
+        let hit = csv_row(["", "99999", "", "", "", "", ""]);
+        let miss = csv_row(["", "-1", "", "", "", "", ""]);
+        assert_eq!(bound.matches(&hit), Ok(true));
+        assert_eq!(bound.matches(&miss), Ok(false));
+        let and_text = terms.join(" and ");
+        let g = Filter::parse(&and_text).expect("parses");
+        assert_eq!(g.bind(&cols()).expect("binds").matches(&hit), Ok(false));
+        drop((f.clone(), f, g, bound));
+    });
+}
+
+#[test]
+fn unknown_column_errors_list_a_bounded_excerpt_of_the_columns() {
+    // A model with 100,000 columns of 1,000 characters: the message names the first ones.
+    let columns: Vec<String> = (0..100_000)
+        .map(|i| format!("{i}{}", "x".repeat(1_000)))
+        .collect();
+    let long_name = "n".repeat(10_000);
+    let f = Filter::parse(&format!("\"{long_name}\" = 1 or nope = 2 or nope = 3")).expect("parses");
+    let errors = f.bind(&columns).expect_err("unknown columns");
+    assert_eq!(errors.len(), 2, "each unknown column once");
+    for e in &errors {
+        let m = e.to_string();
+        assert!(m.len() < 4_000, "{} bytes", m.len());
+        assert!(m.contains("… and 99980 more"), "{m}");
+    }
+}
+
+#[test]
+fn a_syntax_error_in_a_long_filter_echoed_all_of_it() {
+    let mut text = vec!["ltv = 1"; 50_000].join(" or ");
+    text.push_str(" or ltv =");
+    let e = Filter::parse(&text).expect_err("incomplete");
+    let m = e.to_string();
+    assert!(m.len() < 300, "{} bytes", m.len());
+    let lines: Vec<&str> = m.lines().collect();
+    assert_eq!(lines.len(), 3, "{m}");
+    assert!(
+        lines[1].starts_with("  …") && lines[1].ends_with("or ltv ="),
+        "{m}"
+    );
+    // The caret is under the end, where the value is missing.
+    assert_eq!(
+        lines[2].chars().count(),
+        lines[1].chars().count() + 1,
+        "{m}"
+    );
 }

@@ -270,3 +270,79 @@ fn a_bad_schedule_or_time_zone_names_its_key() {
         "{e}"
     );
 }
+
+// ---- regressions: issue 12 ------------------------------------------------------------------
+
+/// Item 9: a bad custom `type` said "data did not match any variant of untagged enum
+/// RawCustom"; it names the key, what was given and the valid types.
+#[test]
+fn regression_bad_custom_type_names_the_key_and_the_valid_types() {
+    let text = GOOD.replace("type = \"number\"", "type = \"nubmer\"");
+    let e = parse(&text).unwrap_err().to_string();
+    expect_test::expect![[r#"
+        /proj/attentive-sync.toml has 1 problem:
+          - activations.vip.custom."Lifetime Value".type: "nubmer" is not a custom type; valid: string, number, bool, date, datetime"#]]
+    .assert_eq(&e);
+
+    // A mistake inside the table is reported as itself, with its line.
+    let text = GOOD.replace("{ column = \"ltv\"", "{ colum = \"ltv\"");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("unknown field `colum`, expected `column` or `type`") && e.contains("line 20"),
+        "{e}"
+    );
+    assert!(!e.contains("untagged"), "{e}");
+    let text = GOOD.replace("{ column = \"ltv\", type = \"number\" }", "42");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "a column name (\"tier\") or a table like { column = \"ltv\", type = \"number\" }"
+        ),
+        "{e}"
+    );
+}
+
+/// Item 8: `on_null = "clear"` with a mapped `phone`/`email` standard field turned every
+/// later write of the contact into a rejection; the config refuses it at load.
+#[test]
+fn regression_on_null_clear_with_a_phone_field_is_a_config_error() {
+    let text = GOOD.replace(
+        "[activations.vip.standard]\nfirst_name = \"fname\"",
+        "on_null = \"clear\"\n[activations.vip.standard]\nfirst_name = \"fname\"\nphone = \"mobile\"",
+    );
+    let e = parse(&text).unwrap_err().to_string();
+    expect_test::expect![[r#"
+        /proj/attentive-sync.toml has 1 problem:
+          - activations.vip.on_null: on_null = "clear" cannot apply to standard field `phone`: Attentive cannot remove a contact's phone through attribute updates, so every clear would reject the contact; use on_null = "omit", or map `phone` in an activation of its own with on_null = "omit""#]]
+    .assert_eq(&e);
+
+    // With a phone identifier, a mapped email is the second identifier.
+    let text = text
+        .replace(
+            "{ column = \"email\", kind = \"email\" }",
+            "{ column = \"mobile\", kind = \"phone\" }",
+        )
+        .replace("phone = \"mobile\"", "email = \"email\"");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "activations.vip.on_null: on_null = \"clear\" cannot apply to standard field `email`"
+        ),
+        "{e}"
+    );
+
+    // Without the identifier field, clear is fine; with omit, the phone field is fine.
+    let ok = GOOD.replace(
+        "[activations.vip.standard]",
+        "on_null = \"clear\"\n[activations.vip.standard]",
+    );
+    assert_eq!(
+        parse(&ok).unwrap().activations["vip"].mapping.on_null,
+        OnNull::Clear
+    );
+    let ok = GOOD.replace(
+        "first_name = \"fname\"",
+        "first_name = \"fname\"\nphone = \"mobile\"",
+    );
+    assert!(parse(&ok).is_ok());
+}

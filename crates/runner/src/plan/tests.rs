@@ -271,3 +271,58 @@ fn a_filter_naming_an_unknown_column_fails_before_any_row_is_planned() {
         "{text}"
     );
 }
+
+// ---- regression tests: issue 12 (vague messages) ----
+
+#[test]
+fn a_wrong_delimiter_gave_no_hint() {
+    // A `;` file read with the default `,` is one column named `email;first_name;...`: the
+    // mapping error listed that one column and left the reader to guess.
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path());
+    let model = dir.path().join("data/customers.csv");
+    let text = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, text.replace(',', ";")).unwrap();
+    let store = StateStore::open(&project.state_path).unwrap();
+    let err = plan(&project, "vip", &store, &PlanOptions::default(), &|_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("hint: the model reads the file with delimiter \",\", and 1 of its 1 columns hold \";\"")
+            && text.contains("set `delimiter = \";\"` in [models.customers]"),
+        "{text}"
+    );
+
+    // A delimiter that is not one character says what it is and what would do.
+    let cfg = dir.path().join("attentive-sync.toml");
+    let toml = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[models.customers]\n",
+        "[models.customers]\ndelimiter = \"tab\"\n",
+        1,
+    );
+    let err = Project::parse(&cfg, &toml, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("models.customers.delimiter")
+            && err.contains("\"tab\" is 3 characters; it must be exactly one ASCII character, like \",\", \";\", \"|\" or \"\\t\" (a tab)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_column_echoed_the_whole_header_for_each_missing_column() {
+    // A 50 MB header printed 629 MB. Now each list names the first columns and counts the rest.
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path());
+    let model = dir.path().join("data/customers.csv");
+    let names: Vec<String> = (0..10_000)
+        .map(|i| format!("column_{i}_{}", "x".repeat(90)))
+        .collect();
+    std::fs::write(&model, format!("{}\n", names.join(","))).unwrap();
+    let store = StateStore::open(&project.state_path).unwrap();
+    let err = plan(&project, "vip", &store, &PlanOptions::default(), &|_| {}).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(text.matches("… and 9980 more").count(), 1, "{text}");
+    assert!(text.contains("is not in the model either"), "{text}");
+    assert!(text.len() < 5_000, "{} bytes", text.len());
+}

@@ -23,9 +23,33 @@ fn read(input: &[u8], opts: &CsvOptions) -> (Vec<String>, Vec<Row>) {
 }
 
 fn drain(src: &mut CsvSource) -> (Vec<String>, Vec<Row>) {
+    let (rows, err) = drain_to_error(src);
+    if let Some(e) = err {
+        panic!("{e}");
+    }
+    (src.columns().to_vec(), rows)
+}
+
+/// The rows of `input`, and the error that stopped them if one did.
+fn read_to_error(input: &[u8], opts: &CsvOptions) -> (Vec<Row>, Option<Error>) {
+    drain_to_error(&mut source(input, opts).unwrap())
+}
+
+/// The rows of `src`, and the error that stopped them if one did (after which the end is
+/// sticky).
+fn drain_to_error(src: &mut CsvSource) -> (Vec<Row>, Option<Error>) {
     let mut row = SourceRow::default();
     let mut out = Vec::new();
-    while src.next_row(&mut row).unwrap() {
+    let mut err = None;
+    loop {
+        match src.next_row(&mut row) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
         let cells = match &row.defect {
             Some(d) => {
                 assert!(row.values.iter().all(|v| *v == Value::Null), "{row:?}");
@@ -45,7 +69,7 @@ fn drain(src: &mut CsvSource) -> (Vec<String>, Vec<Row>) {
     }
     // The end is sticky.
     assert!(!src.next_row(&mut row).unwrap());
-    (src.columns().to_vec(), out)
+    (out, err)
 }
 
 fn ok(number: u64, cells: &[&str]) -> Row {
@@ -273,9 +297,9 @@ fn line_numbers_follow_multi_line_fields_blank_lines_and_crlf() {
         ]
     );
 
-    // Old Mac line ends: lines are counted by `\n`, so everything is on line 1.
+    // Old Mac line ends: see `cr_only_line_ends_numbered_every_row_line_1`.
     let (_, rows) = read(b"id\r1\r2\r", &CsvOptions::default());
-    assert_eq!(rows, [ok(1, &["1"]), ok(1, &["2"])]);
+    assert_eq!(rows, [ok(2, &["1"]), ok(3, &["2"])]);
 }
 
 #[test]
@@ -287,7 +311,11 @@ fn ragged_rows_are_defects_and_reading_goes_on() {
         [
             ok(2, &["1", "2", "3"]),
             defect(3, "line 3 has 2 fields; the header has 3"),
-            defect(4, "line 4 has 4 fields; the header has 3"),
+            defect(
+                4,
+                "lines 4 to 5 are one record (a quoted field holds their line breaks) with 4 \
+                 fields; the header has 3. Is a quote left open on line 4?"
+            ),
             ok(6, &["7", "8", "9"]),
             defect(7, "line 7 has 1 field; the header has 3"),
         ]
@@ -350,19 +378,31 @@ fn rows_reuse_buffers_without_leaking_values() {
 
 #[test]
 fn an_overlong_record_is_a_defect() {
-    // An unclosed quote swallows the rest of the file; past the limit the record is cut off.
+    // A quote open too long (closed by a stray quote much later): past the limit the record is
+    // cut off, and reading goes on after it.
     let mut input = b"a,b\n1,2\n\"open,3\n".to_vec();
     input.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 10));
+    input.extend(b"\"\n4,5\n");
     let (_, rows) = read(&input, &CsvOptions::default());
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     assert_eq!(rows[0], ok(2, &["1", "2"]));
-    let (number, Err(message)) = &rows[1] else {
-        panic!("{:?}", rows[1])
-    };
-    assert_eq!(*number, 3);
+    assert_eq!(
+        rows[1],
+        defect(
+            3,
+            "line 3: the record is longer than 1 MiB (it ends on line 4); is a quote left open?"
+        )
+    );
+    assert_eq!(rows[2], ok(5, &["4", "5"]));
+
+    // Left open to the end of the file, it is an error naming the record's line.
+    let mut input = b"a,b\n1,2\n\"open,3\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 10));
+    let (rows, err) = read_to_error(&input, &CsvOptions::default());
+    assert_eq!(rows, [ok(2, &["1", "2"])]);
     assert!(
-        message.starts_with("line 3: the record is longer than 1 MiB"),
-        "{message}"
+        matches!(err, Some(Error::Record { line: 3, .. })),
+        "{err:?}"
     );
 
     // Within the limit a long field is fine, and the reading goes on.
@@ -620,7 +660,7 @@ proptest! {
         for record in &table {
             w.flush().unwrap();
             let before = w.get_ref();
-            lines.push(1 + before.iter().filter(|&&b| b == b'\n').count() as u64);
+            lines.push(1 + naive_line_ends(before));
             w.write_record(record).unwrap();
         }
         let bytes = w.into_inner().unwrap();
@@ -653,20 +693,22 @@ impl Read for Chunks {
     }
 }
 
-/// Everything a source makes of `input`: its header error, or its columns and rows. With
-/// `quick` off, every record goes through `csv-core`.
+/// Everything a source makes of `input`: its header error, or its columns, its rows and the
+/// error that ended them. With `quick` off, every record goes through `csv-core`.
+#[allow(clippy::type_complexity)]
 fn everything(
     input: &[u8],
     chunk: usize,
     opts: &CsvOptions,
     quick: bool,
-) -> Result<(Vec<String>, Vec<Row>), String> {
+) -> Result<(Vec<String>, Vec<Row>, Option<String>), String> {
     let mut src = CsvSource::from_reader(Chunks(input.to_vec(), 0, chunk), "model.csv", opts)
         .map_err(|e| e.to_string())?;
     if !quick {
         src.records.scanner = None;
     }
-    Ok(drain(&mut src))
+    let (rows, err) = drain_to_error(&mut src);
+    Ok((src.columns().to_vec(), rows, err.map(|e| e.to_string())))
 }
 
 #[test]
@@ -786,5 +828,244 @@ proptest! {
                 prop_assert_eq!(delimiters, naive_delimiters);
             }
         }
+    }
+}
+
+/// Line ends in `bytes` the obvious way: `\r\n`, `\n`, `\r`.
+fn naive_line_ends(bytes: &[u8]) -> u64 {
+    let mut n = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                n += 1;
+                i += 1;
+            }
+            b'\r' | b'\n' => n += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    n
+}
+
+// ---- regression tests: issue 12 (hostile input) ----
+
+/// A reader of `header` repeated forever, counting the bytes handed out.
+struct Endless(&'static [u8], Arc<AtomicUsize>);
+
+impl Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.1.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[test]
+fn an_unterminated_quote_mid_file_hid_the_rest_of_the_file() {
+    // It read "2 rows", saying nothing of the quote: line 3's quote took lines 3 to 6 as one
+    // value. Now the file is refused, naming the line where the quote opened.
+    let input =
+        b"email,tier\na@x.com,gold\nb@x.com,\"silver\nc@x.com,gold\nd@x.com,bronze\ne@x.com,gold\n";
+    for chunk in [usize::MAX, 1, 7] {
+        let mut src = CsvSource::from_reader(
+            Chunks(input.to_vec(), 0, chunk),
+            "model.csv",
+            &CsvOptions::default(),
+        )
+        .unwrap();
+        let (rows, err) = drain_to_error(&mut src);
+        assert_eq!(rows, [ok(2, &["a@x.com", "gold"])], "chunk {chunk}");
+        let err = err.expect("an error, not a value");
+        assert!(matches!(err, Error::Record { line: 3, .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the model file model.csv, line 3: the quoted field that starts on line 3 is never \
+             closed: the file ends inside it, so the rest of the file (lines 3 to 6) would be \
+             one value. Nothing of the file is synced until it is fixed: close the quote (a \
+             quote inside a quoted field is written twice, \"\")"
+        );
+    }
+}
+
+#[test]
+fn a_quote_left_open_at_eof_was_read_as_a_value() {
+    let (rows, err) = read_to_error(
+        b"email,tier\na@x.com,gold\nb@x.com,\"silver",
+        &CsvOptions::default(),
+    );
+    assert_eq!(rows, [ok(2, &["a@x.com", "gold"])]);
+    let err = err.expect("an error");
+    assert!(matches!(err, Error::Record { line: 3, .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("the rest of the line would be a value"),
+        "{err}"
+    );
+
+    // The quote opens on a later line of a record that a quoted field already spans.
+    let input = b"a,b,c\n\"x\ny\",2,\"open\nmore\n";
+    let (rows, err) = read_to_error(input, &CsvOptions::default());
+    assert_eq!(rows, []);
+    let err = err.expect("an error");
+    assert!(matches!(err, Error::Record { line: 3, .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("the record that starts on line 2 (on line 3)"),
+        "{err}"
+    );
+
+    // Closed quotes, doubled quotes, escapes and a closing quote last are fine.
+    let (_, rows) = read(b"a,b\n\"x\"\"\",\"y\"", &CsvOptions::default());
+    assert_eq!(rows, [ok(2, &["x\"", "y"])]);
+    let backslash = CsvOptions {
+        escape: Some(b'\\'),
+        double_quote: false,
+        ..CsvOptions::default()
+    };
+    let (_, rows) = read(b"a\n\"x\\\"\"\n", &backslash);
+    assert_eq!(rows, [ok(2, &["x\""])]);
+    let (rows, err) = read_to_error(b"a\n\"x\\\"\n", &backslash);
+    assert_eq!(rows, []);
+    assert!(
+        matches!(err, Some(Error::Record { line: 2, .. })),
+        "{err:?}"
+    );
+
+    // In the header too.
+    match source(b"email,\"tier\n1,2\n", &CsvOptions::default()) {
+        Err(e @ Error::Record { line: 1, .. }) => {
+            assert!(e.to_string().contains("lines 1 to 2"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn cr_only_line_ends_numbered_every_row_line_1() {
+    // Run rows are keyed by line: a 5-row run recorded one row while its counts said 2
+    // rejected.
+    let input = b"email,tier\ra@x.com,gold\rb@x.com\r\rc@x.com,gold\rd@x.com,x,y\re@x.com,\"multi\rline\"\rf@x.com,gold";
+    let (_, rows) = read(input, &CsvOptions::default());
+    assert_eq!(
+        rows,
+        [
+            ok(2, &["a@x.com", "gold"]),
+            defect(3, "line 3 has 1 field; the header has 2"),
+            ok(5, &["c@x.com", "gold"]),
+            defect(6, "line 6 has 3 fields; the header has 2"),
+            ok(7, &["e@x.com", "multi\rline"]),
+            ok(9, &["f@x.com", "gold"]),
+        ]
+    );
+    // A `\r\n` split across reads is one line end.
+    let mut src = CsvSource::from_reader(
+        OneByte(b"a\r\n1\r\n\r\n2\r\n".to_vec(), 0),
+        "model.csv",
+        &CsvOptions::default(),
+    )
+    .unwrap();
+    let (_, rows) = drain(&mut src);
+    assert_eq!(rows, [ok(2, &["1"]), ok(4, &["2"])]);
+}
+
+#[test]
+fn a_50_mb_header_line_was_read_whole_and_echoed() {
+    // It used 1.85 GB and printed 629 MB. Now reading stops past 1 MiB, with a short error.
+    let counted = Arc::new(AtomicUsize::new(0));
+    let e = CsvSource::from_reader(
+        Endless(b"abcdefgh", counted.clone()),
+        "model.csv",
+        &CsvOptions::default(),
+    )
+    .unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("the header (line 1) is longer than 1 MiB"),
+        "{message}"
+    );
+    assert!(message.len() < 300, "{message}");
+    assert!(counted.load(Ordering::Relaxed) < MAX_HEADER_BYTES + 2 * crate::BUFFER_CAPACITY);
+
+    // Too many columns, within the bytes.
+    let counted = Arc::new(AtomicUsize::new(0));
+    let e = CsvSource::from_reader(
+        Endless(b"a,", counted.clone()),
+        "model.csv",
+        &CsvOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("has more than {MAX_COLUMNS} columns")),
+        "{e}"
+    );
+    assert!(counted.load(Ordering::Relaxed) < MAX_HEADER_BYTES);
+
+    // At the limit, a header is fine.
+    let names: Vec<String> = (0..MAX_COLUMNS).map(|i| format!("c{i}")).collect();
+    let header = names.join(",");
+    let (columns, rows) = read(format!("{header}\n").as_bytes(), &CsvOptions::default());
+    assert_eq!(columns.len(), MAX_COLUMNS);
+    assert_eq!(rows, []);
+    let (columns, _) = read(header.as_bytes(), &CsvOptions::default());
+    assert_eq!(columns.len(), MAX_COLUMNS, "without a line break");
+
+    // A duplicate among long names is named in short.
+    let long = "n".repeat(100_000);
+    let message = header_error(format!("{long},x,{long}\n").as_bytes());
+    assert!(message.len() < 300, "{message}");
+    assert!(message.contains("at positions 1 and 3"), "{message}");
+}
+
+/// One line-break style.
+fn line_break() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["\n", "\r\n", "\r"])
+}
+
+proptest! {
+    /// The same table written with `\n`, `\r\n` or `\r` line ends (inside quoted fields too,
+    /// and in blank lines) reads as the same rows on the same lines.
+    #[test]
+    fn line_numbers_do_not_depend_on_the_line_break_style(
+        records in proptest::collection::vec(
+            (0usize..3, proptest::collection::vec("[a-z,\"]{0,3}(⏎[a-z]{0,2})?", 2)),
+            0..10,
+        ),
+        style in line_break(),
+        quick in any::<bool>(),
+        chunk in 1usize..20,
+    ) {
+        let mut input = format!("a,b{style}");
+        let mut expected = Vec::new();
+        let mut line = 2u64;
+        for (blank, cells) in &records {
+            for _ in 0..*blank {
+                input.push_str(style);
+                line += 1;
+            }
+            let fields: Vec<String> = cells
+                .iter()
+                .map(|c| {
+                    if c.contains([',', '"', '⏎']) {
+                        format!("\"{}\"", c.replace('"', "\"\"").replace('⏎', style))
+                    } else {
+                        c.clone()
+                    }
+                })
+                .collect();
+            input.push_str(&fields.join(","));
+            input.push_str(style);
+            let values: Vec<String> = cells.iter().map(|c| c.replace('⏎', style)).collect();
+            expected.push((line, Ok(values)));
+            line += 1 + cells.iter().map(|c| c.matches('⏎').count() as u64).sum::<u64>();
+        }
+        let (columns, rows, err) = everything(input.as_bytes(), chunk, &CsvOptions::default(), quick)
+            .map_err(TestCaseError::fail)?;
+        prop_assert_eq!(columns, ["a", "b"]);
+        prop_assert_eq!(err, None);
+        prop_assert_eq!(rows, expected);
     }
 }

@@ -559,3 +559,100 @@ proptest! {
         prop_assert_eq!(rows, expected);
     }
 }
+
+// ---- regression tests: issue 12 (hostile input) ----
+
+#[test]
+fn duplicate_keys_silently_took_the_last_value() {
+    // `{"email": "a@x.com", ..., "email": "b@x.com"}` was read as b@x.com: the identifier
+    // itself could change without a word. Now the line is a defect naming the key.
+    let input = concat!(
+        r#"{"email":"a@x.com","tier":"gold"}"#,
+        "\n",
+        r#"{"email":"a@x.com","tier":"gold","email":"b@x.com"}"#,
+        "\n",
+        r#"{"tier":"silver","em\u0061il":"c@x.com","email":"d@x.com"}"#,
+        "\n",
+        r#"{"email":"e@x.com","tier":null,"extra":1,"extra":2}"#,
+        "\n",
+        r#"{"email":"f@x.com","tier":"gold"}"#,
+        "\n",
+    );
+    let (columns, rows) = read(input);
+    assert_eq!(columns, ["email", "tier", "extra"]);
+    assert_eq!(rows.len(), 5);
+    assert_eq!(
+        rows[1],
+        (
+            2,
+            Err(
+                "line 2: the key `email` appears twice in the object (the second one ends at \
+                 column 40); which value is meant is unknown, so the line is not read (write \
+                 each key once)"
+                    .into()
+            )
+        )
+    );
+    let (3, Err(m)) = &rows[2] else {
+        panic!("{:?}", rows[2])
+    };
+    assert!(
+        m.starts_with("line 3: the key `email` appears twice"),
+        "escaped spellings are the same key: {m}"
+    );
+    let (4, Err(m)) = &rows[3] else {
+        panic!("{:?}", rows[3])
+    };
+    assert!(
+        m.starts_with("line 4: the key `extra` appears twice"),
+        "{m}"
+    );
+    assert_eq!(
+        rows[4],
+        (5, Ok(vec![text("f@x.com"), text("gold"), Value::Null]))
+    );
+
+    // A long duplicate key is named in short.
+    let key = "k".repeat(100_000);
+    let (_, rows) = read(&format!("{{\"{key}\":1,\"{key}\":2}}\n"));
+    let (1, Err(m)) = &rows[0] else {
+        panic!("{:?}", rows[0])
+    };
+    assert!(m.len() < 400, "{m}");
+}
+
+#[test]
+fn a_line_with_a_million_keys_made_a_million_columns() {
+    let keys: Vec<String> = (0..=MAX_COLUMNS).map(|i| format!("\"k{i}\":1")).collect();
+    let input = format!("{{\"email\":\"a@x.com\"}}\n{{{}}}\n", keys.join(","));
+    let message = json_error(input.as_bytes());
+    assert!(
+        message.contains(&format!("more than {MAX_COLUMNS} distinct keys"))
+            && message.contains("line 2 has the key past the limit"),
+        "{message}"
+    );
+    assert!(message.len() < 400, "{message}");
+}
+
+#[test]
+fn deeply_nested_values_do_not_overflow_the_stack() {
+    // serde_json skips and captures values without recursing past its limit: a line nested
+    // 100,000 deep is a value or a defect, never a crash.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let input =
+        format!("{{\"a\":1,\"b\":2}}\n{{\"a\":{deep},\"b\":3}}\n{{\"zz\":{deep}}}\n{{\"a\":4}}\n");
+    std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            let (columns, rows) = read(&input);
+            assert_eq!(columns[..2], ["a", "b"]);
+            assert_eq!(rows.len(), 4);
+            let (4, Ok(values)) = &rows[3] else {
+                panic!("{:?}", rows[3])
+            };
+            assert_eq!(values[0], Value::Int(4));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -1,0 +1,206 @@
+//! The run pipeline driven in-process against a scripted destination and the real state
+//! store.
+
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+
+fn sample(dir: &std::path::Path, rows: u64) -> Project {
+    let cfg = crate::sample::write_sample_project(dir, rows, None, true).unwrap();
+    Project::parse(&cfg, &std::fs::read_to_string(&cfg).unwrap(), &|_| None).unwrap()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ScriptError(String);
+
+/// A destination where every contact exists and every write is acknowledged after a short
+/// delay (20 ms, so a commit takes a fraction of a write); `on_write(n)` runs before the n-th
+/// write (1-based) is answered.
+struct Scripted {
+    writes: AtomicUsize,
+    on_write: Box<dyn Fn(usize) -> Option<ScriptError> + Send + Sync>,
+}
+
+impl Scripted {
+    fn new(on_write: impl Fn(usize) -> Option<ScriptError> + Send + Sync + 'static) -> Self {
+        Scripted {
+            writes: AtomicUsize::new(0),
+            on_write: Box::new(on_write),
+        }
+    }
+
+    fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+}
+
+impl Destination for Scripted {
+    type Error = ScriptError;
+
+    async fn check_exists(&self, _: &ContactRef) -> Result<Existence, ScriptError> {
+        Ok(Existence::Exists)
+    }
+
+    async fn write(&self, _: &ContactWrite) -> Result<WriteOutcome, ScriptError> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match (self.on_write)(n) {
+            Some(e) => Err(e),
+            None => Ok(WriteOutcome::Acknowledged),
+        }
+    }
+}
+
+fn quiet() -> Arc<dyn Fn(Progress) + Send + Sync> {
+    Arc::new(|_| {})
+}
+
+async fn run_with(project: &Project, dest: Arc<Scripted>, opts: RunOptions) -> RunReport {
+    run(project, "vip", dest, opts, quiet()).await.unwrap()
+}
+
+/// Regression (issue 12): with the state on a full disk, a run went on sending all 984
+/// writes for 11 s after its commits had started failing, and the next run re-sent 929.
+/// Now the committer's first failure halts delivery at once: only the writes already in
+/// flight are sent after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_committer_stops_delivery_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 400);
+    let state = project.state_path.clone();
+    let failed_at = Arc::new(AtomicUsize::new(0));
+    let dest = {
+        let failed_at = failed_at.clone();
+        Arc::new(Scripted::new(move |n| {
+            if n == 50 {
+                // From now on no run row can be recorded, as on a full disk.
+                let conn = rusqlite::Connection::open(&state).unwrap();
+                conn.busy_timeout(Duration::from_secs(5)).unwrap();
+                conn.execute_batch(
+                    "CREATE TRIGGER full BEFORE INSERT ON run_rows \
+                     BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
+                )
+                .unwrap();
+                failed_at.store(n, Ordering::SeqCst);
+            }
+            None
+        }))
+    };
+    let opts = RunOptions {
+        max_in_flight: 8,
+        ..RunOptions::default()
+    };
+    let report = run_with(&project, dest.clone(), opts).await;
+    assert_eq!(report.status, "failed", "{report:?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("recording results in the state store failed")
+            && error.contains("database or disk is full"),
+        "{error}"
+    );
+    // Writes after the disk filled: those answered before the next commit found out (one
+    // commit's worth: a few at 400 writes/s, more on a loaded machine) and the 8 in flight
+    // when it did; never the rest of the model (about 390 changes; the old code sent all).
+    let after = dest.writes() - failed_at.load(Ordering::SeqCst);
+    assert!(
+        after <= 64,
+        "{after} writes were sent after the state store failed"
+    );
+    assert!(dest.writes() < 120, "{} writes in all", dest.writes());
+
+    // The run is recorded as failed, and the next run (disk freed) sends the rest.
+    {
+        let conn = rusqlite::Connection::open(&project.state_path).unwrap();
+        conn.execute_batch("DROP TRIGGER full").unwrap();
+    }
+    let again = Arc::new(Scripted::new(|_| None));
+    let second = run_with(&project, again.clone(), RunOptions::default()).await;
+    assert_eq!(second.status, "partial", "{second:?}"); // the sample has bad rows
+    let store = StateStore::open(&project.state_path).unwrap();
+    let first = store.run(report.run_id).unwrap().unwrap();
+    assert_eq!(first.status, RunStatus::Failed);
+    assert!(
+        dest.writes() + again.writes() <= second.counts.updated as usize + dest.writes(),
+        "re-sends beyond what was not committed"
+    );
+    assert!(second.counts.updated > 250, "{second:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_destination_error_stops_the_run_and_the_next_run_sends_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 300);
+    let dest = Arc::new(Scripted::new(|n| {
+        (n >= 40).then(|| ScriptError("the API key was rejected (401)".into()))
+    }));
+    let opts = RunOptions {
+        max_in_flight: 4,
+        ..RunOptions::default()
+    };
+    let report = run_with(&project, dest.clone(), opts).await;
+    assert_eq!(report.status, "failed");
+    assert!(report.error.as_deref().unwrap_or("").contains("401"));
+    assert!(dest.writes() <= 40 + 4, "{} writes", dest.writes());
+    let acknowledged = report.counts.updated;
+    assert!(acknowledged >= 30, "{report:?}");
+
+    // Nothing acknowledged is sent again, everything else is.
+    let second = run_with(
+        &project,
+        Arc::new(Scripted::new(|_| None)),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(second.counts.unchanged, acknowledged, "{second:?}");
+    let third = run_with(
+        &project,
+        Arc::new(Scripted::new(|_| None)),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(third.counts.updated, 0, "{third:?}");
+}
+
+/// Regression (issue 12): deleting the state file mid-run let a second run past the lock.
+/// The run now stops at its next commit or heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_deleted_mid_run_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 400);
+    let state = project.state_path.clone();
+    let dest = Arc::new(Scripted::new(move |n| {
+        if n == 30 {
+            std::fs::remove_file(&state).unwrap();
+        }
+        None
+    }));
+    let opts = RunOptions {
+        max_in_flight: 4,
+        ..RunOptions::default()
+    };
+    let report = run_with(&project, dest.clone(), opts).await;
+    assert_eq!(report.status, "failed");
+    let error = report.error.unwrap_or_default();
+    assert!(error.contains("deleted or replaced"), "{error}");
+    assert!(dest.writes() <= 30 + 3 * 4, "{} writes", dest.writes());
+}
+
+/// Regression (issue 12): a lock conflict was prefixed "the state store failed".
+#[tokio::test]
+async fn a_lock_conflict_says_who_holds_the_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 10);
+    let store = StateStore::open(&project.state_path).unwrap();
+    let _held = store.try_lock("vip", "a run on another terminal").unwrap();
+    let dest = Arc::new(Scripted::new(|_| None));
+    let err = run(&project, "vip", dest.clone(), RunOptions::default(), quiet())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("activation `vip` is locked by a run on another terminal"),
+        "{err}"
+    );
+    assert_eq!(dest.writes(), 0);
+}
