@@ -47,7 +47,11 @@ pub fn check(data: &[u8]) {
         }
     };
     let again = Project::parse(path, text, &env).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(format!("{again:?}"), format!("{project:?}"), "parse is deterministic");
+    assert_eq!(
+        format!("{again:?}"),
+        format!("{project:?}"),
+        "parse is deterministic"
+    );
     if !text.contains(API_KEY) {
         assert!(
             !format!("{project:?}").contains(API_KEY),

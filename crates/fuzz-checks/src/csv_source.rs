@@ -5,16 +5,17 @@
 //! - **raw** (even): the options (delimiter, quote, escape, doubled quotes) come from the next
 //!   bytes, any byte at all, and the rest is the file. Options the source documents as
 //!   unusable must be refused with [`Error::Options`], the others accepted. Every row read has
-//!   one value per column, all text or (a defect) all null; line numbers are ≥ 1, never
-//!   decrease and never pass the lines the input has. The records must be those of the `csv`
-//!   crate's reader over the same bytes with the same options (the same `csv-core` engine;
-//!   the source reads most records on its own quick path, which must agree with it): the
-//!   same number (no record lost or invented), each with the same fields, or a defect when
-//!   its field count differs from the header's or a field is not UTF-8.
+//!   one value per column, all text or (a defect) all null; line numbers are ≥ 1, increase
+//!   and never pass the lines the input has. The records must be those of the `csv` crate's
+//!   reader over the same bytes with the same options (the same `csv-core` engine; the source
+//!   reads most records on its own quick path, which must agree with it): the same number (no
+//!   record lost or invented; a last record whose quoted field the input ends inside is
+//!   refused with [`Error::Record`]), each with the same fields, or a defect when its field
+//!   count differs from the header's or a field is not UTF-8.
 //! - **round trip** (odd): N records of fuzzer-chosen text are written as a CSV writer would
-//!   (quoting what needs it, blank lines between records, `\n` or `\r\n` line ends), and
-//!   must come back as exactly those N rows, without defects, each numbered with the line it
-//!   starts on.
+//!   (quoting what needs it, blank lines between records, `\n`, `\r\n` or `\r` line ends),
+//!   and must come back as exactly those N rows, without defects, each numbered with the line
+//!   it starts on (a line ends at `\n`, `\r\n` or a lone `\r`, inside quotes too).
 //!
 //! In both modes the input is handed to the source a few bytes at a time when the fuzzer
 //! says so, so that records cross buffer refills.
@@ -42,24 +43,43 @@ pub fn check(data: &[u8]) {
 /// One row as read: its number, and its cells or its defect.
 type Row = (u64, Result<Vec<String>, String>);
 
-/// Every row of the source, checking what holds of any row.
-fn drain(src: &mut CsvSource, input: &[u8]) -> Vec<Row> {
+/// A line ends at `\n`, `\r\n` or a lone `\r`: how many line ends `bytes` has.
+fn line_ends(bytes: &[u8]) -> u64 {
+    let lone_cr = bytes
+        .windows(2)
+        .filter(|w| w[0] == b'\r' && w[1] != b'\n')
+        .count();
+    let last_cr = usize::from(bytes.last() == Some(&b'\r'));
+    (bytes.iter().filter(|&&b| b == b'\n').count() + lone_cr + last_cr) as u64
+}
+
+/// Every row of the source, checking what holds of any row, and the line of the quoted field
+/// left open at the end of the input if the read stopped there ([`Error::Record`]).
+fn drain(src: &mut CsvSource, input: &[u8]) -> (Vec<Row>, Option<u64>) {
     let ncols = src.columns().len();
-    // A record starts on a line the input has: line breaks are `\n`, `\r\n` or `\r`.
-    let max_line = 1 + input.iter().filter(|&&b| b == b'\n' || b == b'\r').count() as u64;
+    // A record starts on a line the input has.
+    let max_line = 1 + line_ends(input);
     let mut row = SourceRow::default();
     let mut rows: Vec<Row> = Vec::new();
+    let mut open_quote = None;
     loop {
         match src.next_row(&mut row) {
             Ok(true) => {}
             Ok(false) => break,
+            Err(Error::Record { line, message, .. }) => {
+                assert!(!message.is_empty());
+                assert!(line >= 1 && line <= max_line, "open quote on line {line}");
+                open_quote = Some(line);
+                break;
+            }
             Err(e) => panic!("an in-memory CSV read failed: {e}"),
         }
         assert_eq!(row.values.len(), ncols, "one value per column: {row:?}");
         assert!(row.number >= 1, "line numbers start at 1: {row:?}");
         assert!(row.number <= max_line, "line {} of {max_line}", row.number);
         if let Some(&(last, _)) = rows.last() {
-            assert!(row.number >= last, "line {} after line {last}", row.number);
+            // A record ends at a line break, so the next one starts on a later line.
+            assert!(row.number > last, "line {} after line {last}", row.number);
         }
         let cells = match &row.defect {
             Some(d) => {
@@ -80,7 +100,7 @@ fn drain(src: &mut CsvSource, input: &[u8]) -> Vec<Row> {
     }
     // The end is sticky.
     assert!(matches!(src.next_row(&mut row), Ok(false)));
-    rows
+    (rows, open_quote)
 }
 
 fn open(input: &[u8], chunk: usize, opts: &CsvOptions) -> Result<CsvSource, Error> {
@@ -140,6 +160,8 @@ fn raw(b: &mut Bytes<'_>) {
             assert!(!message.is_empty());
             return;
         }
+        // The header's quote is left open.
+        Err(Error::Record { .. }) if input.contains(&quote) => return,
         Err(e) => panic!("unexpected error from an in-memory CSV: {e}"),
     };
     let columns = src.columns().to_vec();
@@ -148,7 +170,10 @@ fn raw(b: &mut Bytes<'_>) {
         assert!(!c.is_empty() && c.trim() == c, "column name {c:?}");
         assert!(!columns[..i].contains(c), "column {c:?} twice");
     }
-    let rows = drain(&mut src, input);
+    let (rows, open_quote) = drain(&mut src, input);
+    if open_quote.is_some() {
+        assert!(input.contains(&quote), "an open quote without a quote");
+    }
 
     // The reference: the `csv` crate over the same bytes, with the one byte-order mark and the
     // blank lines before the header that the source drops dropped.
@@ -172,9 +197,11 @@ fn raw(b: &mut Bytes<'_>) {
         panic!("the source found a header, the csv crate no record");
     };
     assert_eq!(header.len(), columns.len(), "header fields");
+    // A quoted field left open runs to the end: that last record is refused, not read.
+    let expected = records.len() - usize::from(open_quote.is_some());
     assert_eq!(
         rows.len(),
-        records.len(),
+        expected,
         "rows read vs records of the csv crate:\n{rows:?}\n{records:?}"
     );
     let last = records.len().saturating_sub(1);
@@ -204,19 +231,14 @@ fn round_trip(b: &mut Bytes<'_>) {
     let ncols = 1 + b.below(4);
     let delimiter = [b',', b';', b'\t', b'|'][b.below(4)];
     let quote = if b.byte() & 1 == 0 { b'"' } else { b'\'' };
-    let crlf = b.byte() & 1 == 1;
+    let eol: &[u8] = [&b"\n"[..], b"\r\n", b"\r"][b.below(3)];
     let final_break = b.byte() & 1 == 0;
     let chunk = chunk_size(b.byte());
-    let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
 
     let mut records: Vec<Vec<String>> = Vec::new();
     while !b.is_empty() && records.len() < 64 {
         let record: Vec<String> = (0..ncols)
-            .map(|_| {
-                // No lone `\r` in values: where it ends a line is the line-ending rule's
-                // business, not this check's.
-                String::from_utf8_lossy(b.take(12)).replace('\r', "\n")
-            })
+            .map(|_| String::from_utf8_lossy(b.take(12)).into_owned())
             .collect();
         records.push(record);
     }
@@ -230,14 +252,15 @@ fn round_trip(b: &mut Bytes<'_>) {
         for _ in 0..(i % 3) {
             file.extend_from_slice(eol);
         }
-        lines.push(1 + file.iter().filter(|&&x| x == b'\n').count() as u64);
+        lines.push(1 + line_ends(&file));
         for (j, field) in record.iter().enumerate() {
             if j > 0 {
                 file.push(delimiter);
             }
-            let needs_quotes = field.bytes().any(|x| {
-                x == delimiter || x == quote || x == b'\n' || x == b'\r' || x == b'\\'
-            }) || (ncols == 1 && field.is_empty());
+            let needs_quotes = field
+                .bytes()
+                .any(|x| x == delimiter || x == quote || x == b'\n' || x == b'\r' || x == b'\\')
+                || (ncols == 1 && field.is_empty());
             if needs_quotes {
                 file.push(quote);
                 for x in field.bytes() {
@@ -264,7 +287,8 @@ fn round_trip(b: &mut Bytes<'_>) {
     };
     let mut src = open(&file, chunk, &opts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(src.columns(), header.as_slice());
-    let rows = drain(&mut src, &file);
+    let (rows, open_quote) = drain(&mut src, &file);
+    assert_eq!(open_quote, None);
     let want: Vec<Row> = lines
         .iter()
         .zip(&records)

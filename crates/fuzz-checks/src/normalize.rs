@@ -74,8 +74,12 @@ pub fn check(data: &[u8]) {
     ];
     let opts = NormalizeOptions {
         default_phone_region: regions[usize::from(o >> 2) % regions.len()],
-        date_order: [DateOrder::Iso, DateOrder::Mdy, DateOrder::Dmy, DateOrder::Iso]
-            [usize::from(o & 3)],
+        date_order: [
+            DateOrder::Iso,
+            DateOrder::Mdy,
+            DateOrder::Dmy,
+            DateOrder::Iso,
+        ][usize::from(o & 3)],
         today: Some(today()),
     };
     let rest = b.rest();
@@ -166,11 +170,7 @@ fn form(target: Target, c: &Canonical, v: &Value) {
                     assert_eq!(s.matches('@').count(), 1, "{}", at());
                     assert!(!s.chars().any(char::is_whitespace), "{}", at());
                     assert_eq!(s.to_lowercase(), s, "{}", at());
-                    assert!(
-                        s.chars().count() <= normalize::MAX_EMAIL_CHARS,
-                        "{}",
-                        at()
-                    );
+                    assert!(s.chars().count() <= normalize::MAX_EMAIL_CHARS, "{}", at());
                 }
                 F::Phone => {
                     let digits = s.strip_prefix('+').unwrap_or_default();
@@ -213,11 +213,7 @@ fn form(target: Target, c: &Canonical, v: &Value) {
                     let x: f64 = s.parse().unwrap_or_else(|_| panic!("{}", at()));
                     assert!(x.is_finite() && x.abs() <= limit, "{}", at());
                 }
-                F::Region
-                | F::TimeZone
-                | F::Language
-                | F::Website
-                | F::Age => {
+                F::Region | F::TimeZone | F::Language | F::Website | F::Age => {
                     assert!(!s.is_empty() && s.trim() == s, "{}", at());
                 }
             }
@@ -247,7 +243,11 @@ fn form(target: Target, c: &Canonical, v: &Value) {
         }
         Canonical::Int(_) | Canonical::Bool(_) | Canonical::Text(_) => {
             if target == Target::Custom(Some(CustomType::Number)) {
-                assert!(!matches!(c, Canonical::Bool(_) | Canonical::Text(_)), "{}", at());
+                assert!(
+                    !matches!(c, Canonical::Bool(_) | Canonical::Text(_)),
+                    "{}",
+                    at()
+                );
             }
         }
     }

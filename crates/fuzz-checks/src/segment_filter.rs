@@ -11,7 +11,8 @@
 //!   evaluating `not f` does, and `f` is never true of a row of nulls unless it tests for
 //!   null.
 //! - **tree** (odd): a filter tree is built from the rest (any column name, any text, numbers,
-//!   nesting up to 6 deep) and printed; the text must parse back to the same tree.
+//!   `and`/`or` of 2 to 4 operands, nesting up to 6 deep) and printed; the text must parse
+//!   back to the same tree.
 
 use sync_core::segment::{self, CompareOp, Filter, FilterError, Literal};
 use sync_core::value::{SourceRow, Value};
@@ -53,9 +54,16 @@ fn text_mode(text: &str) {
     let again = Filter::parse(&printed)
         .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}, which fails: {e}"));
     assert_eq!(again, f, "{text:?} printed as {printed:?}");
-    assert_eq!(again.to_string(), printed, "the canonical form is a fixpoint");
+    assert_eq!(
+        again.to_string(),
+        printed,
+        "the canonical form is a fixpoint"
+    );
 
-    let columns: Vec<String> = segment::columns(&f).into_iter().map(str::to_owned).collect();
+    let columns: Vec<String> = segment::columns(&f)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     assert!(!columns.is_empty());
     let bound = f.bind(&columns).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(bound.text(), printed);
@@ -74,7 +82,11 @@ fn text_mode(text: &str) {
         };
         let a = bound.matches(&row);
         let b = bound_not.matches(&row);
-        assert_eq!(a.is_err(), b.is_err(), "{printed} on {value:?}: {a:?} / {b:?}");
+        assert_eq!(
+            a.is_err(),
+            b.is_err(),
+            "{printed} on {value:?}: {a:?} / {b:?}"
+        );
         assert!(
             !(a == Ok(true) && b == Ok(true)),
             "{printed} and its negation both hold on {value:?}"
@@ -109,9 +121,10 @@ fn cells(f: &Filter) -> Vec<Value> {
 
 fn collect_literals<'a>(f: &'a Filter, out: &mut Vec<&'a Literal>) {
     match f {
-        Filter::And(a, b) | Filter::Or(a, b) => {
-            collect_literals(a, out);
-            collect_literals(b, out);
+        Filter::And(operands) | Filter::Or(operands) => {
+            for o in operands {
+                collect_literals(o, out);
+            }
         }
         Filter::Not(a) => collect_literals(a, out),
         Filter::Compare { literal, .. } => out.push(literal),
@@ -122,10 +135,15 @@ fn collect_literals<'a>(f: &'a Filter, out: &mut Vec<&'a Literal>) {
 
 /// A filter tree from the input, at most 6 deep.
 fn build(b: &mut Bytes<'_>, depth: usize) -> Filter {
-    let choice = if depth >= 6 { 3 + b.below(3) } else { b.below(6) };
+    let choice = if depth >= 6 {
+        3 + b.below(3)
+    } else {
+        b.below(6)
+    };
     match choice {
-        0 => Filter::And(Box::new(build(b, depth + 1)), Box::new(build(b, depth + 1))),
-        1 => Filter::Or(Box::new(build(b, depth + 1)), Box::new(build(b, depth + 1))),
+        // As the parser makes them: two operands or more.
+        0 => Filter::And((0..2 + b.below(3)).map(|_| build(b, depth + 1)).collect()),
+        1 => Filter::Or((0..2 + b.below(3)).map(|_| build(b, depth + 1)).collect()),
         2 => Filter::Not(Box::new(build(b, depth + 1))),
         3 => {
             let ops = [
