@@ -29,14 +29,13 @@ struct Outcome {
 }
 
 pub(crate) fn fuzz(args: &[String], root: &Path) -> Result<(), String> {
-    let seconds: u64 = match super::flag(args, "--seconds") {
-        Some(s) => s
-            .parse()
-            .ok()
-            .filter(|&s| s > 0)
-            .ok_or_else(|| format!("--seconds {s}: expected a number of seconds (1 or more)"))?,
-        None => 60,
-    };
+    let seconds: u64 =
+        match super::flag(args, "--seconds") {
+            Some(s) => s.parse().ok().filter(|&s| s > 0).ok_or_else(|| {
+                format!("--seconds {s}: expected a number of seconds (1 or more)")
+            })?,
+            None => 60,
+        };
     let names: Vec<&str> = fuzz_checks::TARGETS.iter().map(|(n, _)| *n).collect();
     let targets: Vec<&str> = match super::flag(args, "--target") {
         Some(t) => match names.iter().find(|n| **n == t) {
@@ -56,9 +55,11 @@ pub(crate) fn fuzz(args: &[String], root: &Path) -> Result<(), String> {
         .status()
         .is_ok_and(|s| s.success())
     {
-        return Err("cargo xtask fuzz needs the nightly toolchain and cargo-fuzz: \
+        return Err(
+            "cargo xtask fuzz needs the nightly toolchain and cargo-fuzz: \
                     `rustup toolchain install nightly` and `cargo install cargo-fuzz --locked`"
-            .into());
+                .into(),
+        );
     }
     let mut build = vec!["fuzz", "build"];
     build.extend(BUILD);
@@ -136,7 +137,10 @@ fn run_status(root: &Path, args: &[&str]) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("cargo +nightly {} failed ({status})", args.join(" ")))
+        Err(format!(
+            "cargo +nightly {} failed ({status})",
+            args.join(" ")
+        ))
     }
 }
 
@@ -160,8 +164,8 @@ fn run_target(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String
     ]);
     eprintln!("$ cargo +nightly {}", args.join(" "));
     let log_path = root.join(format!("fuzz/work/{target}.log"));
-    let mut log = std::fs::File::create(&log_path)
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut child = nightly(root, &args)
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
@@ -224,7 +228,10 @@ fn parse_line(line: &str, o: &mut Outcome) {
     if let Some(rest) = line.strip_prefix("Done ") {
         let mut words = rest.split_whitespace();
         o.runs = words.next().and_then(|n| n.parse().ok()).unwrap_or(o.runs);
-        o.seconds = words.nth(2).and_then(|n| n.parse().ok()).unwrap_or(o.seconds);
+        o.seconds = words
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(o.seconds);
     }
     if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
         o.runs = n.trim().parse().unwrap_or(o.runs);

@@ -462,7 +462,9 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                     let s = serde_json::from_str::<String>(text).map_err(|e| {
                         de::Error::custom(format_args!(
                             "a string that is not valid text ({})",
-                            e.to_string().rsplit_once(" at line ").map_or("", |(m, _)| m)
+                            e.to_string()
+                                .rsplit_once(" at line ")
+                                .map_or("", |(m, _)| m)
                         ))
                     })?;
                     *value = Value::Text(s);

@@ -290,9 +290,7 @@ fn a_string_with_a_lone_surrogate_escape_is_a_defect() {
     assert_eq!(columns, ["a", "b"]);
     assert_eq!(rows.len(), 3);
     for (i, row) in rows.iter().take(2).enumerate() {
-        let (_, Err(m)) = row else {
-            panic!("{row:?}")
-        };
+        let (_, Err(m)) = row else { panic!("{row:?}") };
         assert!(
             m.starts_with(&format!(
                 "line {}: not a JSON object: a string that is not valid text (",
