@@ -433,10 +433,24 @@ fn parse_datetime(t: &str) -> Result<chrono::DateTime<chrono::Utc>, bool> {
     Err(false)
 }
 
+/// A date that `YYYY-MM-DD` can write: years 0000 to 9999. Typed sources can hold others
+/// (PostgreSQL dates go from 4713 BC to 5874897 AD), which chrono writes `-0648-11-29` or
+/// `+10000-01-01`: sent, they would not be the dates the field is documented to send, and
+/// they would not read back.
+fn four_digit_year(d: NaiveDate) -> Result<NaiveDate, Invalid> {
+    if (0..=9999).contains(&d.year()) {
+        Ok(d)
+    } else {
+        invalid(format!(
+            "date {d} is outside the years 0000 to 9999 (YYYY-MM-DD)"
+        ))
+    }
+}
+
 /// Parses a date in the forms the activation allows.
 pub fn date(v: &Value, order: DateOrder) -> Result<NaiveDate, Invalid> {
     if let Value::Date(d) = v {
-        return Ok(*d);
+        return four_digit_year(*d);
     }
     let Some(t) = text_of(v)? else {
         return invalid("date is empty");
@@ -697,7 +711,10 @@ pub(crate) fn boolean(t: &str) -> Option<bool> {
 pub fn datetime(v: &Value) -> Result<String, Invalid> {
     use chrono::SecondsFormat;
     if let Value::Date(d) = v {
-        return Ok(format!("{}T00:00:00Z", d.format("%Y-%m-%d")));
+        return Ok(format!(
+            "{}T00:00:00Z",
+            four_digit_year(*d)?.format("%Y-%m-%d")
+        ));
     }
     let Some(t) = text_of(v)? else {
         return invalid("datetime is empty");
@@ -705,7 +722,11 @@ pub fn datetime(v: &Value) -> Result<String, Invalid> {
     let t = t.as_ref();
     let not_real = || invalid(format!("{t:?} is not a real calendar date"));
     match parse_datetime(t) {
-        Ok(dt) => return Ok(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        Ok(dt) => {
+            // An offset can move a datetime of year 0000 or 9999 out of four digits in UTC.
+            four_digit_year(dt.date_naive())?;
+            return Ok(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
         Err(true) => return not_real(),
         Err(false) => {}
     }
