@@ -247,8 +247,20 @@ pub fn phone(raw: &str, opts: &NormalizeOptions) -> Result<String, Invalid> {
             None => "phone is not a valid number for its country code".to_owned(),
         });
     }
-    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+    let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+    // libphonenumber's metadata lets some countries (DE) have national numbers so long that
+    // with the country code they pass the 15 digits E.164 allows.
+    let digits = e164.bytes().filter(u8::is_ascii_digit).count();
+    if digits > MAX_PHONE_DIGITS {
+        return invalid(format!(
+            "phone has {digits} digits with its country code; E.164 numbers have at most {MAX_PHONE_DIGITS}"
+        ));
+    }
+    Ok(e164)
 }
+
+/// The most digits an E.164 number has, country code included.
+pub const MAX_PHONE_DIGITS: usize = 15;
 
 /// Trims and collapses inner runs of whitespace to one space; checks the length.
 pub fn text(raw: &str, max_chars: usize) -> Result<String, Invalid> {

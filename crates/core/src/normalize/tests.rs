@@ -768,3 +768,19 @@ fn dates_outside_four_digit_years_are_rejected() {
         Some(Canonical::Text("9999-12-31T18:00:00Z".into()))
     );
 }
+
+/// Fuzzing finding (`normalize`): `-277068347753324` read as a German number (default region
+/// DE) was accepted and sent as `+49277068347753324`, 17 digits, which is no E.164 number
+/// (at most 15 digits, country code included).
+#[test]
+fn phones_longer_than_e164_are_rejected() {
+    let de = NormalizeOptions {
+        default_phone_region: Some(phonenumber::country::Id::DE),
+        ..NormalizeOptions::default()
+    };
+    let e = phone("-277068347753324", &de).unwrap_err();
+    assert!(e.0.contains("17 digits"), "{e}");
+    let e = standard(StandardField::Phone, &Value::Int(-277068347753324), &de).unwrap_err();
+    assert!(e.0.contains("at most 15"), "{e}");
+    assert_eq!(phone("030 1234567", &de).unwrap(), "+49301234567");
+}
