@@ -21,7 +21,12 @@
 //!   simulator with faults on, checks that no contact is created and re-sends stay within
 //!   their bound, then that a clean run leaves the simulator equal to the model
 //!   (docs/RELIABILITY.md).
+//! - `cargo xtask fuzz [--seconds N] [--target NAME]`: builds the cargo-fuzz targets of `fuzz/`
+//!   with nightly and runs each for N seconds (default 60), one after the other; prints the
+//!   executions per target and fails if any finds a crash (see `fuzz.rs` and
+//!   `docs/RELIABILITY.md`).
 
+mod fuzz;
 mod soak;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("soak") => soak::main(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..], &root()),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -236,7 +242,7 @@ fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Val
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
 
 fn bench_server(args: &[String]) -> Result<(), String> {
     let contacts = flag(args, "--contacts").unwrap_or_else(|| "3000".into());

@@ -247,8 +247,20 @@ pub fn phone(raw: &str, opts: &NormalizeOptions) -> Result<String, Invalid> {
             None => "phone is not a valid number for its country code".to_owned(),
         });
     }
-    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+    let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+    // libphonenumber's metadata lets some countries (DE) have national numbers so long that
+    // with the country code they pass the 15 digits E.164 allows.
+    let digits = e164.bytes().filter(u8::is_ascii_digit).count();
+    if digits > MAX_PHONE_DIGITS {
+        return invalid(format!(
+            "phone has {digits} digits with its country code; E.164 numbers have at most {MAX_PHONE_DIGITS}"
+        ));
+    }
+    Ok(e164)
 }
+
+/// The most digits an E.164 number has, country code included.
+pub const MAX_PHONE_DIGITS: usize = 15;
 
 /// Trims and collapses inner runs of whitespace to one space; checks the length.
 pub fn text(raw: &str, max_chars: usize) -> Result<String, Invalid> {
@@ -433,10 +445,24 @@ fn parse_datetime(t: &str) -> Result<chrono::DateTime<chrono::Utc>, bool> {
     Err(false)
 }
 
+/// A date that `YYYY-MM-DD` can write: years 0000 to 9999. Typed sources can hold others
+/// (PostgreSQL dates go from 4713 BC to 5874897 AD), which chrono writes `-0648-11-29` or
+/// `+10000-01-01`: sent, they would not be the dates the field is documented to send, and
+/// they would not read back.
+fn four_digit_year(d: NaiveDate) -> Result<NaiveDate, Invalid> {
+    if (0..=9999).contains(&d.year()) {
+        Ok(d)
+    } else {
+        invalid(format!(
+            "date {d} is outside the years 0000 to 9999 (YYYY-MM-DD)"
+        ))
+    }
+}
+
 /// Parses a date in the forms the activation allows.
 pub fn date(v: &Value, order: DateOrder) -> Result<NaiveDate, Invalid> {
     if let Value::Date(d) = v {
-        return Ok(*d);
+        return four_digit_year(*d);
     }
     let Some(t) = text_of(v)? else {
         return invalid("date is empty");
@@ -697,7 +723,10 @@ pub(crate) fn boolean(t: &str) -> Option<bool> {
 pub fn datetime(v: &Value) -> Result<String, Invalid> {
     use chrono::SecondsFormat;
     if let Value::Date(d) = v {
-        return Ok(format!("{}T00:00:00Z", d.format("%Y-%m-%d")));
+        return Ok(format!(
+            "{}T00:00:00Z",
+            four_digit_year(*d)?.format("%Y-%m-%d")
+        ));
     }
     let Some(t) = text_of(v)? else {
         return invalid("datetime is empty");
@@ -705,7 +734,11 @@ pub fn datetime(v: &Value) -> Result<String, Invalid> {
     let t = t.as_ref();
     let not_real = || invalid(format!("{t:?} is not a real calendar date"));
     match parse_datetime(t) {
-        Ok(dt) => return Ok(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        Ok(dt) => {
+            // An offset can move a datetime of year 0000 or 9999 out of four digits in UTC.
+            four_digit_year(dt.date_naive())?;
+            return Ok(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
         Err(true) => return not_real(),
         Err(false) => {}
     }

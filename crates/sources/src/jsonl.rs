@@ -454,7 +454,23 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             }
             let raw: &'de RawValue = map.next_value()?;
             if let (Some(value), Some(seen)) = (self.values.get_mut(i), self.seen.get_mut(i)) {
-                set_typed(value, raw.get());
+                let text = raw.get();
+                if text.starts_with('"') && text.contains('\\') {
+                    // Decoded here, so that an escape that stands for no character (a lone
+                    // surrogate, `"\udc00"`, which `RawValue` lets through) makes the line a
+                    // defect instead of a value holding the JSON text.
+                    let s = serde_json::from_str::<String>(text).map_err(|e| {
+                        de::Error::custom(format_args!(
+                            "a string that is not valid text ({})",
+                            e.to_string()
+                                .rsplit_once(" at line ")
+                                .map_or("", |(m, _)| m)
+                        ))
+                    })?;
+                    *value = Value::Text(s);
+                } else {
+                    set_typed(value, text);
+                }
                 *seen = true;
             }
         }

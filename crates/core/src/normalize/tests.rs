@@ -725,3 +725,62 @@ proptest! {
         }
     }
 }
+
+/// Fuzzing finding (`normalize`): a typed date (a `Value::Date` from Parquet, SQLite or
+/// PostgreSQL) outside the years 0000-9999 was sent as `-0648-11-29` or `+10000-01-01` for a
+/// `date` or `datetime` custom attribute, which is not `YYYY-MM-DD` and does not read back;
+/// an offset could move a datetime of year 9999 into year 10000 the same way.
+#[test]
+fn dates_outside_four_digit_years_are_rejected() {
+    let opts = NormalizeOptions::default();
+    let day = |y, m, d| Value::Date(NaiveDate::from_ymd_opt(y, m, d).unwrap());
+    for v in [day(-648, 11, 29), day(-1, 12, 31), day(10000, 1, 1)] {
+        for ty in [CustomType::Date, CustomType::Datetime] {
+            let e = custom(&v, Some(ty), &opts).unwrap_err();
+            assert!(
+                e.0.contains("outside the years 0000 to 9999"),
+                "{v:?} {ty:?}: {e}"
+            );
+        }
+    }
+    let t = |s: &str| Value::Text(s.to_owned());
+    for s in ["9999-12-31T23:00:00-05:00", "0000-01-01T00:30:00+01:00"] {
+        assert!(
+            custom(&t(s), Some(CustomType::Datetime), &opts).is_err(),
+            "{s}"
+        );
+    }
+    assert_eq!(
+        custom(&day(0, 1, 1), Some(CustomType::Date), &opts).unwrap(),
+        Some(Canonical::Text("0000-01-01".into()))
+    );
+    assert_eq!(
+        custom(&day(9999, 12, 31), Some(CustomType::Datetime), &opts).unwrap(),
+        Some(Canonical::Text("9999-12-31T00:00:00Z".into()))
+    );
+    assert_eq!(
+        custom(
+            &t("9999-12-31T23:00:00+05:00"),
+            Some(CustomType::Datetime),
+            &opts
+        )
+        .unwrap(),
+        Some(Canonical::Text("9999-12-31T18:00:00Z".into()))
+    );
+}
+
+/// Fuzzing finding (`normalize`): `-277068347753324` read as a German number (default region
+/// DE) was accepted and sent as `+49277068347753324`, 17 digits, which is no E.164 number
+/// (at most 15 digits, country code included).
+#[test]
+fn phones_longer_than_e164_are_rejected() {
+    let de = NormalizeOptions {
+        default_phone_region: Some(phonenumber::country::Id::DE),
+        ..NormalizeOptions::default()
+    };
+    let e = phone("-277068347753324", &de).unwrap_err();
+    assert!(e.0.contains("17 digits"), "{e}");
+    let e = standard(StandardField::Phone, &Value::Int(-277068347753324), &de).unwrap_err();
+    assert!(e.0.contains("at most 15"), "{e}");
+    assert_eq!(phone("030 1234567", &de).unwrap(), "+49301234567");
+}

@@ -274,6 +274,34 @@ fn bad_lines_are_defects_and_reading_goes_on() {
     );
 }
 
+/// Fuzzing finding (`jsonl_source`): `RawValue` does not check that a `\u` escape pairs
+/// its surrogates, so `"\ud41d\ude00"` (a lone low surrogate) came back as the text
+/// `"\ud41d\ude00"`, quotes and backslashes included, and would have been sent as such.
+#[test]
+fn a_string_with_a_lone_surrogate_escape_is_a_defect() {
+    let (columns, rows) = read(concat!(
+        r#"{"a":"\ud41d\ude00","b":1}"#,
+        "\n",
+        r#"{"a":"\ud800","b":2}"#,
+        "\n",
+        r#"{"a":"\ud83d\ude00 \u00e9","b":3}"#,
+        "\n",
+    ));
+    assert_eq!(columns, ["a", "b"]);
+    assert_eq!(rows.len(), 3);
+    for (i, row) in rows.iter().take(2).enumerate() {
+        let (_, Err(m)) = row else { panic!("{row:?}") };
+        assert!(
+            m.starts_with(&format!(
+                "line {}: not a JSON object: a string that is not valid text (",
+                i + 1
+            )),
+            "{m}"
+        );
+    }
+    assert_eq!(rows[2], (3, Ok(vec![text("\u{1f600} é"), Value::Int(3)])));
+}
+
 #[test]
 fn keys_of_broken_lines_do_not_become_columns() {
     let (columns, rows) = read("{\"a\":1,\"b\":}\n{\"a\":2}\n");
