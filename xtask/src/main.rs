@@ -244,12 +244,8 @@ fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Val
 
 const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
 
-fn bench_server(args: &[String]) -> Result<(), String> {
-    let contacts = flag(args, "--contacts").unwrap_or_else(|| "3000".into());
-    let readers = flag(args, "--readers").unwrap_or_else(|| "200".into());
-    let rate = flag(args, "--rate").unwrap_or_else(|| "150".into());
-    let latency = flag(args, "--latency-ms").unwrap_or_else(|| "20".into());
-    // The worker starts the real server binary next to it.
+/// Builds the release `attentive-sync` binary; returns its path.
+fn build_release_cli() -> Result<PathBuf, String> {
     cargo(&[
         "build",
         "--release",
@@ -259,6 +255,16 @@ fn bench_server(args: &[String]) -> Result<(), String> {
         "--bin",
         "attentive-sync",
     ])?;
+    Ok(target_dir().join("release/attentive-sync"))
+}
+
+fn bench_server(args: &[String]) -> Result<(), String> {
+    let contacts = flag(args, "--contacts").unwrap_or_else(|| "3000".into());
+    let readers = flag(args, "--readers").unwrap_or_else(|| "200".into());
+    let rate = flag(args, "--rate").unwrap_or_else(|| "150".into());
+    let latency = flag(args, "--latency-ms").unwrap_or_else(|| "20".into());
+    // The worker starts the real server binary next to it.
+    build_release_cli()?;
     let v = worker(
         "server",
         &root().join("target/bench/server"),

@@ -94,16 +94,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("kill") => {
             let opts = parse_options(&args[1..])?;
-            super::cargo(&[
-                "build",
-                "--release",
-                "-q",
-                "-p",
-                "cli",
-                "--bin",
-                "attentive-sync",
-            ])?;
-            let bin = super::target_dir().join("release/attentive-sync");
+            let bin = super::build_release_cli()?;
             let dir = super::target_dir().join(format!("soak/kill-{}", opts.seed));
             Soak::new(opts, bin, dir)?.run()
         }

@@ -328,19 +328,8 @@ impl StateStore {
         if !path.exists() {
             return Ok(None);
         }
-        let open_err = |source| Error::Open {
-            path: path.to_owned(),
-            source,
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        refuse_foreign(&conn, path)?;
-        let found = user_version(&conn).map_err(open_err)?;
+        let (conn, found) = open_read_only(path)?;
         let supported = schema_len();
-        if found > supported {
-            return Err(Error::SchemaTooNew { found, supported });
-        }
         if found < supported {
             drop(conn);
             let writable = std::fs::OpenOptions::new().write(true).open(path).is_ok();
@@ -381,24 +370,8 @@ impl StateStore {
             writable(path, existing)?;
             return Ok(FileCheck::WillBeCreated);
         }
-        let open_err = |source| Error::Open {
-            path: path.to_owned(),
-            source,
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // Reading the schema is what tells a SQLite file from anything else.
-        let found = user_version(&conn).map_err(open_err)?;
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(open_err)?;
-        refuse_foreign(&conn, path)?;
+        let (_conn, found) = open_read_only(path)?;
         let supported = schema_len();
-        if found > supported {
-            return Err(Error::SchemaTooNew { found, supported });
-        }
         writable(path, dir)?;
         Ok(if found == supported {
             FileCheck::Ready {
@@ -577,6 +550,30 @@ pub enum FileCheck {
         /// The version it will have.
         to: i64,
     },
+}
+
+/// Opens an existing database read-only and reads its schema version, refusing a file that
+/// is not SQLite, a foreign SQLite database and one from a newer version.
+fn open_read_only(path: &Path) -> Result<(Connection, i64), Error> {
+    let open_err = |source| Error::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    // Reading the schema is what tells a SQLite file from anything else.
+    let found = user_version(&conn).map_err(open_err)?;
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(open_err)?;
+    refuse_foreign(&conn, path)?;
+    let supported = schema_len();
+    if found > supported {
+        return Err(Error::SchemaTooNew { found, supported });
+    }
+    Ok((conn, found))
 }
 
 /// Refuses a SQLite database that holds tables but was never an attentive-sync state file
