@@ -112,27 +112,49 @@ pub(crate) fn contact_text(key: &str, entries: &[state_store::ContactSnapshot]) 
         );
         return s;
     }
+    let name = |key: &str| {
+        sync_core::AttributeId::from_key(key).map_or(key.to_owned(), |id| id.to_string())
+    };
+    let run = |r: Option<i64>| r.map_or("-".to_owned(), |r| r.to_string());
     for e in entries {
-        let _ = writeln!(
-            s,
-            "{key} in activation {}: row fingerprint {:016x}, settled by run {} at {}",
-            e.activation,
-            e.row_fingerprint,
-            e.updated_run.map_or("-".to_owned(), |r| r.to_string()),
-            e.updated_at
-        );
+        if e.row_fingerprint == 0 && e.updated_run.is_none() && e.updated_at.is_empty() {
+            let _ = writeln!(s, "{key} in activation {}: never settled", e.activation);
+        } else {
+            let _ = writeln!(
+                s,
+                "{key} in activation {}: row fingerprint {:016x}, settled by run {} at {}",
+                e.activation,
+                e.row_fingerprint,
+                run(e.updated_run),
+                e.updated_at
+            );
+        }
         if e.attributes.is_empty() {
             let _ = writeln!(s, "  (no attributes acknowledged)");
         }
         for a in &e.attributes {
-            let name =
-                sync_core::AttributeId::from_key(&a.key).map_or(a.key.clone(), |id| id.to_string());
             let _ = writeln!(
                 s,
-                "  {name:<28} {:<30} fingerprint {:016x}  run {}",
+                "  {:<28} {:<30} fingerprint {:016x}  run {}",
+                name(&a.key),
                 a.value.to_string(),
                 a.fingerprint,
-                a.run_id.map_or("-".to_owned(), |r| r.to_string())
+                run(a.run_id)
+            );
+        }
+        if !e.in_doubt.is_empty() {
+            let _ = writeln!(
+                s,
+                "  in doubt (sent, answer never recorded; the next run sends them again):"
+            );
+        }
+        for d in &e.in_doubt {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:<30} sent by run {}",
+                name(&d.key),
+                d.sent.to_string(),
+                run(d.run_id)
             );
         }
     }
@@ -156,6 +178,11 @@ pub(crate) fn contact_json(
                 "value": a.value,
                 "fingerprint": format!("{:016x}", a.fingerprint),
                 "run_id": a.run_id,
+            })).collect::<Vec<_>>(),
+            "in_doubt": e.in_doubt.iter().map(|d| serde_json::json!({
+                "key": d.key,
+                "sent": d.sent,
+                "run_id": d.run_id,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

@@ -8,7 +8,7 @@
 //!   platform and version; all integers below are little-endian.
 //! * **Value fingerprint**: `XXH3_64(tag ‖ text)` with seed 0, where `tag` is one byte
 //!   (`b` bool, `i` integer, `n` number, `s` string) and `text` is the canonical text
-//!   ([`Canonical::to_text`]) in UTF-8.
+//!   ([`Canonical::to_text`]) in UTF-8; never [`IN_DOUBT_VALUE`] (0 becomes 1).
 //! * **Contact key hash**: `XXH3_64(kind ‖ 0x00 ‖ key)` with seed 0, `kind` = `email`/`phone`.
 //! * **Mapping signature**: `XXH3_64` of the version bytes, the identifier kind, the null
 //!   policy, the default phone region, the date order, and every mapped attribute's snapshot key
@@ -17,14 +17,14 @@
 //!   little-endian), where `key hash` is the contact key hash above and `cells digest` is
 //!   `XXH3_64` of the 8-byte hashes of the **raw** cell of each mapped attribute as the source
 //!   gave it ([`cell_hash`]: its type tag as seed), in ascending order of snapshot key; the
-//!   result keeps its low 62 bits and is never 0 (0 becomes 1). The cells' digest needs no identifier, so the
-//!   thread that parses a row can compute it while the bytes are in its cache
-//!   ([`RowHasher::cells_digest`]). Because it covers the raw cells and every rule that turns them into
-//!   canonical values, an equal fingerprint proves the canonical values are equal, so the
-//!   planner skips normalization for unchanged rows. It changes when any mapped cell, the
-//!   mapping, the normalization options or [`NORMALIZATION_VERSION`] changes; a change that turns
-//!   out to be cosmetic is caught by the per-attribute value fingerprints, which only cover
-//!   canonical values.
+//!   result keeps its low 62 bits and is never 0 or [`IN_DOUBT_ROW`] (both become 2). The
+//!   cells' digest needs no identifier, so the thread that parses a row can compute it while
+//!   the bytes are in its cache ([`RowHasher::cells_digest`]). Because it covers the raw cells
+//!   and every rule that turns them into canonical values, an equal fingerprint proves the
+//!   canonical values are equal, so the planner skips normalization for unchanged rows. It
+//!   changes when any mapped cell, the mapping, the normalization options or
+//!   [`NORMALIZATION_VERSION`] changes; a change that turns out to be cosmetic is caught by the
+//!   per-attribute value fingerprints, which only cover canonical values.
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
@@ -41,11 +41,22 @@ pub const NORMALIZATION_VERSION: u8 = 1;
 /// Row fingerprints use the low 62 bits; the planner keeps per-run state in the top two.
 pub const ROW_FP_MASK: u64 = (1 << 62) - 1;
 
+/// The row fingerprint no row has, given to a contact with a write in doubt (sent, its answer
+/// never recorded): the planner then compares it attribute by attribute, whatever its row.
+pub const IN_DOUBT_ROW: u64 = 1;
+
+/// The value fingerprint no value has, given to an attribute in doubt: the planner sends it
+/// again whatever the model holds (see [`crate::ports::with_in_doubt`]).
+pub const IN_DOUBT_VALUE: u64 = 0;
+
 /// Fingerprint of one canonical value.
 pub fn value_fingerprint(v: &Canonical) -> u64 {
     let mut buf = Vec::with_capacity(24);
     push_value(&mut buf, v);
-    xxh3_64(&buf)
+    match xxh3_64(&buf) {
+        IN_DOUBT_VALUE => 1,
+        h => h,
+    }
 }
 
 fn push_value(buf: &mut Vec<u8>, v: &Canonical) {
@@ -159,14 +170,14 @@ pub fn cell_hash(v: &crate::value::Value) -> u64 {
 }
 
 /// The row fingerprint from the mapping signature, the contact key hash and the cells' digest
-/// ([`RowHasher::cells_digest`]): low 62 bits, never 0.
+/// ([`RowHasher::cells_digest`]): low 62 bits, never 0 or [`IN_DOUBT_ROW`].
 pub fn row_fingerprint(signature: u64, key_hash: u64, cells_digest: u64) -> u64 {
     let mut buf = [0u8; 24];
     buf[..8].copy_from_slice(&signature.to_le_bytes());
     buf[8..16].copy_from_slice(&key_hash.to_le_bytes());
     buf[16..].copy_from_slice(&cells_digest.to_le_bytes());
     match xxh3_64(&buf) & ROW_FP_MASK {
-        0 => 1,
+        0 | IN_DOUBT_ROW => 2,
         h => h,
     }
 }

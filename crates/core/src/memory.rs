@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
+use crate::fingerprint::IN_DOUBT_ROW;
 use crate::plan::{ContactChange, Refresh, SnapshotIndex};
-use crate::ports::{SnapshotStore, StoredAttribute};
+use crate::ports::{with_in_doubt, InDoubt, SnapshotStore, StoredAttribute};
 use crate::value::Canonical;
 
 /// One activation's snapshot, kept in ordered maps.
@@ -12,6 +13,8 @@ use crate::value::Canonical;
 pub struct MemorySnapshot {
     /// contact key → (key hash, row fingerprint, attribute key → stored attribute)
     pub contacts: BTreeMap<String, MemoryContact>,
+    /// contact key → (key hash, attribute key → attribute in doubt)
+    pub in_doubt: BTreeMap<String, (u64, BTreeMap<String, InDoubt>)>,
 }
 
 /// What the snapshot holds for one contact.
@@ -23,8 +26,56 @@ pub struct MemoryContact {
 }
 
 impl MemorySnapshot {
-    /// Records an acknowledged write: its attributes and its row fingerprint.
+    /// Records a write about to be sent: its attributes are in doubt until it is answered.
+    pub fn mark_in_doubt(
+        &mut self,
+        change: &ContactChange,
+        mapping: &crate::BoundMapping,
+        run_id: i64,
+    ) {
+        if change.changes.is_empty() {
+            return;
+        }
+        let (key_hash, attributes) = self.in_doubt.entry(change.contact.key.clone()).or_default();
+        *key_hash = change.key_hash;
+        for a in &change.changes {
+            let key = mapping.attributes[a.attribute].key.clone();
+            let sent = a.value.clone().unwrap_or(Canonical::Text(String::new()));
+            attributes.insert(
+                key.clone(),
+                InDoubt {
+                    key,
+                    sent,
+                    run_id: Some(run_id),
+                },
+            );
+        }
+    }
+
+    /// Settles attributes in doubt of a contact that the destination answered without
+    /// applying them (`keys`), or all of them (`None`: the contact does not exist).
+    pub fn settle(&mut self, contact_key: &str, keys: Option<&[&str]>) {
+        let Some((_, attributes)) = self.in_doubt.get_mut(contact_key) else {
+            return;
+        };
+        match keys {
+            Some(keys) => attributes.retain(|k, _| !keys.contains(&k.as_str())),
+            None => attributes.clear(),
+        }
+        if attributes.is_empty() {
+            self.in_doubt.remove(contact_key);
+        }
+    }
+
+    /// Records an acknowledged write: its attributes and its row fingerprint. The attributes
+    /// it carried are no longer in doubt.
     pub fn apply(&mut self, change: &ContactChange, mapping: &crate::BoundMapping, run_id: i64) {
+        let keys: Vec<&str> = change
+            .changes
+            .iter()
+            .map(|a| mapping.attributes[a.attribute].key.as_str())
+            .collect();
+        self.settle(&change.contact.key, Some(&keys));
         let c = self.contacts.entry(change.contact.key.clone()).or_default();
         c.key_hash = change.key_hash;
         c.row_fingerprint = change.row_fingerprint;
@@ -50,11 +101,15 @@ impl MemorySnapshot {
         c.row_fingerprint = r.row_fingerprint;
     }
 
-    /// Drops attributes that are no longer mapped.
+    /// Drops attributes that are no longer mapped (and their doubts).
     pub fn retain_attributes(&mut self, keys: &[&str]) {
         for c in self.contacts.values_mut() {
             c.attributes.retain(|k, _| keys.contains(&k.as_str()));
         }
+        self.in_doubt.retain(|_, (_, attributes)| {
+            attributes.retain(|k, _| keys.contains(&k.as_str()));
+            !attributes.is_empty()
+        });
     }
 }
 
@@ -66,6 +121,9 @@ impl SnapshotStore for MemorySnapshot {
         for c in self.contacts.values() {
             index.insert(c.key_hash, c.row_fingerprint);
         }
+        for (key_hash, _) in self.in_doubt.values() {
+            index.insert(*key_hash, IN_DOUBT_ROW);
+        }
         Ok(())
     }
 
@@ -75,8 +133,15 @@ impl SnapshotStore for MemorySnapshot {
         contact_key: &str,
         out: &mut Vec<StoredAttribute>,
     ) -> Result<(), Infallible> {
+        let start = out.len();
         if let Some(c) = self.contacts.get(contact_key) {
             out.extend(c.attributes.values().cloned());
+        }
+        if let Some((_, doubts)) = self.in_doubt.get(contact_key) {
+            let doubts: Vec<InDoubt> = doubts.values().cloned().collect();
+            let mut mine = out.split_off(start);
+            with_in_doubt(&mut mine, &doubts);
+            out.extend(mine);
         }
         Ok(())
     }

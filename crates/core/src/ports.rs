@@ -5,6 +5,7 @@
 
 use std::future::Future;
 
+use crate::fingerprint::IN_DOUBT_VALUE;
 use crate::plan::SnapshotIndex;
 use crate::value::{Canonical, SourceRow};
 
@@ -43,7 +44,46 @@ pub struct StoredAttribute {
     pub run_id: Option<i64>,
 }
 
+/// An attribute in doubt: a run sent it and its answer was never recorded (the process was
+/// killed while the write was in flight, or the write still failed after its retries), so
+/// Attentive may or may not hold the value sent. Until a write of it is answered, the planner
+/// sends the attribute again, whatever the model holds by then: without this, a model that
+/// went back to the snapshot's value would never be sent, and Attentive would keep the value
+/// that was in flight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InDoubt {
+    /// The attribute's snapshot key.
+    pub key: String,
+    /// The value sent; a clear is the empty text that was sent.
+    pub sent: Canonical,
+    /// The run that sent it.
+    pub run_id: Option<i64>,
+}
+
+/// How a snapshot store shows attributes in doubt to the planner: a stored attribute in doubt
+/// gets the fingerprint [`IN_DOUBT_VALUE`], which no value has, and one the snapshot never
+/// had is added with the value sent (so that a null in the model clears it). Either way the
+/// planner sends the model's value again. Stores also index a contact with an attribute in
+/// doubt under [`crate::fingerprint::IN_DOUBT_ROW`], so that its row is compared attribute
+/// by attribute.
+pub fn with_in_doubt(stored: &mut Vec<StoredAttribute>, in_doubt: &[InDoubt]) {
+    for d in in_doubt {
+        match stored.iter_mut().find(|s| s.key == d.key) {
+            Some(s) => s.fingerprint = IN_DOUBT_VALUE,
+            None => stored.push(StoredAttribute {
+                key: d.key.clone(),
+                fingerprint: IN_DOUBT_VALUE,
+                value: d.sent.clone(),
+                run_id: d.run_id,
+            }),
+        }
+    }
+}
+
 /// The read side of the snapshot, which planning needs.
+///
+/// A store that records writes in flight ([`InDoubt`]) shows them as [`with_in_doubt`] says,
+/// in both methods.
 pub trait SnapshotStore {
     type Error: std::error::Error + Send + Sync + 'static;
 

@@ -13,7 +13,7 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use state_store::{Outcome, RunKind, RunRow, RunStatus, StateStore};
+use state_store::{CommitBatch, Outcome, RunKind, RunRow, RunStatus, StateStore};
 use sync_core::plan::{ContactChange, PlanCounts, Refresh, RowOutcome};
 use sync_core::ports::{
     ContactRef, ContactWrite, DeliveryStats, Destination, Existence, WriteOutcome,
@@ -119,6 +119,12 @@ pub struct Progress {
 /// A message to the committer thread.
 #[derive(Debug)]
 enum Commit {
+    /// A write about to be sent: its attributes are marked in doubt, and `marked` is told
+    /// once that is committed (only then is the write sent).
+    Sending {
+        change: ContactChange,
+        marked: tokio::sync::oneshot::Sender<()>,
+    },
     Updated {
         row: u64,
         change: ContactChange,
@@ -669,6 +675,17 @@ async fn deliver<D: Destination>(
         });
         return;
     }
+    // The write's attributes are in doubt from before it leaves until its answer is recorded:
+    // if the process dies in between, the next run sends them again, whatever the model says
+    // by then (Attentive may have applied the write).
+    let (marked, committed) = tokio::sync::oneshot::channel();
+    send(Commit::Sending {
+        change: work.change.clone(),
+        marked,
+    });
+    if committed.await.is_err() || halt.is_set() {
+        return; // the committer stopped (it halted the run): nothing could be recorded
+    }
     match destination.write(&work.write).await {
         Ok(WriteOutcome::Acknowledged) => send(Commit::Updated {
             row: work.row,
@@ -752,56 +769,32 @@ fn commit_all(
         run_id,
         mapping,
     } = *target;
-    let mut changes: Vec<ContactChange> = Vec::new();
-    let mut refreshes: Vec<Refresh> = Vec::new();
-    let mut existence: Vec<(ContactRef, Existence)> = Vec::new();
-    let mut rows: Vec<RunRow> = Vec::new();
-    let flush = |store: &mut StateStore,
-                 changes: &mut Vec<ContactChange>,
-                 refreshes: &mut Vec<Refresh>,
-                 existence: &mut Vec<(ContactRef, Existence)>,
-                 rows: &mut Vec<RunRow>|
-     -> Result<(), state_store::Error> {
-        // Never record into a file that was deleted or replaced under the run.
-        store.verify_file()?;
-        if !changes.is_empty() {
-            store.apply_changes(activation, run_id, mapping, changes)?;
-        }
-        if !refreshes.is_empty() {
-            store.apply_refreshes(activation, run_id, refreshes)?;
-        }
-        if !existence.is_empty() {
-            store.record_existence(destination, existence)?;
-        }
-        if !rows.is_empty() {
-            store.record_rows(run_id, rows)?;
-        }
-        changes.clear();
-        refreshes.clear();
-        existence.clear();
-        rows.clear();
-        Ok(())
-    };
+    let mut batch = CommitBatch::default();
+    // Told once the batch that marked their writes in doubt is committed.
+    let mut marked: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     loop {
         // Wait for a result, then take whatever else is queued, and commit: a transaction
-        // closes as soon as the queue is empty, so an acknowledged write waits for at most one
-        // commit, however busy the run.
+        // closes as soon as the queue is empty, so an acknowledged write (or a write waiting
+        // to be sent) waits for at most one commit, however busy the run.
         let first = rx.recv();
         let mut done = first.is_err();
-        let mut batch: Vec<Commit> = first.ok().into_iter().collect();
-        while !done && batch.len() < MAX_COMMIT_BATCH {
+        let mut messages: Vec<Commit> = first.ok().into_iter().collect();
+        while !done && messages.len() < MAX_COMMIT_BATCH {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => messages.push(m),
                 Err(std_mpsc::TryRecvError::Empty) => break,
                 Err(std_mpsc::TryRecvError::Disconnected) => done = true,
             }
         }
-        let pending = batch.len();
-        for msg in batch {
+        for msg in messages {
             match msg {
+                Commit::Sending { change, marked: m } => {
+                    batch.sending.push(change);
+                    marked.push(m);
+                }
                 Commit::Updated { row, change } => {
                     counts.updated += 1;
-                    rows.push(RunRow {
+                    batch.rows.push(RunRow {
                         row_number: row,
                         contact_key: Some(change.contact.key.clone()),
                         outcome: Outcome::Updated,
@@ -809,16 +802,16 @@ fn commit_all(
                         message: None,
                         attributes_json: Some(attributes_json(&change.to_write(mapping))),
                     });
-                    changes.push(change);
+                    batch.acknowledged.push(change);
                 }
-                Commit::Refresh(r) => refreshes.push(r),
+                Commit::Refresh(r) => batch.refreshes.push(r),
                 Commit::Rejected {
                     row,
                     change,
                     message,
                 } => {
                     counts.rejected += 1;
-                    rows.push(RunRow {
+                    batch.rows.push(RunRow {
                         row_number: row,
                         contact_key: Some(change.contact.key.clone()),
                         outcome: Outcome::Rejected,
@@ -826,17 +819,18 @@ fn commit_all(
                         message: Some(message),
                         attributes_json: Some(attributes_json(&change.to_write(mapping))),
                     });
-                    refreshes.push(Refresh {
-                        contact: change.contact,
+                    batch.refreshes.push(Refresh {
+                        contact: change.contact.clone(),
                         key_hash: change.key_hash,
                         row_fingerprint: change.row_fingerprint,
                     });
+                    batch.unapplied.push(change);
                 }
                 Commit::NotFound { row, contact } => {
                     counts.not_found += 1;
-                    rows.push(RunRow {
+                    batch.rows.push(RunRow {
                         row_number: row,
-                        contact_key: Some(contact.key),
+                        contact_key: Some(contact.key.clone()),
                         outcome: Outcome::NotFound,
                         code: Some("not_found".into()),
                         message: Some(
@@ -844,14 +838,16 @@ fn commit_all(
                         ),
                         attributes_json: None,
                     });
+                    batch.missing.push(contact.key);
                 }
                 Commit::Failed {
                     row,
                     contact,
                     reason,
                 } => {
+                    // Its attributes stay in doubt: a timed-out write may have been applied.
                     counts.failed += 1;
-                    rows.push(RunRow {
+                    batch.rows.push(RunRow {
                         row_number: row,
                         contact_key: Some(contact.key),
                         outcome: Outcome::Failed,
@@ -860,18 +856,19 @@ fn commit_all(
                         attributes_json: None,
                     });
                 }
-                Commit::Existence(c, e) => existence.push((c, e)),
-                Commit::Row(r) => rows.push(r),
+                Commit::Existence(c, e) => batch.existence.push((c, e)),
+                Commit::Row(r) => batch.rows.push(r),
             }
         }
-        if pending > 0 {
-            flush(
-                store,
-                &mut changes,
-                &mut refreshes,
-                &mut existence,
-                &mut rows,
-            )?;
+        if !batch.is_empty() {
+            // Never record into a file that was deleted or replaced under the run.
+            store.verify_file()?;
+            store.commit(activation, destination, run_id, mapping, &batch)?;
+            batch.clear();
+            for m in marked.drain(..) {
+                // The write's task may be gone (the run is stopping): nothing to tell then.
+                let _ = m.send(());
+            }
         }
         if done {
             return Ok(());

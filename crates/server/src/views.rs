@@ -209,8 +209,24 @@ pub struct ContactActivation {
     pub row_fingerprint: String,
     /// The run that last settled the contact.
     pub updated_run: Option<i64>,
+    /// Empty when the contact was never settled (it only has attributes in doubt).
     pub updated_at: String,
     pub attributes: Vec<ContactAttribute>,
+    /// Attributes sent without a recorded answer (the run was killed mid-write, or the write
+    /// failed after retries): the next run sends them again.
+    pub in_doubt: Vec<ContactInDoubt>,
+}
+
+/// An attribute in doubt.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ContactInDoubt {
+    /// `std:<field>` or `custom:<name>`.
+    pub key: String,
+    /// The value that was sent.
+    #[schema(value_type = Object)]
+    pub sent: serde_json::Value,
+    /// The run that sent it.
+    pub run_id: Option<i64>,
 }
 
 /// One acknowledged attribute value.
@@ -247,6 +263,15 @@ impl ContactView {
                                 .unwrap_or(serde_json::Value::Null),
                             fingerprint: format!("{:016x}", a.fingerprint),
                             run_id: a.run_id,
+                        })
+                        .collect(),
+                    in_doubt: e
+                        .in_doubt
+                        .iter()
+                        .map(|d| ContactInDoubt {
+                            key: d.key.clone(),
+                            sent: serde_json::to_value(&d.sent).unwrap_or(serde_json::Value::Null),
+                            run_id: d.run_id,
                         })
                         .collect(),
                 })

@@ -1,6 +1,6 @@
 //! The existence cache: whether a contact was found in a destination, and when that was checked.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sync_core::ports::{ContactRef, Existence};
 
 use crate::{now, Context, Error, StateStore};
@@ -59,32 +59,41 @@ impl StateStore {
         results: &[(ContactRef, Existence)],
     ) -> Result<(), Error> {
         const A: &str = "recording existence checks";
-        let at = now();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(A)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO contact_existence \
-                     (destination, contact_kind, contact_key, status, checked_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (destination, contact_kind, contact_key) DO UPDATE SET \
-                     status = excluded.status, checked_at = excluded.checked_at",
-                )
-                .ctx(A)?;
-            for (contact, existence) in results {
-                stmt.execute(params![
-                    destination,
-                    contact.kind.as_str(),
-                    contact.key,
-                    status_text(*existence),
-                    at
-                ])
-                .ctx(A)?;
-            }
-        }
+        record_existence_in(&tx, destination, results, &now())?;
         tx.commit().ctx(A)
     }
+}
+
+/// [`StateStore::record_existence`] inside a transaction.
+pub(crate) fn record_existence_in(
+    tx: &Connection,
+    destination: &str,
+    results: &[(ContactRef, Existence)],
+    at: &str,
+) -> Result<(), Error> {
+    const A: &str = "recording existence checks";
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO contact_existence \
+             (destination, contact_kind, contact_key, status, checked_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (destination, contact_kind, contact_key) DO UPDATE SET \
+             status = excluded.status, checked_at = excluded.checked_at",
+        )
+        .ctx(A)?;
+    for (contact, existence) in results {
+        stmt.execute(params![
+            destination,
+            contact.kind.as_str(),
+            contact.key,
+            status_text(*existence),
+            at
+        ])
+        .ctx(A)?;
+    }
+    Ok(())
 }

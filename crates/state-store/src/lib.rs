@@ -15,12 +15,15 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+mod commit;
+mod doubt;
 mod existence;
 mod lock;
 mod runs;
 mod schema;
 mod snapshot;
 
+pub use commit::CommitBatch;
 pub use lock::{ActivationLock, DEFAULT_LOCK_STALE_AFTER};
 pub use runs::{Outcome, RunKind, RunRow, RunStatus, RunSummary};
 pub use snapshot::ContactSnapshot;
@@ -292,6 +295,10 @@ pub struct StateStore {
     conn: Connection,
     location: Location,
     lock_stale_after: Duration,
+    /// The activation whose index this connection last loaded, if it had no attribute in
+    /// doubt then: reading its contacts' attributes skips looking for doubts. Cleared when this
+    /// connection marks any.
+    doubt_free: std::cell::RefCell<Option<String>>,
 }
 
 impl StateStore {
@@ -394,6 +401,7 @@ impl StateStore {
             conn,
             location: Location::File { path, identity },
             lock_stale_after: DEFAULT_LOCK_STALE_AFTER,
+            doubt_free: Default::default(),
         })
     }
 
@@ -425,6 +433,7 @@ impl StateStore {
             conn,
             location: Location::Memory(MemoryLocks::default()),
             lock_stale_after: DEFAULT_LOCK_STALE_AFTER,
+            doubt_free: Default::default(),
         })
     }
 

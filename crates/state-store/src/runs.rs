@@ -246,42 +246,7 @@ impl StateStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(A)?;
-        let exists = tx
-            .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
-            .and_then(|mut s| s.exists([run_id]))
-            .ctx(A)?;
-        if !exists {
-            return Err(Error::UnknownRun { run_id });
-        }
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO run_rows \
-                     (run_id, row_number, contact_key, outcome, code, message, attributes_json) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT (run_id, row_number) DO UPDATE SET \
-                     contact_key = excluded.contact_key, outcome = excluded.outcome, \
-                     code = excluded.code, message = excluded.message, \
-                     attributes_json = excluded.attributes_json",
-                )
-                .ctx(A)?;
-            for r in rows {
-                let number = i64::try_from(r.row_number).map_err(|_| Error::OutOfRange {
-                    what: "row number",
-                    value: r.row_number,
-                })?;
-                stmt.execute(params![
-                    run_id,
-                    number,
-                    r.contact_key,
-                    r.outcome.as_str(),
-                    r.code,
-                    r.message,
-                    r.attributes_json
-                ])
-                .ctx(A)?;
-            }
-        }
+        record_rows_in(&tx, run_id, rows)?;
         tx.commit().ctx(A)
     }
 
@@ -462,4 +427,48 @@ impl StateStore {
             .ctx("marking interrupted runs")?;
         Ok(n as u64)
     }
+}
+
+/// [`StateStore::record_rows`] inside a transaction.
+pub(crate) fn record_rows_in(
+    tx: &rusqlite::Connection,
+    run_id: i64,
+    rows: &[RunRow],
+) -> Result<(), Error> {
+    const A: &str = "recording row outcomes";
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+        .and_then(|mut s| s.exists([run_id]))
+        .ctx(A)?;
+    if !exists {
+        return Err(Error::UnknownRun { run_id });
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO run_rows \
+             (run_id, row_number, contact_key, outcome, code, message, attributes_json) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (run_id, row_number) DO UPDATE SET \
+             contact_key = excluded.contact_key, outcome = excluded.outcome, \
+             code = excluded.code, message = excluded.message, \
+             attributes_json = excluded.attributes_json",
+        )
+        .ctx(A)?;
+    for r in rows {
+        let number = i64::try_from(r.row_number).map_err(|_| Error::OutOfRange {
+            what: "row number",
+            value: r.row_number,
+        })?;
+        stmt.execute(params![
+            run_id,
+            number,
+            r.contact_key,
+            r.outcome.as_str(),
+            r.code,
+            r.message,
+            r.attributes_json
+        ])
+        .ctx(A)?;
+    }
+    Ok(())
 }

@@ -98,4 +98,20 @@ CREATE TABLE locks (
 ALTER TABLE locks ADD COLUMN host TEXT;
 ALTER TABLE locks ADD COLUMN process TEXT;
 "#,
+    // 3: attributes in doubt: sent by a run whose answer was never recorded (the process was
+    // killed mid-write, or the write failed after its retries). Marked before each write is
+    // sent and settled by its answer; the planner sends them again until then.
+    r#"
+CREATE TABLE in_doubt (
+    activation_id INTEGER NOT NULL REFERENCES activations(id) ON DELETE CASCADE,
+    contact_key   TEXT    NOT NULL,
+    attribute_key TEXT    NOT NULL,
+    key_hash      INTEGER NOT NULL,
+    value_tag     TEXT    NOT NULL CHECK (value_tag IN ('b', 'i', 'n', 's')),
+    value_text    TEXT    NOT NULL,
+    run_id        INTEGER,
+    sent_at       TEXT    NOT NULL,
+    PRIMARY KEY (activation_id, contact_key, attribute_key)
+) WITHOUT ROWID;
+"#,
 ];

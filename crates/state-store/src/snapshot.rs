@@ -4,8 +4,9 @@
 use std::sync::mpsc;
 
 use rusqlite::{params, params_from_iter, Connection, Row, Rows, TransactionBehavior};
+use sync_core::fingerprint::IN_DOUBT_ROW;
 use sync_core::plan::{ContactChange, Refresh, SnapshotIndex};
-use sync_core::ports::{SnapshotStore, StoredAttribute};
+use sync_core::ports::{with_in_doubt, InDoubt, SnapshotStore, StoredAttribute};
 use sync_core::{BoundMapping, Canonical};
 
 use crate::{
@@ -19,14 +20,17 @@ pub struct ContactSnapshot {
     pub activation: String,
     /// Hash of the contact's identifier ([`sync_core::fingerprint::key_hash`]).
     pub key_hash: u64,
-    /// The row fingerprint settled by the last acknowledged write or refresh.
+    /// The row fingerprint settled by the last acknowledged write or refresh (0: never
+    /// settled, the contact only has attributes in doubt).
     pub row_fingerprint: u64,
     /// The run that last settled this contact.
     pub updated_run: Option<i64>,
-    /// When it was settled (RFC 3339, UTC).
+    /// When it was settled (RFC 3339, UTC; empty if never).
     pub updated_at: String,
     /// The stored attributes, sorted by key.
     pub attributes: Vec<StoredAttribute>,
+    /// Attributes sent without a recorded answer, sorted by key: the next run sends them again.
+    pub in_doubt: Vec<InDoubt>,
 }
 
 const UPSERT_CONTACT: &str = "\
@@ -63,23 +67,26 @@ fn stored_attribute(r: &Row<'_>) -> Result<StoredAttribute, Error> {
     let tag: String = r.get(2).ctx(A)?;
     let text: String = r.get(3).ctx(A)?;
     let run_id: Option<i64> = r.get(4).ctx(A)?;
-    let mut chars = tag.chars();
-    let value = match (chars.next(), chars.next()) {
-        (Some(t), None) => Canonical::from_tagged(t, &text),
-        _ => None,
-    };
-    let Some(value) = value else {
-        return Err(Error::Corrupt {
-            table: "snapshot_attributes",
-            column: "value_tag, value_text",
-            value: format!("{tag}, {text}"),
-        });
-    };
+    let value = decode_value("snapshot_attributes", &tag, &text)?;
     Ok(StoredAttribute {
         key,
         fingerprint: u64_from_sql(fingerprint),
         value,
         run_id,
+    })
+}
+
+/// A value stored as `value_tag, value_text` in `table`.
+pub(crate) fn decode_value(table: &'static str, tag: &str, text: &str) -> Result<Canonical, Error> {
+    let mut chars = tag.chars();
+    let value = match (chars.next(), chars.next()) {
+        (Some(t), None) => Canonical::from_tagged(t, text),
+        _ => None,
+    };
+    value.ok_or_else(|| Error::Corrupt {
+        table,
+        column: "value_tag, value_text",
+        value: format!("{tag}, {text}"),
     })
 }
 
@@ -192,17 +199,29 @@ impl SnapshotStore for StateStore {
             )
             .ctx(A)?;
         let mut rows = stmt.query([id]).ctx(A)?;
+        let mut loaded = None;
         if count >= PIPELINE_MIN {
             match load_pipelined(&mut rows, index) {
-                Ok(result) => return result,
+                Ok(result) => loaded = Some(result),
                 // No thread to spare: load on this one.
                 Err(_spawn_error) => {}
             }
         }
-        while let Some(r) = rows.next().ctx(A)? {
-            let (key_hash, row_fingerprint) = index_entry(r)?;
-            index.insert(key_hash, row_fingerprint);
+        match loaded {
+            Some(result) => result?,
+            None => {
+                while let Some(r) = rows.next().ctx(A)? {
+                    let (key_hash, row_fingerprint) = index_entry(r)?;
+                    index.insert(key_hash, row_fingerprint);
+                }
+            }
         }
+        // Contacts with attributes in doubt are compared attribute by attribute.
+        let in_doubt = crate::doubt::contacts_in_doubt(&self.conn, id)?;
+        for &key_hash in &in_doubt {
+            index.insert(key_hash, IN_DOUBT_ROW);
+        }
+        *self.doubt_free.borrow_mut() = in_doubt.is_empty().then(|| activation.to_owned());
         Ok(())
     }
 
@@ -223,8 +242,19 @@ impl SnapshotStore for StateStore {
             )
             .ctx(A)?;
         let mut rows = stmt.query(params![activation, contact_key]).ctx(A)?;
+        let start = out.len();
         while let Some(r) = rows.next().ctx(A)? {
             out.push(stored_attribute(r)?);
+        }
+        // Skipped when the index was loaded and found no doubts (the common case).
+        let doubt_free = self.doubt_free.borrow().as_deref() == Some(activation);
+        if !doubt_free {
+            let doubts = crate::doubt::in_doubt_by_name(&self.conn, activation, contact_key)?;
+            if !doubts.is_empty() {
+                let mut mine = out.split_off(start);
+                with_in_doubt(&mut mine, &doubts);
+                out.extend(mine);
+            }
         }
         Ok(())
     }
@@ -235,6 +265,7 @@ impl StateStore {
     /// hash, row fingerprint and run, and each changed attribute's fingerprint and value (a
     /// cleared value, `None`, is stored as the empty text that was sent). Creates the
     /// activation on first use. When a contact appears more than once, the later change wins.
+    /// The attributes the changes carried are no longer in doubt.
     pub fn apply_changes(
         &mut self,
         activation: &str,
@@ -243,58 +274,12 @@ impl StateStore {
         changes: &[ContactChange],
     ) -> Result<(), Error> {
         const A: &str = "recording acknowledged changes";
-        // Key order gives B-tree locality; the sort is stable, so repeated contacts keep order.
-        let mut order: Vec<usize> = (0..changes.len()).collect();
-        order.sort_by(|&a, &b| changes[a].contact.key.cmp(&changes[b].contact.key));
-        let at = now();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(A)?;
         let id = ensure_activation(&tx, activation).ctx(A)?;
-        {
-            let mut contact = tx.prepare_cached(UPSERT_CONTACT).ctx(A)?;
-            let mut attribute = tx.prepare_cached(UPSERT_ATTRIBUTE).ctx(A)?;
-            let mut tag_buf = [0u8; 4];
-            for c in order.iter().filter_map(|&i| changes.get(i)) {
-                let key = c.contact.key.as_str();
-                contact
-                    .execute(params![
-                        id,
-                        key,
-                        u64_to_sql(c.key_hash),
-                        u64_to_sql(c.row_fingerprint),
-                        run_id,
-                        at
-                    ])
-                    .ctx(A)?;
-                for a in &c.changes {
-                    let Some(bound) = mapping.attributes.get(a.attribute) else {
-                        return Err(Error::AttributeIndex {
-                            contact_key: key.to_owned(),
-                            index: a.attribute,
-                            count: mapping.attributes.len(),
-                        });
-                    };
-                    let (tag, text) = match &a.value {
-                        Some(v) => (v.tag(), v.to_text()),
-                        None => ('s', String::new()),
-                    };
-                    let tag: &str = tag.encode_utf8(&mut tag_buf);
-                    attribute
-                        .execute(params![
-                            id,
-                            key,
-                            bound.key,
-                            u64_to_sql(a.fingerprint),
-                            tag,
-                            text,
-                            run_id
-                        ])
-                        .ctx(A)?;
-                }
-            }
-        }
+        apply_changes_in(&tx, id, run_id, mapping, changes, &now())?;
         tx.commit().ctx(A)
     }
 
@@ -308,49 +293,33 @@ impl StateStore {
         refreshes: &[Refresh],
     ) -> Result<(), Error> {
         const A: &str = "recording refreshed row fingerprints";
-        let mut order: Vec<usize> = (0..refreshes.len()).collect();
-        order.sort_by(|&a, &b| refreshes[a].contact.key.cmp(&refreshes[b].contact.key));
-        let at = now();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(A)?;
         let id = ensure_activation(&tx, activation).ctx(A)?;
-        {
-            let mut contact = tx.prepare_cached(UPSERT_CONTACT).ctx(A)?;
-            for r in order.iter().filter_map(|&i| refreshes.get(i)) {
-                contact
-                    .execute(params![
-                        id,
-                        r.contact.key,
-                        u64_to_sql(r.key_hash),
-                        u64_to_sql(r.row_fingerprint),
-                        run_id,
-                        at
-                    ])
-                    .ctx(A)?;
-            }
-        }
+        apply_refreshes_in(&tx, id, run_id, refreshes, &now())?;
         tx.commit().ctx(A)
     }
 
     /// Deletes the activation's stored attributes whose key is not in `keys` (attributes no
-    /// longer mapped); contacts stay. Returns how many attribute rows were deleted.
+    /// longer mapped) and their doubts; contacts stay. Returns how many stored attribute rows
+    /// were deleted.
     pub fn retain_attributes(&mut self, activation: &str, keys: &[&str]) -> Result<u64, Error> {
         const A: &str = "dropping attributes that are no longer mapped";
         let Some(id) = activation_id(&self.conn, activation).ctx(A)? else {
             return Ok(0);
         };
-        let mut sql = String::from("DELETE FROM snapshot_attributes WHERE activation_id = ?1");
+        let mut filter = String::from(" WHERE activation_id = ?1");
         if !keys.is_empty() {
-            sql.push_str(" AND attribute_key NOT IN (");
+            filter.push_str(" AND attribute_key NOT IN (");
             for i in 0..keys.len() {
                 if i > 0 {
-                    sql.push_str(", ");
+                    filter.push_str(", ");
                 }
-                sql.push_str(&format!("?{}", i + 2));
+                filter.push_str(&format!("?{}", i + 2));
             }
-            sql.push(')');
+            filter.push(')');
         }
         let values = std::iter::once(rusqlite::types::Value::Integer(id)).chain(
             keys.iter()
@@ -360,7 +329,19 @@ impl StateStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(A)?;
-        let n = tx.execute(&sql, params_from_iter(values)).ctx(A)?;
+        let values: Vec<rusqlite::types::Value> = values.collect();
+        let n = tx
+            .execute(
+                &format!("DELETE FROM snapshot_attributes{filter}"),
+                params_from_iter(&values),
+            )
+            .ctx(A)?;
+        // What is no longer mapped is no longer sent, so it is no longer in doubt either.
+        tx.execute(
+            &format!("DELETE FROM in_doubt{filter}"),
+            params_from_iter(&values),
+        )
+        .ctx(A)?;
         tx.commit().ctx(A)?;
         Ok(n as u64)
     }
@@ -392,6 +373,7 @@ impl StateStore {
                             updated_run: r.get(4)?,
                             updated_at: r.get(5)?,
                             attributes: Vec::new(),
+                            in_doubt: Vec::new(),
                         },
                     ))
                 })
@@ -399,10 +381,47 @@ impl StateStore {
             for row in rows {
                 entries.push(row.ctx(A)?);
             }
+            // Activations that never settled the contact but have sent it something.
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT DISTINCT a.id, a.name, d.key_hash \
+                     FROM activations AS a CROSS JOIN in_doubt AS d \
+                     ON d.activation_id = a.id AND d.contact_key = ?1",
+                )
+                .ctx(A)?;
+            let rows = stmt
+                .query_map([key], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        u64_from_sql(r.get(2)?),
+                    ))
+                })
+                .ctx(A)?;
+            for row in rows {
+                let (id, activation, key_hash) = row.ctx(A)?;
+                if entries.iter().all(|(known, _)| *known != id) {
+                    entries.push((
+                        id,
+                        ContactSnapshot {
+                            activation,
+                            key_hash,
+                            row_fingerprint: 0,
+                            updated_run: None,
+                            updated_at: String::new(),
+                            attributes: Vec::new(),
+                            in_doubt: Vec::new(),
+                        },
+                    ));
+                }
+            }
         }
+        entries.sort_by(|a, b| a.1.activation.cmp(&b.1.activation));
         let mut out = Vec::with_capacity(entries.len());
         for (id, mut snap) in entries {
             read_attributes(&self.conn, id, key, &mut snap.attributes)?;
+            snap.in_doubt = crate::doubt::in_doubt_of(&self.conn, id, key)?;
             out.push(snap);
         }
         Ok(out)
@@ -420,4 +439,111 @@ impl StateStore {
             .ctx("counting contacts")?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+/// The attribute keys a change carries.
+pub(crate) fn change_keys<'m>(
+    mapping: &'m BoundMapping,
+    change: &ContactChange,
+) -> Result<Vec<&'m str>, Error> {
+    change
+        .changes
+        .iter()
+        .map(|a| {
+            mapping
+                .attributes
+                .get(a.attribute)
+                .map(|b| b.key.as_str())
+                .ok_or_else(|| Error::AttributeIndex {
+                    contact_key: change.contact.key.clone(),
+                    index: a.attribute,
+                    count: mapping.attributes.len(),
+                })
+        })
+        .collect()
+}
+
+/// The tag and text a change's value is stored as (a clear, `None`, as the empty text sent).
+pub(crate) fn stored_value(value: Option<&Canonical>) -> (char, String) {
+    match value {
+        Some(v) => (v.tag(), v.to_text()),
+        None => ('s', String::new()),
+    }
+}
+
+/// [`StateStore::apply_changes`] inside a transaction: the snapshot takes each change, and the
+/// attributes it carried are no longer in doubt.
+pub(crate) fn apply_changes_in(
+    tx: &Connection,
+    activation_id: i64,
+    run_id: i64,
+    mapping: &BoundMapping,
+    changes: &[ContactChange],
+    at: &str,
+) -> Result<(), Error> {
+    const A: &str = "recording acknowledged changes";
+    // Key order gives B-tree locality; the sort is stable, so repeated contacts keep order.
+    let mut order: Vec<usize> = (0..changes.len()).collect();
+    order.sort_by(|&a, &b| changes[a].contact.key.cmp(&changes[b].contact.key));
+    let mut contact = tx.prepare_cached(UPSERT_CONTACT).ctx(A)?;
+    let mut attribute = tx.prepare_cached(UPSERT_ATTRIBUTE).ctx(A)?;
+    let mut tag_buf = [0u8; 4];
+    for c in order.iter().filter_map(|&i| changes.get(i)) {
+        let key = c.contact.key.as_str();
+        contact
+            .execute(params![
+                activation_id,
+                key,
+                u64_to_sql(c.key_hash),
+                u64_to_sql(c.row_fingerprint),
+                run_id,
+                at
+            ])
+            .ctx(A)?;
+        let keys = change_keys(mapping, c)?;
+        for (a, attribute_key) in c.changes.iter().zip(&keys) {
+            let (tag, text) = stored_value(a.value.as_ref());
+            let tag: &str = tag.encode_utf8(&mut tag_buf);
+            attribute
+                .execute(params![
+                    activation_id,
+                    key,
+                    attribute_key,
+                    u64_to_sql(a.fingerprint),
+                    tag,
+                    text,
+                    run_id
+                ])
+                .ctx(A)?;
+        }
+        crate::doubt::settle_in(tx, activation_id, key, Some(&keys))?;
+    }
+    Ok(())
+}
+
+/// [`StateStore::apply_refreshes`] inside a transaction.
+pub(crate) fn apply_refreshes_in(
+    tx: &Connection,
+    activation_id: i64,
+    run_id: i64,
+    refreshes: &[Refresh],
+    at: &str,
+) -> Result<(), Error> {
+    const A: &str = "recording refreshed row fingerprints";
+    let mut order: Vec<usize> = (0..refreshes.len()).collect();
+    order.sort_by(|&a, &b| refreshes[a].contact.key.cmp(&refreshes[b].contact.key));
+    let mut contact = tx.prepare_cached(UPSERT_CONTACT).ctx(A)?;
+    for r in order.iter().filter_map(|&i| refreshes.get(i)) {
+        contact
+            .execute(params![
+                activation_id,
+                r.contact.key,
+                u64_to_sql(r.key_hash),
+                u64_to_sql(r.row_fingerprint),
+                run_id,
+                at
+            ])
+            .ctx(A)?;
+    }
+    Ok(())
 }

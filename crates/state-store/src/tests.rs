@@ -11,6 +11,9 @@ use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, S
 
 use super::*;
 
+/// The schema version this build writes.
+const LATEST: i64 = 3;
+
 fn mapping() -> BoundMapping {
     let attr = |attribute, column: &str| AttributeMapping {
         attribute,
@@ -129,8 +132,8 @@ fn error_is_send_sync_and_chains_its_source() {
 #[test]
 fn open_in_memory_is_at_the_latest_version() {
     let store = StateStore::open_in_memory().unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
-    assert_eq!(StateStore::supported_schema_version(), 2);
+    assert_eq!(store.schema_version().unwrap(), LATEST);
+    assert_eq!(StateStore::supported_schema_version(), LATEST);
     assert_eq!(pragma_i64(&store, "foreign_keys"), 1);
     assert_eq!(store.path(), None);
 }
@@ -149,7 +152,7 @@ fn open_creates_the_file_and_its_directory_and_configures_the_connection() {
     assert_eq!(pragma_i64(&store, "synchronous"), 1, "NORMAL");
     assert_eq!(pragma_i64(&store, "foreign_keys"), 1);
     assert_eq!(pragma_i64(&store, "busy_timeout"), 5000);
-    assert_eq!(pragma_i64(&store, "user_version"), 2);
+    assert_eq!(pragma_i64(&store, "user_version"), LATEST);
     assert!(store.path().is_some_and(|p| p.ends_with("b/state.db")));
 }
 
@@ -162,7 +165,7 @@ fn migrations_are_idempotent_on_reopen() {
     }
     for _ in 0..3 {
         let store = StateStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), LATEST);
         assert_eq!(
             store.activation_mapping("a").unwrap().as_deref(),
             Some("{}")
@@ -183,6 +186,7 @@ fn migrations_are_idempotent_on_reopen() {
         [
             "activations",
             "contact_existence",
+            "in_doubt",
             "locks",
             "run_rows",
             "runs",
@@ -206,7 +210,7 @@ fn a_newer_schema_is_refused() {
             err,
             Error::SchemaTooNew {
                 found: 7,
-                supported: 2
+                supported: LATEST
             }
         ),
         "{err:?}"
@@ -1327,7 +1331,7 @@ fn garbage_newer_and_foreign_state_files_are_refused_clearly() {
 }
 
 #[test]
-fn a_schema_1_file_is_migrated_to_2_keeping_its_locks_table_readable() {
+fn a_schema_1_file_is_migrated_to_the_latest_keeping_its_locks_table_readable() {
     let (_dir, path) = temp_db();
     {
         let conn = Connection::open(&path).unwrap();
@@ -1341,10 +1345,13 @@ fn a_schema_1_file_is_migrated_to_2_keeping_its_locks_table_readable() {
     }
     assert_eq!(
         StateStore::check_file(&path).unwrap(),
-        FileCheck::WillMigrate { from: 1, to: 2 }
+        FileCheck::WillMigrate {
+            from: 1,
+            to: LATEST
+        }
     );
     let store = StateStore::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(store.schema_version().unwrap(), LATEST);
     // The old row has no host: its heartbeat is fresh, so it still holds the activation.
     assert!(matches!(
         store.try_lock("a", "me"),

@@ -9,7 +9,7 @@ use sync_core::mapping::{
 };
 use sync_core::memory::MemorySnapshot;
 use sync_core::plan::{AttributeChange, ContactChange, Refresh, RowOutcome, SnapshotIndex};
-use sync_core::ports::{ContactRef, SnapshotStore, StoredAttribute};
+use sync_core::ports::{ContactRef, InDoubt, SnapshotStore, StoredAttribute};
 use sync_core::value::NumberText;
 use sync_core::{
     AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, Planner, SourceRow,
@@ -103,6 +103,18 @@ enum Op {
         activation: usize,
         keys: Vec<usize>,
     },
+    /// Writes about to be sent: their attributes are in doubt.
+    Mark {
+        activation: usize,
+        run_id: i64,
+        changes: Vec<GenChange>,
+    },
+    /// Answers that applied nothing: some attributes' doubts settled, or all of them.
+    Settle {
+        activation: usize,
+        contact: usize,
+        keys: Option<Vec<usize>>,
+    },
 }
 
 fn arb_canonical() -> impl Strategy<Value = Canonical> {
@@ -139,8 +151,9 @@ fn arb_op() -> impl Strategy<Value = Op> {
         arb_fingerprint(),
         proptest::collection::vec(attribute, 0..5),
     );
+    let change = change.boxed();
     prop_oneof![
-        4 => (0..2usize, 1..50i64, proptest::collection::vec(change, 0..6)).prop_map(
+        4 => (0..2usize, 1..50i64, proptest::collection::vec(change.clone(), 0..6)).prop_map(
             |(activation, run_id, changes)| Op::Apply { activation, run_id, changes }
         ),
         2 => (
@@ -155,6 +168,15 @@ fn arb_op() -> impl Strategy<Value = Op> {
             }),
         1 => (0..2usize, proptest::collection::vec(0..RETAIN_POOL.len(), 0..4))
             .prop_map(|(activation, keys)| Op::Retain { activation, keys }),
+        2 => (0..2usize, 1..50i64, proptest::collection::vec(change.clone(), 0..4)).prop_map(
+            |(activation, run_id, changes)| Op::Mark { activation, run_id, changes }
+        ),
+        1 => (
+            0..2usize,
+            0..CONTACTS.len(),
+            proptest::option::of(proptest::collection::vec(0..RETAIN_POOL.len(), 0..3))
+        )
+            .prop_map(|(activation, contact, keys)| Op::Settle { activation, contact, keys }),
     ]
 }
 
@@ -162,6 +184,9 @@ fn sorted(mut v: Vec<StoredAttribute>) -> Vec<StoredAttribute> {
     v.sort_by(|a, b| a.key.cmp(&b.key));
     v
 }
+
+/// One activation's entry for a contact as `contacts show` gives it.
+type Shown<'a> = (&'a str, u64, Vec<StoredAttribute>, Vec<InDoubt>);
 
 /// Checks that the store and the models agree on everything the planner can read.
 fn assert_same(store: &StateStore, models: &[MemorySnapshot]) -> Result<(), TestCaseError> {
@@ -187,33 +212,63 @@ fn assert_same(store: &StateStore, models: &[MemorySnapshot]) -> Result<(), Test
     // `contacts show` sees the same as the models.
     for key in CONTACTS {
         let shown = store.contact(key).unwrap();
-        let mut expected: Vec<(&str, u64, Vec<StoredAttribute>)> = ACTIVATIONS
+        let mut expected: Vec<Shown<'_>> = ACTIVATIONS
             .iter()
             .zip(models)
             .filter_map(|(a, m)| {
-                m.contacts.get(key).map(|c| {
-                    (
+                let doubts: Vec<InDoubt> = m
+                    .in_doubt
+                    .get(key)
+                    .map(|(_, d)| d.values().cloned().collect())
+                    .unwrap_or_default();
+                match m.contacts.get(key) {
+                    Some(c) => Some((
                         *a,
                         c.row_fingerprint,
                         c.attributes.values().cloned().collect(),
-                    )
-                })
+                        doubts,
+                    )),
+                    None if !doubts.is_empty() => Some((*a, 0, Vec::new(), doubts)),
+                    None => None,
+                }
             })
             .collect();
         expected.sort_by(|a, b| a.0.cmp(b.0));
-        let shown: Vec<(&str, u64, Vec<StoredAttribute>)> = shown
+        let shown: Vec<Shown<'_>> = shown
             .iter()
             .map(|s| {
                 (
                     s.activation.as_str(),
                     s.row_fingerprint,
                     s.attributes.clone(),
+                    s.in_doubt.clone(),
                 )
             })
             .collect();
         prop_assert_eq!(shown, expected);
     }
     Ok(())
+}
+
+fn contact_changes(changes: &[GenChange]) -> Vec<ContactChange> {
+    changes
+        .iter()
+        .map(|(c, row_fp, attrs)| ContactChange {
+            contact: contact_ref(CONTACTS[*c]),
+            key_hash: key_hash(CONTACTS[*c]),
+            row_fingerprint: *row_fp,
+            new_contact: false,
+            changes: attrs
+                .iter()
+                .map(|(i, v, fp)| AttributeChange {
+                    attribute: *i,
+                    value: v.clone(),
+                    fingerprint: *fp,
+                    previous: None,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 proptest! {
@@ -227,24 +282,7 @@ proptest! {
         for op in &ops {
             match op {
                 Op::Apply { activation, run_id, changes } => {
-                    let changes: Vec<ContactChange> = changes
-                        .iter()
-                        .map(|(c, row_fp, attrs)| ContactChange {
-                            contact: contact_ref(CONTACTS[*c]),
-                            key_hash: key_hash(CONTACTS[*c]),
-                            row_fingerprint: *row_fp,
-                            new_contact: false,
-                            changes: attrs
-                                .iter()
-                                .map(|(i, v, fp)| AttributeChange {
-                                    attribute: *i,
-                                    value: v.clone(),
-                                    fingerprint: *fp,
-                                    previous: None,
-                                })
-                                .collect(),
-                        })
-                        .collect();
+                    let changes = contact_changes(changes);
                     store.apply_changes(ACTIVATIONS[*activation], *run_id, &m, &changes).unwrap();
                     for c in &changes {
                         models[*activation].apply(c, &m, *run_id);
@@ -272,6 +310,21 @@ proptest! {
                     let after: usize = model.contacts.values().map(|c| c.attributes.len()).sum();
                     let deleted = store.retain_attributes(ACTIVATIONS[*activation], &keys).unwrap();
                     prop_assert_eq!(deleted, (before - after) as u64);
+                }
+                Op::Mark { activation, run_id, changes } => {
+                    let changes = contact_changes(changes);
+                    store.mark_in_doubt(ACTIVATIONS[*activation], *run_id, &m, &changes).unwrap();
+                    for c in &changes {
+                        models[*activation].mark_in_doubt(c, &m, *run_id);
+                    }
+                }
+                Op::Settle { activation, contact, keys } => {
+                    let keys: Option<Vec<&str>> =
+                        keys.as_ref().map(|k| k.iter().map(|i| RETAIN_POOL[*i]).collect());
+                    store
+                        .settle_in_doubt(ACTIVATIONS[*activation], CONTACTS[*contact], keys.as_deref())
+                        .unwrap();
+                    models[*activation].settle(CONTACTS[*contact], keys.as_deref());
                 }
             }
             assert_same(&store, &models)?;

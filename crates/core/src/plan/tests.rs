@@ -636,3 +636,104 @@ proptest! {
         prop_assert_eq!(counts1.rejected, counts2.rejected);
     }
 }
+
+/// The changes a plan sends, as `contact: attribute=value` lines (`∅` for a clear).
+fn sent(mapping: &BoundMapping, plans: &[RowPlan]) -> Vec<String> {
+    plans
+        .iter()
+        .filter_map(|p| match &p.outcome {
+            RowOutcome::Changed(c) => Some(c),
+            _ => None,
+        })
+        .flat_map(|c| {
+            c.changes.iter().map(move |a| {
+                let value = a.value.as_ref().map_or("∅".to_owned(), |v| v.to_text());
+                format!(
+                    "{}: {}={value}",
+                    c.contact.key, mapping.attributes[a.attribute].key
+                )
+            })
+        })
+        .collect()
+}
+
+/// Regression (issue 12, found by the SIGKILL soak): a write in flight when the process died
+/// was applied by Attentive while the snapshot kept the old value; when the model then went
+/// back to the old value, the planner saw no change and never sent it. An attribute in doubt
+/// is now sent again whatever the model holds, until a write of it is answered.
+#[test]
+fn attributes_in_doubt_are_sent_again_whatever_the_model_holds() {
+    let m = mapping_with(&[], DuplicatePolicy::Reject, OnNull::Clear)
+        .bind(&columns())
+        .unwrap();
+    let mut snap = MemorySnapshot::default();
+    let old = rows("ann@x.com|Ann|Paris|gold");
+    let (p, _) = plan(&m, &snap, &old);
+    apply(&m, &mut snap, &p);
+    assert!(sent(&m, &plan(&m, &snap, &old).0).is_empty());
+
+    // The city moves to Lyon; the write is sent but its answer is never recorded.
+    let (p, _) = plan(&m, &snap, &rows("ann@x.com|Ann|Lyon|gold"));
+    let RowOutcome::Changed(in_flight) = &p[0].outcome else {
+        panic!("{p:?}")
+    };
+    snap.mark_in_doubt(in_flight, &m, 2);
+
+    // The model goes back to Paris: the city is sent (Attentive may hold Lyon), and only it.
+    let (p, counts) = plan(&m, &snap, &old);
+    assert_eq!(sent(&m, &p), ["ann@x.com: std:city=Paris"]);
+    assert_eq!(counts.changed, 1);
+    // Or it stays at Lyon: sent again, since nobody knows whether Lyon arrived.
+    assert_eq!(
+        sent(&m, &plan(&m, &snap, &rows("ann@x.com|Ann|Lyon|gold")).0),
+        ["ann@x.com: std:city=Lyon"]
+    );
+    // Or it becomes null: cleared, whichever of the two Attentive holds.
+    assert_eq!(
+        sent(&m, &plan(&m, &snap, &rows("ann@x.com|Ann|NULL|gold")).0),
+        ["ann@x.com: std:city=∅"]
+    );
+
+    // Once a write of it is acknowledged, the doubt is gone and nothing more is sent.
+    let (p, _) = plan(&m, &snap, &old);
+    apply(&m, &mut snap, &p);
+    assert!(snap.in_doubt.is_empty(), "{:?}", snap.in_doubt);
+    assert!(sent(&m, &plan(&m, &snap, &old).0).is_empty());
+}
+
+/// An attribute the snapshot never had, in doubt, is cleared by a null (the value sent may be
+/// in Attentive); a contact the snapshot never had is planned whole again.
+#[test]
+fn an_attribute_in_doubt_that_the_snapshot_never_had_is_cleared_by_a_null() {
+    let m = mapping_with(&[], DuplicatePolicy::Reject, OnNull::Clear)
+        .bind(&columns())
+        .unwrap();
+    let mut snap = MemorySnapshot::default();
+    let (p, _) = plan(&m, &snap, &rows("bo@x.com|Bo|NULL|NULL"));
+    apply(&m, &mut snap, &p);
+    let (p, _) = plan(&m, &snap, &rows("bo@x.com|Bo|Oslo|NULL"));
+    let RowOutcome::Changed(c) = &p[0].outcome else {
+        panic!("{p:?}")
+    };
+    snap.mark_in_doubt(c, &m, 2);
+    assert_eq!(
+        sent(&m, &plan(&m, &snap, &rows("bo@x.com|Bo|NULL|NULL")).0),
+        ["bo@x.com: std:city=∅"]
+    );
+
+    // A 400 or a 404 settles the doubt without moving the snapshot.
+    snap.settle("bo@x.com", Some(&["std:city"]));
+    assert!(sent(&m, &plan(&m, &snap, &rows("bo@x.com|Bo|NULL|NULL")).0).is_empty());
+
+    let (p, _) = plan(&m, &snap, &rows("new@x.com|Cy|Rome|NULL"));
+    let RowOutcome::Changed(c) = &p[0].outcome else {
+        panic!("{p:?}")
+    };
+    snap.mark_in_doubt(c, &m, 3);
+    assert_eq!(
+        sent(&m, &plan(&m, &snap, &rows("new@x.com|Cy|NULL|NULL")).0),
+        ["new@x.com: std:city=∅", "new@x.com: std:first_name=Cy"]
+    );
+    snap.settle("new@x.com", None);
+    assert!(snap.in_doubt.is_empty());
+}

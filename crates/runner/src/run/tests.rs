@@ -210,3 +210,146 @@ async fn a_lock_conflict_says_who_holds_the_activation() {
     );
     assert_eq!(dest.writes(), 0);
 }
+
+/// Every contact exists; writes to the contacts in `fail` still fail after their retries (a
+/// timeout: Attentive may or may not have applied them); every write is recorded.
+#[derive(Default)]
+struct Recording {
+    fail: Mutex<Vec<String>>,
+    writes: Mutex<Vec<ContactWrite>>,
+}
+
+impl Recording {
+    fn failing(keys: &[&str]) -> Self {
+        Recording {
+            fail: Mutex::new(keys.iter().map(|k| (*k).to_owned()).collect()),
+            ..Recording::default()
+        }
+    }
+
+    /// The writes sent to one contact, as `attribute key=value` lists.
+    fn sent_to(&self, key: &str) -> Vec<Vec<String>> {
+        self.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|w| w.contact.key == key)
+            .map(|w| {
+                w.attributes
+                    .iter()
+                    .map(|(id, v)| {
+                        format!(
+                            "{}={}",
+                            id.key(),
+                            v.as_ref().map_or(String::new(), |v| v.to_text())
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn count(&self) -> usize {
+        self.writes.lock().unwrap().len()
+    }
+}
+
+impl Destination for Recording {
+    type Error = ScriptError;
+
+    async fn check_exists(&self, _: &ContactRef) -> Result<Existence, ScriptError> {
+        Ok(Existence::Exists)
+    }
+
+    async fn write(&self, w: &ContactWrite) -> Result<WriteOutcome, ScriptError> {
+        self.writes.lock().unwrap().push(w.clone());
+        if self.fail.lock().unwrap().contains(&w.contact.key) {
+            return Ok(WriteOutcome::Failed {
+                reason: "timed out after 3 attempts".into(),
+            });
+        }
+        Ok(WriteOutcome::Acknowledged)
+    }
+}
+
+/// Sets the city (the 5th column) of the sample model's first data row; returns its email.
+fn set_first_city(dir: &std::path::Path, city: &str) -> String {
+    let path = dir.join("data").join("customers.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut cells: Vec<String> = lines[1].split(',').map(str::to_owned).collect();
+    cells[4] = city.to_owned();
+    lines[1] = cells.join(",");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    cells[0].trim().to_lowercase()
+}
+
+/// Regression (issue 12, found by the SIGKILL soak): a write whose answer was never recorded
+/// (here it timed out; in the soak the process was killed with it in flight) may have been
+/// applied by Attentive, while the snapshot kept the old value. When the model then went back
+/// to the old value, nothing was ever sent and Attentive kept the value in flight. The write's
+/// attributes are now in doubt until answered, and sent again whatever the model holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_without_an_answer_is_sent_again_even_when_the_model_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 10);
+    let first = set_first_city(dir.path(), "Paris");
+    let first = first.as_str();
+    let all = Arc::new(Recording::default());
+    let report = run(&project, "vip", all.clone(), RunOptions::default(), quiet())
+        .await
+        .unwrap();
+    assert_eq!(report.counts.failed, 0, "{report:?}");
+    assert_eq!(all.sent_to(first).len(), 1, "{:?}", all.sent_to(first));
+
+    // The city moves to Lyon; its write times out.
+    set_first_city(dir.path(), "Lyon");
+    let flaky = Arc::new(Recording::failing(&[first]));
+    let report = run(
+        &project,
+        "vip",
+        flaky.clone(),
+        RunOptions::default(),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.counts.failed, 1, "{report:?}");
+    assert_eq!(flaky.sent_to(first), [["std:city=Lyon"]]);
+    let store = StateStore::open(&project.state_path).unwrap();
+    assert_eq!(store.in_doubt_count("vip").unwrap(), 1);
+    let shown = store.contact(first).unwrap();
+    assert_eq!(shown[0].in_doubt[0].key, "std:city");
+    drop(store);
+
+    // The model goes back to Paris, which is what the snapshot holds: Paris is sent anyway.
+    set_first_city(dir.path(), "Paris");
+    let again = Arc::new(Recording::default());
+    let report = run(
+        &project,
+        "vip",
+        again.clone(),
+        RunOptions::default(),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.sent_to(first), [["std:city=Paris"]], "{report:?}");
+    assert_eq!(again.count(), 1, "only the contact in doubt is sent");
+    let store = StateStore::open(&project.state_path).unwrap();
+    assert_eq!(store.in_doubt_count("vip").unwrap(), 0);
+    drop(store);
+
+    // Settled: nothing more is sent.
+    let quiet_run = Arc::new(Recording::default());
+    run(
+        &project,
+        "vip",
+        quiet_run.clone(),
+        RunOptions::default(),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quiet_run.count(), 0);
+}

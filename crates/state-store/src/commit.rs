@@ -1,0 +1,98 @@
+//! What a run records as it goes, committed in one transaction per batch.
+
+use rusqlite::TransactionBehavior;
+use sync_core::plan::{ContactChange, Refresh};
+use sync_core::ports::{ContactRef, Existence};
+use sync_core::BoundMapping;
+
+use crate::runs::{record_rows_in, RunRow};
+use crate::snapshot::{apply_changes_in, apply_refreshes_in, change_keys};
+use crate::{doubt, ensure_activation, existence, now, Context, Error, StateStore};
+
+/// Everything a run has to record at one time, for [`StateStore::commit`].
+#[derive(Debug, Default)]
+pub struct CommitBatch {
+    /// Writes about to be sent: their attributes are in doubt until answered. The write may
+    /// only be sent once the batch is committed.
+    pub sending: Vec<ContactChange>,
+    /// Acknowledged writes: the snapshot takes them and their doubts are settled.
+    pub acknowledged: Vec<ContactChange>,
+    /// Writes answered without being applied (refused for their content): their doubts are
+    /// settled and the snapshot keeps its values.
+    pub unapplied: Vec<ContactChange>,
+    /// Contacts the destination does not have: all their doubts are settled.
+    pub missing: Vec<String>,
+    /// New row fingerprints of contacts with nothing to send.
+    pub refreshes: Vec<Refresh>,
+    /// Existence checks' results.
+    pub existence: Vec<(ContactRef, Existence)>,
+    /// Row outcomes of the run.
+    pub rows: Vec<RunRow>,
+}
+
+impl CommitBatch {
+    /// Nothing to record.
+    pub fn is_empty(&self) -> bool {
+        self.sending.is_empty()
+            && self.acknowledged.is_empty()
+            && self.unapplied.is_empty()
+            && self.missing.is_empty()
+            && self.refreshes.is_empty()
+            && self.existence.is_empty()
+            && self.rows.is_empty()
+    }
+
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.sending.clear();
+        self.acknowledged.clear();
+        self.unapplied.clear();
+        self.missing.clear();
+        self.refreshes.clear();
+        self.existence.clear();
+        self.rows.clear();
+    }
+}
+
+impl StateStore {
+    /// Records a batch of one run of an activation (`mapping` is the run's, `destination` the
+    /// account its existence checks are cached for) in one transaction: all of it or, on
+    /// error, nothing.
+    pub fn commit(
+        &mut self,
+        activation: &str,
+        destination: &str,
+        run_id: i64,
+        mapping: &BoundMapping,
+        batch: &CommitBatch,
+    ) -> Result<(), Error> {
+        const A: &str = "recording the run's results";
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if !batch.sending.is_empty() {
+            self.doubt_free.get_mut().take();
+        }
+        let at = now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(A)?;
+        let id = ensure_activation(&tx, activation).ctx(A)?;
+        doubt::mark_in(&tx, id, run_id, mapping, &batch.sending, &at)?;
+        apply_changes_in(&tx, id, run_id, mapping, &batch.acknowledged, &at)?;
+        for c in &batch.unapplied {
+            let keys = change_keys(mapping, c)?;
+            doubt::settle_in(&tx, id, &c.contact.key, Some(&keys))?;
+        }
+        for key in &batch.missing {
+            doubt::settle_in(&tx, id, key, None)?;
+        }
+        apply_refreshes_in(&tx, id, run_id, &batch.refreshes, &at)?;
+        existence::record_existence_in(&tx, destination, &batch.existence, &at)?;
+        if !batch.rows.is_empty() {
+            record_rows_in(&tx, run_id, &batch.rows)?;
+        }
+        tx.commit().ctx(A)
+    }
+}
