@@ -1,11 +1,17 @@
-//! An in-memory snapshot store: for tests, examples and programs that keep no state on disk.
+//! In-memory adapters: a snapshot store ([`MemorySnapshot`]) and a destination
+//! ([`MemoryDestination`]), for tests and for programs that keep no state on disk or try a
+//! mapping without Attentive.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::Mutex;
 
 use crate::fingerprint::IN_DOUBT_ROW;
 use crate::plan::{ContactChange, Refresh, SnapshotIndex};
-use crate::ports::{with_in_doubt, InDoubt, SnapshotStore, StoredAttribute};
+use crate::ports::{
+    with_in_doubt, ContactRef, ContactWrite, Destination, Existence, InDoubt, SnapshotStore,
+    StoredAttribute, WriteOutcome,
+};
 use crate::value::Canonical;
 
 /// One activation's snapshot, kept in ordered maps.
@@ -144,5 +150,141 @@ impl SnapshotStore for MemorySnapshot {
             out.extend(mine);
         }
         Ok(())
+    }
+}
+
+/// What a [`MemoryDestination`] answers to one write, when scripted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A per-write outcome; only [`WriteOutcome::Acknowledged`] applies the write.
+    Outcome(WriteOutcome),
+    /// An error that stops the run (as a rejected API key does).
+    Fatal(String),
+}
+
+/// An error of a [`MemoryDestination`]: always one that stops the run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MemoryError(pub String);
+
+/// What a [`MemoryDestination`] holds and has seen.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryAccount {
+    /// Contact key → attribute key ([`crate::AttributeId::key`]) → value. A cleared value is
+    /// removed.
+    pub contacts: BTreeMap<String, BTreeMap<String, Canonical>>,
+    /// Every write received, in order (answered or not).
+    pub writes: Vec<ContactWrite>,
+    /// Existence checks received.
+    pub checks: u64,
+}
+
+type WriteHook = Box<dyn Fn(usize, &ContactWrite) -> Option<Answer> + Send + Sync>;
+
+/// An in-memory destination, beside [`MemorySnapshot`]: one account of known contacts, for
+/// tests and for programs that try a mapping without Attentive. Like Attentive's update
+/// routes it never creates a contact: a check or a write for a contact it does not hold
+/// answers not found. A write to a contact it holds is applied and acknowledged, unless the
+/// hook ([`MemoryDestination::with_hook`]) answers otherwise.
+pub struct MemoryDestination {
+    account: Mutex<MemoryAccount>,
+    hook: Option<WriteHook>,
+}
+
+impl std::fmt::Debug for MemoryDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryDestination")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryDestination {
+    /// An account holding these contacts (normalized keys), with no attributes.
+    pub fn with_contacts<K: Into<String>>(keys: impl IntoIterator<Item = K>) -> Self {
+        let contacts = keys
+            .into_iter()
+            .map(|k| (k.into(), BTreeMap::new()))
+            .collect();
+        MemoryDestination {
+            account: Mutex::new(MemoryAccount {
+                contacts,
+                ..MemoryAccount::default()
+            }),
+            hook: None,
+        }
+    }
+
+    /// Calls `hook` with the 1-based number of each write and the write, before answering it;
+    /// an answer it returns replaces the default one.
+    pub fn with_hook(
+        mut self,
+        hook: impl Fn(usize, &ContactWrite) -> Option<Answer> + Send + Sync + 'static,
+    ) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// A copy of what the account holds and has seen.
+    pub fn account(&self) -> MemoryAccount {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryAccount> {
+        // A panic in a hook cannot leave the account half-updated: recover it.
+        self.account
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn answer(&self, write: &ContactWrite) -> Result<WriteOutcome, MemoryError> {
+        let n = {
+            let mut account = self.lock();
+            account.writes.push(write.clone());
+            account.writes.len()
+        };
+        let scripted = self.hook.as_ref().and_then(|h| h(n, write));
+        let mut account = self.lock();
+        match scripted {
+            Some(Answer::Fatal(message)) => Err(MemoryError(message)),
+            Some(Answer::Outcome(o)) if o != WriteOutcome::Acknowledged => Ok(o),
+            _ => {
+                let Some(contact) = account.contacts.get_mut(&write.contact.key) else {
+                    return Ok(WriteOutcome::NotFound);
+                };
+                for (id, value) in &write.attributes {
+                    match value {
+                        Some(v) => contact.insert(id.key(), v.clone()),
+                        None => contact.remove(&id.key()),
+                    };
+                }
+                Ok(WriteOutcome::Acknowledged)
+            }
+        }
+    }
+}
+
+impl Destination for MemoryDestination {
+    type Error = MemoryError;
+
+    fn check_exists(
+        &self,
+        contact: &ContactRef,
+    ) -> impl std::future::Future<Output = Result<Existence, MemoryError>> + Send {
+        let mut account = self.lock();
+        account.checks += 1;
+        let found = account.contacts.contains_key(&contact.key);
+        std::future::ready(Ok(if found {
+            Existence::Exists
+        } else {
+            Existence::NotFound
+        }))
+    }
+
+    fn write(
+        &self,
+        write: &ContactWrite,
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, MemoryError>> + Send {
+        std::future::ready(self.answer(write))
     }
 }

@@ -345,16 +345,38 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
     progress: &dyn Fn(u64),
     on_row: &mut dyn FnMut(&BoundMapping, &RowPlan, &mut Planner<'_>) -> Result<(), Error>,
 ) -> Result<(PlanCounts, u64, Duration), Error> {
-    let started = Instant::now();
     let activation = project.activation(activation_name).map_err(Error::Config)?;
+    let bound = bind(project, activation)?;
+    plan_bound(
+        bound,
+        &activation.name,
+        &activation.model,
+        store,
+        known_duplicates,
+        progress,
+        on_row,
+    )
+}
+
+/// [`plan_rows`] over a model already opened and bound ([`bind`]): `activation` names the
+/// snapshot to diff against, `model` is the model's name for errors.
+pub fn plan_bound<S: SnapshotStore<Error = state_store::Error>>(
+    bound: Bound,
+    activation: &str,
+    model: &str,
+    store: &S,
+    known_duplicates: HashMap<u64, Option<u64>>,
+    progress: &dyn Fn(u64),
+    on_row: &mut dyn FnMut(&BoundMapping, &RowPlan, &mut Planner<'_>) -> Result<(), Error>,
+) -> Result<(PlanCounts, u64, Duration), Error> {
+    let started = Instant::now();
     let Bound {
         mut source,
         mapping,
         filter,
-    } = bind(project, activation)?;
-    let model_name = activation.model.clone();
+    } = bound;
     let source_error = |source| Error::Source {
-        model: model_name.clone(),
+        model: model.to_owned(),
         source,
     };
     std::thread::scope(|scope| {
@@ -372,10 +394,10 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
 
         let mut index = SnapshotIndex::default();
         store
-            .load_index(&activation.name, &mut index)
+            .load_index(activation, &mut index)
             .map_err(Error::Store)?;
         let snapshot_contacts = index.len() as u64;
-        let mut planner = Planner::new(&mapping, &activation.name, index)
+        let mut planner = Planner::new(&mapping, activation, index)
             .with_known_duplicates(known_duplicates)
             .with_segment(filter);
         let mut n = 0u64;

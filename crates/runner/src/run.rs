@@ -5,7 +5,12 @@
 //! no row is sent and then voided by a later duplicate, and memory stays bounded (delivery, at
 //! ~150 requests/s, is far slower than reading). Acknowledgements are committed to the state
 //! store in small transactions as they arrive: killing the process loses nothing, and the next
-//! run re-sends at most the writes that were in flight.
+//! run re-sends at most the writes that were in flight, which are marked in doubt before they
+//! leave so that the next run sends them again whatever the model says by then.
+//!
+//! [`run`] wires a project's model and state file to a destination; [`execute`] is the
+//! pipeline itself, over its ports ([`RunPorts`]), in named stages that tests drive in-process
+//! (see `run/tests.rs`, with `sync_core::memory::MemoryDestination`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use state_store::{CommitBatch, Outcome, RunKind, RunRow, RunStatus, StateStore};
+use sync_core::mapping::DuplicatePolicy;
 use sync_core::plan::{ContactChange, PlanCounts, Refresh, RowOutcome};
 use sync_core::ports::{
-    ContactRef, ContactWrite, DeliveryStats, Destination, Existence, WriteOutcome,
+    ContactRef, ContactWrite, DeliveryStats, Destination, Existence, SnapshotStore, WriteOutcome,
 };
 use sync_core::BoundMapping;
 
@@ -221,6 +227,9 @@ pub fn client_for(project: &Project, activation: &str) -> Result<attentive_clien
 /// Runs one activation against a destination. Returns a report for every run that started,
 /// including failed and interrupted ones; `Err` only when it could not start or the state
 /// store failed.
+///
+/// Opens the activation's model through [`ProjectModel`] and the state store once, then
+/// [`execute`]s the run.
 pub async fn run<D: Destination + 'static>(
     project: &Project,
     activation_name: &str,
@@ -228,69 +237,179 @@ pub async fn run<D: Destination + 'static>(
     opts: RunOptions,
     progress: Arc<dyn Fn(Progress) + Send + Sync>,
 ) -> Result<RunReport, Error> {
-    let started = Instant::now();
     let activation = project
         .activation(activation_name)
-        .map_err(PlanFailure::Config)?
-        .clone();
-    let dest_name = activation.destination.clone();
-    let mut store = StateStore::open(&project.state_path)?;
-    let holder = format!("attentive-sync pid {}", std::process::id());
+        .map_err(PlanFailure::Config)?;
+    let spec = RunSpec {
+        activation: activation.name.clone(),
+        destination: activation.destination.clone(),
+        duplicates: activation.mapping.duplicates,
+    };
+    let model = Arc::new(ProjectModel {
+        project: project.clone(),
+        activation: activation.name.clone(),
+    });
+    let store = StateStore::open(&project.state_path)?;
+    execute(
+        RunPorts {
+            model,
+            store,
+            destination,
+        },
+        &spec,
+        opts,
+        progress,
+    )
+    .await
+}
+
+/// What a run works through: the model (opened once per pass), the state store (opened once,
+/// shared by the stages), the destination.
+pub struct RunPorts<D> {
+    pub model: Arc<dyn ModelOpener>,
+    pub store: StateStore,
+    pub destination: Arc<D>,
+}
+
+impl<D> std::fmt::Debug for RunPorts<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunPorts")
+            .field("model", &self.model.model())
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a run runs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The activation: its snapshot, lock and run history.
+    pub activation: String,
+    /// The account the existence cache is kept for.
+    pub destination: String,
+    /// Which row of a duplicated identifier wins.
+    pub duplicates: DuplicatePolicy,
+}
+
+/// Opens the model of a run, bound to its mapping (and file segment filter). Called once per
+/// planning pass; each call reads the model from its first row.
+pub trait ModelOpener: Send + Sync {
+    /// The model's name, for errors.
+    fn model(&self) -> &str;
+    fn open(&self) -> Result<plan::Bound, PlanFailure>;
+}
+
+/// The model an activation of a project names.
+#[derive(Debug, Clone)]
+pub struct ProjectModel {
+    pub project: Project,
+    pub activation: String,
+}
+
+impl ModelOpener for ProjectModel {
+    fn model(&self) -> &str {
+        self.project
+            .activations
+            .get(&self.activation)
+            .map_or("", |a| a.model.as_str())
+    }
+
+    fn open(&self) -> Result<plan::Bound, PlanFailure> {
+        let activation = self
+            .project
+            .activation(&self.activation)
+            .map_err(PlanFailure::Config)?;
+        plan::bind(&self.project, activation)
+    }
+}
+
+/// The run's state store, shared by its stages: the planners read through it, the committer
+/// writes through it, each call taking it for a moment.
+#[derive(Debug, Clone)]
+struct SharedStore(Arc<Mutex<StateStore>>);
+
+impl SharedStore {
+    fn with<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
+        // A stage that panicked holding the store did not commit half a transaction
+        // (rusqlite rolls back on drop): the store is still consistent.
+        let mut store = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut store)
+    }
+}
+
+impl SnapshotStore for SharedStore {
+    type Error = state_store::Error;
+
+    fn load_index(
+        &self,
+        activation: &str,
+        index: &mut sync_core::SnapshotIndex,
+    ) -> Result<(), state_store::Error> {
+        self.with(|s| s.load_index(activation, index))
+    }
+
+    fn contact_attributes(
+        &self,
+        activation: &str,
+        contact_key: &str,
+        out: &mut Vec<sync_core::ports::StoredAttribute>,
+    ) -> Result<(), state_store::Error> {
+        self.with(|s| s.contact_attributes(activation, contact_key, out))
+    }
+}
+
+/// Runs an activation through its ports, in stages:
+///
+/// 1. [`begin`]: take the activation's lock (kept by a [`LockKeeper`]), record the run;
+/// 2. [`find_duplicates`] (pass 1): plan the whole model only to find duplicated identifiers;
+/// 3. [`record_mapping`]: forget attributes no longer mapped, record the mapping;
+/// 4. [`Committer`]: a thread that records every result, one transaction per drain;
+/// 5. [`plan_changes`] (pass 2): plan again, streaming changed contacts to delivery;
+/// 6. [`deliver_all`]: existence checks and writes, `max_in_flight` at a time;
+/// 7. [`conclude`]: the run's status and report, recorded.
+pub async fn execute<D: Destination + 'static>(
+    ports: RunPorts<D>,
+    spec: &RunSpec,
+    opts: RunOptions,
+    progress: Arc<dyn Fn(Progress) + Send + Sync>,
+) -> Result<RunReport, Error> {
+    let started = Instant::now();
+    let RunPorts {
+        model,
+        mut store,
+        destination,
+    } = ports;
     let halt = Arc::new(Halt::default());
-    let lock = LockKeeper::start(
-        store.try_lock(&activation.name, &holder)?,
-        halt.clone(),
-        HEARTBEAT_EVERY,
-    )?;
-    store.mark_interrupted_runs(&activation.name)?;
-    let run_id = store.begin_run(&activation.name, RunKind::Run)?;
+    let (lock, run_id) = begin(&mut store, &spec.activation, &halt)?;
     if let Some(on_start) = &opts.on_start {
         (on_start.0)(run_id);
     }
-
-    // Pass 1: find duplicated identifiers.
-    let known = {
-        let project = project.clone();
-        let name = activation.name.clone();
-        let stop = opts.stop.clone();
-        let halt = halt.clone();
-        // Off the async threads: SQL models' drivers block.
-        tokio::task::spawn_blocking(
-            move || -> Result<(BoundMapping, HashMap<u64, Option<u64>>), Error> {
-                let activation = project.activation(&name).map_err(PlanFailure::Config)?;
-                let mapping = plan::bind(&project, activation)?.mapping;
-                let reader = StateStore::open(&project.state_path)?;
-                let last_wins = project.activations.get(&name).is_some_and(|a| {
-                    a.mapping.duplicates == sync_core::mapping::DuplicatePolicy::Last
-                });
-                let mut known = HashMap::new();
-                plan::plan_rows(
-                    &project,
-                    &name,
-                    &reader,
-                    HashMap::new(),
-                    &|_| {},
-                    &mut |_, p, _| {
-                        if stop.load(Ordering::Relaxed) {
-                            return Err(PlanFailure::Stopped("interrupted"));
-                        }
-                        if halt.is_set() {
-                            return Err(PlanFailure::Stopped("halted"));
-                        }
-                        if let Some(h) = p.voids_earlier {
-                            known.insert(h, last_wins.then_some(p.row));
-                        }
-                        Ok(())
-                    },
-                )?;
-                Ok((mapping, known))
-            },
-        )
-        .await
-        .map_err(|e| Error::Worker(e.to_string()))?
+    let store = SharedStore(Arc::new(Mutex::new(store)));
+    let ended = |status: RunStatus, message: String| RunReport {
+        run_id,
+        activation: spec.activation.clone(),
+        status: status.as_str().to_owned(),
+        counts: RunCounts::default(),
+        plan: PlanCounts::default(),
+        delivery: destination.stats(),
+        existence_checks: 0,
+        duration_ms: started.elapsed().as_millis() as u64,
+        error: Some(message),
     };
-    let (mapping, known) = match known {
-        Ok(k) => k,
+
+    let pass1 = {
+        let (model, store, spec) = (model.clone(), store.clone(), spec.clone());
+        let (stop, halt) = (opts.stop.clone(), halt.clone());
+        // Off the async threads: SQL models' drivers block.
+        tokio::task::spawn_blocking(move || find_duplicates(&*model, &spec, &store, &stop, &halt))
+            .await
+            .map_err(|e| Error::Worker(e.to_string()))?
+    };
+    let (mapping, known) = match pass1 {
+        Ok(found) => found,
         Err(e) => {
             let (status, msg) = if let Some(reason) = halt.reason() {
                 (RunStatus::Failed, reason)
@@ -302,137 +421,266 @@ pub async fn run<D: Destination + 'static>(
             } else {
                 (RunStatus::Failed, crate::error_chain(&e))
             };
-            store.finish_run(run_id, status, "{}", Some(&msg))?;
+            store.with(|s| s.finish_run(run_id, status, "{}", Some(&msg)))?;
             lock.release();
-            return Ok(RunReport {
-                run_id,
-                activation: activation.name.clone(),
-                status: status.as_str().to_owned(),
-                counts: RunCounts::default(),
-                plan: PlanCounts::default(),
-                delivery: destination.stats(),
-                existence_checks: 0,
-                duration_ms: started.elapsed().as_millis() as u64,
-                error: Some(msg),
-            });
+            return Ok(ended(status, msg));
         }
     };
+    store.with(|s| record_mapping(s, &spec.activation, &mapping))?;
 
+    let target = CommitTarget {
+        activation: spec.activation.clone(),
+        destination: spec.destination.clone(),
+        run_id,
+        mapping: mapping.clone(),
+    };
+    let committer = Committer::start(store.clone(), target, halt.clone())?;
+    let counters = Arc::new(Counters::default());
+    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<Work>(opts.max_in_flight.max(1) * 2);
+    let planner = {
+        let (model, store, spec) = (model.clone(), store.clone(), spec.clone());
+        let commit_tx = committer.sender();
+        let (opts, counters, progress, halt) = (
+            opts.clone(),
+            counters.clone(),
+            progress.clone(),
+            halt.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let stage = Pass2 {
+                spec: &spec,
+                store: &store,
+                work: work_tx,
+                commit: &commit_tx,
+                counters: &counters,
+                progress: &*progress,
+                opts: &opts,
+                halt: &halt,
+            };
+            plan_changes(&*model, stage, known)
+        })
+    };
+    deliver_all(
+        destination.clone(),
+        work_rx,
+        committer.sender(),
+        &halt,
+        &counters,
+        &progress,
+        &opts,
+    )
+    .await;
+    let plan_result = planner.await.map_err(|e| Error::Worker(e.to_string()))?;
+    let (outcome_counts, committed) = committer.finish()?;
+    let report = conclude(
+        &spec.activation,
+        run_id,
+        started,
+        plan_result,
+        outcome_counts,
+        &halt,
+        &opts,
+        destination.stats(),
+        &counters,
+    )?;
+    let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
+    let finished = store.with(|s| {
+        s.finish_run(
+            run_id,
+            report_status(&report),
+            &json,
+            report.error.as_deref(),
+        )
+    });
+    lock.release();
+    match (committed, finished) {
+        // What could not be recorded is the failure to report; the run row stays `running`
+        // and the next run marks it interrupted.
+        (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(Error::Store(e)),
+        (_, Ok(())) => Ok(report),
+    }
+}
+
+/// The status a report carries.
+fn report_status(report: &RunReport) -> RunStatus {
+    RunStatus::parse(&report.status).unwrap_or(RunStatus::Failed)
+}
+
+/// Stage 1: takes the activation's lock (heart-beaten by a [`LockKeeper`] from now on), marks
+/// runs a crashed process left `running` as `interrupted`, and records the run.
+fn begin(
+    store: &mut StateStore,
+    activation: &str,
+    halt: &Arc<Halt>,
+) -> Result<(LockKeeper, i64), Error> {
+    let holder = format!("attentive-sync pid {}", std::process::id());
+    let lock = LockKeeper::start(
+        store.try_lock(activation, &holder)?,
+        halt.clone(),
+        HEARTBEAT_EVERY,
+    )?;
+    store.mark_interrupted_runs(activation)?;
+    let run_id = store.begin_run(activation, RunKind::Run)?;
+    Ok((lock, run_id))
+}
+
+/// Stage 2 (pass 1): plans the whole model only to find duplicated identifiers (key hash →
+/// the winning row, if one wins), so that pass 2 never sends a row a later duplicate voids.
+/// Returns the bound mapping with them.
+fn find_duplicates(
+    model: &dyn ModelOpener,
+    spec: &RunSpec,
+    store: &SharedStore,
+    stop: &AtomicBool,
+    halt: &Halt,
+) -> Result<(BoundMapping, HashMap<u64, Option<u64>>), Error> {
+    let bound = model.open()?;
+    let mapping = bound.mapping.clone();
+    let last_wins = spec.duplicates == DuplicatePolicy::Last;
+    let mut known = HashMap::new();
+    plan::plan_bound(
+        bound,
+        &spec.activation,
+        model.model(),
+        store,
+        HashMap::new(),
+        &|_| {},
+        &mut |_, p, _| {
+            if stop.load(Ordering::Relaxed) {
+                return Err(PlanFailure::Stopped("interrupted"));
+            }
+            if halt.is_set() {
+                return Err(PlanFailure::Stopped("halted"));
+            }
+            if let Some(h) = p.voids_earlier {
+                known.insert(h, last_wins.then_some(p.row));
+            }
+            Ok(())
+        },
+    )?;
+    Ok((mapping, known))
+}
+
+/// Stage 3: forgets the snapshot's attributes that are no longer mapped and records the
+/// mapping the run uses.
+fn record_mapping(
+    store: &mut StateStore,
+    activation: &str,
+    mapping: &BoundMapping,
+) -> Result<(), state_store::Error> {
     let keys: Vec<&str> = mapping.attribute_keys().collect();
-    store.retain_attributes(&activation.name, &keys)?;
+    store.retain_attributes(activation, &keys)?;
     let mapping_json = serde_json::json!({
         "identifier": { "column": mapping.identifier.column, "kind": mapping.identifier.kind },
         "attributes": keys,
     });
-    store.set_activation_mapping(&activation.name, &mapping_json.to_string())?;
+    store.set_activation_mapping(activation, &mapping_json.to_string())
+}
 
-    // The committer owns the writable store for the rest of the run.
-    let (commit_tx, commit_rx) = std_mpsc::channel::<Commit>();
-    let committer = {
-        let name = activation.name.clone();
-        let dest_name = dest_name.clone();
-        let mapping = mapping.clone();
-        let halt = halt.clone();
-        std::thread::Builder::new()
-            .name("state-committer".into())
-            .spawn(move || {
-                let target = CommitTarget {
-                    activation: &name,
-                    destination: &dest_name,
-                    run_id,
-                    mapping: &mapping,
-                };
-                commit_loop(store, &target, &commit_rx, &halt)
-            })
-            .map_err(|e| Error::Worker(e.to_string()))?
-    };
+/// What pass 2 works with.
+struct Pass2<'a> {
+    spec: &'a RunSpec,
+    store: &'a SharedStore,
+    work: tokio::sync::mpsc::Sender<Work>,
+    commit: &'a std_mpsc::Sender<Commit>,
+    counters: &'a Counters,
+    progress: &'a (dyn Fn(Progress) + Send + Sync),
+    opts: &'a RunOptions,
+    halt: &'a Halt,
+}
 
-    // Pass 2: plan again with duplicates known, streaming work to the delivery loop.
-    let (work_tx, mut work_rx) = tokio::sync::mpsc::channel::<Work>(opts.max_in_flight.max(1) * 2);
-    let counters = Arc::new(Counters::default());
-    let planner = {
-        let project = project.clone();
-        let name = activation.name.clone();
-        let dest_name = dest_name.clone();
-        let commit_tx = commit_tx.clone();
-        let opts = opts.clone();
-        let counters = counters.clone();
-        let progress = progress.clone();
-        let halt = halt.clone();
-        tokio::task::spawn_blocking(move || -> Result<PlanCounts, Error> {
-            let reader = StateStore::open(&project.state_path)?;
-            let cache = StateStore::open(&project.state_path)?;
-            let mut cache_error = None;
-            let (counts, _, _) = plan::plan_rows(
-                &project,
-                &name,
-                &reader,
-                known,
-                &|n| {
-                    counters.rows.store(n, Ordering::Relaxed);
-                    progress(counters.progress());
-                },
-                &mut |mapping, p, _| {
-                    if opts.stop.load(Ordering::Relaxed) {
-                        return Err(PlanFailure::Stopped("interrupted"));
+/// Stage 5 (pass 2): plans the model again with its duplicates known and streams each changed
+/// contact, with what the existence cache knows of it, to delivery (bounded: planning waits
+/// for delivery). Unchanged rows with a new fingerprint and rejected rows go straight to the
+/// committer.
+fn plan_changes(
+    model: &dyn ModelOpener,
+    stage: Pass2<'_>,
+    known: HashMap<u64, Option<u64>>,
+) -> Result<PlanCounts, Error> {
+    let Pass2 {
+        spec,
+        store,
+        work,
+        commit,
+        counters,
+        progress,
+        opts,
+        halt,
+    } = stage;
+    let bound = model.open()?;
+    let (counts, _, _) = plan::plan_bound(
+        bound,
+        &spec.activation,
+        model.model(),
+        store,
+        known,
+        &|n| {
+            counters.rows.store(n, Ordering::Relaxed);
+            progress(counters.progress());
+        },
+        &mut |mapping, p, _| {
+            if opts.stop.load(Ordering::Relaxed) {
+                return Err(PlanFailure::Stopped("interrupted"));
+            }
+            if halt.is_set() {
+                return Err(PlanFailure::Stopped("halted"));
+            }
+            match &p.outcome {
+                RowOutcome::Changed(c) => {
+                    let known = store
+                        .with(|s| cached_existence(s, &spec.destination, &c.contact, opts))
+                        .map_err(PlanFailure::Store)?;
+                    counters.changed.fetch_add(1, Ordering::Relaxed);
+                    let next = Work {
+                        row: p.row,
+                        write: c.to_write(mapping),
+                        change: c.clone(),
+                        known,
+                    };
+                    if work.blocking_send(next).is_err() {
+                        // Delivery stopped (fatal error or interrupt).
+                        return Err(PlanFailure::Stopped("delivery stopped"));
                     }
-                    if halt.is_set() {
-                        return Err(PlanFailure::Stopped("halted"));
-                    }
-                    match &p.outcome {
-                        RowOutcome::Changed(c) => {
-                            let known =
-                                match cached_existence(&cache, &dest_name, &c.contact, &opts) {
-                                    Ok(k) => k,
-                                    Err(e) => {
-                                        cache_error = Some(e);
-                                        return Err(PlanFailure::Config(
-                                            "state store failed".into(),
-                                        ));
-                                    }
-                                };
-                            counters.changed.fetch_add(1, Ordering::Relaxed);
-                            let work = Work {
-                                row: p.row,
-                                write: c.to_write(mapping),
-                                change: c.clone(),
-                                known,
-                            };
-                            if work_tx.blocking_send(work).is_err() {
-                                // Delivery stopped (fatal error or interrupt).
-                                return Err(PlanFailure::Stopped("delivery stopped"));
-                            }
-                        }
-                        RowOutcome::Unchanged {
-                            refresh: Some(r), ..
-                        } => {
-                            record(&commit_tx, &halt, Commit::Refresh(r.clone()));
-                        }
-                        RowOutcome::Unchanged { .. } | RowOutcome::OutsideSegment => {}
-                        RowOutcome::Rejected(r) => {
-                            let row = Commit::Row(RunRow {
-                                row_number: p.row,
-                                contact_key: r.identifier.clone(),
-                                outcome: Outcome::Rejected,
-                                code: Some(r.code.as_str().to_owned()),
-                                message: Some(r.to_string()),
-                                attributes_json: None,
-                            });
-                            record(&commit_tx, &halt, row);
-                        }
-                    }
-                    Ok(())
-                },
-            )
-            .map_err(|e| match cache_error.take() {
-                Some(s) => Error::Store(s),
-                None => Error::Plan(e),
-            })?;
-            Ok(counts)
-        })
-    };
+                }
+                RowOutcome::Unchanged {
+                    refresh: Some(r), ..
+                } => record(commit, halt, Commit::Refresh(r.clone())),
+                RowOutcome::Unchanged { .. } | RowOutcome::OutsideSegment => {}
+                RowOutcome::Rejected(r) => {
+                    let row = Commit::Row(RunRow {
+                        row_number: p.row,
+                        contact_key: r.identifier.clone(),
+                        outcome: Outcome::Rejected,
+                        code: Some(r.code.as_str().to_owned()),
+                        message: Some(r.to_string()),
+                        attributes_json: None,
+                    });
+                    record(commit, halt, row);
+                }
+            }
+            Ok(())
+        },
+    )
+    .map_err(|e| match e {
+        PlanFailure::Store(s) => Error::Store(s),
+        other => Error::Plan(other),
+    })?;
+    Ok(counts)
+}
 
-    // Delivery: up to `max_in_flight` writes at once; the destination paces requests.
+/// Stage 6: delivers the changed contacts pass 2 streams, up to `max_in_flight` at once (the
+/// destination paces requests), each through [`deliver`]. Stops taking new contacts on a stop
+/// or a halt; returns once those in flight are done.
+async fn deliver_all<D: Destination + 'static>(
+    destination: Arc<D>,
+    mut work_rx: tokio::sync::mpsc::Receiver<Work>,
+    commit_tx: std_mpsc::Sender<Commit>,
+    halt: &Arc<Halt>,
+    counters: &Arc<Counters>,
+    progress: &Arc<dyn Fn(Progress) + Send + Sync>,
+    opts: &RunOptions,
+) {
     let limit = Arc::new(tokio::sync::Semaphore::new(opts.max_in_flight.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(work) = work_rx.recv().await {
@@ -464,14 +712,22 @@ pub async fn run<D: Destination + 'static>(
     }
     drop(work_rx);
     while tasks.join_next().await.is_some() {}
-    let plan_result = planner.await.map_err(|e| Error::Worker(e.to_string()))?;
-    drop(commit_tx);
-    let (mut store, outcome_counts, committed) = committer
-        .join()
-        .map_err(|_| Error::Worker("the state committer panicked".into()))?;
+}
 
-    let fatal = halt.reason();
-    let interrupted = opts.stop.load(Ordering::Relaxed);
+/// Stage 7: the run's counts, status and report. `Err` only when pass 2 failed on the state
+/// store (the run cannot be reported then).
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    activation: &str,
+    run_id: i64,
+    started: Instant,
+    plan_result: Result<PlanCounts, Error>,
+    outcome_counts: OutcomeCounts,
+    halt: &Halt,
+    opts: &RunOptions,
+    delivery: DeliveryStats,
+    counters: &Counters,
+) -> Result<RunReport, Error> {
     let (plan_counts, plan_error) = match plan_result {
         Ok(c) => (c, None),
         Err(e) => (PlanCounts::default(), Some(e)),
@@ -483,9 +739,9 @@ pub async fn run<D: Destination + 'static>(
         rejected: plan_counts.rejected + outcome_counts.rejected,
         failed: outcome_counts.failed,
     };
-    let (status, error) = if let Some(f) = fatal {
+    let (status, error) = if let Some(f) = halt.reason() {
         (RunStatus::Failed, Some(f))
-    } else if interrupted {
+    } else if opts.stop.load(Ordering::Relaxed) {
         (
             RunStatus::Interrupted,
             Some(
@@ -503,26 +759,17 @@ pub async fn run<D: Destination + 'static>(
     } else {
         (RunStatus::Succeeded, None)
     };
-    let report = RunReport {
+    Ok(RunReport {
         run_id,
-        activation: activation.name.clone(),
+        activation: activation.to_owned(),
         status: status.as_str().to_owned(),
         counts,
         plan: plan_counts,
-        delivery: destination.stats(),
+        delivery,
         existence_checks: counters.existence_checks.load(Ordering::Relaxed),
         duration_ms: started.elapsed().as_millis() as u64,
         error,
-    };
-    let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
-    let finished = store.finish_run(run_id, status, &json, report.error.as_deref());
-    lock.release();
-    match (committed, finished) {
-        // What could not be recorded is the failure to report; the run row stays `running`
-        // and the next run marks it interrupted.
-        (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(Error::Store(e)),
-        (_, Ok(())) => Ok(report),
-    }
+    })
 }
 
 /// How often the activation's lock is heart-beaten (and the state file's identity checked).
@@ -730,36 +977,61 @@ struct OutcomeCounts {
 const MAX_COMMIT_BATCH: usize = 512;
 
 /// Where the committer records: the run and what it maps.
-struct CommitTarget<'a> {
-    activation: &'a str,
-    destination: &'a str,
+struct CommitTarget {
+    activation: String,
+    destination: String,
     run_id: i64,
-    mapping: &'a BoundMapping,
+    mapping: BoundMapping,
 }
 
-/// Commits results in small transactions, as soon as they arrive (see the loop). On the
-/// first failure it halts the run at once (so nothing more is sent) and stops, returning the
-/// store and the error so the run can still try to record how it ended.
-fn commit_loop(
-    mut store: StateStore,
-    target: &CommitTarget<'_>,
-    rx: &std_mpsc::Receiver<Commit>,
-    halt: &Halt,
-) -> (StateStore, OutcomeCounts, Result<(), state_store::Error>) {
-    let mut counts = OutcomeCounts::default();
-    let result = commit_all(&mut store, target, rx, &mut counts);
-    if let Err(e) = &result {
-        halt.halt(format!(
-            "recording results in the state store failed, so nothing more is sent: {}",
-            crate::error_chain(e)
-        ));
+/// Stage 4: the committer, a thread that records every result of the run as it arrives (see
+/// [`commit_all`]). On its first failure it halts the run at once (so nothing more is sent)
+/// and stops; [`Committer::finish`] then returns the error so the run can still try to record
+/// how it ended.
+struct Committer {
+    tx: std_mpsc::Sender<Commit>,
+    thread: std::thread::JoinHandle<(OutcomeCounts, Result<(), state_store::Error>)>,
+}
+
+impl Committer {
+    fn start(store: SharedStore, target: CommitTarget, halt: Arc<Halt>) -> Result<Self, Error> {
+        let (tx, rx) = std_mpsc::channel::<Commit>();
+        let thread = std::thread::Builder::new()
+            .name("state-committer".into())
+            .spawn(move || {
+                let mut counts = OutcomeCounts::default();
+                let result = commit_all(&store, &target, &rx, &mut counts);
+                if let Err(e) = &result {
+                    halt.halt(format!(
+                        "recording results in the state store failed, so nothing more is sent: {}",
+                        crate::error_chain(e)
+                    ));
+                }
+                (counts, result)
+            })
+            .map_err(|e| Error::Worker(e.to_string()))?;
+        Ok(Committer { tx, thread })
     }
-    (store, counts, result)
+
+    /// Where the stages send their results.
+    fn sender(&self) -> std_mpsc::Sender<Commit> {
+        self.tx.clone()
+    }
+
+    /// Waits until everything sent is committed (every other sender must be gone).
+    fn finish(self) -> Result<(OutcomeCounts, Result<(), state_store::Error>), Error> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .map_err(|_| Error::Worker("the state committer panicked".into()))
+    }
 }
 
+/// Commits results in small transactions, as soon as they arrive: each drain of the queue is
+/// one [`StateStore::commit`]; the writes waiting to be sent are told once it is committed.
 fn commit_all(
-    store: &mut StateStore,
-    target: &CommitTarget<'_>,
+    store: &SharedStore,
+    target: &CommitTarget,
     rx: &std_mpsc::Receiver<Commit>,
     counts: &mut OutcomeCounts,
 ) -> Result<(), state_store::Error> {
@@ -768,7 +1040,8 @@ fn commit_all(
         destination,
         run_id,
         mapping,
-    } = *target;
+    } = target;
+    let run_id = *run_id;
     let mut batch = CommitBatch::default();
     // Told once the batch that marked their writes in doubt is committed.
     let mut marked: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
@@ -861,9 +1134,11 @@ fn commit_all(
             }
         }
         if !batch.is_empty() {
-            // Never record into a file that was deleted or replaced under the run.
-            store.verify_file()?;
-            store.commit(activation, destination, run_id, mapping, &batch)?;
+            store.with(|s| {
+                // Never record into a file that was deleted or replaced under the run.
+                s.verify_file()?;
+                s.commit(activation, destination, run_id, mapping, &batch)
+            })?;
             batch.clear();
             for m in marked.drain(..) {
                 // The write's task may be gone (the run is stopping): nothing to tell then.

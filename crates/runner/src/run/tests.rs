@@ -3,6 +3,8 @@
 
 use std::sync::atomic::AtomicUsize;
 
+use sync_core::memory::{Answer, MemoryDestination};
+
 use super::*;
 
 fn sample(dir: &std::path::Path, rows: u64) -> Project {
@@ -352,4 +354,211 @@ async fn a_write_without_an_answer_is_sent_again_even_when_the_model_goes_back()
     .await
     .unwrap();
     assert_eq!(quiet_run.count(), 0);
+}
+
+/// The normalized emails of the sample model's rows (invalid ones included, as written).
+fn sample_emails(dir: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("data").join("customers.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().trim().to_lowercase())
+        .collect()
+}
+
+async fn run_memory(
+    project: &Project,
+    dest: &Arc<MemoryDestination>,
+    opts: RunOptions,
+) -> RunReport {
+    run(project, "vip", dest.clone(), opts, quiet())
+        .await
+        .unwrap()
+}
+
+/// A whole run in-process against the memory destination: every contact it holds gets the
+/// model's values, people it does not hold are `not_found` and never written, and a second
+/// run sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_delivers_the_model_and_the_next_run_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 60);
+    let emails = sample_emails(dir.path());
+    // Attentive has every contact but the first five.
+    let dest = Arc::new(MemoryDestination::with_contacts(
+        emails[5..].iter().cloned(),
+    ));
+    let report = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(report.status, "partial", "{report:?}");
+    assert_eq!(report.counts.not_found, 5, "{report:?}");
+    assert_eq!(report.counts.failed, 0);
+    let account = dest.account();
+    assert!(
+        account
+            .writes
+            .iter()
+            .all(|w| !emails[..5].contains(&w.contact.key)),
+        "a write went to a contact Attentive does not have"
+    );
+    assert_eq!(account.writes.len() as u64, report.counts.updated);
+    let second = emails[6].as_str();
+    assert!(
+        account.contacts[second].contains_key("custom:Loyalty Tier"),
+        "{:?}",
+        account.contacts[second]
+    );
+
+    let again = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(
+        dest.account().writes.len(),
+        account.writes.len(),
+        "{again:?}"
+    );
+    assert_eq!(again.counts.updated, 0);
+    assert_eq!(
+        again.counts.not_found, 5,
+        "cached as not found: no write, no check"
+    );
+    assert_eq!(again.existence_checks, 0);
+}
+
+/// Duplicated identifiers: with the default policy every row of the identifier is rejected,
+/// and nothing is sent for it, not even the first row (pass 1 finds them before delivery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_identifiers_are_rejected_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 40);
+    let path = dir.path().join("data").join("customers.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let first_row = text.lines().nth(1).unwrap().to_owned();
+    std::fs::write(&path, format!("{text}{first_row}\n")).unwrap();
+    let emails = sample_emails(dir.path());
+    let dup = emails[0].clone();
+    let dest = Arc::new(MemoryDestination::with_contacts(emails.iter().cloned()));
+    let report = run_memory(&project, &dest, RunOptions::default()).await;
+    assert!(
+        dest.account().writes.iter().all(|w| w.contact.key != dup),
+        "a duplicated identifier was written"
+    );
+    let store = StateStore::open(&project.state_path).unwrap();
+    let rows = store
+        .run_rows(report.run_id, Some("rejected"), 0, 100)
+        .unwrap();
+    let dup_rows: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.code.as_deref() == Some("duplicate_identifier"))
+        .map(|r| r.row_number)
+        .collect();
+    assert_eq!(dup_rows, [2, 42], "{rows:?}");
+}
+
+/// Ctrl-C mid-run: no new contact starts, those in flight finish and are committed; the next
+/// run sends exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_commits_what_it_sent_and_the_next_run_sends_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 300);
+    let emails = sample_emails(dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let dest = {
+        let stop = stop.clone();
+        Arc::new(
+            MemoryDestination::with_contacts(emails.iter().cloned()).with_hook(move |n, _| {
+                if n == 25 {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                None
+            }),
+        )
+    };
+    let opts = RunOptions {
+        max_in_flight: 4,
+        stop: stop.clone(),
+        ..RunOptions::default()
+    };
+    let report = run_memory(&project, &dest, opts).await;
+    assert_eq!(report.status, "interrupted", "{report:?}");
+    let sent = dest.account().writes.len();
+    assert!((25..=25 + 4).contains(&sent), "{sent} writes");
+    assert_eq!(
+        report.counts.updated as usize, sent,
+        "every write sent was committed"
+    );
+
+    let rest = Arc::new(MemoryDestination::with_contacts(emails.iter().cloned()));
+    let second = run_memory(&project, &rest, RunOptions::default()).await;
+    assert_eq!(second.counts.unchanged as usize, sent, "{second:?}");
+    let resent: Vec<_> = rest
+        .account()
+        .writes
+        .iter()
+        .filter(|w| dest.account().writes.iter().any(|d| d.contact == w.contact))
+        .map(|w| w.contact.key.clone())
+        .collect();
+    assert!(resent.is_empty(), "sent twice: {resent:?}");
+}
+
+/// Partial failures: a write refused for its content (400) is recorded `rejected` and not
+/// sent again until its values change; one that still failed is `failed` and sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_failed_writes_make_a_partial_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 30);
+    let emails = sample_emails(dir.path());
+    let (refused, failing) = (emails[1].clone(), emails[2].clone());
+    let dest = {
+        let (refused, failing) = (refused.clone(), failing.clone());
+        Arc::new(
+            MemoryDestination::with_contacts(emails.iter().cloned()).with_hook(move |_, w| {
+                if w.contact.key == refused {
+                    Some(Answer::Outcome(WriteOutcome::Rejected {
+                        message: "400: invalid value for zip".into(),
+                    }))
+                } else if w.contact.key == failing {
+                    Some(Answer::Outcome(WriteOutcome::Failed {
+                        reason: "503 after 3 attempts".into(),
+                    }))
+                } else {
+                    None
+                }
+            }),
+        )
+    };
+    let report = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(report.status, "partial", "{report:?}");
+    assert_eq!(report.counts.failed, 1, "{report:?}");
+    let model_rejected = report.plan.rejected;
+    assert_eq!(report.counts.rejected, model_rejected + 1, "{report:?}");
+
+    let next = Arc::new(MemoryDestination::with_contacts(emails.iter().cloned()));
+    let second = run_memory(&project, &next, RunOptions::default()).await;
+    let keys: Vec<String> = next
+        .account()
+        .writes
+        .iter()
+        .map(|w| w.contact.key.clone())
+        .collect();
+    assert_eq!(keys, [failing], "{second:?}");
+    assert_eq!(second.status, "partial"); // the model's own bad rows
+}
+
+/// A fatal error mid-run (the key was revoked: 401) stops the run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_mid_run_stops_it_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 200);
+    let emails = sample_emails(dir.path());
+    let dest = Arc::new(
+        MemoryDestination::with_contacts(emails.iter().cloned()).with_hook(|n, _| {
+            (n >= 30).then(|| Answer::Fatal("the API key was rejected (401)".into()))
+        }),
+    );
+    let opts = RunOptions {
+        max_in_flight: 4,
+        ..RunOptions::default()
+    };
+    let report = run_memory(&project, &dest, opts).await;
+    assert_eq!(report.status, "failed", "{report:?}");
+    assert!(report.error.unwrap_or_default().contains("401"));
+    assert!(dest.account().writes.len() <= 30 + 4);
+    assert_eq!(report.counts.updated, 29);
 }
