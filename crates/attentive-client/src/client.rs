@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use sync_core::ports::{ContactRef, ContactWrite, Destination, Existence, WriteOutcome};
+use sync_core::ports::{ContactRef, ContactWrite, Destination, Existence, Lookup, WriteOutcome};
 use tokio::time::Instant;
 use url::Url;
 
 use crate::budget::{Budget, Feedback};
 use crate::config::ClientConfig;
 use crate::error::Error;
+use crate::lookup::{self, AliasAnswer, BatchAnswer, ExistenceStrategy, GraphqlState};
 use crate::retry::{FullJitter, RetryTokens};
 use crate::stats::{ClientStats, StatsSnapshot};
 use crate::wire::{self, Me, Method, Request, Response};
@@ -78,6 +79,8 @@ impl ExistenceCheck for SubscriptionsLookup {
 pub struct Client {
     inner: Arc<Inner>,
     existence: Arc<dyn ExistenceCheck>,
+    /// The batched GraphQL lookup's batch size and whether it was given up.
+    graphql: Arc<GraphqlState>,
 }
 
 struct Inner {
@@ -199,6 +202,10 @@ impl Client {
             .build()
             .map_err(|e| Error::Http(e.without_url()))?;
         let budget = Budget::shared(&config.api_key, config.requests_per_second);
+        let graphql = Arc::new(GraphqlState::new(
+            config.lookup_batch,
+            config.existence_check,
+        ));
         let backoff = FullJitter {
             base: config.retry_base,
             max: config.retry_max_delay,
@@ -224,13 +231,116 @@ impl Client {
                 retry_log: RetryLog::default(),
             }),
             existence: Arc::new(SubscriptionsLookup),
+            graphql,
         })
     }
 
-    /// Replaces the existence check ([`SubscriptionsLookup`] by default).
+    /// Replaces the one-contact existence check ([`SubscriptionsLookup`] by default), which
+    /// then answers every lookup (the GraphQL lookup is off).
     pub fn with_existence_check(mut self, check: impl ExistenceCheck + 'static) -> Client {
         self.existence = Arc::new(check);
+        self.graphql = Arc::new(GraphqlState::new(1, ExistenceStrategy::Subscriptions));
         self
+    }
+
+    /// Why this client stopped using GraphQL lookups, if it did.
+    pub fn graphql_given_up(&self) -> Option<String> {
+        self.graphql.reason()
+    }
+
+    /// Looks contacts up, in order: through GraphQL in batches (see [`crate::lookup`]), and
+    /// through the one-contact check for those GraphQL cannot answer (or all of them, under
+    /// [`ExistenceStrategy::Subscriptions`] or once GraphQL was given up).
+    pub async fn lookup_many(&self, contacts: &[ContactRef]) -> Vec<Result<Lookup, Error>> {
+        let mut out: Vec<Option<Result<Lookup, Error>>> = std::iter::repeat_with(|| None)
+            .take(contacts.len())
+            .collect();
+        let mut rest: Vec<usize> = Vec::new();
+        let mut queue: std::collections::VecDeque<std::ops::Range<usize>> = Default::default();
+        let size = self.graphql.batch();
+        let mut start = 0;
+        while start < contacts.len() {
+            let end = (start + size).min(contacts.len());
+            queue.push_back(start..end);
+            start = end;
+        }
+        while let Some(range) = queue.pop_front() {
+            if !self.graphql.on() {
+                rest.extend(range);
+                continue;
+            }
+            let batch = &contacts[range.clone()];
+            let answer = match self.send(&lookup::graphql_lookup_request(batch)).await {
+                Ok(r) => lookup::read_lookup_answer(&r, batch.len()),
+                Err(e @ Error::Forbidden { .. }) => BatchAnswer::Unusable(e.to_string()),
+                Err(e) => {
+                    // Transient (retries spent) or fatal: the same for every contact of it.
+                    let reason = e.to_string();
+                    let mut first = Some(e);
+                    for i in range {
+                        out[i] = Some(Err(first.take().unwrap_or_else(|| Error::Transient {
+                            reason: reason.clone(),
+                        })));
+                    }
+                    continue;
+                }
+            };
+            match answer {
+                BatchAnswer::Aliases(answers) => {
+                    for (i, a) in range.zip(answers) {
+                        match a {
+                            AliasAnswer::Found(l) => out[i] = Some(Ok(l)),
+                            AliasAnswer::Unknown(why) => {
+                                tracing::debug!(%why, "GraphQL could not tell; checking through REST");
+                                rest.push(i);
+                            }
+                        }
+                    }
+                }
+                BatchAnswer::TooLarge(why) if range.len() > 1 => {
+                    let half = self.graphql.halve(range.len());
+                    let mut pieces = Vec::new();
+                    let mut s = range.start;
+                    while s < range.end {
+                        let e = (s + half).min(range.end);
+                        pieces.push(s..e);
+                        s = e;
+                    }
+                    tracing::debug!(%why, "GraphQL lookup too large");
+                    for p in pieces.into_iter().rev() {
+                        queue.push_front(p);
+                    }
+                }
+                BatchAnswer::TooLarge(why) | BatchAnswer::Unusable(why) => {
+                    self.graphql.give_up(why);
+                    rest.extend(range);
+                }
+            }
+        }
+        // The one-contact check, concurrently (the key's budget paces it).
+        let mut checks = tokio::task::JoinSet::new();
+        for i in rest {
+            let (client, contact) = (self.clone(), contacts[i].clone());
+            checks.spawn(async move {
+                let r = client.existence.check(&client, &contact).await;
+                (i, r.map(Lookup::existence))
+            });
+        }
+        while let Some(done) = checks.join_next().await {
+            match done {
+                Ok((i, r)) => out[i] = Some(r),
+                Err(e) => tracing::error!(error = %e, "an existence check task failed"),
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Transient {
+                        reason: "the existence check did not finish".into(),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// The settings this client was built with.
@@ -537,7 +647,27 @@ impl Destination for Client {
     type Error = Error;
 
     async fn check_exists(&self, contact: &ContactRef) -> Result<Existence, Error> {
-        self.existence.check(self, contact).await
+        let mut answers = self.lookup_many(std::slice::from_ref(contact)).await;
+        answers
+            .pop()
+            .unwrap_or_else(|| {
+                Err(Error::Transient {
+                    reason: "no answer".into(),
+                })
+            })
+            .map(|l| l.existence)
+    }
+
+    async fn check_many(&self, contacts: &[ContactRef]) -> Vec<Result<Lookup, Error>> {
+        self.lookup_many(contacts).await
+    }
+
+    fn lookup_batch(&self) -> usize {
+        if self.graphql.on() {
+            self.graphql.batch()
+        } else {
+            1
+        }
     }
 
     async fn write(&self, write: &ContactWrite) -> Result<WriteOutcome, Error> {

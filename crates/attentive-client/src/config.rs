@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::key::ApiKey;
+use crate::lookup::ExistenceStrategy;
 
 /// Attentive's production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.attentivemobile.com";
@@ -41,6 +42,12 @@ pub struct ClientConfig {
     /// its status, resets the count. Default 20 (with 16 contacts in flight, one failed round
     /// of them and its retries).
     pub unreachable_after: u32,
+    /// How existence is checked before a contact's first write. Default
+    /// [`ExistenceStrategy::Graphql`].
+    pub existence_check: ExistenceStrategy,
+    /// Contacts per GraphQL lookup to start with (halved when Attentive finds a batch too
+    /// large). Default [`crate::lookup::DEFAULT_LOOKUP_BATCH`] (25).
+    pub lookup_batch: usize,
 }
 
 impl ClientConfig {
@@ -58,6 +65,8 @@ impl ClientConfig {
             custom_only_v1: false,
             destination: "attentive".to_owned(),
             unreachable_after: 20,
+            existence_check: ExistenceStrategy::default(),
+            lookup_batch: crate::lookup::DEFAULT_LOOKUP_BATCH,
         }
     }
 }

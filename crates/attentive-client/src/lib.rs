@@ -1,8 +1,9 @@
 //! The Attentive API client of attentive-sync: the only crate that knows Attentive's wire
 //! format.
 //!
-//! [`Client`] implements the engine's [`sync_core::ports::Destination`]: a read-only
-//! existence check ([`ExistenceCheck`], by default `GET /v1/subscriptions`) and attribute
+//! [`Client`] implements the engine's [`sync_core::ports::Destination`]: read-only existence
+//! checks (batched GraphQL lookups, [`lookup`], with `GET /v1/subscriptions` through
+//! [`ExistenceCheck`] where GraphQL cannot answer) and attribute
 //! writes (`POST /v2/user/attributes`, or `POST /v1/attributes/custom` for custom-only writes
 //! when configured). It never creates a contact on purpose and never sends a `subscriptions`
 //! field: nothing here can opt anyone in.
@@ -20,6 +21,7 @@ mod client;
 mod config;
 mod error;
 mod key;
+pub mod lookup;
 mod retry;
 mod stats;
 pub mod wire;
@@ -29,6 +31,7 @@ pub use client::{BoxFuture, Client, ExistenceCheck, SubscriptionsLookup, USER_AG
 pub use config::{ClientConfig, RetryBudget, DEFAULT_BASE_URL};
 pub use error::Error;
 pub use key::ApiKey;
+pub use lookup::ExistenceStrategy;
 pub use retry::{FullJitter, FullJitterBackoff};
 pub use stats::{ClientStats, StatsSnapshot, StatusClasses};
 pub use wire::Me;

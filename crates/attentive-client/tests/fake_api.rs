@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use attentive_client::{ApiKey, Client, ClientConfig, Error, RetryBudget};
+use attentive_client::{ApiKey, Client, ClientConfig, Error, ExistenceStrategy, RetryBudget};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use sync_core::mapping::{AttributeId, IdentifierKind, StandardField};
-use sync_core::ports::{ContactRef, ContactWrite, Destination, Existence, WriteOutcome};
+use sync_core::ports::{ContactRef, ContactWrite, Destination, Existence, Lookup, WriteOutcome};
 use sync_core::value::{Canonical, NumberText};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -141,6 +141,13 @@ fn client(base: &str, key: &str) -> Client {
     Client::new(config(base, key)).unwrap()
 }
 
+/// A client that checks existence through `GET /v1/subscriptions` only.
+fn rest_client(base: &str, key: &str) -> Client {
+    let mut c = config(base, key);
+    c.existence_check = ExistenceStrategy::Subscriptions;
+    Client::new(c).unwrap()
+}
+
 fn by_email(key: &str) -> ContactRef {
     ContactRef {
         kind: IdentifierKind::Email,
@@ -243,7 +250,7 @@ async fn unauthorized_stops_the_run_without_retrying() {
 #[tokio::test]
 async fn forbidden_names_the_missing_permission() {
     let (fake, base) = Fake::start(vec![reply(403, "Forbidden"), reply(403, "")]).await;
-    let c = client(&base, "key-403");
+    let c = rest_client(&base, "key-403");
     match c.write(&sample_write()).await {
         Err(Error::Forbidden {
             endpoint,
@@ -499,7 +506,7 @@ async fn existence_is_a_read_only_lookup_with_the_plus_encoded() {
         reply(404, "Subscriptions not found"),
     ])
     .await;
-    let c = client(&base, "key-exists");
+    let c = rest_client(&base, "key-exists");
     assert_eq!(
         c.check_exists(&by_phone("+13115552368")).await.unwrap(),
         Existence::Exists
@@ -535,7 +542,7 @@ async fn existence_failures_are_not_fatal() {
     );
     assert!(!err.is_fatal() && err.is_transient());
     let (_, base) = Fake::start(vec![reply(400, r#"{"message":"bad phone"}"#)]).await;
-    let c = client(&base, "key-exists-400");
+    let c = rest_client(&base, "key-exists-400");
     let err = c.check_exists(&by_phone("+1")).await.unwrap_err();
     assert!(matches!(err, Error::Rejected { status: 400, ref message } if message == "bad phone"));
     assert!(!err.is_fatal());
@@ -750,4 +757,119 @@ async fn an_answer_resets_the_breaker() {
         );
         server.await.unwrap(); // ...and the port is closed again
     }
+}
+
+/// The GraphQL lookup: one request for several contacts, aliases read back in order; an alias
+/// with an error is checked again through REST.
+#[tokio::test]
+async fn graphql_lookups_batch_contacts_and_ask_rest_about_alias_errors() {
+    let graphql = r#"{"data":{"viewer":{"installedApplication":{"installerCompany":{"c0":{"id":"VXNlcjox"},"c1":null,"c2":null}}}},"errors":[{"message":"x","path":["viewer","installedApplication","installerCompany","c2"]}]}"#;
+    let (fake, base) = Fake::start(vec![
+        reply(200, graphql),
+        reply(404, "Subscriptions not found"),
+    ])
+    .await;
+    let c = client(&base, "key-graphql");
+    let answers = c
+        .check_many(&[
+            by_email("ann@example.com"),
+            by_phone("+13115552368"),
+            by_email("cy@example.com"),
+        ])
+        .await;
+    let answers: Vec<Lookup> = answers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        answers,
+        [
+            Lookup {
+                existence: Existence::Exists,
+                id: Some("VXNlcjox".into())
+            },
+            Lookup::existence(Existence::NotFound),
+            Lookup::existence(Existence::NotFound),
+        ]
+    );
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("POST", "/v1/graphql")
+    );
+    assert!(
+        seen[0].body.contains("c2: user(email: $c2) { id }"),
+        "{}",
+        seen[0].body
+    );
+    assert!(!seen[0].body.contains("mutation"));
+    assert_eq!(seen[1].path, "/v1/subscriptions");
+    assert_eq!(seen[1].query.as_deref(), Some("email=cy%40example.com"));
+    assert!(c.graphql_given_up().is_none());
+}
+
+/// GraphQL unavailable (404 here; 403 or errors for the whole query alike): the client falls
+/// back to REST for the rest of its life, and says why once.
+#[tokio::test]
+async fn graphql_unavailable_falls_back_to_rest_for_good() {
+    let ok = r#"{"subscriptionEligibilities":[]}"#;
+    let (fake, base) = Fake::start(vec![
+        reply(404, r#"{"message":"Not Found"}"#),
+        reply(200, ok),
+        reply(200, ok),
+        reply(200, ok),
+    ])
+    .await;
+    let c = client(&base, "key-graphql-404");
+    let first = c
+        .check_many(&[by_email("a@example.com"), by_email("b@example.com")])
+        .await;
+    assert!(first
+        .iter()
+        .all(|r| matches!(r, Ok(l) if l.existence == Existence::Exists)));
+    assert!(c.graphql_given_up().unwrap().contains("404"));
+    assert_eq!(c.lookup_batch(), 1);
+    c.check_exists(&by_email("c@example.com")).await.unwrap();
+    let paths: Vec<String> = fake.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/graphql",
+            "/v1/subscriptions",
+            "/v1/subscriptions",
+            "/v1/subscriptions"
+        ]
+    );
+}
+
+/// A "too complex" answer halves the batch and sends the halves.
+#[tokio::test]
+async fn a_too_complex_answer_halves_the_batch() {
+    let too = r#"{"errors":[{"message":"Query is too complex","extensions":{"code":"QUERY_COMPLEXITY"}}]}"#;
+    let half = |a: &str, b: &str| {
+        format!(
+            r#"{{"data":{{"viewer":{{"installedApplication":{{"installerCompany":{{"c0":{a},"c1":{b}}}}}}}}}}}"#
+        )
+    };
+    let (fake, base) = Fake::start(vec![
+        reply(200, too),
+        reply(200, &half(r#"{"id":"1"}"#, "null")),
+        reply(200, &half("null", r#"{"id":"4"}"#)),
+    ])
+    .await;
+    let mut config = config(&base, "key-graphql-complex");
+    config.lookup_batch = 4;
+    let c = Client::new(config).unwrap();
+    let contacts: Vec<ContactRef> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| by_email(&format!("{k}@example.com")))
+        .collect();
+    let got: Vec<Existence> = c
+        .check_many(&contacts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().existence)
+        .collect();
+    use Existence::{Exists, NotFound};
+    assert_eq!(got, [Exists, NotFound, NotFound, Exists]);
+    assert_eq!(c.lookup_batch(), 2);
+    assert_eq!(fake.seen().len(), 3);
 }

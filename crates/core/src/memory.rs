@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use crate::fingerprint::IN_DOUBT_ROW;
 use crate::plan::{ContactChange, Refresh, SnapshotIndex};
 use crate::ports::{
-    with_in_doubt, ContactRef, ContactWrite, Destination, Existence, InDoubt, SnapshotStore,
-    StoredAttribute, WriteOutcome,
+    with_in_doubt, ContactRef, ContactWrite, Destination, Existence, InDoubt, Lookup,
+    SnapshotStore, StoredAttribute, WriteOutcome,
 };
 use crate::value::Canonical;
 
@@ -175,8 +175,11 @@ pub struct MemoryAccount {
     pub contacts: BTreeMap<String, BTreeMap<String, Canonical>>,
     /// Every write received, in order (answered or not).
     pub writes: Vec<ContactWrite>,
-    /// Existence checks received.
+    /// Contacts looked up (one by one or in batches).
     pub checks: u64,
+    /// Lookup requests received ([`Destination::check_exists`] or one batch of
+    /// [`Destination::check_many`]).
+    pub lookups: u64,
 }
 
 type WriteHook = Box<dyn Fn(usize, &ContactWrite) -> Option<Answer> + Send + Sync>;
@@ -189,6 +192,7 @@ type WriteHook = Box<dyn Fn(usize, &ContactWrite) -> Option<Answer> + Send + Syn
 pub struct MemoryDestination {
     account: Mutex<MemoryAccount>,
     hook: Option<WriteHook>,
+    lookup_batch: usize,
 }
 
 impl std::fmt::Debug for MemoryDestination {
@@ -212,7 +216,14 @@ impl MemoryDestination {
                 ..MemoryAccount::default()
             }),
             hook: None,
+            lookup_batch: 1,
         }
+    }
+
+    /// Looks contacts up `n` at a time (as a GraphQL lookup does), instead of one by one.
+    pub fn with_lookup_batch(mut self, n: usize) -> Self {
+        self.lookup_batch = n.max(1);
+        self
     }
 
     /// Calls `hook` with the 1-based number of each write and the write, before answering it;
@@ -235,6 +246,23 @@ impl MemoryDestination {
         self.account
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One lookup request.
+    fn look_up(&self, contacts: &[ContactRef]) -> Vec<Existence> {
+        let mut account = self.lock();
+        account.lookups += 1;
+        account.checks += contacts.len() as u64;
+        contacts
+            .iter()
+            .map(|c| {
+                if account.contacts.contains_key(&c.key) {
+                    Existence::Exists
+                } else {
+                    Existence::NotFound
+                }
+            })
+            .collect()
     }
 
     fn answer(&self, write: &ContactWrite) -> Result<WriteOutcome, MemoryError> {
@@ -271,14 +299,24 @@ impl Destination for MemoryDestination {
         &self,
         contact: &ContactRef,
     ) -> impl std::future::Future<Output = Result<Existence, MemoryError>> + Send {
-        let mut account = self.lock();
-        account.checks += 1;
-        let found = account.contacts.contains_key(&contact.key);
-        std::future::ready(Ok(if found {
-            Existence::Exists
-        } else {
-            Existence::NotFound
-        }))
+        let mut found = self.look_up(std::slice::from_ref(contact));
+        std::future::ready(Ok(found.pop().unwrap_or(Existence::NotFound)))
+    }
+
+    fn check_many<'a>(
+        &'a self,
+        contacts: &'a [ContactRef],
+    ) -> impl std::future::Future<Output = Vec<Result<Lookup, MemoryError>>> + Send + 'a {
+        let found = contacts
+            .chunks(self.lookup_batch)
+            .flat_map(|chunk| self.look_up(chunk))
+            .map(|e| Ok(Lookup::existence(e)))
+            .collect();
+        std::future::ready(found)
+    }
+
+    fn lookup_batch(&self) -> usize {
+        self.lookup_batch
     }
 
     fn write(

@@ -106,6 +106,25 @@ pub enum Existence {
     NotFound,
 }
 
+/// What a lookup found for one contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub existence: Existence,
+    /// The destination's own id of the contact, when the lookup tells it: two identifiers
+    /// with the same id belong to the same contact.
+    pub id: Option<String>,
+}
+
+impl Lookup {
+    /// A lookup that tells existence only.
+    pub fn existence(existence: Existence) -> Lookup {
+        Lookup {
+            existence,
+            id: None,
+        }
+    }
+}
+
 /// An identifier as the destination matches it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContactRef {
@@ -166,6 +185,29 @@ pub trait Destination: Send + Sync {
         &self,
         write: &ContactWrite,
     ) -> impl Future<Output = Result<WriteOutcome, Self::Error>> + Send;
+
+    /// Looks several contacts up at once (in one request where the destination can), answering
+    /// in order: an `Err` entry is that contact's failure, or, when
+    /// [`stops_run`](Destination::stops_run) says so, the run's. Read-only, like
+    /// [`check_exists`](Destination::check_exists); the default checks one after another.
+    fn check_many<'a>(
+        &'a self,
+        contacts: &'a [ContactRef],
+    ) -> impl Future<Output = Vec<Result<Lookup, Self::Error>>> + Send + 'a {
+        async move {
+            let mut out = Vec::with_capacity(contacts.len());
+            for c in contacts {
+                out.push(self.check_exists(c).await.map(Lookup::existence));
+            }
+            out
+        }
+    }
+
+    /// How many contacts [`check_many`](Destination::check_many) takes at a time (at least 1;
+    /// may shrink during a run, when the destination finds its batches too large).
+    fn lookup_batch(&self) -> usize {
+        1
+    }
 
     /// Whether an error stops the whole run (key rejected, permission missing), or fails only
     /// the contact at hand (e.g. retries exhausted on an existence check). Default: stops it.

@@ -41,6 +41,12 @@ pub struct RawDestination {
     /// Send contacts whose changes are all custom attributes through `POST /v1/attributes/custom`.
     #[serde(default)]
     pub custom_only_via_v1: bool,
+    /// `graphql` (default) or `subscriptions`.
+    pub existence_check: Option<String>,
+    /// Contacts per GraphQL lookup (default 25).
+    pub lookup_batch: Option<u64>,
+    /// Days after which a contact cached as existing is checked again (default 30).
+    pub recheck_exists_after_days: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +146,13 @@ pub struct Destination {
     pub requests_per_second: f64,
     /// Custom-only changes go through `POST /v1/attributes/custom`.
     pub custom_only_via_v1: bool,
+    /// How existence is checked before a contact's first write.
+    pub existence_check: attentive_client::ExistenceStrategy,
+    /// Contacts per GraphQL lookup to start with.
+    pub lookup_batch: usize,
+    /// A contact cached as existing is checked again after this long (profiles are deleted
+    /// by privacy requests).
+    pub recheck_exists_after: std::time::Duration,
 }
 
 /// Where a model's rows come from.
@@ -432,6 +445,33 @@ impl Project {
                     message: format!("{rps} must be greater than 0 and at most 10000"),
                 });
             }
+            let existence_check = match d.existence_check.as_deref() {
+                None | Some("graphql") => attentive_client::ExistenceStrategy::Graphql,
+                Some("subscriptions") => attentive_client::ExistenceStrategy::Subscriptions,
+                Some(other) => {
+                    problems.push(Problem {
+                        key: format!("{key}.existence_check"),
+                        message: format!(
+                            "{other:?} is not a strategy: use \"graphql\" or \"subscriptions\""
+                        ),
+                    });
+                    attentive_client::ExistenceStrategy::Graphql
+                }
+            };
+            let lookup_batch = d.lookup_batch.unwrap_or(25);
+            if !(1..=100).contains(&lookup_batch) {
+                problems.push(Problem {
+                    key: format!("{key}.lookup_batch"),
+                    message: format!("{lookup_batch} must be between 1 and 100"),
+                });
+            }
+            let recheck_days = d.recheck_exists_after_days.unwrap_or(30);
+            if !(1..=3650).contains(&recheck_days) {
+                problems.push(Problem {
+                    key: format!("{key}.recheck_exists_after_days"),
+                    message: format!("{recheck_days} must be between 1 and 3650 days"),
+                });
+            }
             destinations.insert(
                 name.clone(),
                 Destination {
@@ -440,6 +480,11 @@ impl Project {
                     base_url,
                     requests_per_second: rps,
                     custom_only_via_v1: d.custom_only_via_v1,
+                    existence_check,
+                    lookup_batch: usize::try_from(lookup_batch.clamp(1, 100)).unwrap_or(25),
+                    recheck_exists_after: std::time::Duration::from_secs(
+                        recheck_days.clamp(1, 3650) * 86_400,
+                    ),
                 },
             );
         }

@@ -179,23 +179,30 @@ fn attributes_json(w: &ContactWrite) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-/// Whether the cache answers for a contact, or it must be checked.
+/// Whether the cache answers for a contact, or it must be checked: `not_found` entries are
+/// checked again after `opts.recheck_after` (or always with `opts.recheck_missing`), `exists`
+/// entries after `recheck_exists_after` (profiles are deleted by privacy requests).
 fn cached_existence(
     store: &StateStore,
     destination: &str,
     contact: &ContactRef,
     opts: &RunOptions,
+    recheck_exists_after: Duration,
 ) -> Result<Option<Existence>, state_store::Error> {
+    let younger_than = |checked_at: &str, limit: Duration| {
+        chrono::DateTime::parse_from_rfc3339(checked_at)
+            .map(|t| {
+                let age = chrono::Utc::now().signed_duration_since(t);
+                age.to_std().map_or(true, |a| a < limit)
+            })
+            .unwrap_or(false)
+    };
     Ok(match store.existence(destination, contact)? {
-        Some((Existence::Exists, _)) => Some(Existence::Exists),
+        Some((Existence::Exists, checked_at)) => {
+            younger_than(&checked_at, recheck_exists_after).then_some(Existence::Exists)
+        }
         Some((Existence::NotFound, checked_at)) if !opts.recheck_missing => {
-            let fresh = chrono::DateTime::parse_from_rfc3339(&checked_at)
-                .map(|t| {
-                    let age = chrono::Utc::now().signed_duration_since(t);
-                    age.to_std().map_or(true, |a| a < opts.recheck_after)
-                })
-                .unwrap_or(false);
-            fresh.then_some(Existence::NotFound)
+            younger_than(&checked_at, opts.recheck_after).then_some(Existence::NotFound)
         }
         _ => None,
     })
@@ -219,6 +226,8 @@ pub fn client_for(project: &Project, activation: &str) -> Result<attentive_clien
         requests_per_second: d.requests_per_second,
         destination: d.name.clone(),
         custom_only_v1: d.custom_only_via_v1,
+        existence_check: d.existence_check,
+        lookup_batch: d.lookup_batch,
         ..attentive_client::ClientConfig::new(key.clone())
     };
     attentive_client::Client::new(config).map_err(|e| Error::Client(e.to_string()))
@@ -244,6 +253,10 @@ pub async fn run<D: Destination + 'static>(
         activation: activation.name.clone(),
         destination: activation.destination.clone(),
         duplicates: activation.mapping.duplicates,
+        recheck_exists_after: project
+            .destinations
+            .get(&activation.destination)
+            .map_or(DEFAULT_RECHECK_EXISTS_AFTER, |d| d.recheck_exists_after),
     };
     let model = Arc::new(ProjectModel {
         project: project.clone(),
@@ -289,6 +302,8 @@ pub struct RunSpec {
     pub destination: String,
     /// Which row of a duplicated identifier wins.
     pub duplicates: DuplicatePolicy,
+    /// A contact cached as existing is checked again after this long.
+    pub recheck_exists_after: Duration,
 }
 
 /// Opens the model of a run, bound to its mapping (and file segment filter). Called once per
@@ -629,7 +644,15 @@ fn plan_changes(
             match &p.outcome {
                 RowOutcome::Changed(c) => {
                     let known = store
-                        .with(|s| cached_existence(s, &spec.destination, &c.contact, opts))
+                        .with(|s| {
+                            cached_existence(
+                                s,
+                                &spec.destination,
+                                &c.contact,
+                                opts,
+                                spec.recheck_exists_after,
+                            )
+                        })
                         .map_err(PlanFailure::Store)?;
                     counters.changed.fetch_add(1, Ordering::Relaxed);
                     let next = Work {
@@ -669,9 +692,13 @@ fn plan_changes(
     Ok(counts)
 }
 
-/// Stage 6: delivers the changed contacts pass 2 streams, up to `max_in_flight` at once (the
-/// destination paces requests), each through [`deliver`]. Stops taking new contacts on a stop
-/// or a halt; returns once those in flight are done.
+/// Stage 6: delivers the changed contacts pass 2 streams. Contacts the existence cache
+/// cannot answer for are looked up in batches ([`Destination::check_many`], up to
+/// [`Destination::lookup_batch`] a request; a batch leaves when full, at the end of the model,
+/// or after [`LOOKUP_LINGER`] without a new contact); then each contact that exists is
+/// written through [`deliver`]. Up to `max_in_flight` requests at once (the destination paces
+/// them further), and a bounded backlog, so that planning waits for delivery. Stops taking
+/// new contacts on a stop or a halt; returns once those in flight are done.
 async fn deliver_all<D: Destination + 'static>(
     destination: Arc<D>,
     mut work_rx: tokio::sync::mpsc::Receiver<Work>,
@@ -681,37 +708,150 @@ async fn deliver_all<D: Destination + 'static>(
     progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     opts: &RunOptions,
 ) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(opts.max_in_flight.max(1)));
+    let in_flight = opts.max_in_flight.max(1);
+    let limit = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut tasks = tokio::task::JoinSet::new();
-    while let Some(work) = work_rx.recv().await {
-        if opts.stop.load(Ordering::Relaxed) || halt.is_set() {
+    let (checked_tx, mut checked_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Work>>();
+    let mut pending: Vec<Work> = Vec::new();
+    let mut linger: Option<tokio::time::Instant> = None;
+    let mut ready: std::collections::VecDeque<Work> = Default::default();
+    // Contacts in lookups that have not answered yet.
+    let mut checking = 0usize;
+    let mut open = true;
+    let stopping = || opts.stop.load(Ordering::Relaxed) || halt.is_set();
+    loop {
+        if stopping() {
             break;
         }
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            break;
-        };
-        if halt.is_set() {
-            break; // the state store failed while this contact waited for its turn
+        let batch = destination.lookup_batch().max(1);
+        let flush = !pending.is_empty()
+            && (pending.len() >= batch
+                || !open
+                || linger.is_some_and(|t| t <= tokio::time::Instant::now()));
+        if flush {
+            let contacts = std::mem::take(&mut pending);
+            linger = None;
+            checking += contacts.len();
+            let (destination, commit_tx, halt, counters) = (
+                destination.clone(),
+                commit_tx.clone(),
+                halt.clone(),
+                counters.clone(),
+            );
+            let (limit, checked_tx) = (limit.clone(), checked_tx.clone());
+            tasks.spawn(async move {
+                let n = contacts.len();
+                let found = match limit.acquire_owned().await {
+                    Ok(_permit) => {
+                        look_up(&*destination, contacts, &commit_tx, &halt, &counters).await
+                    }
+                    Err(_) => Vec::new(),
+                };
+                // The loop counts what it gets back against what it sent.
+                let _ = checked_tx.send(found);
+                n
+            });
+            continue;
         }
-        let destination = destination.clone();
-        let commit_tx = commit_tx.clone();
-        let halt = halt.clone();
-        let counters = counters.clone();
-        let progress = progress.clone();
-        let stop = opts.stop.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            if stop.load(Ordering::Relaxed) {
-                return; // planned again by the next run
+        let backlog = pending.len() + ready.len() + checking;
+        let take = open && backlog < in_flight * 2 + batch;
+        let wake = linger.unwrap_or_else(|| tokio::time::Instant::now() + LOOKUP_LINGER);
+        tokio::select! {
+            biased;
+            Some(found) = checked_rx.recv(), if checking > 0 => {
+                ready.extend(found);
             }
-            deliver(&*destination, work, &commit_tx, &halt, &counters, &stop).await;
-            counters.delivered.fetch_add(1, Ordering::Relaxed);
-            progress(counters.progress());
-        });
-        while tasks.try_join_next().is_some() {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(n) = done {
+                    checking = checking.saturating_sub(n);
+                }
+            }
+            permit = limit.clone().acquire_owned(), if !ready.is_empty() => {
+                let (Ok(permit), Some(work)) = (permit, ready.pop_front()) else { break };
+                if stopping() {
+                    break; // planned again by the next run
+                }
+                let (destination, commit_tx, halt, counters, progress, stop) = (
+                    destination.clone(),
+                    commit_tx.clone(),
+                    halt.clone(),
+                    counters.clone(),
+                    progress.clone(),
+                    opts.stop.clone(),
+                );
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    deliver(&*destination, work, &commit_tx, &halt, &stop).await;
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    progress(counters.progress());
+                    0
+                });
+            }
+            work = work_rx.recv(), if take => match work {
+                Some(work) if work.known.is_some() => ready.push_back(work),
+                Some(work) => {
+                    pending.push(work);
+                    linger.get_or_insert_with(|| tokio::time::Instant::now() + LOOKUP_LINGER);
+                }
+                None => open = false,
+            },
+            () = tokio::time::sleep_until(wake), if !pending.is_empty() => {}
+            else => break,
+        }
     }
     drop(work_rx);
     while tasks.join_next().await.is_some() {}
+}
+
+/// How long a lookup batch that is not full waits for more contacts before it leaves.
+const LOOKUP_LINGER: Duration = Duration::from_millis(5);
+
+/// Looks up a batch of contacts and records what was found; returns those that exist, ready
+/// to write (those that do not are recorded `not_found`; a failed lookup is a `failed` row, or
+/// halts the run when it is fatal).
+async fn look_up<D: Destination>(
+    destination: &D,
+    mut contacts: Vec<Work>,
+    commit: &std_mpsc::Sender<Commit>,
+    halt: &Halt,
+    counters: &Counters,
+) -> Vec<Work> {
+    let send = |msg| record(commit, halt, msg);
+    counters
+        .existence_checks
+        .fetch_add(contacts.len() as u64, Ordering::Relaxed);
+    let refs: Vec<ContactRef> = contacts.iter().map(|w| w.change.contact.clone()).collect();
+    let answers = destination.check_many(&refs).await;
+    let mut exists = Vec::with_capacity(contacts.len());
+    let mut answers = answers.into_iter();
+    for mut work in contacts.drain(..) {
+        let contact = work.change.contact.clone();
+        match answers.next() {
+            Some(Ok(lookup)) => {
+                send(Commit::Existence(contact.clone(), lookup.existence));
+                work.known = Some(lookup.existence);
+                match lookup.existence {
+                    Existence::Exists => exists.push(work),
+                    Existence::NotFound => send(Commit::NotFound {
+                        row: work.row,
+                        contact,
+                    }),
+                }
+            }
+            Some(Err(e)) if !destination.stops_run(&e) => send(Commit::Failed {
+                row: work.row,
+                contact,
+                reason: crate::error_chain(&e),
+            }),
+            Some(Err(e)) => halt.halt(crate::error_chain(&e)),
+            None => send(Commit::Failed {
+                row: work.row,
+                contact,
+                reason: "the destination gave no answer to its existence check".into(),
+            }),
+        }
+    }
+    exists
 }
 
 /// Stage 7: the run's counts, status and report. `Err` only when pass 2 failed on the state
@@ -771,6 +911,9 @@ fn conclude(
         error,
     })
 }
+
+/// How long a contact cached as existing is trusted when the config says nothing.
+pub const DEFAULT_RECHECK_EXISTS_AFTER: Duration = Duration::from_secs(30 * 86_400);
 
 /// How often the activation's lock is heart-beaten (and the state file's identity checked).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -877,40 +1020,25 @@ impl Counters {
     }
 }
 
-/// Checks existence if needed, then writes; every result goes to the committer.
+/// Writes one contact the cache or a lookup found (a contact known not to exist is recorded
+/// `not_found` and not written); every result goes to the committer.
 async fn deliver<D: Destination>(
     destination: &D,
     work: Work,
     commit: &std_mpsc::Sender<Commit>,
     halt: &Halt,
-    counters: &Counters,
     stop: &AtomicBool,
 ) {
     let send = |msg| record(commit, halt, msg);
     let contact = work.change.contact.clone();
-    let exists = match work.known {
-        Some(e) => e,
-        None => {
-            counters.existence_checks.fetch_add(1, Ordering::Relaxed);
-            match destination.check_exists(&contact).await {
-                Ok(e) => {
-                    send(Commit::Existence(contact.clone(), e));
-                    e
-                }
-                Err(e) if !destination.stops_run(&e) => {
-                    send(Commit::Failed {
-                        row: work.row,
-                        contact,
-                        reason: crate::error_chain(&e),
-                    });
-                    return;
-                }
-                Err(e) => {
-                    halt.halt(crate::error_chain(&e));
-                    return;
-                }
-            }
-        }
+    let Some(exists) = work.known else {
+        // Never written without a check: a write to an unknown identifier creates a contact.
+        send(Commit::Failed {
+            row: work.row,
+            contact,
+            reason: "its existence was never checked".into(),
+        });
+        return;
     };
     if stop.load(Ordering::Relaxed) || halt.is_set() {
         return; // stopping: the write is left to the next run

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+mod account;
 mod commit;
 mod doubt;
 mod existence;
@@ -23,6 +24,7 @@ mod runs;
 mod schema;
 mod snapshot;
 
+pub use account::AccountBinding;
 pub use commit::CommitBatch;
 pub use lock::{ActivationLock, DEFAULT_LOCK_STALE_AFTER};
 pub use runs::{Outcome, RunKind, RunRow, RunStatus, RunSummary};

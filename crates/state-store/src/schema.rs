@@ -114,4 +114,15 @@ CREATE TABLE in_doubt (
     PRIMARY KEY (activation_id, contact_key, attribute_key)
 ) WITHOUT ROWID;
 "#,
+    // 4: which Attentive account each destination's existence cache and snapshots belong to,
+    // so that a state file is never used against another account by mistake.
+    r#"
+CREATE TABLE destination_accounts (
+    destination  TEXT PRIMARY KEY,
+    company_id   TEXT NOT NULL,
+    company_name TEXT,
+    base_url     TEXT NOT NULL,
+    bound_at     TEXT NOT NULL
+);
+"#,
 ];

@@ -12,7 +12,7 @@ use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, S
 use super::*;
 
 /// The schema version this build writes.
-const LATEST: i64 = 3;
+const LATEST: i64 = 4;
 
 fn mapping() -> BoundMapping {
     let attr = |attribute, column: &str| AttributeMapping {
@@ -186,6 +186,7 @@ fn migrations_are_idempotent_on_reopen() {
         [
             "activations",
             "contact_existence",
+            "destination_accounts",
             "in_doubt",
             "locks",
             "run_rows",
@@ -1375,4 +1376,86 @@ fn an_unwritable_state_folder_is_named() {
         assert!(matches!(e, Error::NotWritable { .. }), "{e:?}");
         assert!(msg.contains("/proc/self is not writable"), "{msg}");
     }
+}
+
+#[test]
+fn a_destination_is_bound_to_one_account_and_rebinding_forgets_what_belonged_to_the_old_one() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    assert_eq!(store.account_binding("attentive").unwrap(), None);
+    store
+        .bind_account(
+            "attentive",
+            "C1",
+            Some("Acme"),
+            "https://api.attentivemobile.com",
+        )
+        .unwrap();
+    let first = store.account_binding("attentive").unwrap().unwrap();
+    assert_eq!(first.company_id, "C1");
+    // The same account again: only name and URL move.
+    store
+        .bind_account("attentive", "C1", Some("Acme Inc"), "http://proxy")
+        .unwrap();
+    let again = store.account_binding("attentive").unwrap().unwrap();
+    assert_eq!(
+        (again.bound_at, again.base_url.as_str()),
+        (first.bound_at, "http://proxy")
+    );
+
+    let m = mapping();
+    let run_id = store.begin_run("vip", RunKind::Run).unwrap();
+    store
+        .apply_changes(
+            "vip",
+            run_id,
+            &m,
+            &[change("ann@x.com", 7, &[(0, text("Paris"), 9)])],
+        )
+        .unwrap();
+    store
+        .apply_changes(
+            "other",
+            run_id,
+            &m,
+            &[change("ann@x.com", 7, &[(0, text("Paris"), 9)])],
+        )
+        .unwrap();
+    store
+        .record_existence("attentive", &[(contact("ann@x.com"), Existence::Exists)])
+        .unwrap();
+    store
+        .record_existence("elsewhere", &[(contact("ann@x.com"), Existence::Exists)])
+        .unwrap();
+    let forgotten = store
+        .rebind_account(
+            "attentive",
+            &["vip"],
+            "C2",
+            Some("Other"),
+            "https://api.attentivemobile.com",
+        )
+        .unwrap();
+    assert_eq!(forgotten, 1);
+    assert_eq!(store.contact_count("vip").unwrap(), 0);
+    assert_eq!(
+        store.contact_count("other").unwrap(),
+        1,
+        "another destination's activation"
+    );
+    assert_eq!(
+        store.existence("attentive", &contact("ann@x.com")).unwrap(),
+        None
+    );
+    assert!(store
+        .existence("elsewhere", &contact("ann@x.com"))
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store
+            .account_binding("attentive")
+            .unwrap()
+            .unwrap()
+            .company_id,
+        "C2"
+    );
 }

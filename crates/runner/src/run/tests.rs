@@ -562,3 +562,31 @@ async fn a_revoked_key_mid_run_stops_it_failed() {
     assert!(dest.account().writes.len() <= 30 + 4);
     assert_eq!(report.counts.updated, 29);
 }
+
+/// Unknown contacts are looked up in batches (as the GraphQL lookup does): 300 contacts, 25
+/// a request, take about 12 requests, not 300; and the answers land on the right contacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_contacts_are_looked_up_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 300);
+    let emails = sample_emails(dir.path());
+    // Every other contact exists.
+    let dest = Arc::new(
+        MemoryDestination::with_contacts(emails.iter().step_by(2).cloned()).with_lookup_batch(25),
+    );
+    let report = run_memory(&project, &dest, RunOptions::default()).await;
+    let account = dest.account();
+    let looked_up = report.counts.updated + report.counts.not_found;
+    assert_eq!(account.checks, looked_up, "{report:?}");
+    assert!(
+        account.lookups <= looked_up.div_ceil(25) + 6,
+        "{} lookup requests for {looked_up} contacts",
+        account.lookups
+    );
+    assert!(account
+        .writes
+        .iter()
+        .all(|w| account.contacts.contains_key(&w.contact.key)));
+    assert_eq!(report.counts.updated as usize, account.writes.len());
+    assert!(report.counts.not_found > 100, "{report:?}");
+}
