@@ -662,6 +662,14 @@ impl Destination for Client {
         self.lookup_many(contacts).await
     }
 
+    async fn account(&self) -> Result<Option<sync_core::ports::Account>, Error> {
+        let me = self.me().await?;
+        Ok(me.company_id.map(|id| sync_core::ports::Account {
+            id,
+            name: me.company_name,
+        }))
+    }
+
     fn lookup_batch(&self) -> usize {
         if self.graphql.on() {
             self.graphql.batch()

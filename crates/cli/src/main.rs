@@ -155,6 +155,11 @@ enum Command {
         /// on Ctrl-C these finish and are committed.
         #[arg(long, default_value_t = 16)]
         max_in_flight: usize,
+        /// The destination's key now belongs to another Attentive account than the state
+        /// file: bind it to that account, forgetting the destination's existence cache and the
+        /// snapshots of its activations (every contact is checked again and backfilled).
+        #[arg(long)]
+        rebind_destination: bool,
     },
     /// Past runs and their rows.
     Runs {
@@ -380,6 +385,7 @@ fn run(command: Command) -> Result<u8> {
             recheck_missing,
             recheck_after_hours,
             max_in_flight,
+            rebind_destination,
         } => {
             let project = load(&config)?;
             let opts = runner::run::RunOptions {
@@ -388,6 +394,7 @@ fn run(command: Command) -> Result<u8> {
                     recheck_after_hours.max(0.0) * 3600.0,
                 ),
                 max_in_flight,
+                rebind_destination,
                 ..runner::run::RunOptions::default()
             };
             let report = run_activation(&project, &activation, opts)?;

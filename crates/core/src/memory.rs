@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use crate::fingerprint::IN_DOUBT_ROW;
 use crate::plan::{ContactChange, Refresh, SnapshotIndex};
 use crate::ports::{
-    with_in_doubt, ContactRef, ContactWrite, Destination, Existence, InDoubt, Lookup,
+    with_in_doubt, Account, ContactRef, ContactWrite, Destination, Existence, InDoubt, Lookup,
     SnapshotStore, StoredAttribute, WriteOutcome,
 };
 use crate::value::Canonical;
@@ -193,6 +193,7 @@ pub struct MemoryDestination {
     account: Mutex<MemoryAccount>,
     hook: Option<WriteHook>,
     lookup_batch: usize,
+    company: Option<Account>,
 }
 
 impl std::fmt::Debug for MemoryDestination {
@@ -217,7 +218,17 @@ impl MemoryDestination {
             }),
             hook: None,
             lookup_batch: 1,
+            company: None,
         }
+    }
+
+    /// Says it is this account (by default it cannot tell).
+    pub fn with_account(mut self, id: &str, name: &str) -> Self {
+        self.company = Some(Account {
+            id: id.to_owned(),
+            name: Some(name.to_owned()),
+        });
+        self
     }
 
     /// Looks contacts up `n` at a time (as a GraphQL lookup does), instead of one by one.
@@ -317,6 +328,12 @@ impl Destination for MemoryDestination {
 
     fn lookup_batch(&self) -> usize {
         self.lookup_batch
+    }
+
+    fn account(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Option<Account>, MemoryError>> + Send {
+        std::future::ready(Ok(self.company.clone()))
     }
 
     fn write(

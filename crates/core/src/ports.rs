@@ -106,6 +106,15 @@ pub enum Existence {
     NotFound,
 }
 
+/// The account a destination writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// A stable id (Attentive's company id).
+    pub id: String,
+    /// A name for people.
+    pub name: Option<String>,
+}
+
 /// What a lookup found for one contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
@@ -207,6 +216,13 @@ pub trait Destination: Send + Sync {
     /// may shrink during a run, when the destination finds its batches too large).
     fn lookup_batch(&self) -> usize {
         1
+    }
+
+    /// The account (company) the destination writes to, asked once per run so that a state
+    /// file is never used against another account: `Ok(None)` when the destination cannot
+    /// tell (the default).
+    fn account(&self) -> impl Future<Output = Result<Option<Account>, Self::Error>> + Send {
+        std::future::ready(Ok(None))
     }
 
     /// Whether an error stops the whole run (key rejected, permission missing), or fails only

@@ -59,6 +59,11 @@ pub struct RunOptions {
     /// Called once with the run's id as soon as the run is recorded (its lock taken), so that
     /// a frontend can point at a run while it goes on. Not called when the run cannot start.
     pub on_start: Option<OnStart>,
+    /// When the destination's key belongs to another account than the one the state file is
+    /// bound to: bind it to the new account, forgetting the destination's existence cache and
+    /// the snapshots of its activations (the run then checks every contact and backfills).
+    /// Without it such a run stops before sending anything.
+    pub rebind_destination: bool,
 }
 
 /// A callback given the id of a run that has just started (see [`RunOptions::on_start`]).
@@ -79,6 +84,7 @@ impl Default for RunOptions {
             max_in_flight: 16,
             stop: Arc::new(AtomicBool::new(false)),
             on_start: None,
+            rebind_destination: false,
         }
     }
 }
@@ -257,6 +263,16 @@ pub async fn run<D: Destination + 'static>(
             .destinations
             .get(&activation.destination)
             .map_or(DEFAULT_RECHECK_EXISTS_AFTER, |d| d.recheck_exists_after),
+        base_url: project
+            .destinations
+            .get(&activation.destination)
+            .map_or_else(String::new, |d| d.base_url.clone()),
+        destination_activations: project
+            .activations
+            .values()
+            .filter(|a| a.destination == activation.destination)
+            .map(|a| a.name.clone())
+            .collect(),
     };
     let model = Arc::new(ProjectModel {
         project: project.clone(),
@@ -304,6 +320,10 @@ pub struct RunSpec {
     pub duplicates: DuplicatePolicy,
     /// A contact cached as existing is checked again after this long.
     pub recheck_exists_after: Duration,
+    /// The destination's base URL, recorded with its account.
+    pub base_url: String,
+    /// Every activation that sends to the destination (whose snapshots a rebinding forgets).
+    pub destination_activations: Vec<String>,
 }
 
 /// Opens the model of a run, bound to its mapping (and file segment filter). Called once per
@@ -401,6 +421,22 @@ pub async fn execute<D: Destination + 'static>(
     let (lock, run_id) = begin(&mut store, &spec.activation, &halt)?;
     if let Some(on_start) = &opts.on_start {
         (on_start.0)(run_id);
+    }
+    if let Err(msg) = bind_account(&mut store, spec, &*destination, opts.rebind_destination).await?
+    {
+        store.finish_run(run_id, RunStatus::Failed, "{}", Some(&msg))?;
+        lock.release();
+        return Ok(RunReport {
+            run_id,
+            activation: spec.activation.clone(),
+            status: RunStatus::Failed.as_str().to_owned(),
+            counts: RunCounts::default(),
+            plan: PlanCounts::default(),
+            delivery: destination.stats(),
+            existence_checks: 0,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: Some(msg),
+        });
     }
     let store = SharedStore(Arc::new(Mutex::new(store)));
     let ended = |status: RunStatus, message: String| RunReport {
@@ -537,6 +573,75 @@ fn begin(
     store.mark_interrupted_runs(activation)?;
     let run_id = store.begin_run(activation, RunKind::Run)?;
     Ok((lock, run_id))
+}
+
+/// Stage 1b: asks the destination which account its key belongs to (once per run) and
+/// checks it is the one the state file's existence cache and snapshots belong to: the first
+/// run binds the destination to it; a run on another account stops before anything is sent
+/// (`Ok(Err(why))`), unless `rebind` says to forget what belonged to the old account.
+async fn bind_account<D: Destination>(
+    store: &mut StateStore,
+    spec: &RunSpec,
+    destination: &D,
+    rebind: bool,
+) -> Result<Result<(), String>, Error> {
+    let account = match destination.account().await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            tracing::warn!(
+                destination = %spec.destination,
+                "the destination does not say which account it is; the state file is not bound to one"
+            );
+            return Ok(Ok(()));
+        }
+        Err(e) => {
+            return Ok(Err(format!(
+                "asking Attentive which account the key of destination `{}` belongs to (GET /v1/me) failed, so nothing was sent: {}",
+                spec.destination,
+                crate::error_chain(&e)
+            )))
+        }
+    };
+    let name = account.name.as_deref();
+    let describe = |id: &str, name: Option<&str>| match name {
+        Some(n) => format!("{n:?} (company id {id})"),
+        None => format!("company id {id}"),
+    };
+    match store.account_binding(&spec.destination)? {
+        Some(b) if b.company_id != account.id && !rebind => Ok(Err(format!(
+            "destination `{}` now reaches {} at {}, but this state file belongs to {} (bound at {} through {}): its existence cache and snapshots describe that account's contacts, so nothing was sent. If the key or base_url is wrong, fix it; to start over on the new account, run again with --rebind-destination (it forgets this destination's existence cache and the snapshots of {}, then checks every contact again and backfills), or point [state] path at another file",
+            spec.destination,
+            describe(&account.id, name),
+            spec.base_url,
+            describe(&b.company_id, b.company_name.as_deref()),
+            b.bound_at,
+            b.base_url,
+            spec.destination_activations.join(", "),
+        ))),
+        Some(b) if b.company_id != account.id => {
+            let activations: Vec<&str> =
+                spec.destination_activations.iter().map(String::as_str).collect();
+            let forgotten = store.rebind_account(
+                &spec.destination,
+                &activations,
+                &account.id,
+                name,
+                &spec.base_url,
+            )?;
+            tracing::warn!(
+                destination = %spec.destination,
+                from = %b.company_id,
+                to = %account.id,
+                forgotten,
+                "destination bound to another account: its existence cache and its activations' snapshots were forgotten"
+            );
+            Ok(Ok(()))
+        }
+        _ => {
+            store.bind_account(&spec.destination, &account.id, name, &spec.base_url)?;
+            Ok(Ok(()))
+        }
+    }
 }
 
 /// Stage 2 (pass 1): plans the whole model only to find duplicated identifiers (key hash →

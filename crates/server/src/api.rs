@@ -137,7 +137,7 @@ async fn list_activations(
     path = "/api/v1/activations/{name}/runs",
     tag = "activations",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The activation")),
+    params(("name" = String, Path, description = "The activation"), StartQuery),
     responses(
         (status = 202, description = "Started; follow it at `location` (also the Location header)", body = StartedRun),
         (status = 404, description = "No such activation (`activation_not_found`)", body = ErrorBody),
@@ -150,10 +150,15 @@ async fn list_activations(
 async fn start_run(
     State(app): State<Arc<App>>,
     name: Result<Path<String>, PathRejection>,
+    q: Result<Query<StartQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let name = path(name)?;
+    let q = query(q)?;
     app.activation(&name)?;
-    let run_id = runs::start(&app, &name, Trigger::Manual).await?;
+    let how = runs::StartOptions {
+        rebind_destination: q.rebind_destination.unwrap_or(false),
+    };
+    let run_id = runs::start_with(&app, &name, Trigger::Manual, how).await?;
     let location = format!("/api/v1/runs/{run_id}");
     Ok((
         StatusCode::ACCEPTED,
@@ -165,6 +170,16 @@ async fn start_run(
         }),
     )
         .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct StartQuery {
+    /// The destination's key now belongs to another Attentive account than the state file:
+    /// bind it to that account, forgetting the destination's existence cache and the
+    /// snapshots of its activations (`run --rebind-destination`). Default false: such a run
+    /// fails before sending anything.
+    rebind_destination: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -199,9 +199,26 @@ impl From<StartError> for ApiError {
     }
 }
 
+/// How a run is started beyond its trigger.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// See `runner::run::RunOptions::rebind_destination`.
+    pub rebind_destination: bool,
+}
+
 /// Starts a run of the activation (which must exist) in the background; returns its id once
 /// it is recorded, or why it could not start.
 pub async fn start(app: &Arc<App>, activation: &str, trigger: Trigger) -> Result<i64, StartError> {
+    start_with(app, activation, trigger, StartOptions::default()).await
+}
+
+/// [`start`], with options.
+pub async fn start_with(
+    app: &Arc<App>,
+    activation: &str,
+    trigger: Trigger,
+    how: StartOptions,
+) -> Result<i64, StartError> {
     if app.is_shutting_down() {
         return Err(StartError::ShuttingDown);
     }
@@ -254,6 +271,7 @@ pub async fn start(app: &Arc<App>, activation: &str, trigger: Trigger) -> Result
         max_in_flight: app.settings.max_in_flight.max(1),
         stop: entry.stop.clone(),
         on_start: Some(on_start),
+        rebind_destination: how.rebind_destination,
         ..RunOptions::default()
     };
     let span = tracing::info_span!("run", activation = %activation, trigger = trigger.as_str());

@@ -590,3 +590,61 @@ async fn unknown_contacts_are_looked_up_in_batches() {
     assert_eq!(report.counts.updated as usize, account.writes.len());
     assert!(report.counts.not_found > 100, "{report:?}");
 }
+
+/// The state file belongs to one account: a run whose key reaches another stops before
+/// anything is sent, naming both; `rebind_destination` forgets that destination's cache and
+/// snapshots, and the next run checks every contact again and backfills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_another_account_stops_the_run_until_the_destination_is_rebound() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 40);
+    let emails = sample_emails(dir.path());
+    let sandbox = Arc::new(
+        MemoryDestination::with_contacts(emails.iter().cloned()).with_account("C-SBX", "Sandbox"),
+    );
+    let first = run_memory(&project, &sandbox, RunOptions::default()).await;
+    assert!(first.counts.updated > 30, "{first:?}");
+    let store = StateStore::open(&project.state_path).unwrap();
+    assert_eq!(
+        store
+            .account_binding("attentive")
+            .unwrap()
+            .unwrap()
+            .company_id,
+        "C-SBX"
+    );
+    drop(store);
+
+    let production = Arc::new(
+        MemoryDestination::with_contacts(emails.iter().cloned()).with_account("C-PRD", "Acme"),
+    );
+    let refused = run_memory(&project, &production, RunOptions::default()).await;
+    assert_eq!(refused.status, "failed", "{refused:?}");
+    let error = refused.error.unwrap_or_default();
+    for needle in [
+        "\"Acme\" (company id C-PRD)",
+        "\"Sandbox\" (company id C-SBX)",
+        "--rebind-destination",
+    ] {
+        assert!(error.contains(needle), "{needle}: {error}");
+    }
+    let account = production.account();
+    assert_eq!((account.writes.len(), account.checks), (0, 0));
+
+    let opts = RunOptions {
+        rebind_destination: true,
+        ..RunOptions::default()
+    };
+    let backfill = run_memory(&project, &production, opts).await;
+    assert_eq!(
+        backfill.counts.updated, first.counts.updated,
+        "{backfill:?}"
+    );
+    assert_eq!(
+        backfill.existence_checks,
+        first.counts.updated + first.counts.not_found,
+        "every contact is checked again on the new account"
+    );
+    let again = run_memory(&project, &production, RunOptions::default()).await;
+    assert_eq!(again.counts.updated, 0, "{again:?}");
+}
