@@ -173,6 +173,9 @@ pub struct MemoryAccount {
     /// Contact key → attribute key ([`crate::AttributeId::key`]) → value. A cleared value is
     /// removed.
     pub contacts: BTreeMap<String, BTreeMap<String, Canonical>>,
+    /// Other identifiers of contacts (a phone of an email contact...): identifier → the key
+    /// of the contact that holds it.
+    pub aliases: BTreeMap<String, String>,
     /// Every write received, in order (answered or not).
     pub writes: Vec<ContactWrite>,
     /// Contacts looked up (one by one or in batches).
@@ -222,6 +225,15 @@ impl MemoryDestination {
         }
     }
 
+    /// Gives contact `owner` another identifier (a phone of an email contact): lookups of it
+    /// find `owner`, with the same id.
+    pub fn with_alias(self, identifier: &str, owner: &str) -> Self {
+        self.lock()
+            .aliases
+            .insert(identifier.to_owned(), owner.to_owned());
+        self
+    }
+
     /// Says it is this account (by default it cannot tell).
     pub fn with_account(mut self, id: &str, name: &str) -> Self {
         self.company = Some(Account {
@@ -259,18 +271,26 @@ impl MemoryDestination {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// One lookup request.
-    fn look_up(&self, contacts: &[ContactRef]) -> Vec<Existence> {
+    /// One lookup request. A contact's id is its key (the key of the contact an alias
+    /// belongs to).
+    fn look_up(&self, contacts: &[ContactRef]) -> Vec<Lookup> {
         let mut account = self.lock();
         account.lookups += 1;
         account.checks += contacts.len() as u64;
         contacts
             .iter()
             .map(|c| {
-                if account.contacts.contains_key(&c.key) {
-                    Existence::Exists
+                let owner = if account.contacts.contains_key(&c.key) {
+                    Some(c.key.clone())
                 } else {
-                    Existence::NotFound
+                    account.aliases.get(&c.key).cloned()
+                };
+                match owner {
+                    Some(id) => Lookup {
+                        existence: Existence::Exists,
+                        id: Some(id),
+                    },
+                    None => Lookup::existence(Existence::NotFound),
                 }
             })
             .collect()
@@ -311,7 +331,7 @@ impl Destination for MemoryDestination {
         contact: &ContactRef,
     ) -> impl std::future::Future<Output = Result<Existence, MemoryError>> + Send {
         let mut found = self.look_up(std::slice::from_ref(contact));
-        std::future::ready(Ok(found.pop().unwrap_or(Existence::NotFound)))
+        std::future::ready(Ok(found.pop().map_or(Existence::NotFound, |l| l.existence)))
     }
 
     fn check_many<'a>(
@@ -321,7 +341,7 @@ impl Destination for MemoryDestination {
         let found = contacts
             .chunks(self.lookup_batch)
             .flat_map(|chunk| self.look_up(chunk))
-            .map(|e| Ok(Lookup::existence(e)))
+            .map(Ok)
             .collect();
         std::future::ready(found)
     }

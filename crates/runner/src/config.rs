@@ -123,6 +123,8 @@ pub struct RawActivation {
     pub on_null: OnNull,
     #[serde(default)]
     pub duplicates: DuplicatePolicy,
+    #[serde(default)]
+    pub attach_secondary: AttachSecondary,
     pub schedule: Option<String>,
     /// Narrows the model to a segment: a SQL condition for SQL models, a predicate over
     /// columns for file models.
@@ -204,6 +206,22 @@ pub struct Model {
     pub spec: ModelSpec,
 }
 
+/// What a run does with a new value of the identifier an activation does not match on
+/// (`phone` for an email identifier, `email` for a phone identifier), which Attentive files
+/// under `identifiers` and so links to the contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachSecondary {
+    /// Look it up with the contact first: send it only when no contact has it, or this one
+    /// does; otherwise leave it out (row code `identifier_conflict`).
+    #[default]
+    Checked,
+    /// Send it as it is: it may link two people's profiles if it is stale or shared.
+    Always,
+    /// Never send it.
+    Never,
+}
+
 /// A validated activation: model → destination with a mapping.
 #[derive(Debug, Clone)]
 pub struct Activation {
@@ -211,6 +229,8 @@ pub struct Activation {
     pub model: String,
     pub destination: String,
     pub mapping: Mapping,
+    /// What to do with a new value of the identifier it does not match on.
+    pub attach_secondary: AttachSecondary,
     pub schedule: Option<String>,
     /// The segment of the model this activation sends, when it has a `filter`.
     pub segment: Option<Segment>,
@@ -788,6 +808,7 @@ impl Project {
                             today: None,
                         },
                     },
+                    attach_secondary: a.attach_secondary,
                     schedule: a.schedule.clone(),
                     segment,
                     timezone,

@@ -24,9 +24,9 @@ use sync_core::plan::{ContactChange, PlanCounts, Refresh, RowOutcome};
 use sync_core::ports::{
     ContactRef, ContactWrite, DeliveryStats, Destination, Existence, SnapshotStore, WriteOutcome,
 };
-use sync_core::BoundMapping;
+use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, StandardField};
 
-use crate::config::Project;
+use crate::config::{AttachSecondary, Project};
 use crate::plan::{self, Error as PlanFailure};
 
 /// What stops a run before it can report.
@@ -97,6 +97,11 @@ pub struct RunCounts {
     pub not_found: u64,
     pub rejected: u64,
     pub failed: u64,
+    /// Rows written without their secondary identifier, which belongs to another contact or
+    /// could not be checked (code `identifier_conflict` or `identifier_unchecked`; counted in
+    /// `updated` too).
+    #[serde(default)]
+    pub identifier_conflicts: u64,
 }
 
 /// What a run did.
@@ -140,6 +145,7 @@ enum Commit {
     Updated {
         row: u64,
         change: ContactChange,
+        note: Option<(&'static str, String)>,
     },
     Refresh(Refresh),
     /// A 400: the row fingerprint moves (not re-sent until its values change), values do not.
@@ -168,6 +174,66 @@ struct Work {
     change: ContactChange,
     write: ContactWrite,
     known: Option<Existence>,
+    /// A new value of the identifier the activation does not match on (`attach_secondary =
+    /// "checked"`): looked up with the contact before it may be sent.
+    secondary: Option<(usize, ContactRef)>,
+    /// Why the row's outcome needs a person's eye though it was written (a secondary
+    /// identifier left out): `(code, message)`.
+    note: Option<(&'static str, String)>,
+}
+
+impl Work {
+    /// Leaves the secondary identifier out of the write (and so out of the snapshot: it is
+    /// not re-sent until the row changes).
+    fn remove_secondary(&mut self) {
+        if let Some((index, _)) = self.secondary.take() {
+            if index < self.change.changes.len() {
+                self.change.changes.remove(index);
+            }
+            // The write lists the change's attributes in the same order.
+            if index < self.write.attributes.len() {
+                self.write.attributes.remove(index);
+            }
+        }
+    }
+
+    /// [`Work::remove_secondary`], recording why on the row.
+    fn drop_secondary(&mut self, code: &'static str, message: String) {
+        self.remove_secondary();
+        self.note = Some((code, message));
+    }
+}
+
+/// The standard field that holds an identifier of this kind.
+fn secondary_field(kind: IdentifierKind) -> StandardField {
+    match kind {
+        IdentifierKind::Email => StandardField::Email,
+        IdentifierKind::Phone => StandardField::Phone,
+    }
+}
+
+/// The new value of the identifier an activation does not match on, in a change, as a contact
+/// reference (`phone` for an email identifier, `email` for a phone identifier).
+/// Returns its index in the change's attributes too.
+fn secondary_of(mapping: &BoundMapping, change: &ContactChange) -> Option<(usize, ContactRef)> {
+    let kind = match mapping.identifier.kind {
+        IdentifierKind::Email => IdentifierKind::Phone,
+        IdentifierKind::Phone => IdentifierKind::Email,
+    };
+    let field = AttributeId::Standard(secondary_field(kind));
+    change.changes.iter().enumerate().find_map(|(i, c)| {
+        let attribute = &mapping.attributes.get(c.attribute)?.attribute;
+        match (&c.value, *attribute == field) {
+            (Some(Canonical::Text(v)), true) => Some((
+                i,
+                ContactRef {
+                    kind,
+                    key: v.clone(),
+                },
+            )),
+            _ => None,
+        }
+    })
 }
 
 fn attributes_json(w: &ContactWrite) -> String {
@@ -263,6 +329,7 @@ pub async fn run<D: Destination + 'static>(
             .destinations
             .get(&activation.destination)
             .map_or(DEFAULT_RECHECK_EXISTS_AFTER, |d| d.recheck_exists_after),
+        attach_secondary: activation.attach_secondary,
         base_url: project
             .destinations
             .get(&activation.destination)
@@ -320,6 +387,8 @@ pub struct RunSpec {
     pub duplicates: DuplicatePolicy,
     /// A contact cached as existing is checked again after this long.
     pub recheck_exists_after: Duration,
+    /// What to do with a new value of the identifier the activation does not match on.
+    pub attach_secondary: AttachSecondary,
     /// The destination's base URL, recorded with its account.
     pub base_url: String,
     /// Every activation that sends to the destination (whose snapshots a rebinding forgets).
@@ -760,12 +829,30 @@ fn plan_changes(
                         })
                         .map_err(PlanFailure::Store)?;
                     counters.changed.fetch_add(1, Ordering::Relaxed);
-                    let next = Work {
+                    let mut next = Work {
                         row: p.row,
                         write: c.to_write(mapping),
                         change: c.clone(),
                         known,
+                        secondary: secondary_of(mapping, c),
+                        note: None,
                     };
+                    match spec.attach_secondary {
+                        AttachSecondary::Always => next.secondary = None,
+                        AttachSecondary::Never => {
+                            if next.secondary.is_some() {
+                                next.remove_secondary();
+                            }
+                        }
+                        // Looked up with the contact, which then needs a lookup too (for its
+                        // id), unless it is known not to exist.
+                        AttachSecondary::Checked if next.secondary.is_some() => {
+                            if next.known == Some(Existence::Exists) {
+                                next.known = None;
+                            }
+                        }
+                        AttachSecondary::Checked => {}
+                    }
                     if work.blocking_send(next).is_err() {
                         // Delivery stopped (fatal error or interrupt).
                         return Err(PlanFailure::Stopped("delivery stopped"));
@@ -925,16 +1012,54 @@ async fn look_up<D: Destination>(
     counters
         .existence_checks
         .fetch_add(contacts.len() as u64, Ordering::Relaxed);
-    let refs: Vec<ContactRef> = contacts.iter().map(|w| w.change.contact.clone()).collect();
+    let mut refs: Vec<ContactRef> = Vec::with_capacity(contacts.len());
+    for w in &contacts {
+        refs.push(w.change.contact.clone());
+        refs.extend(w.secondary.as_ref().map(|(_, c)| c.clone()));
+    }
     let answers = destination.check_many(&refs).await;
     let mut exists = Vec::with_capacity(contacts.len());
     let mut answers = answers.into_iter();
     for mut work in contacts.drain(..) {
         let contact = work.change.contact.clone();
-        match answers.next() {
+        let answer = answers.next();
+        let secondary = work.secondary.is_some().then(|| answers.next()).flatten();
+        match answer {
             Some(Ok(lookup)) => {
                 send(Commit::Existence(contact.clone(), lookup.existence));
                 work.known = Some(lookup.existence);
+                if let Some((_, held)) = &work.secondary {
+                    let (what, value) = (held.kind.as_str(), held.key.clone());
+                    match secondary {
+                        Some(Ok(s)) if s.existence == Existence::NotFound => {}
+                        Some(Ok(s)) if s.id.is_some() && s.id == lookup.id => {}
+                        Some(Ok(s)) => work.drop_secondary(
+                            "identifier_conflict",
+                            if s.id.is_some() {
+                                format!(
+                                    "{what} {value} belongs to another Attentive contact, so it was not attached to {} (sending both would link two people's profiles); the row's other attributes were sent. Correct the {what} in the model, or set attach_secondary = \"always\" if they are one person",
+                                    contact.key
+                                )
+                            } else {
+                                format!(
+                                    "{what} {value} is already held by an Attentive contact and this existence check cannot tell whether it is {} (existence_check = \"subscriptions\"), so it was not attached; the row's other attributes were sent",
+                                    contact.key
+                                )
+                            },
+                        ),
+                        Some(Err(e)) => work.drop_secondary(
+                            "identifier_unchecked",
+                            format!(
+                                "who holds {what} {value} could not be checked ({}), so it was not attached this time; the row's other attributes were sent",
+                                crate::error_chain(&e)
+                            ),
+                        ),
+                        None => work.drop_secondary(
+                            "identifier_unchecked",
+                            format!("who holds {what} {value} could not be checked, so it was not attached this time"),
+                        ),
+                    }
+                }
                 match lookup.existence {
                     Existence::Exists => exists.push(work),
                     Existence::NotFound => send(Commit::NotFound {
@@ -983,6 +1108,7 @@ fn conclude(
         not_found: outcome_counts.not_found,
         rejected: plan_counts.rejected + outcome_counts.rejected,
         failed: outcome_counts.failed,
+        identifier_conflicts: outcome_counts.identifier_conflicts,
     };
     let (status, error) = if let Some(f) = halt.reason() {
         (RunStatus::Failed, Some(f))
@@ -999,7 +1125,7 @@ fn conclude(
             Error::Store(s) => return Err(Error::Store(s)),
             other => (RunStatus::Failed, Some(crate::error_chain(&other))),
         }
-    } else if counts.rejected + counts.failed + counts.not_found > 0 {
+    } else if counts.rejected + counts.failed + counts.not_found + counts.identifier_conflicts > 0 {
         (RunStatus::Partial, None)
     } else {
         (RunStatus::Succeeded, None)
@@ -1170,6 +1296,7 @@ async fn deliver<D: Destination>(
         Ok(WriteOutcome::Acknowledged) => send(Commit::Updated {
             row: work.row,
             change: work.change,
+            note: work.note,
         }),
         Ok(WriteOutcome::Rejected { message }) => send(Commit::Rejected {
             row: work.row,
@@ -1204,6 +1331,7 @@ struct OutcomeCounts {
     not_found: u64,
     rejected: u64,
     failed: u64,
+    identifier_conflicts: u64,
 }
 
 /// Most results committed in one transaction.
@@ -1298,14 +1426,17 @@ fn commit_all(
                     batch.sending.push(change);
                     marked.push(m);
                 }
-                Commit::Updated { row, change } => {
+                Commit::Updated { row, change, note } => {
                     counts.updated += 1;
+                    counts.identifier_conflicts += u64::from(note.is_some());
+                    let (code, message) =
+                        note.map_or((None, None), |(c, m)| (Some(c.to_owned()), Some(m)));
                     batch.rows.push(RunRow {
                         row_number: row,
                         contact_key: Some(change.contact.key.clone()),
                         outcome: Outcome::Updated,
-                        code: None,
-                        message: None,
+                        code,
+                        message,
                         attributes_json: Some(attributes_json(&change.to_write(mapping))),
                     });
                     batch.acknowledged.push(change);

@@ -339,6 +339,7 @@ mod tests {
                 not_found: 1,
                 rejected: 2,
                 failed: 0,
+                identifier_conflicts: 0,
             },
             plan,
             delivery: sync_core::ports::DeliveryStats {

@@ -576,12 +576,16 @@ async fn unknown_contacts_are_looked_up_in_batches() {
     );
     let report = run_memory(&project, &dest, RunOptions::default()).await;
     let account = dest.account();
-    let looked_up = report.counts.updated + report.counts.not_found;
-    assert_eq!(account.checks, looked_up, "{report:?}");
+    let contacts = report.counts.updated + report.counts.not_found;
+    assert_eq!(report.existence_checks, contacts, "{report:?}");
+    // The sample maps `phone` too: each new phone is looked up with its contact.
+    let phones = report.plan.attributes_to_send["std:phone"];
+    assert_eq!(account.checks, contacts + phones, "{report:?}");
     assert!(
-        account.lookups <= looked_up.div_ceil(25) + 6,
-        "{} lookup requests for {looked_up} contacts",
-        account.lookups
+        account.lookups <= account.checks.div_ceil(25) + 6,
+        "{} lookup requests for {} identifiers",
+        account.lookups,
+        account.checks
     );
     assert!(account
         .writes
@@ -647,4 +651,89 @@ async fn a_key_of_another_account_stops_the_run_until_the_destination_is_rebound
     );
     let again = run_memory(&project, &production, RunOptions::default()).await;
     assert_eq!(again.counts.updated, 0, "{again:?}");
+}
+
+/// The sample maps `phone` next to the email identifier, and Attentive files a phone under
+/// `identifiers`, linking it to the contact. A phone held by another contact is left out of
+/// the write (the row's other attributes are sent) with code `identifier_conflict`; one held
+/// by the same contact, or by nobody, is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_held_by_another_contact_is_never_attached() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = sample(dir.path(), 30);
+    let text = std::fs::read_to_string(dir.path().join("data").join("customers.csv")).unwrap();
+    // (email, E.164 phone) of rows with a valid US phone.
+    let with_phone: Vec<(String, String)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            let digits: String = cells[3].chars().filter(char::is_ascii_digit).collect();
+            (digits.len() == 10 && cells[0].contains('@'))
+                .then(|| (cells[0].trim().to_lowercase(), format!("+1{digits}")))
+        })
+        .collect();
+    assert!(with_phone.len() >= 3, "{with_phone:?}");
+    let (a, b, c) = (&with_phone[0], &with_phone[1], &with_phone[2]);
+    let emails = sample_emails(dir.path());
+    let dest = Arc::new(
+        MemoryDestination::with_contacts(
+            emails
+                .iter()
+                .cloned()
+                .chain(["someone@else.com".to_owned()]),
+        )
+        .with_alias(&a.1, "someone@else.com")
+        .with_alias(&b.1, &b.0)
+        .with_lookup_batch(25),
+    );
+    let report = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(report.counts.identifier_conflicts, 1, "{report:?}");
+    assert_eq!(report.status, "partial");
+    let account = dest.account();
+    let sent = |key: &str| -> Vec<String> {
+        account
+            .writes
+            .iter()
+            .filter(|w| w.contact.key == key)
+            .flat_map(|w| w.attributes.iter().map(|(id, _)| id.key()))
+            .collect()
+    };
+    assert!(
+        !sent(&a.0).contains(&"std:phone".to_owned()),
+        "{:?}",
+        sent(&a.0)
+    );
+    assert!(
+        sent(&a.0).contains(&"std:first_name".to_owned()),
+        "the rest is sent"
+    );
+    assert!(
+        sent(&b.0).contains(&"std:phone".to_owned()),
+        "the same contact's phone"
+    );
+    assert!(
+        sent(&c.0).contains(&"std:phone".to_owned()),
+        "a phone nobody holds"
+    );
+    let store = StateStore::open(&project.state_path).unwrap();
+    let rows = store
+        .run_rows(report.run_id, Some("updated"), 0, 100)
+        .unwrap();
+    let conflict = rows
+        .iter()
+        .find(|r| r.code.as_deref() == Some("identifier_conflict"))
+        .unwrap();
+    assert_eq!(conflict.contact_key.as_deref(), Some(a.0.as_str()));
+    let message = conflict.message.as_deref().unwrap_or("");
+    assert!(
+        message.contains(&a.1) && message.contains("another Attentive contact"),
+        "{message}"
+    );
+    drop(store);
+
+    // Not retried until the row changes; nothing else is re-sent either.
+    let before = dest.account().writes.len();
+    let again = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(dest.account().writes.len(), before, "{again:?}");
 }
