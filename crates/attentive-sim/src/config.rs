@@ -190,8 +190,9 @@ pub enum RateLimitAlgorithm {
     TokenBucket,
 }
 
-/// A contact that exists before any request (a subscriber of the simulated account).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A contact that exists before any request (a subscriber of the simulated account, or a
+/// profile without subscriptions when `subscribed` is false).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct SeedContact {
     /// Email address.
@@ -202,6 +203,23 @@ pub struct SeedContact {
     pub client_user_id: Option<String>,
     /// Custom attributes (scalars); they fix the attribute types like any write.
     pub custom: BTreeMap<String, serde_json::Value>,
+    /// Whether the contact has subscription records (default true). A profile without
+    /// subscriptions answers 404 "Subscriptions not found" on `GET /v1/subscriptions`, as
+    /// Attentive does, while GraphQL finds it and writes update it. Only applies when the
+    /// seed creates the contact; writes never change it.
+    pub subscribed: bool,
+}
+
+impl Default for SeedContact {
+    fn default() -> Self {
+        SeedContact {
+            email: None,
+            phone: None,
+            client_user_id: None,
+            custom: BTreeMap::new(),
+            subscribed: true,
+        }
+    }
 }
 
 impl SeedContact {
@@ -221,10 +239,19 @@ impl SeedContact {
         }
     }
 
+    /// A profile without subscriptions (`subscribed: false`) known by its email.
+    pub fn unsubscribed_email(email: impl Into<String>) -> Self {
+        SeedContact {
+            subscribed: false,
+            ..SeedContact::email(email)
+        }
+    }
+
     /// Loads contacts from a file: a JSON array of objects (`[{"email":..,"phone":..}]`) when
     /// the name ends in `.json` or the content starts with `[`, otherwise a CSV with a header
-    /// naming `email` and/or `phone` (and optionally `clientUserId`) columns; empty cells are
-    /// absent values, other columns are ignored.
+    /// naming `email` and/or `phone` (and optionally `clientUserId` and `subscribed`, which
+    /// takes `true`/`false`, empty meaning true) columns; empty cells are absent values,
+    /// other columns are ignored.
     pub fn load_file(path: impl AsRef<std::path::Path>) -> Result<Vec<SeedContact>, Error> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
@@ -255,6 +282,7 @@ impl SeedContact {
         let email = col(&["email"]);
         let phone = col(&["phone"]);
         let client = col(&["clientuserid"]);
+        let subscribed = col(&["subscribed"]);
         if email.is_none() && phone.is_none() {
             return Err("CSV header must name an email or a phone column".into());
         }
@@ -266,11 +294,25 @@ impl SeedContact {
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned)
             };
+            let subscribed = match cell(subscribed) {
+                None => true,
+                Some(v) => match v.to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "1" => true,
+                    "false" | "no" | "0" => false,
+                    _ => {
+                        return Err(format!(
+                            "line {}: subscribed must be true or false, got '{v}'",
+                            i + 2
+                        ))
+                    }
+                },
+            };
             out.push(SeedContact {
                 email: cell(email),
                 phone: cell(phone),
                 client_user_id: cell(client),
                 custom: BTreeMap::new(),
+                subscribed,
             });
         }
         Ok(out)
@@ -390,7 +432,8 @@ pub struct SimConfig {
     pub listen: SocketAddr,
     /// Accepted API keys. Default: `sim-key` with every permission.
     pub keys: Vec<SimKey>,
-    /// What `GET /v1/me` answers.
+    /// What `GET /v1/me` answers at the start (switchable at runtime with
+    /// [`crate::SimHandle::set_company`] or `PUT /_sim/company`).
     pub company: CompanyInfo,
     /// Requests per second per key on non-bulk endpoints (default 150; 0 = unlimited).
     pub rate_limit_per_second: u32,
@@ -417,6 +460,12 @@ pub struct SimConfig {
     /// connection that closed, so a request still in its injected latency is neither applied
     /// nor logged.
     pub apply_after_disconnect: bool,
+    /// Whether `POST /v1/graphql` exists (default true). When false it answers 404, as for
+    /// an account without the beta GraphQL API.
+    pub graphql_enabled: bool,
+    /// Most `user` fields (aliases) one GraphQL query may select (default 100; 0 = no
+    /// limit). A larger query gets a `QUERY_COMPLEXITY` error and no data.
+    pub graphql_max_aliases: usize,
 }
 
 impl Default for SimConfig {
@@ -435,6 +484,8 @@ impl Default for SimConfig {
             bulk_processing_delay_ms: 0,
             max_logged_requests: 100_000,
             apply_after_disconnect: false,
+            graphql_enabled: true,
+            graphql_max_aliases: 100,
         }
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! It parses requests on its own (plain `serde_json::Value`, no shared types with the real
 //! client) and behaves like Attentive where it matters to a sync: bearer auth and permissions,
-//! `GET /v1/subscriptions` as a read-only existence check, `POST /v2/user/attributes` creating
+//! `GET /v1/subscriptions` as a read-only existence check (404 for a profile without
+//! subscriptions), batched `POST /v1/graphql` user lookups with stable ids, a switchable
+//! account (`GET /v1/me`), `POST /v2/user/attributes` creating
 //! unknown contacts (as Attentive does), custom attribute types fixed by the first value,
 //! v1 custom attributes, bulk jobs with a `.jsonl` result file, per-key rate limits with
 //! `x-ratelimit-*` headers, and reproducible fault injection (errors, latency, dropped
 //! connections, 429 bursts). What an attribute sync must never do (a `subscriptions` field,
-//! `null` values, subscription endpoints) is answered as Attentive would and recorded as a
+//! `null` values, subscription endpoints, GraphQL mutations) is answered as Attentive would and recorded as a
 //! [`Violation`].
 //!
 //! ```no_run
@@ -29,6 +31,7 @@
 //! See `docs/SIMULATOR.md` for the endpoints and the fault model.
 
 mod config;
+mod graphql;
 mod model;
 mod server;
 mod state;

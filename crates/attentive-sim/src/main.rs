@@ -80,6 +80,22 @@ struct Args {
     /// Answer 404 to POST /v1/attributes/custom for unknown users instead of creating them.
     #[arg(long)]
     v1_no_create: bool,
+
+    /// The companyId GET /v1/me answers (the account the key belongs to).
+    #[arg(long, value_name = "ID")]
+    company_id: Option<String>,
+
+    /// The companyName GET /v1/me answers.
+    #[arg(long, value_name = "NAME")]
+    company_name: Option<String>,
+
+    /// Answer 404 to POST /v1/graphql (an account without the beta GraphQL API).
+    #[arg(long)]
+    no_graphql: bool,
+
+    /// Most user aliases in one GraphQL query (0 = no limit).
+    #[arg(long, default_value_t = 100)]
+    graphql_max_aliases: usize,
 }
 
 fn parse_error_rate(spec: &str) -> anyhow::Result<(u16, f64)> {
@@ -115,8 +131,16 @@ fn config(args: &Args) -> anyhow::Result<SimConfig> {
         retry_after_secs: args.retry_after,
         v1_creates_unknown_users: !args.v1_no_create,
         bulk_processing_delay_ms: args.bulk_delay_ms,
+        graphql_enabled: !args.no_graphql,
+        graphql_max_aliases: args.graphql_max_aliases,
         ..SimConfig::default()
     };
+    if let Some(id) = &args.company_id {
+        config.company.company_id.clone_from(id);
+    }
+    if let Some(name) = &args.company_name {
+        config.company.company_name.clone_from(name);
+    }
     if !args.keys.is_empty() {
         config.keys = args
             .keys
@@ -211,5 +235,31 @@ mod tests {
         );
         assert_eq!(c.faults.seed, 7);
         assert!(parse_error_rate("500").is_err());
+        assert!(c.graphql_enabled);
+        assert_eq!(c.graphql_max_aliases, 100);
+        assert_eq!(c.company, attentive_sim::CompanyInfo::default());
+    }
+
+    #[test]
+    fn company_and_graphql_flags() {
+        let args = Args::parse_from([
+            "attentive-sim",
+            "--company-id",
+            "MDc6Q29tcGFueTI",
+            "--company-name",
+            "Hudson & Ivy",
+            "--no-graphql",
+            "--graphql-max-aliases",
+            "25",
+        ]);
+        let c = config(&args).unwrap();
+        assert_eq!(c.company.company_id, "MDc6Q29tcGFueTI");
+        assert_eq!(c.company.company_name, "Hudson & Ivy");
+        assert_eq!(
+            c.company.application_name,
+            attentive_sim::CompanyInfo::default().application_name
+        );
+        assert!(!c.graphql_enabled);
+        assert_eq!(c.graphql_max_aliases, 25);
     }
 }

@@ -87,6 +87,15 @@ pub struct Contact {
     pub origin: ContactOrigin,
     /// Number of writes applied to it (seeding not counted).
     pub writes: u64,
+    /// Whether it has subscription records: false for a profile without subscriptions
+    /// (seeded with `subscribed: false`), which `GET /v1/subscriptions` answers 404. Writes
+    /// never change it; contacts created by writes have it true.
+    #[serde(default = "yes")]
+    pub subscribed: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Contact {
@@ -98,6 +107,12 @@ impl Contact {
     /// A custom attribute's value.
     pub fn custom_value(&self, name: &str) -> Option<&Value> {
         self.custom.get(name).map(|a| &a.value)
+    }
+
+    /// The contact's id in GraphQL answers (`User.id`): base64 of `User:<id>`, unpadded, the
+    /// same on every query.
+    pub fn graphql_id(&self) -> String {
+        base64_unpadded(format!("User:{}", self.id).as_bytes())
     }
 }
 
@@ -179,6 +194,9 @@ pub enum ViolationKind {
     NullValue,
     /// `POST /v1/subscriptions` or `/v1/subscriptions/unsubscribe` was called.
     SubscriptionEndpoint,
+    /// A GraphQL document with a mutation was sent to `POST /v1/graphql` (attentive-sync
+    /// only looks users up).
+    GraphqlMutation,
 }
 
 /// Something an attribute sync must never do. The request is still answered as Attentive
@@ -225,4 +243,37 @@ pub struct BulkJobInfo {
     pub succeeded: usize,
     /// Records answered 400 (after completion).
     pub rejected: usize,
+}
+
+/// Standard base64 without padding (as Attentive's ids, e.g. `MDc6Q29tcGFueTI`).
+pub(crate) fn base64_unpadded(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            let idx = (n >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(ALPHABET[idx as usize]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_attentive_ids() {
+        // Attentive's documented companyId is base64 of "07:Company2", unpadded.
+        assert_eq!(base64_unpadded(b"07:Company2"), "MDc6Q29tcGFueTI");
+        assert_eq!(base64_unpadded(b"User:1"), "VXNlcjox");
+        assert_eq!(base64_unpadded(b"User:12"), "VXNlcjoxMg");
+        assert_eq!(base64_unpadded(b""), "");
+    }
 }

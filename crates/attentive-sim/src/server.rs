@@ -16,14 +16,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
-use crate::config::{Faults, Permission, SeedContact, SimConfig};
+use crate::config::{CompanyInfo, Faults, Permission, SeedContact, SimConfig};
 use crate::model::{BulkJobStatus, ContactOrigin, RequestRecord, ViolationKind};
 use crate::state::{ApplyError, LimitClass, SimHandle, Verdict};
-use crate::validate;
 use crate::Error;
+use crate::{graphql, validate};
 
 /// Largest request body read (bytes).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -151,6 +151,7 @@ fn required_permissions(method: &Method, route: &str) -> &'static [Permission] {
             &[Permission::Attributes, Permission::Subscriptions]
         }
         (_, "/v1/subscriptions" | "/v1/subscriptions/unsubscribe") => &[Permission::Subscriptions],
+        ("POST", GRAPHQL_ROUTE) => &[Permission::Subscriptions],
         _ => &[],
     }
 }
@@ -173,6 +174,8 @@ fn url_for(addr: SocketAddr) -> String {
 }
 
 // ---- the API gate ---------------------------------------------------------------------------
+
+const GRAPHQL_ROUTE: &str = "/v1/graphql";
 
 /// The route template of an API path (the gate only sees matched API routes).
 fn route_template(path: &str) -> String {
@@ -217,11 +220,18 @@ async fn gate(sim: SimHandle, req: Request, next: Next) -> Response {
     let token = bearer(&parts.headers);
     let class = if route.starts_with("/v2/bulk/") {
         LimitClass::Bulk
+    } else if route == GRAPHQL_ROUTE {
+        LimitClass::Graphql
     } else {
         LimitClass::Default
     };
-    let needs = required_permissions(&parts.method, &route);
     let config = sim.config();
+    // A disabled GraphQL route is absent: 404 whatever the key may do.
+    let needs = if route == GRAPHQL_ROUTE && !config.graphql_enabled {
+        &[]
+    } else {
+        required_permissions(&parts.method, &route)
+    };
     let adm = sim
         .lock()
         .admit(config, token.as_deref(), class, needs, Instant::now());
@@ -322,6 +332,13 @@ fn record_violations(
             ViolationKind::SubscriptionEndpoint,
             format!("subscription endpoint called: {endpoint}"),
         )),
+        "POST /v1/graphql" => {
+            if let Some(query) = body.get("query").and_then(Value::as_str) {
+                for m in graphql::mutations_in(query) {
+                    found.push((ViolationKind::GraphqlMutation, m));
+                }
+            }
+        }
         "POST /v2/user/attributes" if body.get("subscriptions").is_some() => {
             found.push((ViolationKind::SubscriptionsField, "subscriptions".into()));
         }
@@ -357,7 +374,7 @@ fn record_violations(
 // ---- API handlers ---------------------------------------------------------------------------
 
 async fn me(State(sim): State<SimHandle>) -> Response {
-    Json(sim.config().company.clone()).into_response()
+    Json(sim.company()).into_response()
 }
 
 enum Lookup {
@@ -412,7 +429,11 @@ async fn get_subscriptions(
             let st = sim.lock();
             let contact = lookup.find(&st);
             match contact {
+                // A profile without subscription records looks like nobody, as on Attentive.
                 None => message(StatusCode::NOT_FOUND, "Subscriptions not found"),
+                Some(c) if !c.subscribed => {
+                    message(StatusCode::NOT_FOUND, "Subscriptions not found")
+                }
                 Some(c) => {
                     let mut elig = Vec::new();
                     for (present, channel) in
@@ -430,6 +451,60 @@ async fn get_subscriptions(
             }
         }
     }
+}
+
+/// A request that is not a GraphQL request (body shape): 400 with a GraphQL `errors` array.
+fn graphql_bad_request(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"errors": [{"message": message, "extensions": {"code": "BAD_REQUEST"}}]})),
+    )
+        .into_response()
+}
+
+/// `POST /v1/graphql`: user lookups (see [`graphql`]); 404 when `graphql_enabled` is false.
+async fn post_graphql(
+    State(sim): State<SimHandle>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let config = sim.config();
+    if !config.graphql_enabled {
+        return spring_error(StatusCode::NOT_FOUND, "No endpoint here", path);
+    }
+    let value = match json_body(&headers, &body) {
+        Ok(v) => v,
+        Err(e) => return e.at(path),
+    };
+    let Some(obj) = value.as_object() else {
+        return graphql_bad_request("body must be a JSON object {\"query\": \"...\"}");
+    };
+    let Some(query) = obj.get("query").and_then(Value::as_str) else {
+        return graphql_bad_request("query is required and must be a string");
+    };
+    let empty = Map::new();
+    let variables = match obj.get("variables") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return graphql_bad_request("variables must be a JSON object"),
+    };
+    let operation_name = match obj.get("operationName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return graphql_bad_request("operationName must be a string"),
+    };
+    let st = sim.lock();
+    let answer = graphql::execute(
+        &st,
+        &st.company,
+        config.graphql_max_aliases,
+        query,
+        variables,
+        operation_name,
+    );
+    Json(answer).into_response()
 }
 
 /// `POST /v1/subscriptions` and `/v1/subscriptions/unsubscribe`: accepted (the violation is
@@ -617,6 +692,42 @@ async fn admin_put_faults(State(sim): State<SimHandle>, body: Bytes) -> Response
     }
 }
 
+async fn admin_get_company(State(sim): State<SimHandle>) -> Response {
+    Json(sim.company()).into_response()
+}
+
+/// `PUT /_sim/company`: a `CompanyInfo` object; fields left out keep their current values.
+async fn admin_put_company(State(sim): State<SimHandle>, body: Bytes) -> Response {
+    let patch = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return message(StatusCode::BAD_REQUEST, "expected a JSON object"),
+        Err(e) => return message(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+    };
+    let mut merged = match serde_json::to_value(sim.company()) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for (k, v) in patch {
+        if !merged.contains_key(&k) {
+            return message(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "unknown field '{k}' (allowed: applicationName, attentiveDomainName, \
+                     companyName, contactEmail, companyId)"
+                ),
+            );
+        }
+        merged.insert(k, v);
+    }
+    match serde_json::from_value::<CompanyInfo>(Value::Object(merged)) {
+        Ok(company) => {
+            sim.set_company(company);
+            Json(sim.company()).into_response()
+        }
+        Err(e) => message(StatusCode::BAD_REQUEST, &format!("invalid company: {e}")),
+    }
+}
+
 async fn admin_get_contacts(State(sim): State<SimHandle>) -> Response {
     Json(sim.contacts()).into_response()
 }
@@ -697,10 +808,15 @@ impl Simulator {
             .route("/v2/user/attributes", post(post_v2_user))
             .route("/v2/bulk/user/attributes", post(post_bulk))
             .route("/v2/bulk/job/{id}", get(get_bulk_job))
+            .route(GRAPHQL_ROUTE, post(post_graphql))
             .route_layer(middleware::from_fn_with_state(sim.clone(), api_gate));
         let admin = Router::new()
             .route("/_sim/health", get(|| async { "ok" }))
             .route("/_sim/faults", get(admin_get_faults).put(admin_put_faults))
+            .route(
+                "/_sim/company",
+                get(admin_get_company).put(admin_put_company),
+            )
             .route(
                 "/_sim/contacts",
                 get(admin_get_contacts).post(admin_post_contacts),

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::config::{Faults, Permission, RateLimitAlgorithm, SeedContact, SimConfig};
+use crate::config::{CompanyInfo, Faults, Permission, RateLimitAlgorithm, SeedContact, SimConfig};
 use crate::model::{
     BulkJobInfo, BulkJobStatus, Contact, ContactOrigin, Counters, CustomAttribute, CustomType,
     RequestRecord, Violation, ViolationKind,
@@ -22,6 +22,8 @@ use crate::Error;
 pub(crate) enum LimitClass {
     Default,
     Bulk,
+    /// `POST /v1/graphql`: same limit as `Default`, its own window.
+    Graphql,
 }
 
 /// What the gate decided for an API request.
@@ -135,6 +137,8 @@ pub(crate) struct State {
     faults: Faults,
     rng: StdRng,
     faults_epoch: Instant,
+    /// What `GET /v1/me` and GraphQL `installerCompany` answer (switchable; kept by reset).
+    pub(crate) company: CompanyInfo,
 }
 
 fn is_clear(v: &Value) -> bool {
@@ -142,7 +146,7 @@ fn is_clear(v: &Value) -> bool {
 }
 
 impl State {
-    fn new(faults: Faults) -> Self {
+    fn new(faults: Faults, company: CompanyInfo) -> Self {
         State {
             contacts: Vec::new(),
             by_email: HashMap::new(),
@@ -160,6 +164,7 @@ impl State {
             rng: StdRng::seed_from_u64(faults.seed),
             faults,
             faults_epoch: Instant::now(),
+            company,
         }
     }
 
@@ -210,6 +215,7 @@ impl State {
             custom: BTreeMap::new(),
             origin,
             writes: 0,
+            subscribed: true,
         });
         idx
     }
@@ -345,7 +351,13 @@ impl State {
                 custom,
             };
             match self.apply_write(&write, Some(ContactOrigin::Seed), false) {
-                Ok(true) => created += 1,
+                Ok(true) => {
+                    created += 1;
+                    // The contact just created is the last one.
+                    if let Some(c) = self.contacts.last_mut() {
+                        c.subscribed = s.subscribed;
+                    }
+                }
                 Ok(false) => {}
                 Err(ApplyError::BadRequest(m)) => return Err(err(format!("{path}: {m}"))),
                 Err(ApplyError::NotFound) => {}
@@ -383,7 +395,7 @@ impl State {
         };
         let delay = Duration::from_millis(f.latency_ms + jitter + spike);
         let limit = match class {
-            LimitClass::Default => config.rate_limit_per_second,
+            LimitClass::Default | LimitClass::Graphql => config.rate_limit_per_second,
             LimitClass::Bulk => config.bulk_rate_limit_per_second,
         };
         let mut adm = Admission {
@@ -598,7 +610,7 @@ impl SimHandle {
     /// A simulator state for `config` (validated, contacts seeded), not yet serving.
     pub fn new(config: SimConfig) -> Result<Self, Error> {
         config.validate()?;
-        let mut state = State::new(config.faults.clone());
+        let mut state = State::new(config.faults.clone(), config.company.clone());
         state.seed(&config.contacts)?;
         Ok(SimHandle {
             shared: Arc::new(Shared {
@@ -736,11 +748,24 @@ impl SimHandle {
     }
 
     /// Back to the configured start: contacts, types, log, counters, violations, jobs, rate
-    /// windows cleared; seed contacts and faults from the config restored.
+    /// windows cleared; seed contacts and faults from the config restored. The current
+    /// company (see [`SimHandle::set_company`]) is kept.
     pub fn reset(&self) -> Result<(), Error> {
-        let mut fresh = State::new(self.shared.config.faults.clone());
+        let company = self.company();
+        let mut fresh = State::new(self.shared.config.faults.clone(), company);
         fresh.seed(&self.shared.config.contacts)?;
         *self.lock() = fresh;
         Ok(())
+    }
+
+    /// The company `GET /v1/me` answers now (and GraphQL `installerCompany { id name }`).
+    pub fn company(&self) -> CompanyInfo {
+        self.lock().company.clone()
+    }
+
+    /// Switches the account: `GET /v1/me` (and GraphQL `installerCompany`) answer `company`
+    /// from now on, until the next switch; [`SimHandle::reset`] keeps it.
+    pub fn set_company(&self, company: CompanyInfo) {
+        self.lock().company = company;
     }
 }
