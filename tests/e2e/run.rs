@@ -12,8 +12,8 @@ use attentive_sim::{
 use serde_json::{json, Value};
 
 use crate::support::{
-    bin, body_email, has_key, last_seq, requests_after, seed, sim_config, sim_config_jsonl,
-    start_sim, writes_after, Project, WRITE,
+    bin, body_email, has_key, last_seq, requests_after, seed, sent_after, sim_config,
+    sim_config_jsonl, start_sim, writes_after, Project, WRITE,
 };
 
 /// A project over `data/m.csv` pointed at `sim`.
@@ -151,15 +151,17 @@ fn a_rerun_without_changes_sends_nothing_and_one_cell_sends_one_attribute() {
         Some("Denver")
     );
 
-    // Second run, nothing changed: not one request (existence is cached, values unchanged).
+    // Second run, nothing changed: not one request but the account check (existence is
+    // cached, values unchanged).
     let before = last_seq(&sim);
     let (_, second) = p.sync();
     assert_eq!(
-        requests_after(&sim, before).len(),
+        sent_after(&sim, before).len(),
         0,
         "{:#?}",
         requests_after(&sim, before)
     );
+    assert_eq!(requests_after(&sim, before).len(), 1, "GET /v1/me, once");
     assert_eq!(count(&second, "updated"), 0, "{second}");
     assert_eq!(count(&second, "unchanged"), 10, "{second}");
 
@@ -191,7 +193,7 @@ fn a_rerun_without_changes_sends_nothing_and_one_cell_sends_one_attribute() {
         Some("Springfield")
     );
     assert_eq!(
-        requests_after(&sim, before).len(),
+        sent_after(&sim, before).len(),
         1,
         "no existence check for a known contact"
     );
@@ -336,8 +338,9 @@ fn contacts_not_in_attentive_are_not_found_and_never_created() {
         })
         .collect();
     assert_eq!(about_ghost.len(), 1, "{about_ghost:#?}");
-    assert_eq!(about_ghost[0].endpoint, "GET /v1/subscriptions");
-    assert_eq!(about_ghost[0].status, Some(404));
+    assert_eq!(about_ghost[0].endpoint, "POST /v1/graphql");
+    assert_eq!(about_ghost[0].status, Some(200));
+    assert!(!about_ghost[0].body.to_string().contains("mutation"));
 
     assert_eq!(
         sim.contact_count(),
@@ -356,19 +359,19 @@ fn contacts_not_in_attentive_are_not_found_and_never_created() {
     );
     assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
 
-    // The next run trusts the cache: no request at all, and still not found.
+    // The next run trusts the cache: no request but the account check, and still not found.
     let before = last_seq(&sim);
     let (_, again) = p.sync();
-    assert_eq!(requests_after(&sim, before).len(), 0);
+    assert_eq!(sent_after(&sim, before).len(), 0);
     assert_eq!(count(&again, "not_found"), 1, "{again}");
     // --recheck-missing looks again, read-only.
     let before = last_seq(&sim);
     let (r, rechecked) = p.sync_with(attentive_sim::DEFAULT_KEY, &["--recheck-missing"]);
     assert_eq!(r.code, 3, "{}", r.all());
     assert_eq!(count(&rechecked, "not_found"), 1, "{rechecked}");
-    let sent = requests_after(&sim, before);
+    let sent = sent_after(&sim, before);
     assert_eq!(sent.len(), 1, "{sent:#?}");
-    assert_eq!(sent[0].endpoint, "GET /v1/subscriptions");
+    assert_eq!(sent[0].endpoint, "POST /v1/graphql");
     assert_eq!(sim.contact_count(), contacts_before);
     assert!(sim.violations().is_empty(), "{:#?}", sim.violations());
 }
@@ -653,14 +656,17 @@ fn faults_are_survived_and_the_final_state_equals_the_model() {
     let before = last_seq(&sim);
     let (_, further) = p.sync();
     assert_eq!(
-        requests_after(&sim, before).len(),
+        sent_after(&sim, before).len(),
         0,
         "a further run sends nothing: {further}"
     );
     assert_eq!(count(&further, "updated"), 0);
 
-    // Every city changes while Attentive is down (503 to everything): the writes fail once
-    // the retries are spent, nothing is applied, and the snapshot does not move.
+    // Every city changes while Attentive is down (503 to everything): the account check
+    // every run makes first fails once its retries are spent, so the run fails before sending
+    // anything (exit 1); nothing is applied and the snapshot does not move. (Writes that fail
+    // one by one are `failed` rows: `runner` `run::tests::refused_and_failed_writes_make_a_
+    // partial_run`.)
     let old_cities: Vec<String> = people.iter().map(|p| p.city.clone()).collect();
     for (i, person) in people.iter_mut().enumerate() {
         person.city = format!("New {}", CITIES[i % CITIES.len()]);
@@ -672,23 +678,16 @@ fn faults_are_survived_and_the_final_state_equals_the_model() {
     })
     .unwrap();
     let before = last_seq(&sim);
-    let (code, down) = p.sync();
-    assert_eq!(code, 3, "{down}");
-    assert_eq!(count(&down, "failed"), people.len() as u64, "{down}");
+    let (r, down) = p.sync_with(attentive_sim::DEFAULT_KEY, &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(down["status"], "failed", "{down}");
     assert_eq!(count(&down, "updated"), 0, "{down}");
+    let error = down["error"].as_str().unwrap_or("");
+    assert!(error.contains("/v1/me") && error.contains("503"), "{error}");
     let sent = requests_after(&sim, before);
     assert!(
-        sent.iter()
-            .all(|r| r.endpoint == WRITE && r.status == Some(503)),
+        !sent.is_empty() && sent.iter().all(|r| r.endpoint == "GET /v1/me"),
         "{sent:#?}"
-    );
-    let failed = p.runs_show(&down["run_id"], Some("failed"));
-    let rows = failed["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), people.len(), "{failed}");
-    assert!(
-        rows.iter()
-            .all(|r| r["message"].as_str().unwrap().contains("503")),
-        "{failed}"
     );
     for (person, old) in people.iter().zip(&old_cities) {
         assert_eq!(
@@ -708,7 +707,7 @@ fn faults_are_survived_and_the_final_state_equals_the_model() {
     }
     let before = last_seq(&sim);
     p.sync();
-    assert_eq!(requests_after(&sim, before).len(), 0);
+    assert_eq!(sent_after(&sim, before).len(), 0);
 }
 
 // 6 ------------------------------------------------------------------------------------------
@@ -879,7 +878,7 @@ fn kill_trial(trial: u64, people: &[Person]) -> Trial {
     let before = last_seq(&sim);
     let (_, further) = p.sync();
     assert_eq!(
-        requests_after(&sim, before).len(),
+        sent_after(&sim, before).len(),
         0,
         "trial {trial}: {further}"
     );

@@ -173,6 +173,15 @@ pub fn requests_after(
     sim.requests().into_iter().filter(|r| r.seq > seq).collect()
 }
 
+/// What a run sent after `seq` besides `GET /v1/me` (the account check every run makes
+/// once, before anything else).
+pub fn sent_after(sim: &attentive_sim::SimHandle, seq: u64) -> Vec<attentive_sim::RequestRecord> {
+    requests_after(sim, seq)
+        .into_iter()
+        .filter(|r| r.endpoint != "GET /v1/me")
+        .collect()
+}
+
 /// Write requests (`POST /v2/user/attributes`) logged after `seq`.
 pub fn writes_after(sim: &attentive_sim::SimHandle, seq: u64) -> Vec<attentive_sim::RequestRecord> {
     requests_after(sim, seq)

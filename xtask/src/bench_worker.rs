@@ -146,7 +146,16 @@ fn main() -> Result<(), String> {
             let contacts: u64 = args.get(2).and_then(|s| s.parse().ok()).ok_or("contacts")?;
             let latency_ms: u64 = args.get(3).and_then(|s| s.parse().ok()).ok_or("latency")?;
             let rate: u32 = args.get(4).and_then(|s| s.parse().ok()).ok_or("rate")?;
-            println!("{}", deliver(dir, contacts, latency_ms, rate)?);
+            let existence = match args.get(5).map(String::as_str) {
+                None | Some("graphql") => attentive_client::ExistenceStrategy::Graphql,
+                Some("subscriptions") => attentive_client::ExistenceStrategy::Subscriptions,
+                Some(other) => return Err(format!("unknown existence check {other}")),
+            };
+            let absent = args.get(6).is_some_and(|a| a == "absent");
+            println!(
+                "{}",
+                deliver(dir, contacts, latency_ms, rate, existence, absent)?
+            );
         }
         "server" => {
             let num = |i: usize, what: &str| -> Result<u64, String> {
@@ -202,6 +211,17 @@ pub(crate) fn seeded_sim(
     rate: u32,
     latency_ms: u64,
 ) -> Result<attentive_sim::RunningSim, String> {
+    sim_with(dir, contacts, rate, latency_ms, true)
+}
+
+/// [`seeded_sim`]; with `seed` false the simulator holds none of the model's contacts.
+fn sim_with(
+    dir: &Path,
+    contacts: u64,
+    rate: u32,
+    latency_ms: u64,
+    seed: bool,
+) -> Result<attentive_sim::RunningSim, String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let mut model = String::from("email,first_name,tier\n");
@@ -213,9 +233,11 @@ pub(crate) fn seeded_sim(
     for i in 0..contacts {
         let email = format!("user{i}@example.com");
         model.push_str(&format!("{email},Name{i},gold\n"));
-        sim_config
-            .contacts
-            .push(attentive_sim::SeedContact::email(email));
+        if seed {
+            sim_config
+                .contacts
+                .push(attentive_sim::SeedContact::email(email));
+        }
     }
     std::fs::write(dir.join("model.csv"), model).map_err(|e| e.to_string())?;
     let sim = attentive_sim::RunningSim::spawn_on_thread(sim_config).map_err(|e| e.to_string())?;
@@ -229,9 +251,11 @@ fn deliver(
     contacts: u64,
     latency_ms: u64,
     rate: u32,
+    existence: attentive_client::ExistenceStrategy,
+    absent: bool,
 ) -> Result<serde_json::Value, String> {
     use std::sync::Arc;
-    let sim = seeded_sim(dir, contacts, rate, latency_ms)?;
+    let sim = sim_with(dir, contacts, rate, latency_ms, !absent)?;
     let config = format!(
         "[destinations.attentive]\napi_key = \"${{ATTENTIVE_API_KEY}}\"\nbase_url = \"{}\"\nrequests_per_second = {rate}\n\n[models.m]\nsource = \"csv\"\npath = \"model.csv\"\n\n[activations.a]\nmodel = \"m\"\ndestination = \"attentive\"\nidentifier = {{ column = \"email\", kind = \"email\" }}\n[activations.a.standard]\nfirst_name = \"first_name\"\n[activations.a.custom]\n\"Tier\" = \"tier\"\n",
         sim.base_url()
@@ -243,6 +267,7 @@ fn deliver(
     let client_config = attentive_client::ClientConfig {
         base_url: sim.base_url(),
         requests_per_second: f64::from(rate),
+        existence_check: existence,
         ..attentive_client::ClientConfig::new(attentive_client::ApiKey::new(
             attentive_sim::DEFAULT_KEY.into(),
         ))
@@ -265,8 +290,16 @@ fn deliver(
     let seconds = started.elapsed().as_secs_f64();
     let counters = sim.counters();
     let served = counters.total;
+    let lookups = counters
+        .by_endpoint
+        .iter()
+        .filter(|(e, _)| e.as_str() == "POST /v1/graphql" || e.as_str() == "GET /v1/subscriptions")
+        .flat_map(|(_, by_status)| by_status.values())
+        .sum::<u64>();
     Ok(serde_json::json!({
         "contacts": contacts,
+        "existence_requests": lookups,
+        "not_found": report.counts.not_found,
         "updated": report.counts.updated,
         "status": report.status,
         "requests": report.delivery.requests,

@@ -4,7 +4,9 @@
 //!   Chromium and chromedriver (for the dashboard's browser test) if they are missing.
 //! - `cargo xtask ci`: what CI checks (fmt, clippy, cargo-deny, tests).
 //! - `cargo xtask bench plan [--rows N] [--attrs A]`: planner throughput and peak memory.
-//! - `cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R]`: share of the
+//! - `cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence
+//!   graphql,subscriptions] [--absent]`: per existence check strategy, existence requests and
+//!   wall time (`--absent`: Attentive has none of the contacts, lookups only); share of the
 //!   request budget a run uses against the simulator, and its 429s.
 //! - `cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS]`: API
 //!   latency (p50/p99) of concurrent readers of the runs list while a run delivers, and the
@@ -242,7 +244,7 @@ fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Val
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
 
 /// Builds the release `attentive-sync` binary; returns its path.
 fn build_release_cli() -> Result<PathBuf, String> {
@@ -409,22 +411,50 @@ fn bench_deliver(args: &[String]) -> Result<(), String> {
     let contacts = flag(args, "--contacts").unwrap_or_else(|| "2000".into());
     let latency = flag(args, "--latency-ms").unwrap_or_else(|| "50".into());
     let rate = flag(args, "--rate").unwrap_or_else(|| "150".into());
-    let v = worker(
-        "deliver",
-        &root().join("target/bench/deliver"),
-        &[&contacts, &latency, &rate],
-    )?;
-    println!("bench deliver: {contacts} changed contacts, simulator at {rate} req/s per key with {latency} ms latency");
+    let existence = flag(args, "--existence").unwrap_or_else(|| "graphql,subscriptions".into());
+    let absent = args.iter().any(|a| a == "--absent");
     println!(
-        "  {} requests in {:.1} s = {:.1} req/s: {:.1}% of the budget; 429 answers: {} ({:.2}% of requests); run {} ({} updated)",
-        v["requests"],
-        v["seconds"].as_f64().unwrap_or(0.0),
-        v["requests_per_sec"].as_f64().unwrap_or(0.0),
-        100.0 * v["budget_share"].as_f64().unwrap_or(0.0),
-        v["answered_429"],
-        100.0 * v["share_429"].as_f64().unwrap_or(0.0),
-        v["status"].as_str().unwrap_or("?"),
-        v["updated"],
+        "bench deliver: {contacts} changed contacts{}, simulator at {rate} req/s per key with {latency} ms latency",
+        if absent { " that Attentive does not have (lookups only)" } else { "" }
     );
+    let mut wall = Vec::new();
+    for strategy in existence.split(',') {
+        let v = worker(
+            "deliver",
+            &root().join("target/bench/deliver"),
+            &[
+                &contacts,
+                &latency,
+                &rate,
+                strategy,
+                if absent { "absent" } else { "present" },
+            ],
+        )?;
+        let seconds = v["seconds"].as_f64().unwrap_or(0.0);
+        wall.push((
+            strategy.to_owned(),
+            seconds,
+            v["existence_requests"].as_u64().unwrap_or(0),
+        ));
+        println!(
+            "  existence_check = {strategy}: {} existence requests; {} requests in {seconds:.1} s = {:.1} req/s: {:.1}% of the budget; 429 answers: {} ({:.2}% of requests); run {} ({} updated, {} not found)",
+            v["existence_requests"],
+            v["requests"],
+            v["requests_per_sec"].as_f64().unwrap_or(0.0),
+            100.0 * v["budget_share"].as_f64().unwrap_or(0.0),
+            v["answered_429"],
+            100.0 * v["share_429"].as_f64().unwrap_or(0.0),
+            v["status"].as_str().unwrap_or("?"),
+            v["updated"],
+            v["not_found"],
+        );
+    }
+    if let [(a, ta, ra), (b, tb, rb)] = wall.as_slice() {
+        println!(
+            "  {a} vs {b}: existence requests {:.4}x, wall time {:.3}x",
+            *ra as f64 / (*rb).max(1) as f64,
+            ta / tb.max(f64::MIN_POSITIVE)
+        );
+    }
     Ok(())
 }

@@ -27,6 +27,9 @@ pub const USER_AGENT: &str = concat!("attentive-sync/", env!("CARGO_PKG_VERSION"
 /// Response bodies are read up to this many bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// One-contact checks made at once for the contacts of a batch that GraphQL could not answer.
+const REST_FALLBACK_CONCURRENCY: usize = 4;
+
 /// A boxed future, as [`ExistenceCheck`] returns (which keeps that trait object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -317,19 +320,38 @@ impl Client {
                 }
             }
         }
-        // The one-contact check, concurrently (the key's budget paces it).
-        let mut checks = tokio::task::JoinSet::new();
-        for i in rest {
-            let (client, contact) = (self.clone(), contacts[i].clone());
-            checks.spawn(async move {
-                let r = client.existence.check(&client, &contact).await;
-                (i, r.map(Lookup::existence))
-            });
-        }
-        while let Some(done) = checks.join_next().await {
-            match done {
-                Ok((i, r)) => out[i] = Some(r),
-                Err(e) => tracing::error!(error = %e, "an existence check task failed"),
+        // The one-contact check, a few at a time (the key's budget paces them), none started
+        // after an error that stops the run (a 403: they would all get it).
+        let mut stopped: Option<String> = None;
+        for chunk in rest.chunks(REST_FALLBACK_CONCURRENCY) {
+            if let Some(why) = &stopped {
+                for &i in chunk {
+                    out[i] = Some(Err(Error::Transient {
+                        reason: format!("not checked: {why}"),
+                    }));
+                }
+                continue;
+            }
+            let mut checks = tokio::task::JoinSet::new();
+            for &i in chunk {
+                let (client, contact) = (self.clone(), contacts[i].clone());
+                checks.spawn(async move {
+                    let r = client.existence.check(&client, &contact).await;
+                    (i, r.map(Lookup::existence))
+                });
+            }
+            while let Some(done) = checks.join_next().await {
+                match done {
+                    Ok((i, r)) => {
+                        if let Err(e) = &r {
+                            if e.is_fatal() {
+                                stopped.get_or_insert_with(|| e.to_string());
+                            }
+                        }
+                        out[i] = Some(r);
+                    }
+                    Err(e) => tracing::error!(error = %e, "an existence check task failed"),
+                }
             }
         }
         out.into_iter()
@@ -366,6 +388,38 @@ impl Client {
     /// `GET /v1/me`: who the key belongs to. Checks the key (401), not its permissions.
     pub async fn me(&self) -> Result<Me, Error> {
         let r = self.send(&Request::get(wire::PATH_ME)).await?;
+        if r.is_success() {
+            Ok(Me::parse(&r.body))
+        } else {
+            Err(Error::Rejected {
+                status: r.status,
+                message: r.message(),
+            })
+        }
+    }
+
+    /// [`Client::me`] as a run asks it before its first request: with few retries (it is one
+    /// request, and it holds up the run), and a base URL that answers nothing at all is
+    /// [`Error::Unreachable`] at once.
+    async fn who_am_i(&self) -> Result<Me, Error> {
+        let request = Request::get(wire::PATH_ME);
+        let r = match self.send_retrying(&request, 2).await {
+            Ok(r) => r,
+            // No answer at all: do not wait through every retry to say so.
+            Err(Error::RetriesExhausted { attempts, last })
+                if self.inner.connect_failures.load(Ordering::Relaxed) >= attempts =>
+            {
+                return Err(Error::Unreachable {
+                    url: self.inner.base.clone(),
+                    failures: attempts,
+                    last,
+                    destination: self.inner.config.destination.clone(),
+                })
+            }
+            // Answers that may pass (503, 429): the usual retries.
+            Err(Error::RetriesExhausted { .. }) => self.send(&request).await?,
+            Err(e) => return Err(e),
+        };
         if r.is_success() {
             Ok(Me::parse(&r.body))
         } else {
@@ -420,10 +474,20 @@ impl Client {
     /// decides what it means. `Err(Unauthorized | Forbidden)` for 401/403, which stop a run;
     /// `Err(RetriesExhausted)` when the retries allowed are spent.
     pub async fn send(&self, request: &Request) -> Result<Response, Error> {
+        self.send_retrying(request, self.inner.config.max_retries)
+            .await
+    }
+
+    /// [`Client::send`] with at most `max_retries` retries.
+    async fn send_retrying(&self, request: &Request, max_retries: u32) -> Result<Response, Error> {
         let url = self.url(request)?;
         let inner = &*self.inner;
         inner.retry_tokens.deposit();
-        let mut backoff = inner.backoff.build();
+        let mut backoff = FullJitter {
+            max_retries: max_retries.min(inner.config.max_retries),
+            ..inner.backoff
+        }
+        .build();
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
@@ -663,7 +727,7 @@ impl Destination for Client {
     }
 
     async fn account(&self) -> Result<Option<sync_core::ports::Account>, Error> {
-        let me = self.me().await?;
+        let me = self.who_am_i().await?;
         Ok(me.company_id.map(|id| sync_core::ports::Account {
             id,
             name: me.company_name,

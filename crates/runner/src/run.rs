@@ -491,9 +491,10 @@ pub async fn execute<D: Destination + 'static>(
     if let Some(on_start) = &opts.on_start {
         (on_start.0)(run_id);
     }
-    if let Err(msg) = bind_account(&mut store, spec, &*destination, opts.rebind_destination).await?
-    {
-        store.finish_run(run_id, RunStatus::Failed, "{}", Some(&msg))?;
+    let store = SharedStore(Arc::new(Mutex::new(store)));
+    // Before planning: rebinding forgets the cache and snapshots that planning reads.
+    if let Err(msg) = bind_account(&store, spec, &*destination, opts.rebind_destination).await {
+        store.with(|s| s.finish_run(run_id, RunStatus::Failed, "{}", Some(&msg)))?;
         lock.release();
         return Ok(RunReport {
             run_id,
@@ -507,7 +508,6 @@ pub async fn execute<D: Destination + 'static>(
             error: Some(msg),
         });
     }
-    let store = SharedStore(Arc::new(Mutex::new(store)));
     let ended = |status: RunStatus, message: String| RunReport {
         run_id,
         activation: spec.activation.clone(),
@@ -644,32 +644,41 @@ fn begin(
     Ok((lock, run_id))
 }
 
-/// Stage 1b: asks the destination which account its key belongs to (once per run) and
-/// checks it is the one the state file's existence cache and snapshots belong to: the first
-/// run binds the destination to it; a run on another account stops before anything is sent
-/// (`Ok(Err(why))`), unless `rebind` says to forget what belonged to the old account.
+/// Stage 1b: asks the destination which account its key belongs to (once per run, before
+/// planning) and checks it is the one the state file's existence cache and snapshots
+/// belong to (see [`check_account`]). `Err(why)` stops the run before anything is sent.
 async fn bind_account<D: Destination>(
-    store: &mut StateStore,
+    store: &SharedStore,
     spec: &RunSpec,
     destination: &D,
     rebind: bool,
-) -> Result<Result<(), String>, Error> {
-    let account = match destination.account().await {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            tracing::warn!(
-                destination = %spec.destination,
-                "the destination does not say which account it is; the state file is not bound to one"
-            );
-            return Ok(Ok(()));
-        }
-        Err(e) => {
-            return Ok(Err(format!(
-                "asking Attentive which account the key of destination `{}` belongs to (GET /v1/me) failed, so nothing was sent: {}",
-                spec.destination,
-                crate::error_chain(&e)
-            )))
-        }
+) -> Result<(), String> {
+    let account = destination.account().await.map_err(|e| {
+        format!(
+            "{} (asking which account the key of destination `{}` belongs to, before anything else: nothing was sent)",
+            crate::error_chain(&e),
+            spec.destination,
+        )
+    })?;
+    store
+        .with(|s| check_account(s, spec, account.as_ref(), rebind))
+        .map_err(|e| crate::error_chain(&e))?
+}
+
+/// The first run binds the destination to its account; a run on another account is refused
+/// (`Ok(Err(why))`), unless `rebind` says to forget what belonged to the old account.
+fn check_account(
+    store: &mut StateStore,
+    spec: &RunSpec,
+    account: Option<&sync_core::ports::Account>,
+    rebind: bool,
+) -> Result<Result<(), String>, state_store::Error> {
+    let Some(account) = account else {
+        tracing::warn!(
+            destination = %spec.destination,
+            "the destination does not say which account it is; the state file is not bound to one"
+        );
+        return Ok(Ok(()));
     };
     let name = account.name.as_deref();
     let describe = |id: &str, name: Option<&str>| match name {

@@ -146,6 +146,7 @@ path = "attentive-sync.db"
 api_key = "${{ATTENTIVE_API_KEY}}"
 {base_url}
 # requests_per_second = 150
+# existence_check = "graphql"      # or "subscriptions" (a profile without subscriptions is then not found)
 
 [models.customers]
 source = "csv"                     # csv | jsonl
@@ -162,6 +163,8 @@ default_phone_region = "US"
 # date_order = "mdy"                # read 03/04/1990 as March 4 ("dmy": April 3)
 # on_null = "omit"                  # or "clear": send "" when a text value becomes empty (not with a phone/email field)
 # duplicates = "reject"             # or "first" / "last"
+# A new phone is looked up first and left out when another contact holds it (docs/CONFIG.md).
+attach_secondary = "checked"        # or "never" / "always" (may link two people's profiles)
 # schedule = "0 */6 * * *"          # used by `attentive-sync serve` (cron; 6 fields: seconds first)
 # timezone = "America/New_York"     # the schedule's IANA time zone (default "UTC")
 # filter = "loyalty_tier in ('gold', 'platinum')"   # send a segment only (docs/CONFIG.md)
