@@ -115,7 +115,7 @@ pub struct RunReport {
     /// The plan of the delivering pass.
     pub plan: PlanCounts,
     pub delivery: DeliveryStats,
-    /// Read-only existence checks sent.
+    /// Contacts looked up (read-only; several per request with GraphQL lookups).
     pub existence_checks: u64,
     pub duration_ms: u64,
     /// Why the run failed or stopped.
@@ -492,22 +492,7 @@ pub async fn execute<D: Destination + 'static>(
         (on_start.0)(run_id);
     }
     let store = SharedStore(Arc::new(Mutex::new(store)));
-    // Before planning: rebinding forgets the cache and snapshots that planning reads.
-    if let Err(msg) = bind_account(&store, spec, &*destination, opts.rebind_destination).await {
-        store.with(|s| s.finish_run(run_id, RunStatus::Failed, "{}", Some(&msg)))?;
-        lock.release();
-        return Ok(RunReport {
-            run_id,
-            activation: spec.activation.clone(),
-            status: RunStatus::Failed.as_str().to_owned(),
-            counts: RunCounts::default(),
-            plan: PlanCounts::default(),
-            delivery: destination.stats(),
-            existence_checks: 0,
-            duration_ms: started.elapsed().as_millis() as u64,
-            error: Some(msg),
-        });
-    }
+    // The report of a run that ends before delivery.
     let ended = |status: RunStatus, message: String| RunReport {
         run_id,
         activation: spec.activation.clone(),
@@ -519,6 +504,12 @@ pub async fn execute<D: Destination + 'static>(
         duration_ms: started.elapsed().as_millis() as u64,
         error: Some(message),
     };
+    // Before planning: rebinding forgets the cache and snapshots that planning reads.
+    if let Err(msg) = bind_account(&store, spec, &*destination, opts.rebind_destination).await {
+        store.with(|s| s.finish_run(run_id, RunStatus::Failed, "{}", Some(&msg)))?;
+        lock.release();
+        return Ok(ended(RunStatus::Failed, msg));
+    }
 
     let pass1 = {
         let (model, store, spec) = (model.clone(), store.clone(), spec.clone());

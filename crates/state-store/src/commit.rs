@@ -1,13 +1,12 @@
 //! What a run records as it goes, committed in one transaction per batch.
 
-use rusqlite::TransactionBehavior;
 use sync_core::plan::{ContactChange, Refresh};
 use sync_core::ports::{ContactRef, Existence};
 use sync_core::BoundMapping;
 
 use crate::runs::{record_rows_in, RunRow};
 use crate::snapshot::{apply_changes_in, apply_refreshes_in, change_keys};
-use crate::{doubt, ensure_activation, existence, now, Context, Error, StateStore};
+use crate::{doubt, existence, Error, StateStore};
 
 /// Everything a run has to record at one time, for [`StateStore::commit`].
 #[derive(Debug, Default)]
@@ -73,26 +72,22 @@ impl StateStore {
         if !batch.sending.is_empty() {
             self.doubt_free.get_mut().take();
         }
-        let at = now();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(A)?;
-        let id = ensure_activation(&tx, activation).ctx(A)?;
-        doubt::mark_in(&tx, id, run_id, mapping, &batch.sending, &at)?;
-        apply_changes_in(&tx, id, run_id, mapping, &batch.acknowledged, &at)?;
-        for c in &batch.unapplied {
-            let keys = change_keys(mapping, c)?;
-            doubt::settle_in(&tx, id, &c.contact.key, Some(&keys))?;
-        }
-        for key in &batch.missing {
-            doubt::settle_in(&tx, id, key, None)?;
-        }
-        apply_refreshes_in(&tx, id, run_id, &batch.refreshes, &at)?;
-        existence::record_existence_in(&tx, destination, &batch.existence, &at)?;
-        if !batch.rows.is_empty() {
-            record_rows_in(&tx, run_id, &batch.rows)?;
-        }
-        tx.commit().ctx(A)
+        self.write_activation(A, activation, |tx, id, at| {
+            doubt::mark_in(tx, id, run_id, mapping, &batch.sending, at)?;
+            apply_changes_in(tx, id, run_id, mapping, &batch.acknowledged, at)?;
+            for c in &batch.unapplied {
+                let keys = change_keys(mapping, c)?;
+                doubt::settle_in(tx, id, &c.contact.key, Some(&keys))?;
+            }
+            for key in &batch.missing {
+                doubt::settle_in(tx, id, key, None)?;
+            }
+            apply_refreshes_in(tx, id, run_id, &batch.refreshes, at)?;
+            existence::record_existence_in(tx, destination, &batch.existence, at)?;
+            if !batch.rows.is_empty() {
+                record_rows_in(tx, run_id, &batch.rows)?;
+            }
+            Ok(())
+        })
     }
 }

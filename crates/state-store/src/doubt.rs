@@ -9,7 +9,7 @@ use sync_core::BoundMapping;
 
 use crate::snapshot::{change_keys, decode_value, stored_value};
 use crate::StateStore;
-use crate::{activation_id, ensure_activation, now, u64_from_sql, u64_to_sql, Context, Error};
+use crate::{activation_id, u64_from_sql, u64_to_sql, Context, Error};
 
 const MARK: &str = "\
 INSERT INTO in_doubt
@@ -154,15 +154,12 @@ impl StateStore {
         mapping: &BoundMapping,
         changes: &[ContactChange],
     ) -> Result<(), Error> {
-        const A: &str = "recording writes about to be sent";
         self.doubt_free.get_mut().take();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(A)?;
-        let id = ensure_activation(&tx, activation).ctx(A)?;
-        mark_in(&tx, id, run_id, mapping, changes, &now())?;
-        tx.commit().ctx(A)
+        self.write_activation(
+            "recording writes about to be sent",
+            activation,
+            |tx, id, at| mark_in(tx, id, run_id, mapping, changes, at),
+        )
     }
 
     /// Settles attributes in doubt of a contact that the destination answered without

@@ -439,6 +439,24 @@ impl StateStore {
         })
     }
 
+    /// Runs `f` in one IMMEDIATE transaction with the id of `activation` (created on first use)
+    /// and the time now, and commits if it succeeds (`action` names it in errors).
+    pub(crate) fn write_activation<T>(
+        &mut self,
+        action: &'static str,
+        activation: &str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, i64, &str) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(action)?;
+        let id = ensure_activation(&tx, activation).ctx(action)?;
+        let out = f(&tx, id, &now())?;
+        tx.commit().ctx(action)?;
+        Ok(out)
+    }
+
     /// The schema version this build reads and writes.
     pub fn supported_schema_version() -> i64 {
         schema_len()

@@ -9,9 +9,7 @@ use sync_core::plan::{ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{with_in_doubt, InDoubt, SnapshotStore, StoredAttribute};
 use sync_core::{BoundMapping, Canonical};
 
-use crate::{
-    activation_id, ensure_activation, now, u64_from_sql, u64_to_sql, Context, Error, StateStore,
-};
+use crate::{activation_id, u64_from_sql, u64_to_sql, Context, Error, StateStore};
 
 /// One activation's entry for a contact, for `contacts show`.
 #[derive(Debug, Clone, PartialEq)]
@@ -273,14 +271,11 @@ impl StateStore {
         mapping: &BoundMapping,
         changes: &[ContactChange],
     ) -> Result<(), Error> {
-        const A: &str = "recording acknowledged changes";
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(A)?;
-        let id = ensure_activation(&tx, activation).ctx(A)?;
-        apply_changes_in(&tx, id, run_id, mapping, changes, &now())?;
-        tx.commit().ctx(A)
+        self.write_activation(
+            "recording acknowledged changes",
+            activation,
+            |tx, id, at| apply_changes_in(tx, id, run_id, mapping, changes, at),
+        )
     }
 
     /// Records new row fingerprints of contacts with nothing to send, in one transaction,
@@ -292,14 +287,11 @@ impl StateStore {
         run_id: i64,
         refreshes: &[Refresh],
     ) -> Result<(), Error> {
-        const A: &str = "recording refreshed row fingerprints";
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(A)?;
-        let id = ensure_activation(&tx, activation).ctx(A)?;
-        apply_refreshes_in(&tx, id, run_id, refreshes, &now())?;
-        tx.commit().ctx(A)
+        self.write_activation(
+            "recording refreshed row fingerprints",
+            activation,
+            |tx, id, at| apply_refreshes_in(tx, id, run_id, refreshes, at),
+        )
     }
 
     /// Deletes the activation's stored attributes whose key is not in `keys` (attributes no
