@@ -916,10 +916,18 @@ async fn deliver_all<D: Destination + 'static>(
             break;
         }
         let batch = destination.lookup_batch().max(1);
+        // Enough contacts in the backlog to keep `in_flight` lookups of full batches going;
+        // planning waits beyond it.
+        let backlog = pending.len() + ready.len() + checking;
+        let take = open && backlog < (in_flight + 1) * batch;
+        // A batch leaves full, at the end of the model, or when the model has had nothing
+        // more for it for a moment while no other lookup is out (a partial batch costs a
+        // request; waiting while lookups are answered costs nothing).
+        let idle = take && checking == 0;
         let flush = !pending.is_empty()
             && (pending.len() >= batch
                 || !open
-                || linger.is_some_and(|t| t <= tokio::time::Instant::now()));
+                || (idle && linger.is_some_and(|t| t <= tokio::time::Instant::now())));
         if flush {
             let contacts = std::mem::take(&mut pending);
             linger = None;
@@ -945,8 +953,6 @@ async fn deliver_all<D: Destination + 'static>(
             });
             continue;
         }
-        let backlog = pending.len() + ready.len() + checking;
-        let take = open && backlog < in_flight * 2 + batch;
         let wake = linger.unwrap_or_else(|| tokio::time::Instant::now() + LOOKUP_LINGER);
         tokio::select! {
             biased;
@@ -987,7 +993,7 @@ async fn deliver_all<D: Destination + 'static>(
                 }
                 None => open = false,
             },
-            () = tokio::time::sleep_until(wake), if !pending.is_empty() => {}
+            () = tokio::time::sleep_until(wake), if idle && !pending.is_empty() => {}
             else => break,
         }
     }
