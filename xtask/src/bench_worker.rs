@@ -152,10 +152,19 @@ fn main() -> Result<(), String> {
                 Some(other) => return Err(format!("unknown existence check {other}")),
             };
             let absent = args.get(6).is_some_and(|a| a == "absent");
-            println!(
-                "{}",
-                deliver(dir, contacts, latency_ms, rate, existence, absent)?
-            );
+            let scope = match args.get(7).map(String::as_str) {
+                None | Some("endpoint") => attentive_client::RateLimitScope::Endpoint,
+                Some("key") => attentive_client::RateLimitScope::Key,
+                Some(other) => return Err(format!("unknown scope {other}")),
+            };
+            let sim_per_key = args.get(8).is_some_and(|a| a == "sim-key");
+            let setup = Deliver {
+                existence,
+                absent,
+                scope,
+                sim_per_key,
+            };
+            println!("{}", deliver(dir, contacts, latency_ms, rate, &setup)?);
         }
         "server" => {
             let num = |i: usize, what: &str| -> Result<u64, String> {
@@ -211,7 +220,14 @@ pub(crate) fn seeded_sim(
     rate: u32,
     latency_ms: u64,
 ) -> Result<attentive_sim::RunningSim, String> {
-    sim_with(dir, contacts, rate, latency_ms, true)
+    sim_with(
+        dir,
+        contacts,
+        rate,
+        latency_ms,
+        true,
+        attentive_sim::RateLimitScope::Endpoint,
+    )
 }
 
 /// [`seeded_sim`]; with `seed` false the simulator holds none of the model's contacts.
@@ -221,12 +237,14 @@ fn sim_with(
     rate: u32,
     latency_ms: u64,
     seed: bool,
+    scope: attentive_sim::RateLimitScope,
 ) -> Result<attentive_sim::RunningSim, String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let mut model = String::from("email,first_name,tier\n");
     let mut sim_config = attentive_sim::SimConfig {
         rate_limit_per_second: rate,
+        rate_limit_scope: scope,
         ..attentive_sim::SimConfig::default()
     };
     sim_config.faults.latency_ms = latency_ms;
@@ -246,16 +264,31 @@ fn sim_with(
 
 /// Runs one activation of `contacts` changed contacts against the simulator (its rate limit
 /// `rate` per second, `latency_ms` per request) and reports the share of the budget used.
+/// How `deliver` runs.
+struct Deliver {
+    existence: attentive_client::ExistenceStrategy,
+    /// Attentive has none of the contacts (lookups only).
+    absent: bool,
+    /// The client's budgets.
+    scope: attentive_client::RateLimitScope,
+    /// The simulator limits each key as a whole (not each endpoint).
+    sim_per_key: bool,
+}
+
 fn deliver(
     dir: &Path,
     contacts: u64,
     latency_ms: u64,
     rate: u32,
-    existence: attentive_client::ExistenceStrategy,
-    absent: bool,
+    setup: &Deliver,
 ) -> Result<serde_json::Value, String> {
     use std::sync::Arc;
-    let sim = sim_with(dir, contacts, rate, latency_ms, !absent)?;
+    let scope = if setup.sim_per_key {
+        attentive_sim::RateLimitScope::Key
+    } else {
+        attentive_sim::RateLimitScope::Endpoint
+    };
+    let sim = sim_with(dir, contacts, rate, latency_ms, !setup.absent, scope)?;
     let config = format!(
         "[destinations.attentive]\napi_key = \"${{ATTENTIVE_API_KEY}}\"\nbase_url = \"{}\"\nrequests_per_second = {rate}\n\n[models.m]\nsource = \"csv\"\npath = \"model.csv\"\n\n[activations.a]\nmodel = \"m\"\ndestination = \"attentive\"\nidentifier = {{ column = \"email\", kind = \"email\" }}\n[activations.a.standard]\nfirst_name = \"first_name\"\n[activations.a.custom]\n\"Tier\" = \"tier\"\n",
         sim.base_url()
@@ -267,7 +300,8 @@ fn deliver(
     let client_config = attentive_client::ClientConfig {
         base_url: sim.base_url(),
         requests_per_second: f64::from(rate),
-        existence_check: existence,
+        existence_check: setup.existence,
+        rate_limit_scope: setup.scope,
         ..attentive_client::ClientConfig::new(attentive_client::ApiKey::new(
             attentive_sim::DEFAULT_KEY.into(),
         ))
@@ -298,6 +332,7 @@ fn deliver(
         .sum::<u64>();
     Ok(serde_json::json!({
         "contacts": contacts,
+        "contacts_per_sec": (report.counts.updated + report.counts.not_found) as f64 / seconds,
         "existence_requests": lookups,
         "not_found": report.counts.not_found,
         "updated": report.counts.updated,

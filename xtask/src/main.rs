@@ -244,7 +244,7 @@ fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Val
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] [--scope endpoint,key] [--sim-scope endpoint|key] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
 
 /// Builds the release `attentive-sync` binary; returns its path.
 fn build_release_cli() -> Result<PathBuf, String> {
@@ -413,47 +413,57 @@ fn bench_deliver(args: &[String]) -> Result<(), String> {
     let rate = flag(args, "--rate").unwrap_or_else(|| "150".into());
     let existence = flag(args, "--existence").unwrap_or_else(|| "graphql,subscriptions".into());
     let absent = args.iter().any(|a| a == "--absent");
+    // `--scope endpoint,key`: the client's budgets; `--sim-scope key`: the simulator limits
+    // each key as a whole.
+    let scopes = flag(args, "--scope").unwrap_or_else(|| "endpoint".into());
+    let sim_scope = flag(args, "--sim-scope").unwrap_or_else(|| "endpoint".into());
     println!(
-        "bench deliver: {contacts} changed contacts{}, simulator at {rate} req/s per key with {latency} ms latency",
+        "bench deliver: {contacts} changed contacts{}, simulator at {rate} req/s per {sim_scope} with {latency} ms latency",
         if absent { " that Attentive does not have (lookups only)" } else { "" }
     );
-    let mut wall = Vec::new();
+    let mut wall: Vec<(String, f64, u64, f64)> = Vec::new();
     for strategy in existence.split(',') {
-        let v = worker(
-            "deliver",
-            &root().join("target/bench/deliver"),
-            &[
-                &contacts,
-                &latency,
-                &rate,
-                strategy,
-                if absent { "absent" } else { "present" },
-            ],
-        )?;
-        let seconds = v["seconds"].as_f64().unwrap_or(0.0);
-        wall.push((
-            strategy.to_owned(),
-            seconds,
-            v["existence_requests"].as_u64().unwrap_or(0),
-        ));
-        println!(
-            "  existence_check = {strategy}: {} existence requests; {} requests in {seconds:.1} s = {:.1} req/s: {:.1}% of the budget; 429 answers: {} ({:.2}% of requests); run {} ({} updated, {} not found)",
-            v["existence_requests"],
-            v["requests"],
-            v["requests_per_sec"].as_f64().unwrap_or(0.0),
-            100.0 * v["budget_share"].as_f64().unwrap_or(0.0),
-            v["answered_429"],
-            100.0 * v["share_429"].as_f64().unwrap_or(0.0),
-            v["status"].as_str().unwrap_or("?"),
-            v["updated"],
-            v["not_found"],
-        );
+        for scope in scopes.split(',') {
+            let v = worker(
+                "deliver",
+                &root().join("target/bench/deliver"),
+                &[
+                    &contacts,
+                    &latency,
+                    &rate,
+                    strategy,
+                    if absent { "absent" } else { "present" },
+                    scope,
+                    if sim_scope == "key" {
+                        "sim-key"
+                    } else {
+                        "sim-endpoint"
+                    },
+                ],
+            )?;
+            let seconds = v["seconds"].as_f64().unwrap_or(0.0);
+            let per_sec = v["contacts_per_sec"].as_f64().unwrap_or(0.0);
+            let lookups = v["existence_requests"].as_u64().unwrap_or(0);
+            wall.push((format!("{strategy}/{scope}"), seconds, lookups, per_sec));
+            println!(
+                "  existence_check = {strategy}, budgets per {scope}: {per_sec:.1} contacts/s; {lookups} existence requests; {} requests in {seconds:.1} s = {:.1} req/s: {:.1}% of the budget; 429 answers: {} ({:.2}% of requests); run {} ({} updated, {} not found)",
+                v["requests"],
+                v["requests_per_sec"].as_f64().unwrap_or(0.0),
+                100.0 * v["budget_share"].as_f64().unwrap_or(0.0),
+                v["answered_429"],
+                100.0 * v["share_429"].as_f64().unwrap_or(0.0),
+                v["status"].as_str().unwrap_or("?"),
+                v["updated"],
+                v["not_found"],
+            );
+        }
     }
-    if let [(a, ta, ra), (b, tb, rb)] = wall.as_slice() {
+    if let [(a, ta, ra, ca), (b, tb, rb, cb)] = wall.as_slice() {
         println!(
-            "  {a} vs {b}: existence requests {:.4}x, wall time {:.3}x",
+            "  {a} vs {b}: existence requests {:.4}x, wall time {:.3}x, contacts/s {:.3}x",
             *ra as f64 / (*rb).max(1) as f64,
-            ta / tb.max(f64::MIN_POSITIVE)
+            ta / tb.max(f64::MIN_POSITIVE),
+            ca / cb.max(f64::MIN_POSITIVE)
         );
     }
     Ok(())

@@ -131,16 +131,27 @@ impl Budget {
     /// The budget of `key`, shared by every caller with the same key while one of them holds
     /// it. A lower `requests_per_second` than the budget's lowers it; a higher one is ignored.
     pub fn shared(key: &ApiKey, requests_per_second: f64) -> Arc<Budget> {
-        static REGISTRY: OnceLock<Mutex<HashMap<u128, Weak<Budget>>>> = OnceLock::new();
+        Budget::shared_for(key, "", requests_per_second)
+    }
+
+    /// The budget of one endpoint of `key` (`scope`, e.g. `POST /v2/user/attributes`), shared
+    /// like [`Budget::shared`]; the empty scope is the key's own budget.
+    pub fn shared_for(key: &ApiKey, scope: &str, requests_per_second: f64) -> Arc<Budget> {
+        type Registry = Mutex<HashMap<(u128, String), Weak<Budget>>>;
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
         let mut map = lock(REGISTRY.get_or_init(Default::default));
         map.retain(|_, b| b.strong_count() > 0);
-        let digest = key.digest();
-        if let Some(b) = map.get(&digest).and_then(Weak::upgrade) {
+        let id = (key.digest(), scope.to_owned());
+        if let Some(b) = map.get(&id).and_then(Weak::upgrade) {
             b.lower_rate(requests_per_second);
             return b;
         }
-        let b = Arc::new(Budget::new(key.fingerprint(), requests_per_second));
-        map.insert(digest, Arc::downgrade(&b));
+        let label = match scope {
+            "" => key.fingerprint(),
+            scope => format!("{} {scope}", key.fingerprint()),
+        };
+        let b = Arc::new(Budget::new(label, requests_per_second));
+        map.insert(id, Arc::downgrade(&b));
         b
     }
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::budget::{Budget, Feedback};
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, RateLimitScope};
 use crate::error::Error;
 use crate::lookup::{self, AliasAnswer, BatchAnswer, ExistenceStrategy, GraphqlState};
 use crate::retry::{FullJitter, RetryTokens};
@@ -26,6 +26,86 @@ pub const USER_AGENT: &str = concat!("attentive-sync/", env!("CARGO_PKG_VERSION"
 
 /// Response bodies are read up to this many bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The request budgets of a client: one per endpoint ([`RateLimitScope::Endpoint`], as
+/// Attentive's rate-limit page says: 150 requests/s per endpoint), or the key's one
+/// ([`RateLimitScope::Key`]). Each is shared with every client of the key in the process
+/// ([`Budget::shared_for`]) and reads its own `x-ratelimit-*` headers.
+///
+/// If the account turns out to limit the key as a whole (a 429 on an endpoint that sent well
+/// under its rate in a second in which all endpoints together sent the rate or more), the
+/// client moves to the key's one budget for the rest of its life, and says so once: 429s stay
+/// rare under either reading of the limit.
+struct Budgets {
+    key: crate::key::ApiKey,
+    rate: f64,
+    per_endpoint: std::sync::atomic::AtomicBool,
+    key_wide: Arc<Budget>,
+    endpoints: Mutex<std::collections::HashMap<&'static str, Arc<Budget>>>,
+    /// Requests sent per endpoint in the current one-second window.
+    window: Mutex<(Instant, std::collections::HashMap<&'static str, u64>)>,
+}
+
+impl Budgets {
+    fn new(config: &ClientConfig) -> Budgets {
+        Budgets {
+            key: config.api_key.clone(),
+            rate: config.requests_per_second,
+            per_endpoint: std::sync::atomic::AtomicBool::new(
+                config.rate_limit_scope == RateLimitScope::Endpoint,
+            ),
+            key_wide: Budget::shared(&config.api_key, config.requests_per_second),
+            endpoints: Mutex::default(),
+            window: Mutex::new((Instant::now(), Default::default())),
+        }
+    }
+
+    fn for_endpoint(&self, endpoint: &'static str) -> Arc<Budget> {
+        if !self.per_endpoint.load(Ordering::Relaxed) {
+            return self.key_wide.clone();
+        }
+        let mut map = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.entry(endpoint)
+            .or_insert_with(|| Budget::shared_for(&self.key, endpoint, self.rate))
+            .clone()
+    }
+
+    /// Counts a request sent to `endpoint`.
+    fn sent(&self, endpoint: &'static str) {
+        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.0.elapsed() >= Duration::from_secs(1) {
+            *w = (Instant::now(), Default::default());
+        }
+        *w.1.entry(endpoint).or_default() += 1;
+    }
+
+    /// A 429 on `endpoint`: moves to the key's one budget when the limit looks per key.
+    fn rate_limited(&self, endpoint: &'static str) {
+        if !self.per_endpoint.load(Ordering::Relaxed) {
+            return;
+        }
+        let (own, all) = {
+            let w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                w.1.get(endpoint).copied().unwrap_or(0),
+                w.1.values().sum::<u64>(),
+            )
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let per_key = (all as f64) >= self.rate * 0.9 && (own as f64) < self.rate * 0.8;
+        if per_key && self.per_endpoint.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                endpoint,
+                sent_to_it = own,
+                sent_in_all = all,
+                "Attentive's rate limit looks shared by every endpoint of the key (429 after {own} requests to {endpoint} and {all} in all within a second): one budget for the whole key from now on (rate_limit_scope = \"key\" says so from the start)"
+            );
+        }
+    }
+}
 
 /// One-contact checks made at once for the contacts of a batch that GraphQL could not answer.
 const REST_FALLBACK_CONCURRENCY: usize = 4;
@@ -91,7 +171,7 @@ struct Inner {
     /// The base URL without a trailing `/`.
     base: String,
     config: ClientConfig,
-    budget: Arc<Budget>,
+    budgets: Budgets,
     stats: ClientStats,
     retry_tokens: RetryTokens,
     backoff: FullJitter,
@@ -99,6 +179,9 @@ struct Inner {
     connect_failures: AtomicU32,
     /// Set once the breaker trips: every later request fails at once with this.
     unreachable: OnceLock<(u32, String)>,
+    /// Set when a one-contact existence check got an answer that stops the run: no other is
+    /// started.
+    lookups_stopped: OnceLock<String>,
     retry_log: RetryLog,
 }
 
@@ -144,9 +227,9 @@ impl fmt::Debug for Client {
             .field("base_url", &self.inner.base)
             .field(
                 "key",
-                &format_args!("<redacted {}>", self.inner.budget.label()),
+                &format_args!("<redacted {}>", self.inner.budgets.key_wide.label()),
             )
-            .field("requests_per_second", &self.inner.budget.rate())
+            .field("requests_per_second", &self.inner.budgets.key_wide.rate())
             .field("custom_only_v1", &self.inner.config.custom_only_v1)
             .field("existence", &self.existence)
             .finish_non_exhaustive()
@@ -204,7 +287,8 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Http(e.without_url()))?;
-        let budget = Budget::shared(&config.api_key, config.requests_per_second);
+        let budgets = Budgets::new(&config);
+        let budget = budgets.key_wide.clone();
         let graphql = Arc::new(GraphqlState::new(
             config.lookup_batch,
             config.existence_check,
@@ -226,11 +310,12 @@ impl Client {
                 base,
                 retry_tokens: RetryTokens::new(config.retry_budget),
                 config,
-                budget,
+                budgets,
                 stats: ClientStats::default(),
                 backoff,
                 connect_failures: AtomicU32::new(0),
                 unreachable: OnceLock::new(),
+                lookups_stopped: OnceLock::new(),
                 retry_log: RetryLog::default(),
             }),
             existence: Arc::new(SubscriptionsLookup),
@@ -320,10 +405,13 @@ impl Client {
                 }
             }
         }
-        // The one-contact check, a few at a time (the key's budget paces them), none started
-        // after an error that stops the run (a 403: they would all get it).
-        let mut stopped: Option<String> = None;
-        for chunk in rest.chunks(REST_FALLBACK_CONCURRENCY) {
+        // The one-contact check: one first, then a few at a time (the key's budget paces
+        // them), none started after an error that stops the run, here or in another lookup
+        // of this client (a 403: they would all get it).
+        let (first, others) = rest.split_at(rest.len().min(1));
+        let chunks = std::iter::once(first).chain(others.chunks(REST_FALLBACK_CONCURRENCY));
+        for chunk in chunks {
+            let stopped = self.inner.lookups_stopped.get().cloned();
             if let Some(why) = &stopped {
                 for &i in chunk {
                     out[i] = Some(Err(Error::Transient {
@@ -345,7 +433,7 @@ impl Client {
                     Ok((i, r)) => {
                         if let Err(e) = &r {
                             if e.is_fatal() {
-                                stopped.get_or_insert_with(|| e.to_string());
+                                let _ = self.inner.lookups_stopped.set(e.to_string());
                             }
                         }
                         out[i] = Some(r);
@@ -370,9 +458,15 @@ impl Client {
         &self.inner.config
     }
 
-    /// The key's shared budget.
+    /// The key's own budget, shared by every client of the key: what every request goes
+    /// through under [`RateLimitScope::Key`] (see [`Client::budget_for`]).
     pub fn budget(&self) -> &Arc<Budget> {
-        &self.inner.budget
+        &self.inner.budgets.key_wide
+    }
+
+    /// The budget a request to `endpoint` (`POST /v2/user/attributes`) goes through now.
+    pub fn budget_for(&self, endpoint: &'static str) -> Arc<Budget> {
+        self.inner.budgets.for_endpoint(endpoint)
     }
 
     /// The live counters.
@@ -528,7 +622,7 @@ impl Client {
             inner.stats.throttled(delay);
             inner
                 .retry_log
-                .note(inner.budget.label(), request.path, delay, &reason);
+                .note(inner.budgets.key_wide.label(), request.path, delay, &reason);
             tokio::time::sleep(delay).await;
         }
     }
@@ -552,7 +646,10 @@ impl Client {
         if let Some(e) = self.unreachable_error() {
             return Attempt::Fatal(e);
         }
-        let permit = inner.budget.permit().await;
+        let endpoint = request.endpoint();
+        let budget = inner.budgets.for_endpoint(endpoint);
+        let permit = budget.permit().await;
+        inner.budgets.sent(endpoint);
         if let Some(e) = self.unreachable_error() {
             return Attempt::Fatal(e); // tripped while this request waited for its turn
         }
@@ -606,7 +703,7 @@ impl Client {
                     format!("{}: connection failed: {}", request.path, error_chain(&e))
                 };
                 tracing::debug!(
-                    budget = %inner.budget.label(),
+                    budget = %budget.label(),
                     endpoint = request.path,
                     attempt,
                     %reason,
@@ -623,16 +720,16 @@ impl Client {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let limit = header("x-ratelimit-limit").and_then(wire::parse_rate_header);
         let remaining = header("x-ratelimit-remaining").and_then(wire::parse_rate_header);
-        if inner.budget.observe_rate_headers(limit, remaining) {
+        if budget.observe_rate_headers(limit, remaining) {
             tracing::debug!(
-                budget = %inner.budget.label(),
+                budget = %budget.label(),
                 limit,
                 remaining,
                 "rate limit nearly spent: pausing until the next second"
             );
         }
         tracing::debug!(
-            budget = %inner.budget.label(),
+            budget = %budget.label(),
             endpoint = request.path,
             attempt,
             status,
@@ -646,11 +743,12 @@ impl Client {
         match status {
             429 => {
                 permit.finish(Feedback::Overloaded);
+                inner.budgets.rate_limited(endpoint);
                 match retry_after {
-                    Some(ra) => inner
-                        .budget
-                        .pause_until(Instant::now() + ra.min(inner.config.retry_max_delay)),
-                    None => inner.budget.pause_until_next_second(),
+                    Some(ra) => {
+                        budget.pause_until(Instant::now() + ra.min(inner.config.retry_max_delay))
+                    }
+                    None => budget.pause_until_next_second(),
                 }
                 Attempt::Retry {
                     reason: format!("{}: rate limited (429)", request.path),
@@ -823,6 +921,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budgets_are_per_endpoint_until_the_limit_proves_per_key() {
+        let mut config = ClientConfig::new(crate::ApiKey::new("key-budgets-unit".into()));
+        config.requests_per_second = 10.0;
+        let b = Budgets::new(&config);
+        let (write, check) = ("POST /v2/user/attributes", "GET /v1/subscriptions");
+        let w = b.for_endpoint(write);
+        assert!(!Arc::ptr_eq(&w, &b.for_endpoint(check)));
+        assert!(Arc::ptr_eq(&w, &b.for_endpoint(write)));
+        // A 429 on an endpoint that sent its whole rate: its own limit; nothing changes.
+        for _ in 0..10 {
+            b.sent(write);
+        }
+        b.rate_limited(write);
+        assert!(!Arc::ptr_eq(&b.for_endpoint(check), &b.key_wide));
+        // A 429 on one that sent nothing while the key sent the rate: the limit is per key.
+        b.rate_limited(check);
+        assert!(Arc::ptr_eq(&b.for_endpoint(check), &b.key_wide));
+        assert!(Arc::ptr_eq(&b.for_endpoint(write), &b.key_wide));
+
+        config.rate_limit_scope = RateLimitScope::Key;
+        let k = Budgets::new(&config);
+        assert!(Arc::ptr_eq(&k.for_endpoint(write), &k.for_endpoint(check)));
+    }
 
     #[test]
     fn base_urls_are_checked() {

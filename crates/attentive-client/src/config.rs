@@ -42,6 +42,9 @@ pub struct ClientConfig {
     /// its status, resets the count. Default 20 (with 16 contacts in flight, one failed round
     /// of them and its retries).
     pub unreachable_after: u32,
+    /// What Attentive's rate limit counts together: each endpoint (default, as its
+    /// rate-limit page says) or the whole key. See the client's budgets.
+    pub rate_limit_scope: RateLimitScope,
     /// How existence is checked before a contact's first write. Default
     /// [`ExistenceStrategy::Graphql`].
     pub existence_check: ExistenceStrategy,
@@ -65,10 +68,21 @@ impl ClientConfig {
             custom_only_v1: false,
             destination: "attentive".to_owned(),
             unreachable_after: 20,
+            rate_limit_scope: RateLimitScope::default(),
             existence_check: ExistenceStrategy::default(),
             lookup_batch: crate::lookup::DEFAULT_LOOKUP_BATCH,
         }
     }
+}
+
+/// What one `requests_per_second` budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimitScope {
+    /// One budget per endpoint (`GET /v1/subscriptions`, `POST /v2/user/attributes`, ...).
+    #[default]
+    Endpoint,
+    /// One budget for every endpoint of the key.
+    Key,
 }
 
 /// The total number of retries one [`crate::Client`] (and its clones) may make.

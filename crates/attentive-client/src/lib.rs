@@ -28,7 +28,7 @@ pub mod wire;
 
 pub use budget::{Budget, Feedback, Permit, MAX_CONCURRENCY, MIN_START_CONCURRENCY};
 pub use client::{BoxFuture, Client, ExistenceCheck, SubscriptionsLookup, USER_AGENT};
-pub use config::{ClientConfig, RetryBudget, DEFAULT_BASE_URL};
+pub use config::{ClientConfig, RateLimitScope, RetryBudget, DEFAULT_BASE_URL};
 pub use error::Error;
 pub use key::ApiKey;
 pub use lookup::ExistenceStrategy;

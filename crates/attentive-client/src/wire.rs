@@ -42,6 +42,19 @@ pub struct Request {
 }
 
 impl Request {
+    /// The endpoint, as Attentive's rate limits count it: `METHOD /path`.
+    pub fn endpoint(&self) -> &'static str {
+        match (self.method, self.path) {
+            (Method::Get, PATH_SUBSCRIPTIONS) => "GET /v1/subscriptions",
+            (Method::Get, PATH_ME) => "GET /v1/me",
+            (Method::Post, PATH_USER_ATTRIBUTES) => "POST /v2/user/attributes",
+            (Method::Post, PATH_CUSTOM_ATTRIBUTES) => "POST /v1/attributes/custom",
+            (Method::Post, crate::lookup::PATH_GRAPHQL) => "POST /v1/graphql",
+            (Method::Get, path) => path,
+            (Method::Post, path) => path,
+        }
+    }
+
     pub fn get(path: &'static str) -> Request {
         Request {
             method: Method::Get,

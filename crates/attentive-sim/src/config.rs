@@ -190,6 +190,18 @@ pub enum RateLimitAlgorithm {
     TokenBucket,
 }
 
+/// What a key's non-bulk rate limit counts together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitScope {
+    /// Each endpoint (`GET /v1/subscriptions`, `POST /v2/user/attributes`, ...) has its own
+    /// `rate_limit_per_second` window.
+    #[default]
+    Endpoint,
+    /// All of a key's non-bulk endpoints share one window.
+    Key,
+}
+
 /// A contact that exists before any request (a subscriber of the simulated account, or a
 /// profile without subscriptions when `subscribed` is false).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -441,6 +453,10 @@ pub struct SimConfig {
     pub bulk_rate_limit_per_second: u32,
     /// How the rate limit counts.
     pub rate_limit_algorithm: RateLimitAlgorithm,
+    /// What `rate_limit_per_second` applies to: each endpoint of a key on its own (default,
+    /// as Attentive's rate-limit page now says) or all of a key's non-bulk endpoints together
+    /// (as an older revision read).
+    pub rate_limit_scope: RateLimitScope,
     /// When set, 429 responses carry `Retry-After: <secs>` (Attentive documents none).
     pub retry_after_secs: Option<u64>,
     /// Contacts that exist from the start (and again after a reset).
@@ -477,6 +493,7 @@ impl Default for SimConfig {
             rate_limit_per_second: 150,
             bulk_rate_limit_per_second: 100,
             rate_limit_algorithm: RateLimitAlgorithm::default(),
+            rate_limit_scope: RateLimitScope::default(),
             retry_after_secs: None,
             contacts: Vec::new(),
             faults: Faults::default(),

@@ -38,8 +38,8 @@ mod state;
 mod validate;
 
 pub use config::{
-    Burst429, CompanyInfo, Faults, Permission, RateLimitAlgorithm, SeedContact, SimConfig, SimKey,
-    DEFAULT_KEY,
+    Burst429, CompanyInfo, Faults, Permission, RateLimitAlgorithm, RateLimitScope, SeedContact,
+    SimConfig, SimKey, DEFAULT_KEY,
 };
 pub use model::{
     BulkJobInfo, BulkJobStatus, Contact, ContactOrigin, Counters, CustomAttribute, CustomType,

@@ -25,9 +25,14 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     contacts: Option<std::path::PathBuf>,
 
-    /// Requests per second per key (0 = unlimited).
+    /// Requests per second per key and endpoint (0 = unlimited); see --rate-limit-scope.
     #[arg(long, default_value_t = 150)]
     rate_limit: u32,
+
+    /// What --rate-limit counts together: `endpoint` (each endpoint of a key on its own) or
+    /// `key` (all of a key's non-bulk endpoints).
+    #[arg(long, default_value = "endpoint", value_parser = ["endpoint", "key"])]
+    rate_limit_scope: String,
 
     /// Requests per second per key on /v2/bulk/ routes (0 = unlimited).
     #[arg(long, default_value_t = 100)]
@@ -127,6 +132,11 @@ fn config(args: &Args) -> anyhow::Result<SimConfig> {
     let mut config = SimConfig {
         listen: args.listen,
         rate_limit_per_second: args.rate_limit,
+        rate_limit_scope: if args.rate_limit_scope == "key" {
+            attentive_sim::RateLimitScope::Key
+        } else {
+            attentive_sim::RateLimitScope::Endpoint
+        },
         bulk_rate_limit_per_second: args.bulk_rate_limit,
         retry_after_secs: args.retry_after,
         v1_creates_unknown_users: !args.v1_no_create,

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
-use crate::config::{CompanyInfo, Faults, Permission, SeedContact, SimConfig};
+use crate::config::{CompanyInfo, Faults, Permission, RateLimitScope, SeedContact, SimConfig};
 use crate::model::{BulkJobStatus, ContactOrigin, RequestRecord, ViolationKind};
 use crate::state::{ApplyError, LimitClass, SimHandle, Verdict};
 use crate::Error;
@@ -218,14 +218,15 @@ async fn gate(sim: SimHandle, req: Request, next: Next) -> Response {
     };
     let logged_body = body_for_log(&bytes);
     let token = bearer(&parts.headers);
+    let config = sim.config();
     let class = if route.starts_with("/v2/bulk/") {
         LimitClass::Bulk
-    } else if route == GRAPHQL_ROUTE {
-        LimitClass::Graphql
     } else {
-        LimitClass::Default
+        match config.rate_limit_scope {
+            RateLimitScope::Endpoint => LimitClass::Endpoint(format!("{} {route}", parts.method)),
+            RateLimitScope::Key => LimitClass::Default,
+        }
     };
-    let config = sim.config();
     // A disabled GraphQL route is absent: 404 whatever the key may do.
     let needs = if route == GRAPHQL_ROUTE && !config.graphql_enabled {
         &[]

@@ -17,13 +17,15 @@ use crate::model::{
 use crate::validate::{self, Identifiers, UserWrite};
 use crate::Error;
 
-/// Which rate limit a route counts against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which rate limit window a request counts against (per key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum LimitClass {
+    /// Every non-bulk route of the key (`RateLimitScope::Key`).
     Default,
+    /// The `/v2/bulk/...` routes (their own, lower limit).
     Bulk,
-    /// `POST /v1/graphql`: same limit as `Default`, its own window.
-    Graphql,
+    /// One non-bulk endpoint, `METHOD /path` (`RateLimitScope::Endpoint`).
+    Endpoint(String),
 }
 
 /// What the gate decided for an API request.
@@ -395,7 +397,7 @@ impl State {
         };
         let delay = Duration::from_millis(f.latency_ms + jitter + spike);
         let limit = match class {
-            LimitClass::Default | LimitClass::Graphql => config.rate_limit_per_second,
+            LimitClass::Default | LimitClass::Endpoint(_) => config.rate_limit_per_second,
             LimitClass::Bulk => config.bulk_rate_limit_per_second,
         };
         let mut adm = Admission {

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use attentive_sim::{
-    BulkJobStatus, ContactOrigin, CustomType, Faults, Permission, RunningSim, SeedContact,
-    SimConfig, SimKey, Simulator, ViolationKind, DEFAULT_KEY,
+    BulkJobStatus, ContactOrigin, CustomType, Faults, Permission, RateLimitScope, RunningSim,
+    SeedContact, SimConfig, SimKey, Simulator, ViolationKind, DEFAULT_KEY,
 };
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
@@ -677,6 +677,30 @@ async fn limits_are_per_key_and_retry_after_is_optional() {
         get(&sim, "/v2/bulk/job/none", "b").await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
+}
+
+#[tokio::test]
+async fn the_limit_counts_each_endpoint_or_the_whole_key() {
+    let statuses = |rs: &[Reply]| rs.iter().map(|r| r.status.as_u16()).collect::<Vec<_>>();
+    for (scope, expected) in [
+        (RateLimitScope::Endpoint, vec![200, 200, 404, 404]),
+        (RateLimitScope::Key, vec![200, 200, 429, 429]),
+    ] {
+        let sim = start(SimConfig {
+            rate_limit_per_second: 2,
+            rate_limit_scope: scope,
+            ..SimConfig::default()
+        })
+        .await;
+        // Within one second: two to one endpoint, two to another.
+        let replies = vec![
+            get(&sim, "/v1/me", DEFAULT_KEY).await,
+            get(&sim, "/v1/me", DEFAULT_KEY).await,
+            get(&sim, "/v1/subscriptions?email=nobody@x.com", DEFAULT_KEY).await,
+            get(&sim, "/v1/subscriptions?email=nobody@x.com", DEFAULT_KEY).await,
+        ];
+        assert_eq!(statuses(&replies), expected, "{scope:?}");
+    }
 }
 
 // ---- faults ----------------------------------------------------------------------------------

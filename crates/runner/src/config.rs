@@ -43,6 +43,8 @@ pub struct RawDestination {
     pub custom_only_via_v1: bool,
     /// `graphql` (default) or `subscriptions`.
     pub existence_check: Option<String>,
+    /// `endpoint` (default) or `key`: what one `requests_per_second` budget counts.
+    pub rate_limit_scope: Option<String>,
     /// Contacts per GraphQL lookup (default 25).
     pub lookup_batch: Option<u64>,
     /// Days after which a contact cached as existing is checked again (default 30).
@@ -150,6 +152,8 @@ pub struct Destination {
     pub custom_only_via_v1: bool,
     /// How existence is checked before a contact's first write.
     pub existence_check: attentive_client::ExistenceStrategy,
+    /// What one `requests_per_second` budget counts.
+    pub rate_limit_scope: attentive_client::RateLimitScope,
     /// Contacts per GraphQL lookup to start with.
     pub lookup_batch: usize,
     /// A contact cached as existing is checked again after this long (profiles are deleted
@@ -478,6 +482,17 @@ impl Project {
                     attentive_client::ExistenceStrategy::Graphql
                 }
             };
+            let rate_limit_scope = match d.rate_limit_scope.as_deref() {
+                None | Some("endpoint") => attentive_client::RateLimitScope::Endpoint,
+                Some("key") => attentive_client::RateLimitScope::Key,
+                Some(other) => {
+                    problems.push(Problem {
+                        key: format!("{key}.rate_limit_scope"),
+                        message: format!("{other:?} is not a scope: use \"endpoint\" or \"key\""),
+                    });
+                    attentive_client::RateLimitScope::Endpoint
+                }
+            };
             let lookup_batch = d.lookup_batch.unwrap_or(25);
             if !(1..=100).contains(&lookup_batch) {
                 problems.push(Problem {
@@ -501,6 +516,7 @@ impl Project {
                     requests_per_second: rps,
                     custom_only_via_v1: d.custom_only_via_v1,
                     existence_check,
+                    rate_limit_scope,
                     lookup_batch: usize::try_from(lookup_batch.clamp(1, 100)).unwrap_or(25),
                     recheck_exists_after: std::time::Duration::from_secs(
                         recheck_days.clamp(1, 3650) * 86_400,

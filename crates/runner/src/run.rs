@@ -300,6 +300,7 @@ pub fn client_for(project: &Project, activation: &str) -> Result<attentive_clien
         custom_only_v1: d.custom_only_via_v1,
         existence_check: d.existence_check,
         lookup_batch: d.lookup_batch,
+        rate_limit_scope: d.rate_limit_scope,
         ..attentive_client::ClientConfig::new(key.clone())
     };
     attentive_client::Client::new(config).map_err(|e| Error::Client(e.to_string()))
