@@ -894,3 +894,87 @@ fn sigterm_stops_a_run_cleanly_and_the_next_run_after_a_restart_sends_the_rest()
     assert_eq!(sim.contact_count(), N);
     assert!(sim.violations().is_empty());
 }
+
+/// Issue 13: slow clients cannot hold the server. Beyond `--max-connections` a new connection
+/// is closed at once, and a client that does not finish its headers within
+/// `--header-timeout-secs` is closed, so `/healthz` answers again and a run finishes; after
+/// SIGTERM, a request whose body never comes does not keep the server up past
+/// `--shutdown-grace-secs`.
+#[test]
+fn slow_clients_cannot_hold_the_server() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    const N: usize = 10;
+    let sim = start_sim(SimConfig {
+        contacts: seed(&emails(N).iter().map(String::as_str).collect::<Vec<_>>()),
+        ..SimConfig::default()
+    });
+    let p = project(&sim, &model(N, ""));
+    let mut server = p.serve(&[
+        "--max-connections",
+        "8",
+        "--header-timeout-secs",
+        "1",
+        "--shutdown-grace-secs",
+        "2",
+    ]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            // Headers started, never finished.
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    loop {
+        let answer = server
+            .http
+            .get(server.url("/healthz"))
+            .timeout(Duration::from_secs(1))
+            .send();
+        if answer.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "/healthz does not answer\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = server.start_run("a");
+    let run = server.wait_run(id, Duration::from_secs(60));
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // The server closed every slow connection (end of stream, or a reset).
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(n) => assert!(
+                n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "still open"),
+        }
+    }
+
+    // A login whose body never comes, then SIGTERM: the server still exits, after its grace.
+    let mut half = TcpStream::connect(&addr).unwrap();
+    half.write_all(
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ntoken=",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stopping = Instant::now();
+    let code = server.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{}", server.logs());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    drop(half);
+}

@@ -203,6 +203,20 @@ enum Command {
         /// Seconds a graceful stop waits for runs to commit what is in flight.
         #[arg(long, default_value_t = 120)]
         shutdown_timeout_secs: u64,
+        /// Seconds open connections then get to finish their requests (a second signal
+        /// exits at once).
+        #[arg(long, default_value_t = 10)]
+        shutdown_grace_secs: u64,
+        /// Connections served at once; one more is closed at once.
+        #[arg(long, default_value_t = 256)]
+        max_connections: usize,
+        /// Seconds a client has to send a request's headers (and an idle keep-alive
+        /// connection stays open).
+        #[arg(long, default_value_t = 10)]
+        header_timeout_secs: u64,
+        /// Seconds a request may take before it answers 503 `request_timeout`.
+        #[arg(long, default_value_t = 120)]
+        request_timeout_secs: u64,
     },
     /// Show the tool on a bundled sample project, with nothing to set up.
     Demo {
@@ -419,6 +433,10 @@ fn run(command: Command) -> Result<u8> {
             max_in_flight,
             recheck_after_hours,
             shutdown_timeout_secs,
+            shutdown_grace_secs,
+            max_connections,
+            header_timeout_secs,
+            request_timeout_secs,
         } => {
             let project = load(&config)?;
             let token = server::ServerToken::load(
@@ -437,6 +455,10 @@ fn run(command: Command) -> Result<u8> {
                     recheck_after_hours.max(0.0) * 3600.0,
                 ),
                 shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout_secs),
+                shutdown_grace: std::time::Duration::from_secs(shutdown_grace_secs),
+                max_connections,
+                header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
+                request_timeout: std::time::Duration::from_secs(request_timeout_secs.max(1)),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -8,11 +8,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use axum::Router;
 use runner::Project;
@@ -172,32 +172,123 @@ pub async fn serve(
     );
     on_listening(addr);
 
-    let shutdown_app = app.clone();
-    let shutdown = async move {
-        let mut signals = Signals::new();
-        let first = signals.next().await;
-        tracing::warn!(
-            signal = first,
-            "stopping: no new run starts; runs going on commit what is in flight and end interrupted (signal again to exit at once)"
-        );
-        shutdown_app.begin_shutdown();
-        let _ = stop_tx.send(true);
-        let timeout = shutdown_app.settings.shutdown_timeout;
-        tokio::select! {
-            () = shutdown_app.runs.idle() => tracing::info!("every run has stopped"),
-            () = tokio::time::sleep(timeout) => tracing::error!(?timeout, "runs did not stop in time; exiting anyway"),
-            s = signals.next() => tracing::error!(signal = s, "second signal: exiting at once"),
-        }
-    };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(Error::Serve)?;
+    let mut signals = Signals::new();
+    let exit_now = serve_connections(&app, listener, router, &mut signals, stop_tx).await;
+    if exit_now {
+        tracing::error!("exiting at once");
+    }
     for s in schedules {
         s.abort();
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Accepts connections until the first signal (each one served by hyper with a header-read
+/// timeout, which also closes idle keep-alive connections, and at most
+/// `settings.max_connections` at once: one more is closed at once), then stops: no new run
+/// starts, runs going on stop (up to `shutdown_timeout`), and open connections get
+/// `shutdown_grace` to finish their requests. A second signal skips the waiting; returns
+/// whether one came.
+async fn serve_connections(
+    app: &Arc<App>,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    signals: &mut Signals,
+    stop_tx: watch::Sender<bool>,
+) -> bool {
+    let settings = &app.settings;
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        settings.request_timeout,
+        request_timeout,
+    ));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Some(settings.header_timeout))
+        .keep_alive(true);
+    let first = loop {
+        tokio::select! {
+            signal = signals.next() => break signal,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors, or a connection reset before it was taken:
+                        // wait a moment rather than spin.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = settings.max_connections, "connection limit reached: a new connection was closed");
+                    drop(stream);
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                let conn = graceful.watch(
+                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+                tokio::spawn(async move {
+                    let _slot = permit;
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    };
+    drop(listener);
+    tracing::warn!(
+        signal = first,
+        "stopping: no new run starts; runs going on commit what is in flight and end interrupted (signal again to exit at once)"
+    );
+    app.begin_shutdown();
+    let _ = stop_tx.send(true);
+    let timeout = settings.shutdown_timeout;
+    tokio::select! {
+        () = app.runs.idle() => tracing::info!("every run has stopped"),
+        () = tokio::time::sleep(timeout) => tracing::error!(?timeout, "runs did not stop in time; exiting anyway"),
+        s = signals.next() => {
+            tracing::error!(signal = s, "second signal");
+            return true;
+        }
+    }
+    let grace = settings.shutdown_grace;
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("every connection has closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "connections still open after the grace period are dropped"),
+        s = signals.next() => {
+            tracing::error!(signal = s, "second signal");
+            return true;
+        }
+    }
+    false
+}
+
+/// Answers 503 `request_timeout` when a handler takes longer than the request timeout (a
+/// response that has started, like a CSV download, is not cut).
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let body = serde_json::json!({ "error": {
+                "code": "request_timeout",
+                "message": format!("the request took longer than {} s", limit.as_secs_f64()),
+            }});
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(body),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// SIGTERM and SIGINT (Ctrl-C).

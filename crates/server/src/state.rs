@@ -32,6 +32,15 @@ pub struct Settings {
     pub recheck_after: Duration,
     /// How long a graceful stop waits for runs to commit what is in flight.
     pub shutdown_timeout: Duration,
+    /// After the runs, how long open connections get to finish their requests.
+    pub shutdown_grace: Duration,
+    /// Connections served at once; one more is closed at once.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this long (also how long an idle
+    /// keep-alive connection stays open).
+    pub header_timeout: Duration,
+    /// A handler answering later than this answers 503 `request_timeout`.
+    pub request_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +52,10 @@ impl Default for Settings {
             max_in_flight: 16,
             recheck_after: Duration::from_secs(24 * 3600),
             shutdown_timeout: Duration::from_secs(120),
+            shutdown_grace: Duration::from_secs(10),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
         }
     }
 }
