@@ -199,6 +199,8 @@ struct PlanQuery {
     responses(
         (status = 200, description = "The plan report (`attentive-sync plan --format json`): counts, attributes to send, sample changes and rejections", body = Object),
         (status = 404, description = "No such activation", body = ErrorBody),
+        (status = 409, description = "A preview of this activation is being computed (`preview_in_progress`)", body = ErrorBody),
+        (status = 429, description = "Too many previews are being computed (`too_many_previews`)", body = ErrorBody),
         (status = 422, description = "The model cannot be read or does not fit the mapping (`plan_failed`)", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody)
     )
@@ -224,9 +226,12 @@ pub async fn dry_run(
     sample: usize,
 ) -> Result<runner::plan::PlanReport, ApiError> {
     let project = app.project.clone();
+    let claim = app.db.claim_preview(name)?;
     let name = name.to_owned();
     app.db
         .read(move |store| {
+            // Released when the scan ends, whatever became of the request.
+            let _claim = claim;
             let opts = runner::plan::PlanOptions {
                 sample_size: sample,
                 output: None,
@@ -388,6 +393,34 @@ async fn rejected_csv(
     rows_csv(&app, id, Outcome::Rejected).await
 }
 
+/// An export whose client reads nothing for this long is ended (its read connection freed).
+const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends `item` from a blocking thread, waiting at most `stall` for room; false when the
+/// receiver is gone or did not take it in time.
+fn send_within<T>(
+    tx: &tokio::sync::mpsc::Sender<T>,
+    mut item: T,
+    stall: std::time::Duration,
+) -> bool {
+    use tokio::sync::mpsc::error::TrySendError;
+    let deadline = std::time::Instant::now() + stall;
+    loop {
+        match tx.try_send(item) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                item = back;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(?stall, "an export's client stopped reading: ended");
+                return false;
+            }
+        }
+    }
+}
+
 /// Streams a run's rows of one outcome as CSV, read page by page on a blocking thread.
 pub async fn rows_csv(app: &Arc<App>, run_id: i64, outcome: Outcome) -> Result<Response, ApiError> {
     app.db
@@ -398,8 +431,11 @@ pub async fn rows_csv(app: &Arc<App>, run_id: i64, outcome: Outcome) -> Result<R
         .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let db = app.db.clone();
+    let permit = app.db.permit().await?;
     tokio::task::spawn_blocking(move || {
         const PAGE: u64 = 5000;
+        // A read connection for the whole export (counted against the readers' limit).
+        let _permit = permit;
         let store = match db.take() {
             Ok(s) => s,
             Err(e) => {
@@ -419,8 +455,8 @@ pub async fn rows_csv(app: &Arc<App>, run_id: i64, outcome: Outcome) -> Result<R
             };
             let chunk = csv_chunk(header, &rows);
             header = false;
-            if tx.blocking_send(chunk).is_err() {
-                break; // the client went away
+            if !send_within(&tx, chunk, EXPORT_STALL) {
+                break; // the client went away, or stopped reading
             }
             if (rows.len() as u64) < PAGE {
                 break;
@@ -528,7 +564,15 @@ async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Status>, ApiError> {
     app.db
         .read(|s| Ok(s.schema_version()?))
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.message))?;
+        .map_err(|e| {
+            // The details (paths, SQLite's words) go to the log, not to whoever asks.
+            tracing::error!(error = %e.message, "not ready: the state database cannot be read");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the state database cannot be read (see the server's log)",
+            )
+        })?;
     Ok(Json(Status {
         status: "ready".to_owned(),
     }))

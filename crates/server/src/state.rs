@@ -144,8 +144,36 @@ pub struct Db(Arc<DbInner>);
 struct DbInner {
     path: PathBuf,
     idle: Mutex<Vec<StateStore>>,
-    /// One permit per connection that may be open.
-    permits: tokio::sync::Semaphore,
+    /// One permit per connection that may be open; held until the blocking work ends, even
+    /// when the client that asked has gone.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Previews (full model scans) at once; fewer than the connections, so that they never
+    /// take every one (`/readyz` and the pages keep answering).
+    previews: Arc<tokio::sync::Semaphore>,
+    /// Activations being previewed: a second preview of one is refused, never stacked.
+    previewing: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Previews at once at most.
+pub const MAX_PREVIEWS: usize = 2;
+
+/// A preview's claim on its activation and on a preview slot; released when dropped.
+#[derive(Debug)]
+pub struct PreviewClaim {
+    db: Db,
+    activation: String,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for PreviewClaim {
+    fn drop(&mut self) {
+        self.db
+            .0
+            .previewing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.activation);
+    }
 }
 
 impl Db {
@@ -153,8 +181,50 @@ impl Db {
         Db(Arc::new(DbInner {
             path,
             idle: Mutex::new(Vec::new()),
-            permits: tokio::sync::Semaphore::new(MAX_READERS),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
+            previews: Arc::new(tokio::sync::Semaphore::new(MAX_PREVIEWS)),
+            previewing: Mutex::default(),
         }))
+    }
+
+    /// Claims a preview of `activation`: 409 `preview_in_progress` while one of it goes on,
+    /// 429 `too_many_previews` while [`MAX_PREVIEWS`] of others do.
+    pub fn claim_preview(&self, activation: &str) -> Result<PreviewClaim, ApiError> {
+        let mut previewing = self
+            .0
+            .previewing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if previewing.contains(activation) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "preview_in_progress",
+                format!("a preview of activation {activation:?} is being computed; ask again when it is done"),
+            ));
+        }
+        let slot = self.0.previews.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_previews",
+                format!("{MAX_PREVIEWS} previews are being computed; ask again when one is done"),
+            )
+        })?;
+        previewing.insert(activation.to_owned());
+        Ok(PreviewClaim {
+            db: self.clone(),
+            activation: activation.to_owned(),
+            _slot: slot,
+        })
+    }
+
+    /// A read permit, for work that reads on a thread of its own (held until it ends).
+    pub async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.0
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::internal(format!("the database pool is closed: {e}")))
     }
 
     /// The database file.
@@ -168,14 +238,12 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&StateStore) -> Result<T, ApiError> + Send + 'static,
     {
-        let _permit = self
-            .0
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| ApiError::internal(format!("the database pool is closed: {e}")))?;
+        let permit = self.permit().await?;
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
+            // Held by the work, not by the request: a client that gives up does not free a
+            // connection while its read goes on.
+            let _permit = permit;
             let store = db.take()?;
             let result = f(&store);
             db.give(store);
@@ -205,5 +273,34 @@ impl Db {
         if idle.len() < MAX_READERS {
             idle.push(store);
         }
+    }
+}
+
+#[cfg(test)]
+mod preview_tests {
+    use super::*;
+
+    /// Issue 13: previews never stack. A second preview of one activation is refused with
+    /// 409 while the first goes on; beyond `MAX_PREVIEWS` others get 429; a claim is released
+    /// when the work holding it ends.
+    #[test]
+    fn previews_are_refused_rather_than_stacked() {
+        let db = Db::new(PathBuf::from("/nonexistent/state.db"));
+        let first = db.claim_preview("vip").unwrap();
+        let again = db.claim_preview("vip").unwrap_err();
+        assert_eq!(
+            (again.status.as_u16(), again.code),
+            (409, "preview_in_progress")
+        );
+        let other = db.claim_preview("loyalty").unwrap();
+        let third = db.claim_preview("orders").unwrap_err();
+        assert_eq!(
+            (third.status.as_u16(), third.code),
+            (429, "too_many_previews")
+        );
+        drop(first);
+        let vip = db.claim_preview("vip").unwrap();
+        drop((vip, other));
+        assert!(db.claim_preview("orders").is_ok());
     }
 }
