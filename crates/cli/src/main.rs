@@ -764,11 +764,13 @@ fn demo(dir: Option<&Path>) -> Result<u8> {
     drop(store);
     out!("{}", output::plan_text(&report));
 
-    outln!("\n== 2. run: check each contact exists (read-only), update it, commit what Attentive acknowledged\n");
+    outln!("\n== 2. run: check the account, look each contact up (read-only, in batches), update it, commit what Attentive acknowledged\n");
     let first = run_activation(&project, "vip", runner::run::RunOptions::default())?;
     out!("{}", output::run_text(&first));
 
-    outln!("\n== 3. run again: nothing changed, nothing is sent\n");
+    outln!(
+        "\n== 3. run again: nothing changed, nothing is sent (one request: the account check)\n"
+    );
     let second = run_activation(&project, "vip", runner::run::RunOptions::default())?;
     out!("{}", output::run_text(&second));
 

@@ -216,7 +216,7 @@ pub(crate) fn run_text(r: &runner::run::RunReport) -> String {
     );
     let _ = writeln!(
         s,
-        "  requests {} ({} existence checks), retries {}, 429s {}, waiting for the budget {:.1} s (summed over requests)",
+        "  requests {} ({} contacts looked up), retries {}, 429s {}, waiting for the budget {:.1} s (summed over requests)",
         d.requests,
         r.existence_checks,
         d.retries,

@@ -923,8 +923,9 @@ async fn deliver_all<D: Destination + 'static>(
         let take = open && backlog < (in_flight + 1) * batch;
         // A batch leaves full, at the end of the model, or when the model has had nothing
         // more for it for a moment while no other lookup is out (a partial batch costs a
-        // request; waiting while lookups are answered costs nothing).
-        let idle = take && checking == 0;
+        // request; waiting while lookups are answered, or while writes are the bottleneck and
+        // planned contacts wait in the channel, costs nothing).
+        let idle = take && checking == 0 && work_rx.is_empty();
         let flush = !pending.is_empty()
             && (pending.len() >= batch
                 || !open
@@ -1016,9 +1017,10 @@ async fn look_up<D: Destination>(
     counters: &Counters,
 ) -> Vec<Work> {
     let send = |msg| record(commit, halt, msg);
+    let n = contacts.len();
     counters
         .existence_checks
-        .fetch_add(contacts.len() as u64, Ordering::Relaxed);
+        .fetch_add(n as u64, Ordering::Relaxed);
     let mut refs: Vec<ContactRef> = Vec::with_capacity(contacts.len());
     for w in &contacts {
         refs.push(w.change.contact.clone());
@@ -1088,6 +1090,9 @@ async fn look_up<D: Destination>(
             }),
         }
     }
+    // Those not written are done (for progress); the others count when written.
+    let done = (n - exists.len()) as u64;
+    counters.delivered.fetch_add(done, Ordering::Relaxed);
     exists
 }
 
