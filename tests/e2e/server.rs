@@ -978,3 +978,51 @@ fn slow_clients_cannot_hold_the_server() {
     );
     drop(half);
 }
+
+/// Issue 13: wrong tokens are limited per client address and logged with it. After
+/// `FAILURES_PER_CLIENT` (20) wrong bearer tokens in a minute, the address gets 429
+/// `too_many_failures` without its token being checked, on the API and the login form.
+#[test]
+fn wrong_tokens_are_limited_per_client_address() {
+    let sim = start_sim(SimConfig::default());
+    let p = project(&sim, &model(2, ""));
+    let server = p.serve(&[]);
+    let wrong = |path: &str| {
+        server
+            .http
+            .get(server.url(path))
+            .bearer_auth("not-the-token-at-all-0000")
+            .send()
+            .unwrap()
+    };
+    for i in 0..20 {
+        assert_eq!(wrong("/api/v1/activations").status(), 401, "attempt {i}");
+    }
+    let refused = wrong("/api/v1/activations");
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "too_many_failures", "{body}");
+    // Refused without looking at the token, for this address, for the rest of the minute.
+    let right = server
+        .http
+        .get(server.url("/api/v1/activations"))
+        .bearer_auth(SERVER_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(right.status(), 429);
+    let login = server
+        .http
+        .post(server.url("/login"))
+        .form(&[("token", SERVER_TOKEN)])
+        .send()
+        .unwrap();
+    assert_eq!(login.status(), 429);
+    // Unauthenticated routes still answer.
+    assert_eq!(server.get("/healthz").0, 200);
+    let logs = server.logs();
+    assert!(
+        logs.contains("client=127.0.0.1") && logs.contains("bearer token refused"),
+        "{logs}"
+    );
+    assert!(!logs.contains("not-the-token-at-all"), "a token was logged");
+}

@@ -96,9 +96,17 @@ pub fn routers(app: &Arc<App>) -> (axum::Router<Arc<App>>, utoipa::openapi::Open
 
 /// Refuses requests without the bearer token (401, JSON).
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let client = crate::client_address(&req);
+    if app.auth_failures.refuses(client) {
+        return ApiError::too_many_failures().into_response();
+    }
     if app.token.authorizes(req.headers()) {
         next.run(req).await
     } else {
+        // A wrong token is a guess; no token at all is not.
+        if crate::auth::bearer(req.headers()).is_some() {
+            app.auth_failures.failed(client, "bearer token");
+        }
         ApiError::unauthorized().into_response()
     }
 }

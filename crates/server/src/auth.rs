@@ -28,6 +28,84 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most; the oldest are dropped beyond that.
 const MAX_SESSIONS: usize = 10_000;
 
+/// Failed logins and wrong bearer tokens allowed per client address in one window.
+pub const FAILURES_PER_CLIENT: u32 = 20;
+/// Failed attempts allowed from all addresses together in one window.
+pub const FAILURES_IN_ALL: u32 = 200;
+/// The window the failures are counted in.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts failed logins and wrong bearer tokens per client address and in all, in windows of
+/// [`FAILURE_WINDOW`]. An address past [`FAILURES_PER_CLIENT`] failures is refused (429,
+/// without its token being checked) until the window ends; past [`FAILURES_IN_ALL`] failures
+/// from everyone, every address that failed in the window is, while addresses that did not
+/// fail still get in. Each failure is logged with its address (the first of a window, then
+/// every tenth).
+#[derive(Debug)]
+pub struct AuthThrottle {
+    state: Mutex<ThrottleState>,
+}
+
+#[derive(Debug)]
+struct ThrottleState {
+    since: Instant,
+    per_client: HashMap<Option<std::net::IpAddr>, u32>,
+    total: u32,
+}
+
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        AuthThrottle {
+            state: Mutex::new(ThrottleState {
+                since: Instant::now(),
+                per_client: HashMap::new(),
+                total: 0,
+            }),
+        }
+    }
+}
+
+impl AuthThrottle {
+    fn state(&self) -> std::sync::MutexGuard<'_, ThrottleState> {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.since.elapsed() >= FAILURE_WINDOW {
+            *s = ThrottleState {
+                since: Instant::now(),
+                per_client: HashMap::new(),
+                total: 0,
+            };
+        }
+        s
+    }
+
+    /// Whether attempts from `client` are refused for now (checked before the token is).
+    pub fn refuses(&self, client: Option<std::net::IpAddr>) -> bool {
+        let s = self.state();
+        let mine = s.per_client.get(&client).copied().unwrap_or(0);
+        mine >= FAILURES_PER_CLIENT || (s.total >= FAILURES_IN_ALL && mine > 0)
+    }
+
+    /// Counts a failed attempt of `client` (`what`: "login", "bearer token").
+    pub fn failed(&self, client: Option<std::net::IpAddr>, what: &str) {
+        let mut s = self.state();
+        s.total += 1;
+        let n = {
+            let n = s.per_client.entry(client).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if n == 1 || n.is_multiple_of(10) {
+            let address = client.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+            tracing::warn!(
+                client = %address,
+                failures = n,
+                in_all = s.total,
+                "{what} refused: wrong server token"
+            );
+        }
+    }
+}
+
 /// Whether two secrets are equal, in time that does not depend on where they differ (only
 /// on their lengths).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -227,6 +305,39 @@ mod tests {
     use axum::http::HeaderValue;
 
     const TOKEN: &str = "0123456789abcdef-secret";
+
+    #[test]
+    fn failures_are_throttled_per_client_and_in_all() {
+        let t = AuthThrottle::default();
+        let a = Some(std::net::IpAddr::from([10, 0, 0, 1]));
+        let b = Some(std::net::IpAddr::from([10, 0, 0, 2]));
+        for _ in 0..FAILURES_PER_CLIENT {
+            assert!(!t.refuses(a));
+            t.failed(a, "login");
+        }
+        assert!(t.refuses(a), "past its limit");
+        assert!(!t.refuses(b), "another address is not affected");
+        for i in 0..FAILURES_IN_ALL {
+            t.failed(
+                Some(std::net::IpAddr::from([
+                    10,
+                    1,
+                    (i / 250) as u8,
+                    (i % 250) as u8,
+                ])),
+                "bearer token",
+            );
+        }
+        t.failed(b, "login");
+        assert!(
+            t.refuses(b),
+            "everyone who failed, once the total is past its limit"
+        );
+        assert!(
+            !t.refuses(Some(std::net::IpAddr::from([10, 9, 9, 9]))),
+            "but not who never failed"
+        );
+    }
 
     #[test]
     fn constant_time_compare() {

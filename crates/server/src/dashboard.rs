@@ -154,11 +154,22 @@ async fn login_page(State(app): State<Arc<App>>, headers: axum::http::HeaderMap)
 
 async fn login(
     State(app): State<Arc<App>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
+    let client = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a.ip());
+    if app.auth_failures.refuses(client) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            login_form(Some(
+                "Too many wrong tokens from this address: wait a minute, then try again.",
+            )),
+        )
+            .into_response();
+    }
     let token = form.ok().and_then(|Form(f)| f.token).unwrap_or_default();
     if !app.token.matches(token.trim().as_bytes()) {
-        tracing::warn!("dashboard login refused: wrong token");
+        app.auth_failures.failed(client, "dashboard login");
         // Slows guessing down a little; tokens are long and random anyway.
         tokio::time::sleep(Duration::from_millis(250)).await;
         return (

@@ -109,6 +109,14 @@ impl ApiError {
         )
     }
 
+    pub fn too_many_failures() -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many attempts with a wrong token from this address; wait a minute",
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }

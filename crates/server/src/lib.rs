@@ -227,7 +227,17 @@ async fn serve_connections(
                     drop(stream);
                     continue;
                 };
-                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                // Handlers see the client's address (`client_address`).
+                let service = hyper_util::service::TowerToHyperService::new(
+                    tower::ServiceExt::map_request(
+                        router.clone(),
+                        move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                        r.extensions_mut()
+                            .insert(axum::extract::ConnectInfo(peer));
+                        r
+                    },
+                    ),
+                );
                 let conn = graceful.watch(
                     http.serve_connection(hyper_util::rt::TokioIo::new(stream), service),
                 );
@@ -266,6 +276,14 @@ async fn serve_connections(
         }
     }
     false
+}
+
+/// The address of the client that sent `request`, when the server knows it.
+pub fn client_address(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(a)| a.ip())
 }
 
 /// Answers 503 `request_timeout` when a handler takes longer than the request timeout (a

@@ -66,6 +66,8 @@ pub struct App {
     pub project: Arc<Project>,
     pub token: ServerToken,
     pub sessions: Sessions,
+    /// Failed logins and wrong bearer tokens, per client address.
+    pub auth_failures: crate::auth::AuthThrottle,
     pub settings: Settings,
     pub runs: Registry,
     pub metrics: Metrics,
@@ -83,6 +85,7 @@ impl App {
             project: Arc::new(project),
             token,
             sessions: Sessions::default(),
+            auth_failures: crate::auth::AuthThrottle::default(),
             settings,
             runs: Registry::default(),
             metrics: Metrics::new(&names),
