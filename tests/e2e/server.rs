@@ -597,6 +597,21 @@ fn the_token_guards_the_api_and_the_openapi_document_lists_every_route() {
         })
         .collect();
     assert_eq!(documented, expected);
+    // Every route behind the token documents 401 and the wrong-token limit's 429.
+    for (method, path) in expected.iter().filter(|(_, p)| p.starts_with("/api/v1/")) {
+        let responses = &paths[*path][*method]["responses"];
+        for code in ["401", "429"] {
+            assert!(responses.get(code).is_some(), "{method} {path}: no {code}");
+        }
+        assert!(
+            responses["429"]["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("too_many_failures"),
+            "{method} {path}: {}",
+            responses["429"]
+        );
+    }
     // And each documented route answers (with the token) rather than 404/405.
     for (method, path) in &expected {
         let concrete = path

@@ -67,6 +67,39 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // Every route behind the token may also refuse an address that sent too many wrong
+        // tokens (see `auth::AuthThrottle`).
+        let too_many = utoipa::openapi::ResponseBuilder::new()
+            .description(
+                "Too many wrong tokens from this address in the last minute (`too_many_failures`)",
+            )
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                match op.responses.responses.get_mut("429") {
+                    Some(utoipa::openapi::RefOr::T(r)) => {
+                        r.description.push_str(
+                            "; or too many wrong tokens from this address in the last minute (`too_many_failures`)",
+                        );
+                    }
+                    Some(utoipa::openapi::RefOr::Ref(_)) => {}
+                    None => {
+                        op.responses
+                            .responses
+                            .insert("429".to_owned(), too_many.clone().into());
+                    }
+                }
+            }
+        }
     }
 }
 
