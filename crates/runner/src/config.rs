@@ -49,6 +49,10 @@ pub struct RawDestination {
     pub lookup_batch: Option<u64>,
     /// Days after which a contact cached as existing is checked again (default 30).
     pub recheck_exists_after_days: Option<u64>,
+    /// Accept an `http://` `base_url` on a host other than loopback (the API key would
+    /// travel in clear).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +204,22 @@ impl DatabaseUrl {
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+/// Whether a URL's host is this machine (`localhost`, `127.0.0.0/8`, `::1`).
+fn loopback_url(u: &str) -> bool {
+    let host = url::Url::parse(u)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    match host.as_deref() {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 
@@ -460,6 +480,15 @@ impl Project {
                 problems.push(Problem {
                     key: format!("{key}.base_url"),
                     message: format!("{base_url:?} must start with http:// or https://"),
+                });
+            }
+            if base_url.starts_with("http://") && !d.allow_insecure_http && !loopback_url(&base_url)
+            {
+                problems.push(Problem {
+                    key: format!("{key}.base_url"),
+                    message: format!(
+                        "{base_url:?} is plain http on a host other than this machine: the API key would travel in clear; use https://, or set {key}.allow_insecure_http = true (a test double on a private network)"
+                    ),
                 });
             }
             let rps = d.requests_per_second.unwrap_or(150.0);

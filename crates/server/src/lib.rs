@@ -162,6 +162,12 @@ pub async fn serve(
         addr: opts.listen,
         source,
     })?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "listening beyond this machine without TLS: the server token and the dashboard travel in clear; put a TLS-terminating reverse proxy in front (docs/SERVER.md), or listen on 127.0.0.1"
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let schedules = scheduler::spawn(&app, &stop_rx);
     tracing::info!(

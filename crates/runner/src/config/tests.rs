@@ -390,3 +390,33 @@ first_name = "first"
     assert!(e.contains("activations.a.filter"), "{e}");
     assert!(e.contains("closes a parenthesis it did not open"), "{e}");
 }
+
+/// Issue 13: the API key never travels in clear to another machine.
+#[test]
+fn plain_http_is_refused_outside_this_machine_unless_allowed() {
+    let with = |url: &str, extra: &str| {
+        GOOD.replacen(
+            "api_key = \"${ATTENTIVE_API_KEY}\"",
+            &format!("api_key = \"${{ATTENTIVE_API_KEY}}\"\nbase_url = \"{url}\"\n{extra}"),
+            1,
+        )
+    };
+    for ok in [
+        "https://api.attentivemobile.com",
+        "http://127.0.0.1:8080",
+        "http://localhost:9",
+        "http://[::1]:80/x",
+    ] {
+        assert!(parse(&with(ok, "")).is_ok(), "{ok}");
+    }
+    let err = parse(&with("http://api.example.com", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("destinations.attentive.base_url")
+            && err.contains("in clear")
+            && err.contains("allow_insecure_http"),
+        "{err}"
+    );
+    assert!(parse(&with("http://10.0.0.5:8080", "allow_insecure_http = true")).is_ok());
+}
