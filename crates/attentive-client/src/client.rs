@@ -481,15 +481,7 @@ impl Client {
 
     /// `GET /v1/me`: who the key belongs to. Checks the key (401), not its permissions.
     pub async fn me(&self) -> Result<Me, Error> {
-        let r = self.send(&Request::get(wire::PATH_ME)).await?;
-        if r.is_success() {
-            Ok(Me::parse(&r.body))
-        } else {
-            Err(Error::Rejected {
-                status: r.status,
-                message: r.message(),
-            })
-        }
+        read_me(&self.send(&Request::get(wire::PATH_ME)).await?)
     }
 
     /// [`Client::me`] as a run asks it before its first request: with few retries (it is one
@@ -514,14 +506,7 @@ impl Client {
             Err(Error::RetriesExhausted { .. }) => self.send(&request).await?,
             Err(e) => return Err(e),
         };
-        if r.is_success() {
-            Ok(Me::parse(&r.body))
-        } else {
-            Err(Error::Rejected {
-                status: r.status,
-                message: r.message(),
-            })
-        }
+        read_me(&r)
     }
 
     /// Sends one contact's changes (what [`Destination::write`] does).
@@ -856,6 +841,18 @@ impl Destination for Client {
             rate_limited: s.rate_limited,
             throttled_ms: u64::try_from(s.throttled.as_millis()).unwrap_or(u64::MAX),
         }
+    }
+}
+
+/// The account in an answer to `GET /v1/me`.
+fn read_me(r: &Response) -> Result<Me, Error> {
+    if r.is_success() {
+        Ok(Me::parse(&r.body))
+    } else {
+        Err(Error::Rejected {
+            status: r.status,
+            message: r.message(),
+        })
     }
 }
 

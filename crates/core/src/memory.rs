@@ -145,9 +145,7 @@ impl SnapshotStore for MemorySnapshot {
         }
         if let Some((_, doubts)) = self.in_doubt.get(contact_key) {
             let doubts: Vec<InDoubt> = doubts.values().cloned().collect();
-            let mut mine = out.split_off(start);
-            with_in_doubt(&mut mine, &doubts);
-            out.extend(mine);
+            with_in_doubt(out, start, &doubts);
         }
         Ok(())
     }

@@ -66,9 +66,13 @@ pub struct InDoubt {
 /// planner sends the model's value again. Stores also index a contact with an attribute in
 /// doubt under [`crate::fingerprint::IN_DOUBT_ROW`], so that its row is compared attribute
 /// by attribute.
-pub fn with_in_doubt(stored: &mut Vec<StoredAttribute>, in_doubt: &[InDoubt]) {
+///
+/// Only `stored[from..]` is one contact's (a store appends each contact's attributes to a
+/// buffer it reuses).
+pub fn with_in_doubt(stored: &mut Vec<StoredAttribute>, from: usize, in_doubt: &[InDoubt]) {
     for d in in_doubt {
-        match stored.iter_mut().find(|s| s.key == d.key) {
+        let mine = stored.get_mut(from..).unwrap_or_default();
+        match mine.iter_mut().find(|s| s.key == d.key) {
             Some(s) => s.fingerprint = IN_DOUBT_VALUE,
             None => stored.push(StoredAttribute {
                 key: d.key.clone(),

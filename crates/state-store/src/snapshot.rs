@@ -248,11 +248,7 @@ impl SnapshotStore for StateStore {
         let doubt_free = self.doubt_free.borrow().as_deref() == Some(activation);
         if !doubt_free {
             let doubts = crate::doubt::in_doubt_by_name(&self.conn, activation, contact_key)?;
-            if !doubts.is_empty() {
-                let mut mine = out.split_off(start);
-                with_in_doubt(&mut mine, &doubts);
-                out.extend(mine);
-            }
+            with_in_doubt(out, start, &doubts);
         }
         Ok(())
     }

@@ -1459,3 +1459,38 @@ fn a_destination_is_bound_to_one_account_and_rebinding_forgets_what_belonged_to_
         "C2"
     );
 }
+
+/// A file written by the previous version (schema 2) migrates to the latest keeping its
+/// snapshot: same index entry, same attribute, nothing in doubt, no account bound yet.
+#[test]
+fn a_schema_2_file_is_migrated_keeping_its_snapshot() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO activations (id, name) VALUES (1, 'vip');
+             INSERT INTO snapshot_contacts VALUES (1, 'ann@x.com', 11, 22, 1, '2026-11-30T00:00:00.000Z');
+             INSERT INTO snapshot_attributes VALUES (1, 'ann@x.com', 'std:city', 33, 's', 'Paris', 1);",
+        )
+        .unwrap();
+    }
+    let store = StateStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), LATEST);
+    let mut index = SnapshotIndex::default();
+    store.load_index("vip", &mut index).unwrap();
+    assert_eq!(index.get(11), Some(22));
+    let mut attrs = Vec::new();
+    store
+        .contact_attributes("vip", "ann@x.com", &mut attrs)
+        .unwrap();
+    assert_eq!(attrs.len(), 1);
+    assert_eq!(
+        (attrs[0].fingerprint, attrs[0].value.to_text()),
+        (33, "Paris".to_owned())
+    );
+    assert_eq!(store.in_doubt_count("vip").unwrap(), 0);
+    assert_eq!(store.account_binding("attentive").unwrap(), None);
+}
