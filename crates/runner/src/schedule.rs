@@ -57,6 +57,18 @@ impl Schedule {
                 fields,
             });
         }
+        // croner reads an empty list item (`,` or `5,,10`) as matching nothing, then spends
+        // seconds searching for a date that never comes (found by fuzzing the config).
+        if let Some((i, field)) = expression
+            .split_whitespace()
+            .enumerate()
+            .find(|(_, f)| f.split(',').any(str::is_empty))
+        {
+            return Err(ScheduleError::Invalid {
+                expression: expression.to_owned(),
+                reason: format!("field {} (`{field}`) has an empty list item", i + 1),
+            });
+        }
         let cron = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Optional)
             .build()
@@ -123,9 +135,32 @@ impl Schedule {
 
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// Regression (fuzzing, config target): `, */6 * * *` took 2 s to validate in a debug
+    /// build (a libFuzzer timeout), croner searching for a date an empty minute list never
+    /// matches. Empty list items are refused at once, naming the field.
+    #[test]
+    fn an_empty_list_item_is_refused_at_once() {
+        for expression in [", */6 * * *", "0,,5 * * * *", "5, * * * *", "0 0 ,1 * *"] {
+            let started = std::time::Instant::now();
+            let err = Schedule::parse(expression, chrono_tz::UTC)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("has an empty list item"),
+                "{expression}: {err}"
+            );
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(100),
+                "{expression}"
+            );
+        }
+        assert!(Schedule::parse("0,30 */6 * * *", chrono_tz::UTC).is_ok());
+    }
     use chrono::TimeZone;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
