@@ -350,6 +350,18 @@ pub struct Burst429 {
 /// `seed` (jitter, spike, drop, error), so a given sequence of requests sees the same faults on
 /// every run. Setting faults (config, [`crate::SimHandle::set_faults`], `PUT /_sim/faults`)
 /// restarts the generator and the burst cycle.
+///
+/// The `bulk_*` fields shape bulk jobs. Creating a job draws two more numbers from that
+/// generator (whether it fails, and the seed of the job's own generator, which gives one
+/// number per record when the job is processed), so record outcomes do not depend on when the
+/// job happens to be processed. When each one is decided:
+/// - whole-job failure (`bulk_fail_next_jobs`, `bulk_job_failure_rate`): when the job is
+///   created;
+/// - per-record outcomes (`bulk_record_errors`, `bulk_record_error_rate`,
+///   `bulk_record_reject_rate`): when the job is processed, with the faults in force then;
+/// - `bulk_unknown_status_polls`: at each poll, with the value in force then;
+/// - `bulk_truncate_results`: at each download of the result file, with the value in force
+///   then (clearing it lets a retried download get the whole file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -368,8 +380,34 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Periodic 429 bursts.
     pub burst_429: Option<Burst429>,
-    /// Probability that a bulk job ends `FAILED` (nothing of it is applied).
+    /// Probability that a bulk job ends `FAILED` (nothing of it is applied). Drawn when the
+    /// job is created.
     pub bulk_job_failure_rate: f64,
+    /// The next N bulk jobs created end `FAILED` (nothing of them applied), whatever
+    /// `bulk_job_failure_rate`; counts down as jobs are created (so [`crate::SimHandle::faults`]
+    /// shows how many are left).
+    pub bulk_fail_next_jobs: u32,
+    /// Probability per bulk record that its result line is `{"status": 500, "message":
+    /// "Internal error"}` and the record is not applied. With `bulk_record_reject_rate`, at
+    /// most 1 in all.
+    pub bulk_record_error_rate: f64,
+    /// Probability per bulk record that its result line is a 400 (`"Invalid value for
+    /// attribute '...'"`) and the record is not applied.
+    pub bulk_record_reject_rate: f64,
+    /// Deterministic per-record outcomes: a bulk record whose `identifiers.email` (as sent,
+    /// compared case-insensitively) or `identifiers.phone` (as sent, exactly) is a key gets a
+    /// result line with that status (400..=599) and is not applied. Keys are emails (with an
+    /// `@`) or phones (starting with `+`). Checked before the random rates and the record's
+    /// own validation; the email wins when both match.
+    pub bulk_record_errors: BTreeMap<String, u16>,
+    /// The first N polls (`GET /v2/bulk/job/{id}`) of each job answer status
+    /// `"NEEDS_REVIEW"` with no result URL, whatever the job's state; later polls answer
+    /// normally. The job itself runs on meanwhile.
+    pub bulk_unknown_status_polls: u32,
+    /// Result files drop the second half of their lines and end with a cut-off line (not
+    /// valid JSON, no final newline), as a download cut short. The records of the dropped
+    /// lines were applied all the same.
+    pub bulk_truncate_results: bool,
     /// Seed of the fault generator.
     pub seed: u64,
 }
@@ -385,6 +423,12 @@ impl Default for Faults {
             drop_rate: 0.0,
             burst_429: None,
             bulk_job_failure_rate: 0.0,
+            bulk_fail_next_jobs: 0,
+            bulk_record_error_rate: 0.0,
+            bulk_record_reject_rate: 0.0,
+            bulk_record_errors: BTreeMap::new(),
+            bulk_unknown_status_polls: 0,
+            bulk_truncate_results: false,
             seed: 0,
         }
     }
@@ -396,8 +440,10 @@ impl Faults {
         Faults::default()
     }
 
-    /// Checks probabilities (0..=1, error rates summing to at most 1), statuses (400..=599)
-    /// and the burst cycle.
+    /// Checks probabilities (0..=1; `error_rates` summing to at most 1, and the two bulk
+    /// record rates too), statuses (400..=599), the keys of `bulk_record_errors` (an email
+    /// with `@` or a phone starting with `+`, no email twice in different cases) and the
+    /// burst cycle.
     pub fn validate(&self) -> Result<(), Error> {
         let prob = |name: &str, p: f64| {
             if (0.0..=1.0).contains(&p) {
@@ -426,6 +472,37 @@ impl Faults {
         prob("spike_probability", self.spike_probability)?;
         prob("drop_rate", self.drop_rate)?;
         prob("bulk_job_failure_rate", self.bulk_job_failure_rate)?;
+        prob("bulk_record_error_rate", self.bulk_record_error_rate)?;
+        prob("bulk_record_reject_rate", self.bulk_record_reject_rate)?;
+        let record_sum = self.bulk_record_error_rate + self.bulk_record_reject_rate;
+        if record_sum > 1.0 + 1e-9 {
+            return Err(Error::Config(format!(
+                "bulk_record_error_rate and bulk_record_reject_rate add up to {record_sum}, \
+                 more than 1"
+            )));
+        }
+        let mut emails = BTreeSet::new();
+        for (id, &status) in &self.bulk_record_errors {
+            if !(400..=599).contains(&status) {
+                return Err(Error::Config(format!(
+                    "bulk_record_errors['{id}']: status {status} is not an error status \
+                     (400..=599)"
+                )));
+            }
+            if id.contains('@') {
+                if !emails.insert(id.to_lowercase()) {
+                    return Err(Error::Config(format!(
+                        "bulk_record_errors: email '{id}' is given twice (emails match \
+                         case-insensitively)"
+                    )));
+                }
+            } else if !id.starts_with('+') {
+                return Err(Error::Config(format!(
+                    "bulk_record_errors: key '{id}' is neither an email (with '@') nor a \
+                     phone (starting with '+')"
+                )));
+            }
+        }
         if let Some(b) = self.burst_429 {
             if b.period_ms == 0 || b.duration_ms > b.period_ms {
                 return Err(Error::Config(
@@ -434,6 +511,48 @@ impl Faults {
             }
         }
         Ok(())
+    }
+}
+
+/// Which field of `GET /v2/bulk/job/{id}` carries the result file's URL. Attentive's v2 spec
+/// names it `url`; community code reads `resultUrl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkResultField {
+    /// `url` only (default, as the spec says).
+    #[default]
+    Url,
+    /// `resultUrl` only (no `url` key at all).
+    ResultUrl,
+    /// Both `url` and `resultUrl`, with the same value.
+    Both,
+}
+
+impl BulkResultField {
+    /// The JSON field names it answers.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            BulkResultField::Url => &["url"],
+            BulkResultField::ResultUrl => &["resultUrl"],
+            BulkResultField::Both => &["url", "resultUrl"],
+        }
+    }
+}
+
+impl FromStr for BulkResultField {
+    type Err = Error;
+
+    /// `url`, `result-url` (or `result_url`, `resultUrl`) or `both`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.trim().to_ascii_lowercase().replace(['-', '_'], "");
+        match norm.as_str() {
+            "url" => Ok(BulkResultField::Url),
+            "resulturl" => Ok(BulkResultField::ResultUrl),
+            "both" => Ok(BulkResultField::Both),
+            _ => Err(Error::Config(format!(
+                "unknown bulk result field '{s}' (expected url, result-url or both)"
+            ))),
+        }
     }
 }
 
@@ -468,6 +587,9 @@ pub struct SimConfig {
     pub v1_creates_unknown_users: bool,
     /// How long a bulk job takes before it is processed (default 0: done at the first poll).
     pub bulk_processing_delay_ms: u64,
+    /// Which field of `GET /v2/bulk/job/{id}` carries the result URL: `url` (default),
+    /// `resultUrl`, or both.
+    pub bulk_result_url_field: BulkResultField,
     /// The request log keeps at most this many entries (oldest dropped first).
     pub max_logged_requests: usize,
     /// Finish every request that was received, even when its client closes the connection
@@ -499,6 +621,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             v1_creates_unknown_users: true,
             bulk_processing_delay_ms: 0,
+            bulk_result_url_field: BulkResultField::Url,
             max_logged_requests: 100_000,
             apply_after_disconnect: false,
             graphql_enabled: true,

@@ -6,9 +6,11 @@
 //! subscriptions), batched `POST /v1/graphql` user lookups with stable ids, a switchable
 //! account (`GET /v1/me`), `POST /v2/user/attributes` creating
 //! unknown contacts (as Attentive does), custom attribute types fixed by the first value,
-//! v1 custom attributes, bulk jobs with a `.jsonl` result file, per-key rate limits with
-//! `x-ratelimit-*` headers, and reproducible fault injection (errors, latency, dropped
-//! connections, 429 bursts). What an attribute sync must never do (a `subscriptions` field,
+//! v1 custom attributes, bulk jobs with a `.jsonl` result file (the result URL's field
+//! configurable, see [`BulkResultField`]), per-key rate limits with `x-ratelimit-*` headers,
+//! and reproducible fault injection (errors, latency, dropped connections, 429 bursts; for bulk
+//! jobs, per-record 4xx/5xx lines, unknown `NEEDS_REVIEW` statuses, truncated result files and
+//! failed jobs, see [`Faults`]). What an attribute sync must never do (a `subscriptions` field,
 //! `null` values, subscription endpoints, GraphQL mutations) is answered as Attentive would and recorded as a
 //! [`Violation`].
 //!
@@ -38,8 +40,8 @@ mod state;
 mod validate;
 
 pub use config::{
-    Burst429, CompanyInfo, Faults, Permission, RateLimitAlgorithm, RateLimitScope, SeedContact,
-    SimConfig, SimKey, DEFAULT_KEY,
+    BulkResultField, Burst429, CompanyInfo, Faults, Permission, RateLimitAlgorithm, RateLimitScope,
+    SeedContact, SimConfig, SimKey, DEFAULT_KEY,
 };
 pub use model::{
     BulkJobInfo, BulkJobStatus, Contact, ContactOrigin, Counters, CustomAttribute, CustomType,

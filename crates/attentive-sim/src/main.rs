@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use attentive_sim::{Burst429, Faults, SeedContact, SimConfig, SimKey, Simulator};
+use attentive_sim::{BulkResultField, Burst429, Faults, SeedContact, SimConfig, SimKey, Simulator};
 use clap::Parser;
 
 /// A local simulator of Attentive's API (attributes, subscription lookup, bulk jobs), with
@@ -74,9 +74,40 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     bulk_failure_rate: f64,
 
+    /// The next N bulk jobs created end FAILED.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    bulk_fail_next_jobs: u32,
+
+    /// Probability per bulk record of a 500 "Internal error" result line (not applied).
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    bulk_record_error_rate: f64,
+
+    /// Probability per bulk record of a 400 "Invalid value for attribute" result line (not
+    /// applied).
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    bulk_record_reject_rate: f64,
+
+    /// A bulk record with this email (case-insensitive) or phone gets a result line with
+    /// STATUS (400..=599) and is not applied, e.g. `ann@example.com=500`. Repeatable.
+    #[arg(long = "bulk-record-error", value_name = "EMAIL|PHONE=STATUS")]
+    bulk_record_errors: Vec<String>,
+
+    /// The first N polls of each bulk job answer status NEEDS_REVIEW (no URL).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    bulk_unknown_status_polls: u32,
+
+    /// Result files lose their second half and end with a cut-off line (records applied).
+    #[arg(long)]
+    bulk_truncate_results: bool,
+
     /// Delay before a bulk job is processed.
     #[arg(long, default_value_t = 0)]
     bulk_delay_ms: u64,
+
+    /// Which field of GET /v2/bulk/job/{id} carries the result URL: `url`, `result-url`
+    /// (`resultUrl`) or `both`.
+    #[arg(long, default_value = "url", value_name = "url|result-url|both")]
+    bulk_result_field: BulkResultField,
 
     /// Seed of the fault generator.
     #[arg(long, default_value_t = 0)]
@@ -118,6 +149,19 @@ fn parse_error_rate(spec: &str) -> anyhow::Result<(u16, f64)> {
     ))
 }
 
+fn parse_bulk_record_error(spec: &str) -> anyhow::Result<(String, u16)> {
+    let (id, status) = spec.rsplit_once('=').with_context(|| {
+        format!("--bulk-record-error '{spec}': expected EMAIL=STATUS or PHONE=STATUS")
+    })?;
+    Ok((
+        id.trim().to_owned(),
+        status
+            .trim()
+            .parse()
+            .with_context(|| format!("--bulk-record-error '{spec}': bad status"))?,
+    ))
+}
+
 fn parse_burst(spec: &str) -> anyhow::Result<Burst429> {
     let (n, m) = spec
         .split_once('/')
@@ -141,6 +185,7 @@ fn config(args: &Args) -> anyhow::Result<SimConfig> {
         retry_after_secs: args.retry_after,
         v1_creates_unknown_users: !args.v1_no_create,
         bulk_processing_delay_ms: args.bulk_delay_ms,
+        bulk_result_url_field: args.bulk_result_field,
         graphql_enabled: !args.no_graphql,
         graphql_max_aliases: args.graphql_max_aliases,
         ..SimConfig::default()
@@ -174,8 +219,20 @@ fn config(args: &Args) -> anyhow::Result<SimConfig> {
         drop_rate: args.drop_rate,
         burst_429: args.burst_429.as_deref().map(parse_burst).transpose()?,
         bulk_job_failure_rate: args.bulk_failure_rate,
+        bulk_fail_next_jobs: args.bulk_fail_next_jobs,
+        bulk_record_error_rate: args.bulk_record_error_rate,
+        bulk_record_reject_rate: args.bulk_record_reject_rate,
+        bulk_record_errors: args
+            .bulk_record_errors
+            .iter()
+            .map(|s| parse_bulk_record_error(s))
+            .collect::<anyhow::Result<_>>()?,
+        bulk_unknown_status_polls: args.bulk_unknown_status_polls,
+        bulk_truncate_results: args.bulk_truncate_results,
         seed: args.seed,
     };
+    // Checked here too, so that a bad flag is named before anything is bound.
+    config.validate()?;
     Ok(config)
 }
 
@@ -271,5 +328,53 @@ mod tests {
         );
         assert!(!c.graphql_enabled);
         assert_eq!(c.graphql_max_aliases, 25);
+    }
+
+    #[test]
+    fn bulk_flags() {
+        let defaults = config(&Args::parse_from(["attentive-sim"])).unwrap();
+        assert_eq!(defaults.bulk_result_url_field, BulkResultField::Url);
+        assert_eq!(defaults.faults, Faults::default());
+
+        let args = Args::parse_from([
+            "attentive-sim",
+            "--bulk-result-field",
+            "result-url",
+            "--bulk-fail-next-jobs",
+            "2",
+            "--bulk-record-error-rate",
+            "0.1",
+            "--bulk-record-reject-rate",
+            "0.2",
+            "--bulk-record-error",
+            "Ann@Example.com=500",
+            "--bulk-record-error",
+            "+12125550100=429",
+            "--bulk-unknown-status-polls",
+            "3",
+            "--bulk-truncate-results",
+        ]);
+        let c = config(&args).unwrap();
+        assert_eq!(c.bulk_result_url_field, BulkResultField::ResultUrl);
+        let f = &c.faults;
+        assert_eq!(f.bulk_fail_next_jobs, 2);
+        assert_eq!(f.bulk_record_error_rate, 0.1);
+        assert_eq!(f.bulk_record_reject_rate, 0.2);
+        assert_eq!(f.bulk_record_errors.get("Ann@Example.com"), Some(&500));
+        assert_eq!(f.bulk_record_errors.get("+12125550100"), Some(&429));
+        assert_eq!(f.bulk_unknown_status_polls, 3);
+        assert!(f.bulk_truncate_results);
+
+        let both = Args::parse_from(["attentive-sim", "--bulk-result-field", "both"]);
+        assert_eq!(
+            config(&both).unwrap().bulk_result_url_field,
+            BulkResultField::Both
+        );
+        assert!(Args::try_parse_from(["attentive-sim", "--bulk-result-field", "link"]).is_err());
+        // Validated: a status that is not an error, and a key that is no email or phone.
+        for bad in ["a@example.com=200", "ann=500", "a@example.com"] {
+            let args = Args::parse_from(["attentive-sim", "--bulk-record-error", bad]);
+            assert!(config(&args).is_err(), "{bad}");
+        }
     }
 }

@@ -229,20 +229,34 @@ pub enum BulkJobStatus {
     Failed,
 }
 
-/// A bulk job, as tests see it.
+/// A bulk job, as tests see it (`SimHandle::bulk_jobs`, `GET /_sim/bulk-jobs`, camelCase
+/// there). The counts are 0 until the job is processed, and stay 0 for a `FAILED` job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkJobInfo {
     /// `bulkJobId`.
     pub id: String,
-    /// Current status.
+    /// Current status (the job's own: a poll answered `NEEDS_REVIEW` by the
+    /// `bulk_unknown_status_polls` fault does not change it).
     pub status: BulkJobStatus,
     /// Number of user records.
     pub total_records: usize,
-    /// Records answered 202 (after completion).
+    /// Records answered 202, i.e. applied (the same number as `applied`; kept for callers
+    /// that read it).
     pub succeeded: usize,
-    /// Records answered 400 (after completion).
+    /// Records answered 4xx (failed validation, or injected): not applied.
     pub rejected: usize,
+    /// Records applied (answered 202). Records whose lines a truncated result file drops
+    /// were applied and count here.
+    #[serde(default)]
+    pub applied: usize,
+    /// Records answered 5xx (injected): not applied.
+    #[serde(default)]
+    pub errored: usize,
+    /// Polls of `GET /v2/bulk/job/{id}` answered for this job so far (faulted requests that
+    /// never reached the job not counted).
+    #[serde(default)]
+    pub polls: u32,
 }
 
 /// Standard base64 without padding (as Attentive's ids, e.g. `MDc6Q29tcGFueTI`).

@@ -649,18 +649,28 @@ async fn get_bulk_job(
     let base = base_url(&sim, &headers);
     let mut st = sim.lock();
     st.refresh_jobs(sim.bulk_delay(), Instant::now());
-    let Some(job) = st.jobs.get(&id) else {
+    let unknown_polls = st.faults().bulk_unknown_status_polls;
+    let Some(job) = st.jobs.get_mut(&id) else {
         return message(StatusCode::NOT_FOUND, "Bulk job not found");
     };
-    let url = (job.status == BulkJobStatus::Completed)
-        .then(|| format!("{base}/_sim/bulk/{id}/results.jsonl"));
-    Json(json!({
-        "bulkJobId": id,
-        "status": job.status,
-        "totalRecords": job.total(),
-        "url": url,
-    }))
-    .into_response()
+    let earlier_polls = job.polls;
+    job.polls = job.polls.saturating_add(1);
+    // The fault hides the job's state, whatever it is, for the first polls.
+    let (status, url) = if earlier_polls < unknown_polls {
+        (json!("NEEDS_REVIEW"), Value::Null)
+    } else {
+        let url = (job.status == BulkJobStatus::Completed)
+            .then(|| format!("{base}/_sim/bulk/{id}/results.jsonl"));
+        (json!(job.status), json!(url))
+    };
+    let mut body = Map::new();
+    body.insert("bulkJobId".into(), json!(id));
+    body.insert("status".into(), status);
+    body.insert("totalRecords".into(), json!(job.total()));
+    for field in sim.config().bulk_result_url_field.fields() {
+        body.insert((*field).to_owned(), url.clone());
+    }
+    Json(Value::Object(body)).into_response()
 }
 
 // ---- admin / inspection routes (no auth) ----------------------------------------------------
@@ -670,12 +680,36 @@ async fn bulk_results(State(sim): State<SimHandle>, Path(id): Path<String>) -> R
     st.refresh_jobs(sim.bulk_delay(), Instant::now());
     match st.jobs.get(&id) {
         Some(job) if job.status == BulkJobStatus::Completed => {
-            let mut text = job.results.join("\n");
-            text.push('\n');
+            let text = if st.faults().bulk_truncate_results {
+                truncated_results(&job.results)
+            } else {
+                let mut text = job.results.join("\n");
+                text.push('\n');
+                text
+            };
             ([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response()
         }
         _ => message(StatusCode::NOT_FOUND, "Result file not found"),
     }
+}
+
+/// A result file cut short (`bulk_truncate_results`): the first half of the lines (rounded
+/// down), then the first half of the next line, cut mid-object, with no final newline.
+fn truncated_results(lines: &[String]) -> String {
+    let kept = lines.len() / 2;
+    let mut text = String::new();
+    for line in &lines[..kept] {
+        text.push_str(line);
+        text.push('\n');
+    }
+    if let Some(next) = lines.get(kept) {
+        let mut cut = next.len() / 2;
+        while !next.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.push_str(&next[..cut]);
+    }
+    text
 }
 
 async fn admin_get_faults(State(sim): State<SimHandle>) -> Response {

@@ -108,11 +108,18 @@ impl Window {
 pub(crate) struct Job {
     created: Instant,
     users: Vec<Value>,
+    /// Decided when the job was created: it ends `FAILED`, nothing applied.
     fail: bool,
+    /// Seed of the job's own generator (one number per record, drawn when processed).
+    seed: u64,
     pub(crate) status: BulkJobStatus,
+    /// One JSON line per record, once processed.
     pub(crate) results: Vec<String>,
-    succeeded: usize,
+    applied: usize,
     rejected: usize,
+    errored: usize,
+    /// `GET /v2/bulk/job/{id}` polls answered so far.
+    pub(crate) polls: u32,
 }
 
 impl Job {
@@ -135,6 +142,8 @@ pub(crate) struct State {
     violations: Vec<Violation>,
     pub(crate) jobs: BTreeMap<String, Job>,
     next_job: u64,
+    /// Jobs created since the faults were last set (the seed of each job's generator).
+    jobs_since_faults: u64,
     limiter: HashMap<(usize, LimitClass), Window>,
     faults: Faults,
     rng: StdRng,
@@ -162,6 +171,7 @@ impl State {
             violations: Vec::new(),
             jobs: BTreeMap::new(),
             next_job: 0,
+            jobs_since_faults: 0,
             limiter: HashMap::new(),
             rng: StdRng::seed_from_u64(faults.seed),
             faults,
@@ -174,6 +184,12 @@ impl State {
         self.rng = StdRng::seed_from_u64(faults.seed);
         self.faults = faults;
         self.faults_epoch = Instant::now();
+        self.jobs_since_faults = 0;
+    }
+
+    /// The faults in force.
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     // ---- contacts -------------------------------------------------------------------------
@@ -510,25 +526,45 @@ impl State {
 
     pub(crate) fn create_job(&mut self, users: Vec<Value>) -> String {
         self.next_job += 1;
+        self.jobs_since_faults += 1;
         let id = format!("bulk-job-{:08}", self.next_job);
-        let fail = self.faults.bulk_job_failure_rate > 0.0
+        // The draw is made only when the rate is set, as before the deterministic faults
+        // existed, so that the request faults after a job stay what they were.
+        let drawn_failure = self.faults.bulk_job_failure_rate > 0.0
             && self.rng.random::<f64>() < self.faults.bulk_job_failure_rate;
+        let fail = if self.faults.bulk_fail_next_jobs > 0 {
+            self.faults.bulk_fail_next_jobs -= 1;
+            true
+        } else {
+            drawn_failure
+        };
+        // The job's generator depends on the fault seed and on how many jobs were created
+        // since the faults were set, not on the requests around it nor on when the job is
+        // processed.
+        let seed = self
+            .faults
+            .seed
+            .wrapping_add(self.jobs_since_faults.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         self.jobs.insert(
             id.clone(),
             Job {
                 created: Instant::now(),
                 users,
                 fail,
+                seed,
                 status: BulkJobStatus::Pending,
                 results: Vec::new(),
-                succeeded: 0,
+                applied: 0,
                 rejected: 0,
+                errored: 0,
+                polls: 0,
             },
         );
         id
     }
 
-    /// Moves jobs along: half the delay `PENDING`, then `IN_PROGRESS`, then processed.
+    /// Moves jobs along: half the delay `PENDING`, then `IN_PROGRESS`, then processed with
+    /// the faults in force at that moment.
     pub(crate) fn refresh_jobs(&mut self, delay: Duration, now: Instant) {
         let due: Vec<String> = self
             .jobs
@@ -552,24 +588,45 @@ impl State {
                 continue;
             }
             let users = std::mem::take(&mut job.users);
+            let mut rng = StdRng::seed_from_u64(job.seed);
+            let forced = self.faults.bulk_record_errors.clone();
+            let error_rate = self.faults.bulk_record_error_rate;
+            let reject_rate = self.faults.bulk_record_reject_rate;
             let mut lines = Vec::with_capacity(users.len());
-            let (mut ok, mut bad) = (0, 0);
+            let (mut applied, mut rejected, mut errored) = (0, 0, 0);
             for user in &users {
-                let outcome = validate::parse_v2_user(user, "").and_then(|w| {
-                    self.apply_write(&w, Some(ContactOrigin::Bulk), true)
-                        .map_err(|e| match e {
-                            ApplyError::BadRequest(m) => m,
-                            ApplyError::NotFound => "User not found".to_owned(),
+                // One draw per record whatever happens to it, so that the outcome of a record
+                // does not depend on the others'.
+                let draw: f64 = rng.random();
+                let outcome = if let Some(status) = forced_status(&forced, user) {
+                    Err((status, record_error_message(status, user)))
+                } else if draw < error_rate {
+                    Err((500, record_error_message(500, user)))
+                } else if draw < error_rate + reject_rate {
+                    Err((400, record_error_message(400, user)))
+                } else {
+                    validate::parse_v2_user(user, "")
+                        .and_then(|w| {
+                            self.apply_write(&w, Some(ContactOrigin::Bulk), true)
+                                .map_err(|e| match e {
+                                    ApplyError::BadRequest(m) => m,
+                                    ApplyError::NotFound => "User not found".to_owned(),
+                                })
                         })
-                });
+                        .map_err(|m| (400, m))
+                };
                 let response = match outcome {
                     Ok(_) => {
-                        ok += 1;
+                        applied += 1;
                         json!({"status": 202, "message": "Accepted"})
                     }
-                    Err(m) => {
-                        bad += 1;
-                        json!({"status": 400, "message": m})
+                    Err((status, m)) => {
+                        if status >= 500 {
+                            errored += 1;
+                        } else {
+                            rejected += 1;
+                        }
+                        json!({"status": status, "message": m})
                     }
                 };
                 lines.push(json!({"request": user, "response": response}).to_string());
@@ -577,12 +634,71 @@ impl State {
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.users = users;
                 job.results = lines;
-                job.succeeded = ok;
-                job.rejected = bad;
+                job.applied = applied;
+                job.rejected = rejected;
+                job.errored = errored;
                 job.status = BulkJobStatus::Completed;
             }
         }
     }
+}
+
+/// The status `bulk_record_errors` gives a record: by its email as sent (case-insensitive),
+/// else by its phone as sent.
+fn forced_status(forced: &BTreeMap<String, u16>, user: &Value) -> Option<u16> {
+    if forced.is_empty() {
+        return None;
+    }
+    let ids = user.get("identifiers");
+    let field = |name: &str| ids.and_then(|i| i.get(name)).and_then(Value::as_str);
+    if let Some(email) = field("email") {
+        let hit = forced
+            .iter()
+            .find(|(k, _)| k.contains('@') && k.eq_ignore_ascii_case(email));
+        if let Some((_, &status)) = hit {
+            return Some(status);
+        }
+    }
+    field("phone").and_then(|p| forced.get(p).copied())
+}
+
+/// The message of an injected per-record failure.
+fn record_error_message(status: u16, user: &Value) -> String {
+    match status {
+        500..=599 => "Internal error".to_owned(),
+        400 => match first_attribute(user) {
+            Some(name) => format!("Invalid value for attribute '{name}'"),
+            None => "Invalid value for attributes".to_owned(),
+        },
+        404 => "User not found".to_owned(),
+        429 => "Too many requests".to_owned(),
+        _ => axum::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Rejected")
+            .to_owned(),
+    }
+}
+
+/// The first attribute a record sets: `firstName`, `location.city`, or a custom name.
+fn first_attribute(user: &Value) -> Option<String> {
+    let attributes = user.get("attributes")?.as_object()?;
+    for (key, value) in attributes {
+        match value.as_object() {
+            Some(inner) if key == "custom" => {
+                if let Some(name) = inner.keys().next() {
+                    return Some(name.clone());
+                }
+            }
+            Some(inner) => {
+                if let Some(name) = inner.keys().next() {
+                    return Some(format!("{key}.{name}"));
+                }
+            }
+            None => return Some(key.clone()),
+        }
+    }
+    None
 }
 
 /// Shared between the server and every [`SimHandle`].
@@ -714,7 +830,8 @@ impl SimHandle {
         self.lock().violations.clone()
     }
 
-    /// Bulk jobs (due ones are processed first).
+    /// Bulk jobs, in creation order (due ones are processed first): status, records, and
+    /// how many were applied, rejected (4xx) and errored (5xx).
     pub fn bulk_jobs(&self) -> Vec<BulkJobInfo> {
         let mut st = self.lock();
         st.refresh_jobs(self.bulk_delay(), Instant::now());
@@ -724,8 +841,11 @@ impl SimHandle {
                 id: id.clone(),
                 status: j.status,
                 total_records: j.total(),
-                succeeded: j.succeeded,
+                succeeded: j.applied,
                 rejected: j.rejected,
+                applied: j.applied,
+                errored: j.errored,
+                polls: j.polls,
             })
             .collect()
     }
