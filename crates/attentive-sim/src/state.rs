@@ -652,9 +652,11 @@ fn forced_status(forced: &BTreeMap<String, u16>, user: &Value) -> Option<u16> {
     let ids = user.get("identifiers");
     let field = |name: &str| ids.and_then(|i| i.get(name)).and_then(Value::as_str);
     if let Some(email) = field("email") {
+        // Lowercased as contacts are matched (not only ASCII).
+        let email = email.to_lowercase();
         let hit = forced
             .iter()
-            .find(|(k, _)| k.contains('@') && k.eq_ignore_ascii_case(email));
+            .find(|(k, _)| k.contains('@') && k.to_lowercase() == email);
         if let Some((_, &status)) = hit {
             return Some(status);
         }

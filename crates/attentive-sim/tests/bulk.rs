@@ -132,12 +132,13 @@ async fn bulk_record_errors_give_exact_outcomes_and_apply_nothing_of_those_recor
             "ann@example.com": 500,
             "+12125550100": 429,
             "REJ@example.com": 400,
+            "zoë@example.com": 404,
         }}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{echoed}");
     assert_eq!(echoed["bulk_record_errors"]["+12125550100"], 429);
-    assert_eq!(sim.faults().bulk_record_errors.len(), 3);
+    assert_eq!(sim.faults().bulk_record_errors.len(), 4);
 
     let batch = vec![
         // The email as sent differs in case from the key: still matched.
@@ -147,10 +148,12 @@ async fn bulk_record_errors_give_exact_outcomes_and_apply_nothing_of_those_recor
         v2("ok@example.com", json!({"firstName": "Ok"})),
         // Fails validation on its own: still a 400 line.
         json!({"identifiers": {"phone": "12345"}}),
+        // Case-insensitive beyond ASCII, as contacts are matched.
+        v2("ZOË@example.com", json!({})),
     ];
     let id = submit(&sim, &batch).await;
     let lines = results(&sim, &id).await;
-    assert_eq!(statuses(&lines), vec![500, 429, 400, 202, 400]);
+    assert_eq!(statuses(&lines), vec![500, 429, 400, 202, 400, 404]);
     assert_eq!(lines[0]["request"], batch[0]);
     assert_eq!(lines[0]["response"]["message"], "Internal error");
     assert_eq!(
@@ -161,6 +164,7 @@ async fn bulk_record_errors_give_exact_outcomes_and_apply_nothing_of_those_recor
         .as_str()
         .unwrap()
         .contains("E.164"));
+    assert_eq!(lines[5]["response"]["message"], "User not found");
 
     // Only the 202 record was applied.
     let ann = sim.find_contact("ann@example.com").unwrap();
@@ -168,6 +172,7 @@ async fn bulk_record_errors_give_exact_outcomes_and_apply_nothing_of_those_recor
     assert_eq!(ann.writes, 0);
     assert!(sim.find_contact("+12125550100").is_none());
     assert!(sim.find_contact("rej@example.com").is_none());
+    assert!(sim.find_contact("zoë@example.com").is_none());
     let ok = sim.find_contact("ok@example.com").unwrap();
     assert_eq!(ok.origin, ContactOrigin::Bulk);
     assert_eq!(ok.standard("firstName"), Some(&json!("Ok")));
@@ -178,10 +183,10 @@ async fn bulk_record_errors_give_exact_outcomes_and_apply_nothing_of_those_recor
     assert_eq!(jobs.len(), 1);
     let job = &jobs[0];
     assert_eq!(job.status, BulkJobStatus::Completed);
-    assert_eq!(job.total_records, 5);
+    assert_eq!(job.total_records, 6);
     assert_eq!(
         (job.applied, job.succeeded, job.rejected, job.errored),
-        (1, 1, 3, 1)
+        (1, 1, 4, 1)
     );
     assert_eq!(job.polls, 1);
 
@@ -196,8 +201,8 @@ async fn bulk_record_errors_give_exact_outcomes_and_apply_nothing_of_those_recor
     .await;
     assert_eq!(listed[0]["applied"], 1);
     assert_eq!(listed[0]["errored"], 1);
-    assert_eq!(listed[0]["rejected"], 3);
-    assert_eq!(listed[0]["totalRecords"], 5);
+    assert_eq!(listed[0]["rejected"], 4);
+    assert_eq!(listed[0]["totalRecords"], 6);
     assert_eq!(listed[0]["status"], "COMPLETED");
 
     // The log and counters saw the bulk requests as usual.
