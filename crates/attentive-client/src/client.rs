@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use sync_core::ports::{ContactRef, ContactWrite, Destination, Existence, Lookup, WriteOutcome};
+use sync_core::ports::{
+    BulkJobState, BulkRecordResult, BulkSubmission, ContactRef, ContactWrite, Destination,
+    Existence, Lookup, WriteOutcome,
+};
 use tokio::time::Instant;
 use url::Url;
 
@@ -27,6 +30,13 @@ pub const USER_AGENT: &str = concat!("attentive-sync/", env!("CARGO_PKG_VERSION"
 /// Response bodies are read up to this many bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// A bulk job's result file is read up to this many bytes (256 records with their requests
+/// take well under 1 MiB).
+const MAX_RESULT_FILE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Attempts at downloading a result file before the job is left for a later poll.
+const RESULT_FILE_ATTEMPTS: u32 = 3;
+
 /// The request budgets of a client: one per endpoint ([`RateLimitScope::Endpoint`], as
 /// Attentive's rate-limit page says: 150 requests/s per endpoint), or the key's one
 /// ([`RateLimitScope::Key`]). Each is shared with every client of the key in the process
@@ -39,6 +49,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 struct Budgets {
     key: crate::key::ApiKey,
     rate: f64,
+    /// Each bulk route's rate (bulk routes always have budgets of their own).
+    bulk_rate: f64,
     per_endpoint: std::sync::atomic::AtomicBool,
     key_wide: Arc<Budget>,
     endpoints: Mutex<std::collections::HashMap<&'static str, Arc<Budget>>>,
@@ -51,6 +63,7 @@ impl Budgets {
         Budgets {
             key: config.api_key.clone(),
             rate: config.requests_per_second,
+            bulk_rate: config.bulk_requests_per_second,
             per_endpoint: std::sync::atomic::AtomicBool::new(
                 config.rate_limit_scope == RateLimitScope::Endpoint,
             ),
@@ -61,6 +74,23 @@ impl Budgets {
     }
 
     fn for_endpoint(&self, endpoint: &'static str) -> Arc<Budget> {
+        if endpoint.contains(" /v2/bulk/") {
+            // Attentive limits its bulk routes apart (100/s): per route, or one budget for
+            // them all when the key is limited as a whole.
+            let name = if self.per_endpoint.load(Ordering::Relaxed) {
+                endpoint
+            } else {
+                "bulk routes"
+            };
+            let mut map = self
+                .endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            return map
+                .entry(name)
+                .or_insert_with(|| Budget::shared_for(&self.key, name, self.bulk_rate))
+                .clone();
+        }
         if !self.per_endpoint.load(Ordering::Relaxed) {
             return self.key_wide.clone();
         }
@@ -73,8 +103,11 @@ impl Budgets {
             .clone()
     }
 
-    /// Counts a request sent to `endpoint`.
+    /// Counts a request sent to `endpoint` (bulk routes are limited apart: not counted).
     fn sent(&self, endpoint: &'static str) {
+        if endpoint.contains(" /v2/bulk/") {
+            return;
+        }
         let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         if w.0.elapsed() >= Duration::from_secs(1) {
             *w = (Instant::now(), Default::default());
@@ -84,7 +117,7 @@ impl Budgets {
 
     /// A 429 on `endpoint`: moves to the key's one budget when the limit looks per key.
     fn rate_limited(&self, endpoint: &'static str) {
-        if !self.per_endpoint.load(Ordering::Relaxed) {
+        if !self.per_endpoint.load(Ordering::Relaxed) || endpoint.contains(" /v2/bulk/") {
             return;
         }
         let (own, all) = {
@@ -183,6 +216,8 @@ struct Inner {
     /// started.
     lookups_stopped: OnceLock<String>,
     retry_log: RetryLog,
+    /// A client without the key, for result files stored at another origin.
+    plain_http: OnceLock<reqwest::Client>,
 }
 
 /// Retries are logged in summary, not one line each: the first retry of a client at once,
@@ -317,6 +352,7 @@ impl Client {
                 unreachable: OnceLock::new(),
                 lookups_stopped: OnceLock::new(),
                 retry_log: RetryLog::default(),
+                plain_http: OnceLock::new(),
             }),
             existence: Arc::new(SubscriptionsLookup),
             graphql,
@@ -544,6 +580,158 @@ impl Client {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// Submits writes as one bulk job (what [`Destination::submit_bulk`] does): the same
+    /// record [`Client::write_contact`] would send for each, under the bulk route's budget.
+    pub async fn submit_bulk_job(&self, writes: &[ContactWrite]) -> Result<BulkSubmission, Error> {
+        let (body, refused) = wire::bulk_body(writes);
+        let refused: Vec<(usize, String)> = refused
+            .into_iter()
+            .map(|(i, e)| (i, e.to_string()))
+            .collect();
+        if refused.len() == writes.len() {
+            // Nothing to submit: each write, sent on its own, is refused the same way.
+            return Ok(BulkSubmission::Rejected {
+                message: "no record of the job can be sent".to_owned(),
+            });
+        }
+        let request = Request::post_json(wire::PATH_BULK_ATTRIBUTES, body);
+        match self.send(&request).await {
+            Ok(r) if r.is_success() => Ok(match wire::bulk_job_id(&r.body) {
+                Some(job_id) => BulkSubmission::Submitted { job_id, refused },
+                None => BulkSubmission::Failed {
+                    reason: format!(
+                        "Attentive accepted the bulk job (HTTP {}) but gave no batchJobId to follow it: {}",
+                        r.status,
+                        r.message()
+                    ),
+                },
+            }),
+            Ok(r) if (400..500).contains(&r.status) => Ok(BulkSubmission::Rejected {
+                message: format!("HTTP {}: {}", r.status, r.message()),
+            }),
+            Ok(r) => Ok(BulkSubmission::Failed {
+                reason: format!(
+                    "unexpected HTTP {} from {}: {}",
+                    r.status,
+                    request.path,
+                    r.message()
+                ),
+            }),
+            Err(e) if e.is_fatal() => Err(e),
+            Err(e) => Ok(BulkSubmission::Failed {
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// `GET /v2/bulk/job/{id}` (what [`Destination::bulk_job`] does).
+    pub async fn bulk_job_state(&self, job_id: &str) -> Result<BulkJobState, Error> {
+        let mut request = Request::get(wire::PATH_BULK_JOB);
+        request.segment = Some(job_id.to_owned());
+        let r = self.send(&request).await?;
+        if r.is_success() {
+            Ok(wire::bulk_job_state(&r.body))
+        } else if r.status == 404 {
+            Ok(BulkJobState::Unknown {
+                message: r.message(),
+            })
+        } else {
+            Err(Error::Rejected {
+                status: r.status,
+                message: r.message(),
+            })
+        }
+    }
+
+    /// Downloads a bulk job's result file and reads it line by line (what
+    /// [`Destination::bulk_results`] does). The key goes only to the API's own origin; a
+    /// file elsewhere (a storage link) must be `https` and is fetched without it.
+    pub async fn bulk_result_file(&self, url: &str) -> Result<Vec<BulkRecordResult>, Error> {
+        let inner = &*self.inner;
+        let target = Url::parse(url).map_err(|e| Error::Transient {
+            reason: format!("the bulk job's result file link is not a URL: {e}"),
+        })?;
+        let base = Url::parse(&inner.base).map_err(|e| Error::InvalidBaseUrl {
+            url: inner.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let same_origin = target.origin() == base.origin();
+        if !same_origin && target.scheme() != "https" {
+            return Err(Error::Transient {
+                reason: format!(
+                    "the bulk job's result file is at a plain-http address of another host ({}); it is not read",
+                    target.host_str().unwrap_or("?")
+                ),
+            });
+        }
+        let http = if same_origin {
+            inner.http.clone()
+        } else {
+            inner
+                .plain_http
+                .get_or_init(|| {
+                    reqwest::Client::builder()
+                        .use_rustls_tls()
+                        .user_agent(USER_AGENT)
+                        .timeout(inner.config.timeout.max(Duration::from_secs(60)))
+                        .redirect(reqwest::redirect::Policy::limited(3))
+                        .build()
+                        .unwrap_or_default()
+                })
+                .clone()
+        };
+        let mut last = String::new();
+        for attempt in 0..RESULT_FILE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(inner.config.retry_base * 2u32.pow(attempt)).await;
+            }
+            inner.stats.request_sent();
+            let resp = match http.get(target.clone()).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = error_chain(&e.without_url());
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            inner.stats.response(status);
+            match status {
+                200..=299 => {}
+                401 if same_origin => {
+                    return Err(Error::Unauthorized {
+                        destination: inner.config.destination.clone(),
+                    })
+                }
+                408 | 429 | 500..=599 => {
+                    last = format!("HTTP {status}");
+                    continue;
+                }
+                _ => {
+                    return Err(Error::Rejected {
+                        status,
+                        message: "reading the bulk job's result file".to_owned(),
+                    })
+                }
+            }
+            let body = match read_capped_to(resp, MAX_RESULT_FILE_BYTES).await {
+                Ok(b) => b,
+                Err(e) => {
+                    last = error_chain(&e.without_url());
+                    continue;
+                }
+            };
+            let text = String::from_utf8_lossy(&body);
+            return Ok(text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(wire::bulk_result_line)
+                .collect());
+        }
+        Err(Error::Transient {
+            reason: format!("reading the bulk job's result file failed: {last}"),
+        })
     }
 
     /// Sends `request` through the key's budget, retrying 429, 408, 5xx, timeouts and dropped
@@ -782,6 +970,11 @@ impl Client {
                 reason: e.to_string(),
             }
         })?;
+        if let Some(segment) = &request.segment {
+            if let Ok(mut path) = url.path_segments_mut() {
+                path.pop_if_empty().push(segment);
+            }
+        }
         if !request.query.is_empty() {
             url.query_pairs_mut()
                 .extend_pairs(request.query.iter().map(|(k, v)| (*k, v.as_str())));
@@ -831,6 +1024,29 @@ impl Destination for Client {
 
     fn stops_run(&self, error: &Error) -> bool {
         error.is_fatal()
+    }
+
+    fn bulk_limit(&self) -> usize {
+        self.inner
+            .config
+            .bulk_batch_size
+            .clamp(1, wire::MAX_BULK_RECORDS)
+    }
+
+    async fn submit_bulk(&self, writes: &[ContactWrite]) -> Result<BulkSubmission, Error> {
+        self.submit_bulk_job(writes).await
+    }
+
+    async fn bulk_job(&self, job_id: &str) -> Result<BulkJobState, Error> {
+        self.bulk_job_state(job_id).await
+    }
+
+    async fn bulk_results(
+        &self,
+        _job_id: &str,
+        result_url: &str,
+    ) -> Result<Vec<BulkRecordResult>, Error> {
+        self.bulk_result_file(result_url).await
     }
 
     fn stats(&self) -> sync_core::ports::DeliveryStats {
@@ -888,12 +1104,20 @@ fn check_base_url(raw: &str) -> Result<String, Error> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+async fn read_capped(resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    read_capped_to(resp, MAX_BODY_BYTES).await
+}
+
+/// Reads a body up to `max` bytes (the rest is dropped).
+async fn read_capped_to(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
-        let room = MAX_BODY_BYTES - out.len();
+        let room = max - out.len();
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= MAX_BODY_BYTES {
+        if out.len() >= max {
             break;
         }
     }

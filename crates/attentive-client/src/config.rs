@@ -51,6 +51,11 @@ pub struct ClientConfig {
     /// Contacts per GraphQL lookup to start with (halved when Attentive finds a batch too
     /// large). Default [`crate::lookup::DEFAULT_LOOKUP_BATCH`] (25).
     pub lookup_batch: usize,
+    /// Requests per second on each bulk route (`POST /v2/bulk/user/attributes`, `GET
+    /// /v2/bulk/job/{id}`), budgets of their own. Default 100, Attentive's published limit.
+    pub bulk_requests_per_second: f64,
+    /// Records per bulk job (1..=256). Default 256, the most Attentive takes.
+    pub bulk_batch_size: usize,
 }
 
 impl ClientConfig {
@@ -71,6 +76,8 @@ impl ClientConfig {
             rate_limit_scope: RateLimitScope::default(),
             existence_check: ExistenceStrategy::default(),
             lookup_batch: crate::lookup::DEFAULT_LOOKUP_BATCH,
+            bulk_requests_per_second: 100.0,
+            bulk_batch_size: crate::wire::MAX_BULK_RECORDS,
         }
     }
 }

@@ -60,6 +60,7 @@ pub fn graphql_lookup_request(contacts: &[ContactRef]) -> Request {
     Request {
         method: Method::Post,
         path: PATH_GRAPHQL,
+        segment: None,
         query: Vec::new(),
         body: Some(body.to_string().into_bytes()),
     }

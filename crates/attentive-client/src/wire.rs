@@ -18,6 +18,12 @@ pub const PATH_CUSTOM_ATTRIBUTES: &str = "/v1/attributes/custom";
 pub const PATH_SUBSCRIPTIONS: &str = "/v1/subscriptions";
 /// `GET`: who the key belongs to.
 pub const PATH_ME: &str = "/v1/me";
+/// `POST`: a bulk job of up to [`MAX_BULK_RECORDS`] v2 user-attribute objects, 202 with its id.
+pub const PATH_BULK_ATTRIBUTES: &str = "/v2/bulk/user/attributes";
+/// `GET /v2/bulk/job/{id}`: where a bulk job is (the id follows as [`Request::segment`]).
+pub const PATH_BULK_JOB: &str = "/v2/bulk/job/";
+/// Most records one bulk job takes.
+pub const MAX_BULK_RECORDS: usize = 256;
 
 /// Longest message kept from a response body.
 pub const MAX_MESSAGE_CHARS: usize = 300;
@@ -35,6 +41,8 @@ pub struct Request {
     pub method: Method,
     /// Absolute path below the base URL (`/v2/user/attributes`).
     pub path: &'static str,
+    /// A path segment after `path` (a bulk job's id), percent-encoded when sent.
+    pub segment: Option<String>,
     /// Query pairs, URL-encoded when sent (`+` becomes `%2B`).
     pub query: Vec<(&'static str, String)>,
     /// A JSON body.
@@ -50,6 +58,8 @@ impl Request {
             (Method::Post, PATH_USER_ATTRIBUTES) => "POST /v2/user/attributes",
             (Method::Post, PATH_CUSTOM_ATTRIBUTES) => "POST /v1/attributes/custom",
             (Method::Post, crate::lookup::PATH_GRAPHQL) => "POST /v1/graphql",
+            (Method::Post, PATH_BULK_ATTRIBUTES) => "POST /v2/bulk/user/attributes",
+            (Method::Get, PATH_BULK_JOB) => "GET /v2/bulk/job/{id}",
             (Method::Get, path) => path,
             (Method::Post, path) => path,
         }
@@ -59,6 +69,7 @@ impl Request {
         Request {
             method: Method::Get,
             path,
+            segment: None,
             query: Vec::new(),
             body: None,
         }
@@ -68,9 +79,15 @@ impl Request {
         Request {
             method: Method::Post,
             path,
+            segment: None,
             query: Vec::new(),
             body: Some(body),
         }
+    }
+
+    /// Whether the request goes to a bulk route, which has budgets of its own (100/s).
+    pub fn is_bulk(&self) -> bool {
+        self.path.starts_with("/v2/bulk/")
     }
 }
 
@@ -146,6 +163,33 @@ pub fn existence_request(contact: &ContactRef) -> Request {
 /// (numbers digit for digit). A clear (`None`) is sent as `""`. Never a `subscriptions` field,
 /// never a JSON `null`; an empty `attributes` object is omitted.
 pub fn user_attributes_body(write: &ContactWrite) -> Result<Vec<u8>, WireError> {
+    Ok(to_json(&user_attributes(write)?))
+}
+
+/// The body of `POST /v2/bulk/user/attributes`: `{"users": [..]}`, each record exactly the
+/// body [`user_attributes_body`] sends for that write alone. A write that cannot be sent at
+/// all ([`WireError`]) is left out; its index comes back with the error.
+pub fn bulk_body(writes: &[ContactWrite]) -> (Vec<u8>, Vec<(usize, WireError)>) {
+    let mut users = Vec::with_capacity(writes.len());
+    let mut refused = Vec::new();
+    for (i, w) in writes.iter().enumerate() {
+        match user_attributes(w) {
+            Ok(node) => users.push(node),
+            Err(e) => refused.push((i, e)),
+        }
+    }
+    let mut out = b"{\"users\":".to_vec();
+    // As in `to_json`: serializing these trees into a Vec cannot fail.
+    if serde_json::to_writer(&mut out, &users).is_err() {
+        out.truncate(9);
+        out.extend_from_slice(b"[]");
+    }
+    out.push(b'}');
+    (out, refused)
+}
+
+/// A write as the v2 user-attributes object (see [`user_attributes_body`]).
+fn user_attributes(write: &ContactWrite) -> Result<Node<'_>, WireError> {
     let mut root = Node::map();
     root.insert(
         &["identifiers", write.contact.kind.as_str()],
@@ -171,7 +215,119 @@ pub fn user_attributes_body(write: &ContactWrite) -> Result<Vec<u8>, WireError> 
             }
         }
     }
-    Ok(to_json(&root))
+    Ok(root)
+}
+
+/// The id in a 202 answer to a bulk submission: `batchJobId` (Attentive's spec), or
+/// `bulkJobId` / `jobId` / `id` (read leniently).
+pub fn bulk_job_id(body: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    ["batchJobId", "bulkJobId", "jobId", "id"]
+        .iter()
+        .find_map(|k| match v.get(k)? {
+            serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+/// An answer of `GET /v2/bulk/job/{id}`, read leniently: `status` is a free string (only
+/// `COMPLETED` completes a job; `FAILED` and `CANCELLED` fail it; any other status, known or
+/// not, keeps it pending), and the result file is `url` or `resultUrl`.
+pub fn bulk_job_state(body: &[u8]) -> sync_core::ports::BulkJobState {
+    use sync_core::ports::BulkJobState;
+    let v = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let status = text("status").unwrap_or_default();
+    match status.to_ascii_uppercase().as_str() {
+        "COMPLETED" => BulkJobState::Completed {
+            result_url: text("url")
+                .or_else(|| text("resultUrl"))
+                .or_else(|| text("resultURL")),
+            status,
+        },
+        "FAILED" | "CANCELLED" | "CANCELED" => BulkJobState::Failed { status },
+        "" => BulkJobState::Pending {
+            status: "(no status)".to_owned(),
+        },
+        _ => BulkJobState::Pending { status },
+    }
+}
+
+/// One line of a bulk job's result file. No schema is published; lines seen are
+/// `{"request": {..the record..}, "response": {"status": 202, "message": ".."}}`. Success
+/// only when the line clearly says so (a 2xx status); 4xx is a rejection with Attentive's
+/// message; anything else (5xx, no status, not JSON) is a failure. The identifiers are read
+/// from the record (`identifiers`, or `user`, or the record itself), normalized as sent.
+pub fn bulk_result_line(line: &str) -> sync_core::ports::BulkRecordResult {
+    use sync_core::ports::{BulkRecordOutcome, BulkRecordResult};
+    let unreadable = |why: &str| BulkRecordResult {
+        contacts: Vec::new(),
+        outcome: BulkRecordOutcome::Failed {
+            reason: format!("the result file's line for this record {why}"),
+        },
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return unreadable("is not JSON (the file may be cut short)");
+    };
+    let mut contacts = Vec::new();
+    if let Some(request) = v.get("request") {
+        for holder in [
+            request.get("identifiers"),
+            request.get("user"),
+            Some(request),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for kind in [IdentifierKind::Email, IdentifierKind::Phone] {
+                let Some(raw) = holder.get(kind.as_str()).and_then(|x| x.as_str()) else {
+                    continue;
+                };
+                let key = match kind {
+                    IdentifierKind::Email => raw.trim().to_lowercase(),
+                    IdentifierKind::Phone => raw.trim().to_owned(),
+                };
+                let c = ContactRef { kind, key };
+                if !c.key.is_empty() && !contacts.contains(&c) {
+                    contacts.push(c);
+                }
+            }
+        }
+    }
+    let response = v.get("response").unwrap_or(&v);
+    let status = match response
+        .get("status")
+        .or_else(|| response.get("statusCode"))
+    {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let message = || json_message(response).unwrap_or_else(|| "(no message)".to_owned());
+    let outcome = match status {
+        Some(200..=299) => BulkRecordOutcome::Acknowledged,
+        Some(s @ 400..=499) => BulkRecordOutcome::Rejected {
+            message: if s == 400 {
+                truncate(&message(), MAX_MESSAGE_CHARS)
+            } else {
+                truncate(&format!("HTTP {s}: {}", message()), MAX_MESSAGE_CHARS)
+            },
+        },
+        Some(s) => BulkRecordOutcome::Failed {
+            reason: truncate(&format!("HTTP {s}: {}", message()), MAX_MESSAGE_CHARS),
+        },
+        None => BulkRecordOutcome::Failed {
+            reason: "the result file's line for this record gives no status".to_owned(),
+        },
+    };
+    BulkRecordResult { contacts, outcome }
 }
 
 /// The body of `POST /v1/attributes/custom`: `{"properties": {..}, "user": {"email"|"phone"}}`.
@@ -375,6 +531,7 @@ pub fn permission_for(path: &str) -> &'static str {
         PATH_CUSTOM_ATTRIBUTES => "\"Custom Attributes\" (write)",
         PATH_SUBSCRIPTIONS => "\"Subscribers\" (read)",
         PATH_ME => "any API permission (the app may have been disabled)",
+        PATH_BULK_ATTRIBUTES => "\"Custom Attributes\" (write) and \"Subscribers\" (write)",
         _ => "the one this endpoint needs",
     }
 }

@@ -9,8 +9,9 @@ use std::sync::Mutex;
 use crate::fingerprint::IN_DOUBT_ROW;
 use crate::plan::{ContactChange, Refresh, SnapshotIndex};
 use crate::ports::{
-    with_in_doubt, Account, ContactRef, ContactWrite, Destination, Existence, InDoubt, Lookup,
-    SnapshotStore, StoredAttribute, WriteOutcome,
+    with_in_doubt, Account, BulkJobState, BulkRecordOutcome, BulkRecordResult, BulkSubmission,
+    ContactRef, ContactWrite, Destination, Existence, InDoubt, Lookup, SnapshotStore,
+    StoredAttribute, WriteOutcome,
 };
 use crate::value::Canonical;
 
@@ -39,6 +40,37 @@ impl MemorySnapshot {
         mapping: &crate::BoundMapping,
         run_id: i64,
     ) {
+        self.mark(change, mapping, run_id, false);
+    }
+
+    /// Records a write submitted in a bulk job: its attributes are pending (in doubt, but not
+    /// sent again while the model holds the same values) until the job's result settles them.
+    pub fn mark_pending(
+        &mut self,
+        change: &ContactChange,
+        mapping: &crate::BoundMapping,
+        run_id: i64,
+    ) {
+        self.mark(change, mapping, run_id, true);
+    }
+
+    /// Turns a contact's pending attributes into plain doubts (their job failed, or its
+    /// answer was lost): sent again whatever the model holds.
+    pub fn unpend(&mut self, contact_key: &str) {
+        if let Some((_, attributes)) = self.in_doubt.get_mut(contact_key) {
+            for d in attributes.values_mut() {
+                d.pending = None;
+            }
+        }
+    }
+
+    fn mark(
+        &mut self,
+        change: &ContactChange,
+        mapping: &crate::BoundMapping,
+        run_id: i64,
+        pending: bool,
+    ) {
         if change.changes.is_empty() {
             return;
         }
@@ -53,6 +85,7 @@ impl MemorySnapshot {
                     key,
                     sent,
                     run_id: Some(run_id),
+                    pending: pending.then_some(a.fingerprint),
                 },
             );
         }
@@ -181,9 +214,25 @@ pub struct MemoryAccount {
     /// Lookup requests received ([`Destination::check_exists`] or one batch of
     /// [`Destination::check_many`]).
     pub lookups: u64,
+    /// Bulk jobs submitted, by id (`job-1`, `job-2`...).
+    pub jobs: BTreeMap<String, MemoryJob>,
+    /// Polls of bulk jobs received.
+    pub polls: u64,
+    /// Contacts a bulk job created (it should never happen: callers check first).
+    pub created: Vec<String>,
+}
+
+/// A bulk job of a [`MemoryDestination`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryJob {
+    pub writes: Vec<ContactWrite>,
+    /// The result of each write, once processed (`None` while pending, and for a failed job).
+    pub results: Option<Vec<BulkRecordResult>>,
+    pub failed: bool,
 }
 
 type WriteHook = Box<dyn Fn(usize, &ContactWrite) -> Option<Answer> + Send + Sync>;
+type JobHook = Box<dyn Fn(usize, &str) -> Option<BulkJobState> + Send + Sync>;
 
 /// An in-memory destination, beside [`MemorySnapshot`]: one account of known contacts, for
 /// tests and for programs that try a mapping without Attentive. Like Attentive's update
@@ -195,6 +244,8 @@ pub struct MemoryDestination {
     hook: Option<WriteHook>,
     lookup_batch: usize,
     company: Option<Account>,
+    bulk_limit: usize,
+    job_hook: Option<JobHook>,
 }
 
 impl std::fmt::Debug for MemoryDestination {
@@ -220,7 +271,29 @@ impl MemoryDestination {
             hook: None,
             lookup_batch: 1,
             company: None,
+            bulk_limit: 0,
+            job_hook: None,
         }
+    }
+
+    /// Takes bulk jobs of up to `limit` writes. A job is processed when first polled: each
+    /// of its writes is answered as a realtime write would be (the hook included), except
+    /// that a write to a contact the account does not hold *creates* it, as Attentive's bulk
+    /// route does; callers must never submit such a write.
+    pub fn with_bulk(mut self, limit: usize) -> Self {
+        self.bulk_limit = limit;
+        self
+    }
+
+    /// Calls `hook` with the 1-based number of each poll of a bulk job and the job's id; a
+    /// state it returns is answered instead of processing the job (`Pending` to keep it
+    /// pending, `Failed` to fail it as a whole: nothing of it is applied).
+    pub fn with_job_hook(
+        mut self,
+        hook: impl Fn(usize, &str) -> Option<BulkJobState> + Send + Sync + 'static,
+    ) -> Self {
+        self.job_hook = Some(Box::new(hook));
+        self
     }
 
     /// Gives contact `owner` another identifier (a phone of an email contact): lookups of it
@@ -294,6 +367,75 @@ impl MemoryDestination {
             .collect()
     }
 
+    /// Processes a job on its first poll, unless the job hook answers for it.
+    fn poll(&self, job_id: &str) -> Result<BulkJobState, MemoryError> {
+        let n = {
+            let mut account = self.lock();
+            account.polls += 1;
+            match account.jobs.get(job_id) {
+                None => {
+                    return Ok(BulkJobState::Unknown {
+                        message: "Bulk job not found".to_owned(),
+                    })
+                }
+                Some(j) if j.failed => {
+                    return Ok(BulkJobState::Failed {
+                        status: "FAILED".to_owned(),
+                    })
+                }
+                Some(j) if j.results.is_some() => return Ok(completed(job_id)),
+                Some(_) => account.polls as usize,
+            }
+        };
+        match self.job_hook.as_ref().and_then(|h| h(n, job_id)) {
+            Some(BulkJobState::Failed { status }) => {
+                if let Some(j) = self.lock().jobs.get_mut(job_id) {
+                    j.failed = true;
+                }
+                Ok(BulkJobState::Failed { status })
+            }
+            Some(state) => Ok(state),
+            None => {
+                let writes = self
+                    .lock()
+                    .jobs
+                    .get(job_id)
+                    .map(|j| j.writes.clone())
+                    .unwrap_or_default();
+                let mut results = Vec::with_capacity(writes.len());
+                for w in &writes {
+                    {
+                        let mut account = self.lock();
+                        if !account.contacts.contains_key(&w.contact.key) {
+                            account.created.push(w.contact.key.clone());
+                            account
+                                .contacts
+                                .insert(w.contact.key.clone(), BTreeMap::new());
+                        }
+                    }
+                    let outcome = match self.answer(w)? {
+                        WriteOutcome::Acknowledged => BulkRecordOutcome::Acknowledged,
+                        WriteOutcome::Rejected { message } => {
+                            BulkRecordOutcome::Rejected { message }
+                        }
+                        WriteOutcome::NotFound => BulkRecordOutcome::Rejected {
+                            message: "User not found".to_owned(),
+                        },
+                        WriteOutcome::Failed { reason } => BulkRecordOutcome::Failed { reason },
+                    };
+                    results.push(BulkRecordResult {
+                        contacts: vec![w.contact.clone()],
+                        outcome,
+                    });
+                }
+                if let Some(j) = self.lock().jobs.get_mut(job_id) {
+                    j.results = Some(results);
+                }
+                Ok(completed(job_id))
+            }
+        }
+    }
+
     fn answer(&self, write: &ContactWrite) -> Result<WriteOutcome, MemoryError> {
         let n = {
             let mut account = self.lock();
@@ -321,8 +463,76 @@ impl MemoryDestination {
     }
 }
 
+/// A completed job's state, with its result "file".
+fn completed(job_id: &str) -> BulkJobState {
+    BulkJobState::Completed {
+        status: "COMPLETED".to_owned(),
+        result_url: Some(format!("memory://{job_id}")),
+    }
+}
+
 impl Destination for MemoryDestination {
     type Error = MemoryError;
+
+    fn bulk_limit(&self) -> usize {
+        self.bulk_limit
+    }
+
+    fn submit_bulk<'a>(
+        &'a self,
+        writes: &'a [ContactWrite],
+    ) -> impl std::future::Future<Output = Result<BulkSubmission, MemoryError>> + Send + 'a {
+        let answer = if self.bulk_limit == 0 {
+            BulkSubmission::Rejected {
+                message: "bulk jobs are off (MemoryDestination::with_bulk)".to_owned(),
+            }
+        } else if writes.is_empty() || writes.len() > self.bulk_limit {
+            BulkSubmission::Rejected {
+                message: format!(
+                    "users must contain between 1 and {} items, got {}",
+                    self.bulk_limit,
+                    writes.len()
+                ),
+            }
+        } else {
+            let mut account = self.lock();
+            let job_id = format!("job-{}", account.jobs.len() + 1);
+            account.jobs.insert(
+                job_id.clone(),
+                MemoryJob {
+                    writes: writes.to_vec(),
+                    ..MemoryJob::default()
+                },
+            );
+            BulkSubmission::Submitted {
+                job_id,
+                refused: Vec::new(),
+            }
+        };
+        std::future::ready(Ok(answer))
+    }
+
+    fn bulk_job<'a>(
+        &'a self,
+        job_id: &'a str,
+    ) -> impl std::future::Future<Output = Result<BulkJobState, MemoryError>> + Send + 'a {
+        std::future::ready(self.poll(job_id))
+    }
+
+    fn bulk_results<'a>(
+        &'a self,
+        job_id: &'a str,
+        _result_url: &'a str,
+    ) -> impl std::future::Future<Output = Result<Vec<BulkRecordResult>, MemoryError>> + Send + 'a
+    {
+        let results = self
+            .lock()
+            .jobs
+            .get(job_id)
+            .and_then(|j| j.results.clone())
+            .ok_or_else(|| MemoryError(format!("no result file for job {job_id}")));
+        std::future::ready(results)
+    }
 
     fn check_exists(
         &self,

@@ -58,12 +58,19 @@ pub struct InDoubt {
     pub sent: Canonical,
     /// The run that sent it.
     pub run_id: Option<i64>,
+    /// The fingerprint of the value sent, while the write is *pending*: submitted in a bulk
+    /// job whose result is not known yet. A pending value is not sent again while the model
+    /// still holds it (and is not acknowledged either: the snapshot keeps its own value).
+    /// `None` for a write whose answer was lost, which is sent again whatever the model holds.
+    pub pending: Option<u64>,
 }
 
 /// How a snapshot store shows attributes in doubt to the planner: a stored attribute in doubt
 /// gets the fingerprint [`IN_DOUBT_VALUE`], which no value has, and one the snapshot never
 /// had is added with the value sent (so that a null in the model clears it). Either way the
-/// planner sends the model's value again. Stores also index a contact with an attribute in
+/// planner sends the model's value again. A *pending* attribute ([`InDoubt::pending`]) shows
+/// the fingerprint of the value in flight instead, so that the planner sends it only when
+/// the model has moved on from that value. Stores also index a contact with an attribute in
 /// doubt under [`crate::fingerprint::IN_DOUBT_ROW`], so that its row is compared attribute
 /// by attribute.
 ///
@@ -73,10 +80,10 @@ pub fn with_in_doubt(stored: &mut Vec<StoredAttribute>, from: usize, in_doubt: &
     for d in in_doubt {
         let mine = stored.get_mut(from..).unwrap_or_default();
         match mine.iter_mut().find(|s| s.key == d.key) {
-            Some(s) => s.fingerprint = IN_DOUBT_VALUE,
+            Some(s) => s.fingerprint = d.pending.unwrap_or(IN_DOUBT_VALUE),
             None => stored.push(StoredAttribute {
                 key: d.key.clone(),
-                fingerprint: IN_DOUBT_VALUE,
+                fingerprint: d.pending.unwrap_or(IN_DOUBT_VALUE),
                 value: d.sent.clone(),
                 run_id: d.run_id,
             }),
@@ -167,6 +174,62 @@ pub enum WriteOutcome {
     Failed { reason: String },
 }
 
+/// What a destination answered to a bulk submission ([`Destination::submit_bulk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkSubmission {
+    /// Accepted for processing: the job's id, to poll ([`Destination::bulk_job`]). `refused`
+    /// lists the writes (by index) left out of the job because they cannot be sent at all,
+    /// with why; they are rejected as a realtime write of them would be.
+    Submitted {
+        job_id: String,
+        refused: Vec<(usize, String)>,
+    },
+    /// Refused as a whole for its content (400): nothing of it was queued. Each write can
+    /// still be sent on its own, to learn which one is at fault.
+    Rejected { message: String },
+    /// No answer that says whether a job was created (retries spent, timeouts): its writes
+    /// are in doubt.
+    Failed { reason: String },
+}
+
+/// Where a bulk job is ([`Destination::bulk_job`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkJobState {
+    /// Not done: `PENDING`, `IN_PROGRESS`, or a status the destination does not know (which
+    /// is never taken for an answer).
+    Pending { status: String },
+    /// Processed: the result file says what became of each record. Completion alone
+    /// acknowledges nothing; `result_url` is `None` when the answer names no file.
+    Completed {
+        status: String,
+        result_url: Option<String>,
+    },
+    /// Failed as a whole (`FAILED`, `CANCELLED`): none of its records counts as applied.
+    Failed { status: String },
+    /// The destination does not know the job (expired, or never created).
+    Unknown { message: String },
+}
+
+/// What a bulk job's result file says of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkRecordResult {
+    /// The identifiers the record was sent with, as the file gives them back (normalized);
+    /// empty when the line cannot be read.
+    pub contacts: Vec<ContactRef>,
+    pub outcome: BulkRecordOutcome,
+}
+
+/// The outcome of one bulk record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkRecordOutcome {
+    /// The line clearly says success: the values the record carried are applied.
+    Acknowledged,
+    /// Refused for its content (4xx), with the destination's message.
+    Rejected { message: String },
+    /// Anything else: a 5xx, an unreadable or unclear line. Sent again later.
+    Failed { reason: String },
+}
+
 /// What delivering cost so far, for run reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DeliveryStats {
@@ -227,6 +290,48 @@ pub trait Destination: Send + Sync {
     /// tell (the default).
     fn account(&self) -> impl Future<Output = Result<Option<Account>, Self::Error>> + Send {
         std::future::ready(Ok(None))
+    }
+
+    /// Most writes one bulk submission takes; 0 (the default) when the destination has no
+    /// bulk route, and every write goes through [`write`](Destination::write).
+    fn bulk_limit(&self) -> usize {
+        0
+    }
+
+    /// Submits writes of contacts known to exist as one bulk job (at most
+    /// [`bulk_limit`](Destination::bulk_limit)). A bulk job may create the contacts it does
+    /// not know, so callers submit only contacts a check found.
+    fn submit_bulk<'a>(
+        &'a self,
+        writes: &'a [ContactWrite],
+    ) -> impl Future<Output = Result<BulkSubmission, Self::Error>> + Send + 'a {
+        let _ = writes;
+        std::future::ready(Ok(BulkSubmission::Rejected {
+            message: "this destination takes no bulk jobs".to_owned(),
+        }))
+    }
+
+    /// Where a bulk job is. Read-only.
+    fn bulk_job<'a>(
+        &'a self,
+        job_id: &'a str,
+    ) -> impl Future<Output = Result<BulkJobState, Self::Error>> + Send + 'a {
+        let _ = job_id;
+        std::future::ready(Ok(BulkJobState::Unknown {
+            message: "this destination takes no bulk jobs".to_owned(),
+        }))
+    }
+
+    /// Reads a completed job's result file: one entry per line, in order. Read-only. `Err`
+    /// when the file cannot be read at all (its records then stay pending, and the file is
+    /// read again later).
+    fn bulk_results<'a>(
+        &'a self,
+        job_id: &'a str,
+        result_url: &'a str,
+    ) -> impl Future<Output = Result<Vec<BulkRecordResult>, Self::Error>> + Send + 'a {
+        let _ = (job_id, result_url);
+        std::future::ready(Ok(Vec::new()))
     }
 
     /// Whether an error stops the whole run (key rejected, permission missing), or fails only

@@ -378,3 +378,140 @@ fn forbidden_names_the_permission() {
     assert!(permission_for(PATH_CUSTOM_ATTRIBUTES).contains("Custom Attributes"));
     assert!(permission_for(PATH_USER_ATTRIBUTES).contains("Custom Attributes"));
 }
+
+#[test]
+fn a_bulk_record_is_the_realtime_body_of_the_same_write() {
+    let writes = vec![
+        ContactWrite {
+            contact: email("ann@example.com"),
+            attributes: vec![
+                custom("tier", text("gold")),
+                std_attr(StandardField::FirstName, text("Ann")),
+            ],
+        },
+        ContactWrite {
+            contact: email("bob@example.com"),
+            attributes: vec![std_attr(StandardField::Email, None)],
+        },
+        ContactWrite {
+            contact: phone("+14155550100"),
+            attributes: vec![custom("points", number("12.50"))],
+        },
+    ];
+    let (body, refused) = bulk_body(&writes);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let users = body["users"].as_array().unwrap();
+    assert_eq!(
+        users.len(),
+        2,
+        "the write that clears its identifier is left out"
+    );
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].0, 1);
+    for (user, write) in users.iter().zip([&writes[0], &writes[2]]) {
+        let single: serde_json::Value =
+            serde_json::from_slice(&user_attributes_body(write).unwrap()).unwrap();
+        assert_eq!(user, &single);
+    }
+    expect![[r#"{"users":[{"attributes":{"custom":{"tier":"gold"},"firstName":"Ann"},"identifiers":{"email":"ann@example.com"}},{"attributes":{"custom":{"points":12.5}},"identifiers":{"phone":"+14155550100"}}]}"#]]
+    .assert_eq(&String::from_utf8(bulk_body(&writes).0).unwrap());
+}
+
+#[test]
+fn bulk_job_ids_and_states_are_read_leniently() {
+    use sync_core::ports::BulkJobState;
+    assert_eq!(
+        bulk_job_id(br#"{"message":"ok","batchJobId":"6f1c"}"#).as_deref(),
+        Some("6f1c")
+    );
+    assert_eq!(
+        bulk_job_id(br#"{"bulkJobId":" 42 "}"#).as_deref(),
+        Some("42")
+    );
+    assert_eq!(bulk_job_id(br#"{"id":7}"#).as_deref(), Some("7"));
+    assert_eq!(bulk_job_id(br#"{"message":"ok"}"#), None);
+    assert_eq!(bulk_job_id(b"not json"), None);
+
+    let state = |b: &str| bulk_job_state(b.as_bytes());
+    assert_eq!(
+        state(r#"{"status":"COMPLETED","url":"https://x/r.jsonl"}"#),
+        BulkJobState::Completed {
+            status: "COMPLETED".into(),
+            result_url: Some("https://x/r.jsonl".into())
+        }
+    );
+    assert_eq!(
+        state(r#"{"status":"completed","resultUrl":"https://x/r.jsonl","url":null}"#),
+        BulkJobState::Completed {
+            status: "completed".into(),
+            result_url: Some("https://x/r.jsonl".into())
+        }
+    );
+    assert_eq!(
+        state(r#"{"status":"COMPLETED"}"#),
+        BulkJobState::Completed {
+            status: "COMPLETED".into(),
+            result_url: None
+        }
+    );
+    for s in ["FAILED", "CANCELLED", "canceled"] {
+        assert!(matches!(
+            state(&format!(r#"{{"status":"{s}"}}"#)),
+            BulkJobState::Failed { .. }
+        ));
+    }
+    for s in ["PENDING", "IN_PROGRESS", "NEEDS_REVIEW", "SOMETHING_NEW"] {
+        assert_eq!(
+            state(&format!(r#"{{"status":"{s}","url":"https://x"}}"#)),
+            BulkJobState::Pending { status: s.into() },
+            "{s} keeps the job pending"
+        );
+    }
+    assert!(matches!(state("{}"), BulkJobState::Pending { .. }));
+    assert!(matches!(state("garbage"), BulkJobState::Pending { .. }));
+}
+
+#[test]
+fn bulk_result_lines_acknowledge_only_clear_successes() {
+    use sync_core::ports::BulkRecordOutcome as O;
+    let line = |s: &str| bulk_result_line(s);
+    let ok = line(
+        r#"{"request":{"identifiers":{"email":"Ann@Example.com"},"attributes":{}},"response":{"status":202,"message":"Accepted"}}"#,
+    );
+    assert_eq!(ok.outcome, O::Acknowledged);
+    assert_eq!(ok.contacts, vec![email("ann@example.com")]);
+    let both = line(
+        r#"{"request":{"user":{"phone":"+14155550100","email":"b@x.io"}},"response":{"status":"200"}}"#,
+    );
+    assert_eq!(both.outcome, O::Acknowledged);
+    assert_eq!(both.contacts, vec![email("b@x.io"), phone("+14155550100")]);
+    assert_eq!(
+        line(r#"{"request":{"email":"c@x.io"},"response":{"status":400,"message":"Invalid value for attribute 'age'"}}"#).outcome,
+        O::Rejected { message: "Invalid value for attribute 'age'".into() }
+    );
+    assert!(matches!(
+        line(r#"{"request":{"email":"c@x.io"},"response":{"status":404,"message":"User not found"}}"#).outcome,
+        O::Rejected { message } if message.starts_with("HTTP 404")
+    ));
+    for bad in [
+        r#"{"request":{"email":"c@x.io"},"response":{"status":500,"message":"Internal error"}}"#,
+        r#"{"request":{"email":"c@x.io"},"response":{"message":"done"}}"#,
+        r#"{"request":{"email":"c@x.io"},"response":{"status":"SUCCESS"}}"#,
+        r#"{"request":{"email":"c@x.io"},"resp"#,
+        "",
+    ] {
+        assert!(matches!(line(bad).outcome, O::Failed { .. }), "{bad}");
+    }
+    assert!(line(r#"{"request":{"email":"c@x.io"},"resp"#)
+        .contacts
+        .is_empty());
+}
+
+proptest! {
+    #[test]
+    fn result_lines_never_panic(s in "\\PC{0,200}") {
+        let _ = bulk_result_line(&s);
+        let _ = bulk_job_state(s.as_bytes());
+        let _ = bulk_job_id(s.as_bytes());
+    }
+}
