@@ -102,6 +102,16 @@ impl StateStore {
                 [activation],
             )
             .ctx(A)?;
+            // Jobs of the old account: their results would settle nothing of the new one.
+            tx.execute(
+                &format!(
+                    "UPDATE bulk_jobs SET state = 'settled', message = 'forgotten: the \
+                     destination was bound to another account' \
+                     WHERE state != 'settled' AND {in_activation}"
+                ),
+                [activation],
+            )
+            .ctx(A)?;
             tx.execute(
                 &format!("DELETE FROM snapshot_attributes WHERE {in_activation}"),
                 [activation],

@@ -4,6 +4,7 @@ use sync_core::plan::{ContactChange, Refresh};
 use sync_core::ports::{ContactRef, Existence};
 use sync_core::BoundMapping;
 
+use crate::bulk::{self, JobRecordIn};
 use crate::runs::{record_rows_in, RunRow};
 use crate::snapshot::{apply_changes_in, apply_refreshes_in, change_keys};
 use crate::{doubt, existence, Error, StateStore};
@@ -27,6 +28,15 @@ pub struct CommitBatch {
     pub existence: Vec<(ContactRef, Existence)>,
     /// Row outcomes of the run.
     pub rows: Vec<RunRow>,
+    /// Bulk jobs about to be submitted, each with its records: recorded with their run rows
+    /// (`pending`) and their attributes pending in the job. [`StateStore::commit`] returns
+    /// their ids; a job may only be submitted once the batch is committed.
+    pub jobs: Vec<Vec<JobRecordIn>>,
+    /// Jobs Attentive accepted: `(job, Attentive's job id)`.
+    pub submitted: Vec<(i64, String)>,
+    /// Jobs whose submission got no answer that says whether they were created, with why:
+    /// every record fails (sent again).
+    pub lost: Vec<(i64, String)>,
 }
 
 impl CommitBatch {
@@ -39,6 +49,9 @@ impl CommitBatch {
             && self.refreshes.is_empty()
             && self.existence.is_empty()
             && self.rows.is_empty()
+            && self.jobs.is_empty()
+            && self.submitted.is_empty()
+            && self.lost.is_empty()
     }
 
     /// Empties the batch, keeping its allocations.
@@ -50,13 +63,16 @@ impl CommitBatch {
         self.refreshes.clear();
         self.existence.clear();
         self.rows.clear();
+        self.jobs.clear();
+        self.submitted.clear();
+        self.lost.clear();
     }
 }
 
 impl StateStore {
     /// Records a batch of one run of an activation (`mapping` is the run's, `destination` the
     /// account its existence checks are cached for) in one transaction: all of it or, on
-    /// error, nothing.
+    /// error, nothing. Returns the ids of the jobs it recorded ([`CommitBatch::jobs`]).
     pub fn commit(
         &mut self,
         activation: &str,
@@ -64,16 +80,20 @@ impl StateStore {
         run_id: i64,
         mapping: &BoundMapping,
         batch: &CommitBatch,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<i64>, Error> {
         const A: &str = "recording the run's results";
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        if !batch.sending.is_empty() {
+        if !batch.sending.is_empty() || !batch.jobs.is_empty() || !batch.lost.is_empty() {
             self.doubt_free.get_mut().take();
         }
         self.write_activation(A, activation, |tx, id, at| {
-            doubt::mark_in(tx, id, run_id, mapping, &batch.sending, at)?;
+            doubt::mark_in(tx, id, run_id, mapping, &batch.sending, None, at)?;
+            let jobs = bulk::create_jobs_in(tx, id, run_id, mapping, &batch.jobs, at)?;
+            for (job, remote) in &batch.submitted {
+                bulk::submitted_in(tx, *job, remote, at)?;
+            }
             apply_changes_in(tx, id, run_id, mapping, &batch.acknowledged, at)?;
             for c in &batch.unapplied {
                 let keys = change_keys(mapping, c)?;
@@ -87,7 +107,8 @@ impl StateStore {
             if !batch.rows.is_empty() {
                 record_rows_in(tx, run_id, &batch.rows)?;
             }
-            Ok(())
+            bulk::lost_in(tx, id, &batch.lost, at)?;
+            Ok(jobs)
         })
     }
 }

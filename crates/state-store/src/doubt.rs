@@ -13,25 +13,30 @@ use crate::{activation_id, u64_from_sql, u64_to_sql, Context, Error};
 
 const MARK: &str = "\
 INSERT INTO in_doubt
-    (activation_id, contact_key, attribute_key, key_hash, value_tag, value_text, run_id, sent_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+    (activation_id, contact_key, attribute_key, key_hash, value_tag, value_text, run_id, sent_at,
+     job_id, fingerprint)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
 ON CONFLICT (activation_id, contact_key, attribute_key) DO UPDATE SET
     key_hash = excluded.key_hash,
     value_tag = excluded.value_tag,
     value_text = excluded.value_text,
     run_id = excluded.run_id,
-    sent_at = excluded.sent_at";
+    sent_at = excluded.sent_at,
+    job_id = excluded.job_id,
+    fingerprint = excluded.fingerprint";
 
-/// Reads one `attribute_key, value_tag, value_text, run_id` row.
+/// Reads one `attribute_key, value_tag, value_text, run_id, pending fingerprint` row.
 fn in_doubt_row(r: &Row<'_>) -> Result<InDoubt, Error> {
     const A: &str = "reading attributes in doubt";
     let key: String = r.get(0).ctx(A)?;
     let tag: String = r.get(1).ctx(A)?;
     let text: String = r.get(2).ctx(A)?;
+    let pending: Option<i64> = r.get(4).ctx(A)?;
     Ok(InDoubt {
         key,
         sent: decode_value("in_doubt", &tag, &text)?,
         run_id: r.get(3).ctx(A)?,
+        pending: pending.map(u64_from_sql),
     })
 }
 
@@ -68,7 +73,8 @@ pub(crate) fn in_doubt_of(
     const A: &str = "reading attributes in doubt";
     let mut stmt = conn
         .prepare_cached(
-            "SELECT attribute_key, value_tag, value_text, run_id FROM in_doubt \
+            "SELECT attribute_key, value_tag, value_text, run_id, \
+             CASE WHEN job_id IS NOT NULL THEN fingerprint END FROM in_doubt \
              WHERE activation_id = ?1 AND contact_key = ?2 ORDER BY attribute_key",
         )
         .ctx(A)?;
@@ -82,12 +88,15 @@ pub(crate) fn in_doubt_of(
 
 /// Marks every attribute of each change in doubt, with the value about to be sent. An
 /// attribute already in doubt takes the new value and run; the contact's other doubts stay.
-pub(crate) fn mark_in(
+/// With `job`, the values are *pending* in that bulk job (see
+/// [`sync_core::ports::InDoubt::pending`]).
+pub(crate) fn mark_in<'c>(
     tx: &Connection,
     activation_id: i64,
     run_id: i64,
     mapping: &BoundMapping,
-    changes: &[ContactChange],
+    changes: impl IntoIterator<Item = &'c ContactChange>,
+    job: Option<i64>,
     at: &str,
 ) -> Result<(), Error> {
     const A: &str = "recording writes about to be sent";
@@ -106,7 +115,9 @@ pub(crate) fn mark_in(
                 tag,
                 text,
                 run_id,
-                at
+                at,
+                job,
+                job.map(|_| u64_to_sql(a.fingerprint))
             ])
             .ctx(A)?;
         }
@@ -158,7 +169,7 @@ impl StateStore {
         self.write_activation(
             "recording writes about to be sent",
             activation,
-            |tx, id, at| mark_in(tx, id, run_id, mapping, changes, at),
+            |tx, id, at| mark_in(tx, id, run_id, mapping, changes, None, at),
         )
     }
 

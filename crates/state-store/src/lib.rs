@@ -16,6 +16,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 mod account;
+mod bulk;
 mod commit;
 mod doubt;
 mod existence;
@@ -25,6 +26,7 @@ mod schema;
 mod snapshot;
 
 pub use account::AccountBinding;
+pub use bulk::{JobRecord, JobRecordIn, JobState, JobSummary, RecordResult};
 pub use commit::CommitBatch;
 pub use lock::{ActivationLock, DEFAULT_LOCK_STALE_AFTER};
 pub use runs::{Outcome, RunKind, RunRow, RunStatus, RunSummary};
@@ -169,7 +171,7 @@ pub enum Error {
     /// A row outcome filter that is not one of [`Outcome`]'s names.
     #[error(
         "unknown row outcome {outcome:?}; expected one of: updated, unchanged, not_found, \
-         rejected, failed"
+         rejected, failed, pending"
     )]
     UnknownOutcome {
         /// The filter given.

@@ -81,6 +81,9 @@ text_enum! {
         Failed => "failed",
         /// Found `running` after its process ended.
         Interrupted => "interrupted",
+        /// Finished submitting, with bulk jobs not settled yet: becomes `succeeded` or
+        /// `partial` when the last of them is.
+        Pending => "pending",
     }
 }
 
@@ -97,6 +100,8 @@ text_enum! {
         Rejected => "rejected",
         /// The write still failed after retries.
         Failed => "failed",
+        /// Submitted in a bulk job whose result is not known yet.
+        Pending => "pending",
     }
 }
 

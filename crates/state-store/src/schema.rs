@@ -125,4 +125,82 @@ CREATE TABLE destination_accounts (
     bound_at     TEXT NOT NULL
 );
 "#,
+    // 5: bulk jobs. A job and the records it carries are recorded (and their attributes
+    // marked in doubt, *pending*) before it is submitted; its result settles each record.
+    // Rows and runs can be `pending` meanwhile: `runs` and `run_rows` are rebuilt with the
+    // wider CHECKs (SQLite cannot alter a CHECK), keeping every row.
+    r#"
+CREATE TABLE runs_new (
+    id            INTEGER PRIMARY KEY,
+    activation_id INTEGER NOT NULL REFERENCES activations(id) ON DELETE CASCADE,
+    kind          TEXT    NOT NULL CHECK (kind IN ('plan', 'run')),
+    status        TEXT    NOT NULL
+                  CHECK (status IN ('running', 'succeeded', 'partial', 'failed', 'interrupted',
+                                    'pending')),
+    started_at    TEXT    NOT NULL,
+    finished_at   TEXT,
+    counts_json   TEXT,
+    error         TEXT
+);
+INSERT INTO runs_new (id, activation_id, kind, status, started_at, finished_at, counts_json, error)
+    SELECT id, activation_id, kind, status, started_at, finished_at, counts_json, error FROM runs;
+
+CREATE TABLE run_rows_new (
+    run_id          INTEGER NOT NULL REFERENCES runs_new(id) ON DELETE CASCADE,
+    row_number      INTEGER NOT NULL,
+    contact_key     TEXT,
+    outcome         TEXT    NOT NULL
+                    CHECK (outcome IN ('updated', 'unchanged', 'not_found', 'rejected', 'failed',
+                                       'pending')),
+    code            TEXT,
+    message         TEXT,
+    attributes_json TEXT,
+    PRIMARY KEY (run_id, row_number)
+) WITHOUT ROWID;
+INSERT INTO run_rows_new
+    SELECT run_id, row_number, contact_key, outcome, code, message, attributes_json FROM run_rows;
+
+DROP TABLE run_rows;
+DROP TABLE runs;
+ALTER TABLE runs_new RENAME TO runs;
+ALTER TABLE run_rows_new RENAME TO run_rows;
+CREATE INDEX runs_by_activation ON runs (activation_id, id);
+CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
+CREATE INDEX run_rows_by_outcome ON run_rows (run_id, outcome, row_number);
+
+CREATE TABLE bulk_jobs (
+    id            INTEGER PRIMARY KEY,
+    activation_id INTEGER NOT NULL REFERENCES activations(id) ON DELETE CASCADE,
+    run_id        INTEGER NOT NULL,
+    remote_id     TEXT,
+    state         TEXT    NOT NULL CHECK (state IN ('submitting', 'pending', 'settled')),
+    remote_status TEXT,
+    records       INTEGER NOT NULL,
+    created_at    TEXT    NOT NULL,
+    submitted_at  TEXT,
+    polls         INTEGER NOT NULL DEFAULT 0,
+    polled_at     TEXT,
+    settled_at    TEXT,
+    message       TEXT
+);
+CREATE INDEX bulk_jobs_open ON bulk_jobs (activation_id, id) WHERE state != 'settled';
+CREATE INDEX bulk_jobs_by_run ON bulk_jobs (run_id, id);
+
+CREATE TABLE bulk_records (
+    job_id          INTEGER NOT NULL REFERENCES bulk_jobs(id) ON DELETE CASCADE,
+    seq             INTEGER NOT NULL,
+    row_number      INTEGER NOT NULL,
+    contact_kind    TEXT    NOT NULL CHECK (contact_kind IN ('email', 'phone')),
+    contact_key     TEXT    NOT NULL,
+    key_hash        INTEGER NOT NULL,
+    row_fingerprint INTEGER NOT NULL,
+    attributes_json TEXT    NOT NULL,
+    outcome         TEXT    CHECK (outcome IN ('updated', 'rejected', 'failed')),
+    message         TEXT,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+
+ALTER TABLE in_doubt ADD COLUMN job_id INTEGER;
+ALTER TABLE in_doubt ADD COLUMN fingerprint INTEGER;
+"#,
 ];

@@ -1,5 +1,6 @@
 use rusqlite::params;
 use std::path::{Path, PathBuf};
+use sync_core::fingerprint::IN_DOUBT_ROW;
 
 use sync_core::mapping::{
     AttributeMapping, CustomType, DuplicatePolicy, Identifier, NormalizeOptions, OnNull,
@@ -12,7 +13,7 @@ use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, S
 use super::*;
 
 /// The schema version this build writes.
-const LATEST: i64 = 4;
+const LATEST: i64 = 5;
 
 fn mapping() -> BoundMapping {
     let attr = |attribute, column: &str| AttributeMapping {
@@ -185,6 +186,8 @@ fn migrations_are_idempotent_on_reopen() {
         tables,
         [
             "activations",
+            "bulk_jobs",
+            "bulk_records",
             "contact_existence",
             "destination_accounts",
             "in_doubt",
@@ -1493,4 +1496,258 @@ fn a_schema_2_file_is_migrated_keeping_its_snapshot() {
     );
     assert_eq!(store.in_doubt_count("vip").unwrap(), 0);
     assert_eq!(store.account_binding("attentive").unwrap(), None);
+}
+
+/// Creates one job of `records` in run `run` through a commit, returns its id.
+fn create_job(store: &mut StateStore, run: i64, records: Vec<(u64, ContactChange)>) -> i64 {
+    let batch = CommitBatch {
+        jobs: vec![records
+            .into_iter()
+            .map(|(row_number, change)| JobRecordIn { row_number, change })
+            .collect()],
+        ..CommitBatch::default()
+    };
+    store
+        .commit("a", "attentive", run, &mapping(), &batch)
+        .unwrap()[0]
+}
+
+fn submitted(store: &mut StateStore, run: i64, job: i64, remote: &str) {
+    let batch = CommitBatch {
+        submitted: vec![(job, remote.to_owned())],
+        ..CommitBatch::default()
+    };
+    store
+        .commit("a", "attentive", run, &mapping(), &batch)
+        .unwrap();
+}
+
+fn run_row_outcome(store: &StateStore, run: i64, row: u64) -> (Outcome, Option<String>) {
+    let rows = store.run_rows(run, None, 0, 1000).unwrap();
+    let r = rows.iter().find(|r| r.row_number == row).unwrap();
+    (r.outcome, r.code.clone())
+}
+
+#[test]
+fn a_pending_bulk_record_is_not_resent_for_the_same_value_and_settles_by_its_result() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    let run = store.begin_run("a", RunKind::Run).unwrap();
+    let job = create_job(
+        &mut store,
+        run,
+        vec![
+            (2, change("ann@x.com", 100, &[(1, text("Paris"), 7)])),
+            (3, change("bob@x.com", 200, &[(1, text("Rome"), 8)])),
+            (4, change("cy@x.com", 300, &[(1, text("Oslo"), 9)])),
+        ],
+    );
+    // Pending: indexed for a diff, shown with the fingerprint of the value in flight.
+    assert_eq!(
+        index(&store, "a").get(key_hash("ann@x.com")),
+        Some(IN_DOUBT_ROW)
+    );
+    let a = attrs(&store, "a", "ann@x.com");
+    assert_eq!((a[0].key.as_str(), a[0].fingerprint), ("std:city", 7));
+    assert_eq!(run_row_outcome(&store, run, 2).0, Outcome::Pending);
+    let jobs = store.open_jobs("a").unwrap();
+    assert_eq!(
+        (jobs.len(), jobs[0].state, jobs[0].pending),
+        (1, JobState::Submitting, 3)
+    );
+    submitted(&mut store, run, job, "remote-1");
+    let jobs = store.open_jobs("a").unwrap();
+    assert_eq!(
+        (jobs[0].state, jobs[0].remote_id.as_deref()),
+        (JobState::Pending, Some("remote-1"))
+    );
+    assert_eq!(store.open_job_count(run).unwrap(), 1);
+
+    store
+        .settle_job(
+            "a",
+            job,
+            &[
+                RecordResult::Applied,
+                RecordResult::Rejected("Invalid value".into()),
+                RecordResult::Failed("HTTP 500".into()),
+            ],
+            Some("COMPLETED"),
+            None,
+        )
+        .unwrap();
+    // Applied: the snapshot holds the value, nothing in doubt.
+    let a = attrs(&store, "a", "ann@x.com");
+    assert_eq!(
+        (a[0].value.to_text(), a[0].fingerprint, a[0].run_id),
+        ("Paris".into(), 7, Some(run))
+    );
+    assert_eq!(index(&store, "a").get(key_hash("ann@x.com")), Some(100));
+    assert_eq!(run_row_outcome(&store, run, 2), (Outcome::Updated, None));
+    // Rejected: no value, but the row fingerprint moved (not re-sent until it changes).
+    assert!(attrs(&store, "a", "bob@x.com").is_empty());
+    assert_eq!(index(&store, "a").get(key_hash("bob@x.com")), Some(200));
+    assert_eq!(
+        run_row_outcome(&store, run, 3),
+        (Outcome::Rejected, Some("attentive_rejected".into()))
+    );
+    // Failed: a plain doubt, sent again whatever the model holds.
+    let c = attrs(&store, "a", "cy@x.com");
+    assert_eq!(c[0].fingerprint, sync_core::fingerprint::IN_DOUBT_VALUE);
+    assert_eq!(
+        index(&store, "a").get(key_hash("cy@x.com")),
+        Some(IN_DOUBT_ROW)
+    );
+    assert_eq!(run_row_outcome(&store, run, 4).0, Outcome::Failed);
+    assert!(store.open_jobs("a").unwrap().is_empty());
+    let summary = &store.run_jobs(run).unwrap()[0];
+    assert_eq!(
+        (
+            summary.state,
+            summary.updated,
+            summary.rejected,
+            summary.failed,
+            summary.pending
+        ),
+        (JobState::Settled, 1, 1, 1, 0)
+    );
+    assert_eq!(store.open_job_count(run).unwrap(), 0);
+    // Settling again changes nothing.
+    store.settle_job("a", job, &[], None, None).unwrap();
+    assert_eq!(run_row_outcome(&store, run, 2).0, Outcome::Updated);
+}
+
+#[test]
+fn a_bulk_record_written_again_since_stays_in_doubt_when_it_settles() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    let run1 = store.begin_run("a", RunKind::Run).unwrap();
+    let job = create_job(
+        &mut store,
+        run1,
+        vec![(2, change("ann@x.com", 100, &[(1, text("Paris"), 7)]))],
+    );
+    submitted(&mut store, run1, job, "r1");
+    // A later run sends another value in realtime, and it is acknowledged.
+    let run2 = store.begin_run("a", RunKind::Run).unwrap();
+    let later = change("ann@x.com", 101, &[(1, text("Rome"), 8)]);
+    let batch = CommitBatch {
+        sending: vec![later.clone()],
+        ..CommitBatch::default()
+    };
+    store
+        .commit("a", "attentive", run2, &mapping(), &batch)
+        .unwrap();
+    let batch = CommitBatch {
+        acknowledged: vec![later],
+        ..CommitBatch::default()
+    };
+    store
+        .commit("a", "attentive", run2, &mapping(), &batch)
+        .unwrap();
+    assert_eq!(store.in_doubt_count("a").unwrap(), 0);
+    // The old job then says it applied Paris: which of the two Attentive holds is unknown.
+    store
+        .settle_job("a", job, &[RecordResult::Applied], Some("COMPLETED"), None)
+        .unwrap();
+    let a = attrs(&store, "a", "ann@x.com");
+    assert_eq!(
+        a[0].fingerprint,
+        sync_core::fingerprint::IN_DOUBT_VALUE,
+        "sent again"
+    );
+    assert_eq!(
+        index(&store, "a").get(key_hash("ann@x.com")),
+        Some(IN_DOUBT_ROW)
+    );
+    // The later run's row fingerprint is not moved back to the job's.
+    let c = store.contact("ann@x.com").unwrap();
+    assert_eq!(c[0].row_fingerprint, 101);
+}
+
+#[test]
+fn a_lost_submission_fails_its_records() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    let run = store.begin_run("a", RunKind::Run).unwrap();
+    let job = create_job(
+        &mut store,
+        run,
+        vec![(2, change("ann@x.com", 100, &[(1, text("Paris"), 7)]))],
+    );
+    let batch = CommitBatch {
+        lost: vec![(job, "no answer".into())],
+        ..CommitBatch::default()
+    };
+    store
+        .commit("a", "attentive", run, &mapping(), &batch)
+        .unwrap();
+    assert_eq!(
+        attrs(&store, "a", "ann@x.com")[0].fingerprint,
+        sync_core::fingerprint::IN_DOUBT_VALUE
+    );
+    assert_eq!(run_row_outcome(&store, run, 2).0, Outcome::Failed);
+    let j = &store.run_jobs(run).unwrap()[0];
+    assert_eq!(
+        (j.state, j.message.as_deref()),
+        (JobState::Settled, Some("no answer"))
+    );
+}
+
+/// A schema-4 file migrates to 5 keeping its runs, their rows and their doubts (the tables
+/// with wider CHECKs are rebuilt), with foreign keys intact.
+#[test]
+fn a_schema_4_file_keeps_its_runs_and_rows() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = Connection::open(&path).unwrap();
+        for m in &schema::MIGRATIONS[..4] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO activations (id, name) VALUES (1, 'a');
+             INSERT INTO runs VALUES (7, 1, 'run', 'partial', '2026-11-30T00:00:00.000Z', '2026-11-30T00:01:00.000Z', '{}', NULL);
+             INSERT INTO run_rows VALUES (7, 2, 'ann@x.com', 'rejected', 'bad', 'm', NULL);
+             INSERT INTO in_doubt VALUES (1, 'ann@x.com', 'std:city', 5, 's', 'Paris', 7, '2026-11-30T00:00:00.000Z');",
+        )
+        .unwrap();
+    }
+    let mut store = StateStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), LATEST);
+    let run = store.run(7).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Partial);
+    assert_eq!(
+        run_row_outcome(&store, 7, 2),
+        (Outcome::Rejected, Some("bad".into()))
+    );
+    let a = attrs(&store, "a", "ann@x.com");
+    assert_eq!(a[0].fingerprint, sync_core::fingerprint::IN_DOUBT_VALUE);
+    let fk: Vec<String> = store
+        .conn
+        .prepare("PRAGMA foreign_key_check")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(fk.is_empty(), "{fk:?}");
+    // The wider CHECKs hold.
+    store
+        .record_rows(
+            7,
+            &[RunRow {
+                row_number: 3,
+                contact_key: None,
+                outcome: Outcome::Pending,
+                code: None,
+                message: None,
+                attributes_json: None,
+            }],
+        )
+        .unwrap();
+    store.finish_run(7, RunStatus::Pending, "{}", None).unwrap();
+    // Rows still go with their run.
+    store
+        .conn
+        .execute("DELETE FROM runs WHERE id = 7", [])
+        .unwrap();
+    assert!(store.run_rows(7, None, 0, 10).unwrap().is_empty());
 }
