@@ -64,6 +64,13 @@ pub struct RunOptions {
     /// the snapshots of its activations (the run then checks every contact and backfills).
     /// Without it such a run stops before sending anything.
     pub rebind_destination: bool,
+    /// After submitting bulk jobs, wait until Attentive has processed them and their results
+    /// are read (default true); without it the run ends `pending` and a later run (or
+    /// `serve`) settles them.
+    pub wait_for_jobs: bool,
+    /// How often a waiting run asks about its jobs at first (then less and less often, up to
+    /// 30 s).
+    pub poll_every: Duration,
 }
 
 /// A callback given the id of a run that has just started (see [`RunOptions::on_start`]).
@@ -85,12 +92,15 @@ impl Default for RunOptions {
             stop: Arc::new(AtomicBool::new(false)),
             on_start: None,
             rebind_destination: false,
+            wait_for_jobs: true,
+            poll_every: Duration::from_secs(1),
         }
     }
 }
 
 /// Counts per outcome of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunCounts {
     pub updated: u64,
     pub unchanged: u64,
@@ -102,6 +112,9 @@ pub struct RunCounts {
     /// `updated` too).
     #[serde(default)]
     pub identifier_conflicts: u64,
+    /// Rows submitted in bulk jobs whose result is not known yet.
+    #[serde(default)]
+    pub pending: u64,
 }
 
 /// What a run did.
@@ -109,7 +122,8 @@ pub struct RunCounts {
 pub struct RunReport {
     pub run_id: i64,
     pub activation: String,
-    /// `succeeded`, `partial` (some rows rejected, failed or not found), `failed`, `interrupted`.
+    /// `succeeded`, `partial` (some rows rejected, failed or not found), `failed`,
+    /// `interrupted`, `pending` (bulk jobs not settled yet).
     pub status: String,
     pub counts: RunCounts,
     /// The plan of the delivering pass.
@@ -117,6 +131,15 @@ pub struct RunReport {
     pub delivery: DeliveryStats,
     /// Contacts looked up (read-only; several per request with GraphQL lookups).
     pub existence_checks: u64,
+    /// `realtime` or `bulk`: how this run sent its changes.
+    #[serde(default)]
+    pub delivery_mode: String,
+    /// Bulk jobs this run submitted.
+    #[serde(default)]
+    pub bulk_jobs: u64,
+    /// Bulk jobs of earlier runs this run settled before planning.
+    #[serde(default)]
+    pub jobs_settled: u64,
     pub duration_ms: u64,
     /// Why the run failed or stopped.
     pub error: Option<String>,
@@ -129,8 +152,12 @@ pub struct Progress {
     pub rows: u64,
     /// Changed contacts found so far.
     pub changed: u64,
-    /// Contacts whose delivery has finished (any outcome).
+    /// Contacts whose delivery has finished (any outcome; submitted in a bulk job counts).
     pub delivered: u64,
+    /// Records of this run's bulk jobs whose result is not known yet.
+    pub pending: u64,
+    /// Delivery is done and the run waits for its bulk jobs.
+    pub waiting: bool,
 }
 
 /// A message to the committer thread.
@@ -165,6 +192,18 @@ enum Commit {
     },
     Existence(ContactRef, Existence),
     Row(RunRow),
+    /// A bulk job about to be submitted: recorded with its records (pending), and `created`
+    /// is told its id once that is committed (only then is it submitted).
+    Job {
+        records: Vec<(u64, ContactChange)>,
+        created: tokio::sync::oneshot::Sender<i64>,
+    },
+    /// Attentive accepted the job: its id.
+    Submitted(i64, String),
+    /// The job's submission got no answer that says whether it exists: every record failed.
+    Lost(i64, String),
+    /// Records of a job refused before submission.
+    Refused(i64, Vec<(u32, String)>),
 }
 
 /// A change to deliver, with what the cache knows of its contact.
@@ -301,6 +340,8 @@ pub fn client_for(project: &Project, activation: &str) -> Result<attentive_clien
         existence_check: d.existence_check,
         lookup_batch: d.lookup_batch,
         rate_limit_scope: d.rate_limit_scope,
+        bulk_requests_per_second: d.bulk_requests_per_second,
+        bulk_batch_size: a.delivery.batch_size,
         ..attentive_client::ClientConfig::new(key.clone())
     };
     attentive_client::Client::new(config).map_err(|e| Error::Client(e.to_string()))
@@ -341,6 +382,7 @@ pub async fn run<D: Destination + 'static>(
             .filter(|a| a.destination == activation.destination)
             .map(|a| a.name.clone())
             .collect(),
+        delivery: activation.delivery,
     };
     let model = Arc::new(ProjectModel {
         project: project.clone(),
@@ -394,6 +436,8 @@ pub struct RunSpec {
     pub base_url: String,
     /// Every activation that sends to the destination (whose snapshots a rebinding forgets).
     pub destination_activations: Vec<String>,
+    /// Realtime, bulk or auto.
+    pub delivery: crate::config::Delivery,
 }
 
 /// Opens the model of a run, bound to its mapping (and file segment filter). Called once per
@@ -502,6 +546,9 @@ pub async fn execute<D: Destination + 'static>(
         plan: PlanCounts::default(),
         delivery: destination.stats(),
         existence_checks: 0,
+        delivery_mode: String::new(),
+        bulk_jobs: 0,
+        jobs_settled: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         error: Some(message),
     };
@@ -511,6 +558,21 @@ pub async fn execute<D: Destination + 'static>(
         lock.release();
         return Ok(ended(RunStatus::Failed, msg));
     }
+    // Earlier runs' bulk jobs first: their results decide what is still to send.
+    let settled_before = match bulk::settle_open(&store, &spec.activation, None, &*destination)
+        .await
+    {
+        Ok(s) => s,
+        Err(SettleError::Store(e)) => return Err(Error::Store(e)),
+        Err(SettleError::Destination(why)) => {
+            let msg = format!(
+                "{why} (asking about earlier runs' bulk jobs, before planning: nothing was sent)"
+            );
+            store.with(|s| s.finish_run(run_id, RunStatus::Failed, "{}", Some(&msg)))?;
+            lock.release();
+            return Ok(ended(RunStatus::Failed, msg));
+        }
+    };
 
     let pass1 = {
         let (model, store, spec) = (model.clone(), store.clone(), spec.clone());
@@ -520,7 +582,7 @@ pub async fn execute<D: Destination + 'static>(
             .await
             .map_err(|e| Error::Worker(e.to_string()))?
     };
-    let (mapping, known) = match pass1 {
+    let (mapping, known, changed) = match pass1 {
         Ok(found) => found,
         Err(e) => {
             let (status, msg) = if let Some(reason) = halt.reason() {
@@ -539,6 +601,14 @@ pub async fn execute<D: Destination + 'static>(
         }
     };
     store.with(|s| record_mapping(s, &spec.activation, &mapping))?;
+    let bulk_size = destination.bulk_limit().min(spec.delivery.batch_size);
+    let use_bulk = spec.delivery.uses_bulk(changed) && bulk_size > 0;
+    if spec.delivery.uses_bulk(changed) && bulk_size == 0 {
+        tracing::warn!(
+            activation = %spec.activation,
+            "the destination takes no bulk jobs: this run sends in realtime"
+        );
+    }
 
     let target = CommitTarget {
         activation: spec.activation.clone(),
@@ -580,11 +650,37 @@ pub async fn execute<D: Destination + 'static>(
         &counters,
         &progress,
         &opts,
+        use_bulk.then_some(bulk_size),
     )
     .await;
     let plan_result = planner.await.map_err(|e| Error::Worker(e.to_string()))?;
     let (outcome_counts, committed) = committer.finish()?;
-    let report = conclude(
+    let jobs = counters.jobs.load(Ordering::Relaxed);
+    let mut wait_error = None;
+    if jobs > 0 && opts.wait_for_jobs && committed.is_ok() && !halt.is_set() {
+        let report_progress = |open: u64| {
+            counters.pending.store(open, Ordering::Relaxed);
+            progress(Progress {
+                waiting: true,
+                ..counters.progress()
+            });
+        };
+        match bulk::wait_for_run(
+            &store,
+            &spec.activation,
+            run_id,
+            &*destination,
+            &opts,
+            &report_progress,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(SettleError::Store(e)) => return Err(Error::Store(e)),
+            Err(SettleError::Destination(why)) => wait_error = Some(why),
+        }
+    }
+    let mut report = conclude(
         &spec.activation,
         run_id,
         started,
@@ -595,6 +691,32 @@ pub async fn execute<D: Destination + 'static>(
         destination.stats(),
         &counters,
     )?;
+    report.delivery_mode = if use_bulk { "bulk" } else { "realtime" }.to_owned();
+    report.bulk_jobs = jobs;
+    report.jobs_settled = settled_before.jobs;
+    if jobs > 0 {
+        // Bulk records settle in the store (now, or after the run): its rows are the truth.
+        store.with(|s| bulk::counts_from_rows(s, run_id, &mut report.counts))?;
+        if report.status == RunStatus::Succeeded.as_str()
+            || report.status == RunStatus::Partial.as_str()
+        {
+            let c = &report.counts;
+            report.status = if c.pending > 0 {
+                RunStatus::Pending
+            } else if c.rejected + c.failed + c.not_found + c.identifier_conflicts > 0 {
+                RunStatus::Partial
+            } else {
+                RunStatus::Succeeded
+            }
+            .as_str()
+            .to_owned();
+        }
+        if let Some(why) = wait_error {
+            report.error = Some(format!(
+                "{why} (asking about this run's bulk jobs: they stay pending, and a later run settles them)"
+            ));
+        }
+    }
     let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
     let finished = store.with(|s| {
         s.finish_run(
@@ -716,18 +838,20 @@ fn check_account(
 
 /// Stage 2 (pass 1): plans the whole model only to find duplicated identifiers (key hash →
 /// the winning row, if one wins), so that pass 2 never sends a row a later duplicate voids.
-/// Returns the bound mapping with them.
+/// Returns the bound mapping with them, and how many contacts have changes (which picks the
+/// delivery mode).
 fn find_duplicates(
     model: &dyn ModelOpener,
     spec: &RunSpec,
     store: &SharedStore,
     stop: &AtomicBool,
     halt: &Halt,
-) -> Result<(BoundMapping, HashMap<u64, Option<u64>>), Error> {
+) -> Result<(BoundMapping, HashMap<u64, Option<u64>>, u64), Error> {
     let bound = model.open()?;
     let mapping = bound.mapping.clone();
     let last_wins = spec.duplicates == DuplicatePolicy::Last;
     let mut known = HashMap::new();
+    let mut changed = 0u64;
     plan::plan_bound(
         bound,
         &spec.activation,
@@ -745,10 +869,11 @@ fn find_duplicates(
             if let Some(h) = p.voids_earlier {
                 known.insert(h, last_wins.then_some(p.row));
             }
+            changed += u64::from(matches!(p.outcome, RowOutcome::Changed(_)));
             Ok(())
         },
     )?;
-    Ok((mapping, known))
+    Ok((mapping, known, changed))
 }
 
 /// Stage 3: forgets the snapshot's attributes that are no longer mapped and records the
@@ -892,6 +1017,7 @@ fn plan_changes(
 /// written through [`deliver`]. Up to `max_in_flight` requests at once (the destination paces
 /// them further), and a bounded backlog, so that planning waits for delivery. Stops taking
 /// new contacts on a stop or a halt; returns once those in flight are done.
+#[allow(clippy::too_many_arguments)]
 async fn deliver_all<D: Destination + 'static>(
     destination: Arc<D>,
     mut work_rx: tokio::sync::mpsc::Receiver<Work>,
@@ -900,6 +1026,7 @@ async fn deliver_all<D: Destination + 'static>(
     counters: &Arc<Counters>,
     progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     opts: &RunOptions,
+    bulk: Option<usize>,
 ) {
     let in_flight = opts.max_in_flight.max(1);
     let limit = Arc::new(tokio::sync::Semaphore::new(in_flight));
@@ -911,16 +1038,60 @@ async fn deliver_all<D: Destination + 'static>(
     // Contacts in lookups that have not answered yet.
     let mut checking = 0usize;
     let mut open = true;
+    // Bulk mode: contacts known to exist wait here for a job; jobs being submitted.
+    let mut job: Vec<Work> = Vec::new();
+    let (job_done_tx, mut job_done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut jobs_out = 0usize;
     let stopping = || opts.stop.load(Ordering::Relaxed) || halt.is_set();
+    let submit = |works: Vec<Work>, tasks: &mut tokio::task::JoinSet<usize>| {
+        let (destination, commit_tx, halt, counters, progress, stop, limit, done) = (
+            destination.clone(),
+            commit_tx.clone(),
+            halt.clone(),
+            counters.clone(),
+            progress.clone(),
+            opts.stop.clone(),
+            limit.clone(),
+            job_done_tx.clone(),
+        );
+        tasks.spawn(async move {
+            if let Ok(_permit) = limit.acquire_owned().await {
+                bulk::submit_job(&*destination, works, &commit_tx, &halt, &stop, &counters).await;
+                progress(counters.progress());
+            }
+            let _ = done.send(());
+            0
+        });
+    };
     loop {
         if stopping() {
             break;
+        }
+        if let Some(size) = bulk {
+            // Contacts known to exist go into the next job; the others (not found) are
+            // recorded through `deliver` as in realtime.
+            let mut rest = std::collections::VecDeque::new();
+            for w in ready.drain(..) {
+                if w.known == Some(Existence::Exists) {
+                    job.push(w);
+                } else {
+                    rest.push_back(w);
+                }
+            }
+            ready = rest;
+            let last = !open && pending.is_empty() && checking == 0 && !job.is_empty();
+            if job.len() >= size || last {
+                let works: Vec<Work> = job.drain(..job.len().min(size)).collect();
+                jobs_out += 1;
+                submit(works, &mut tasks);
+                continue;
+            }
         }
         let batch = destination.lookup_batch().max(1);
         // Enough contacts in the backlog to keep `in_flight` lookups of full batches going;
         // planning waits beyond it.
         let backlog = pending.len() + ready.len() + checking;
-        let take = open && backlog < (in_flight + 1) * batch;
+        let take = open && backlog < (in_flight + 1) * batch && jobs_out <= in_flight;
         // A batch leaves full, at the end of the model, or when the model has had nothing
         // more for it for a moment while no other lookup is out (a partial batch costs a
         // request; waiting while lookups are answered, or while writes are the bottleneck and
@@ -960,6 +1131,9 @@ async fn deliver_all<D: Destination + 'static>(
             biased;
             Some(found) = checked_rx.recv(), if checking > 0 => {
                 ready.extend(found);
+            }
+            Some(()) = job_done_rx.recv(), if jobs_out > 0 => {
+                jobs_out -= 1;
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(n) = done {
@@ -1121,6 +1295,7 @@ fn conclude(
         rejected: plan_counts.rejected + outcome_counts.rejected,
         failed: outcome_counts.failed,
         identifier_conflicts: outcome_counts.identifier_conflicts,
+        pending: 0,
     };
     let (status, error) = if let Some(f) = halt.reason() {
         (RunStatus::Failed, Some(f))
@@ -1150,6 +1325,9 @@ fn conclude(
         plan: plan_counts,
         delivery,
         existence_checks: counters.existence_checks.load(Ordering::Relaxed),
+        delivery_mode: String::new(),
+        bulk_jobs: 0,
+        jobs_settled: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         error,
     })
@@ -1251,6 +1429,10 @@ struct Counters {
     changed: AtomicU64,
     delivered: AtomicU64,
     existence_checks: AtomicU64,
+    /// Bulk jobs submitted (whatever the answer).
+    jobs: AtomicU64,
+    /// Records of this run's jobs not settled yet.
+    pending: AtomicU64,
 }
 
 impl Counters {
@@ -1259,6 +1441,8 @@ impl Counters {
             rows: self.rows.load(Ordering::Relaxed),
             changed: self.changed.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
+            pending: self.pending.load(Ordering::Relaxed),
+            waiting: false,
         }
     }
 }
@@ -1418,6 +1602,8 @@ fn commit_all(
     let mut batch = CommitBatch::default();
     // Told once the batch that marked their writes in doubt is committed.
     let mut marked: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
+    // Told their job's id once the batch that recorded it is committed.
+    let mut created: Vec<tokio::sync::oneshot::Sender<i64>> = Vec::new();
     loop {
         // Wait for a result, then take whatever else is queued, and commit: a transaction
         // closes as soon as the queue is empty, so an acknowledged write (or a write waiting
@@ -1507,10 +1693,34 @@ fn commit_all(
                 }
                 Commit::Existence(c, e) => batch.existence.push((c, e)),
                 Commit::Row(r) => batch.rows.push(r),
+                Commit::Job {
+                    records,
+                    created: c,
+                } => {
+                    batch.jobs.push(
+                        records
+                            .into_iter()
+                            .map(|(row_number, change)| state_store::JobRecordIn {
+                                row_number,
+                                change,
+                            })
+                            .collect(),
+                    );
+                    created.push(c);
+                }
+                Commit::Submitted(job, remote) => batch.submitted.push((job, remote)),
+                Commit::Lost(job, why) => batch.lost.push((job, why)),
+                Commit::Refused(job, refused) => batch.record_results.push((
+                    job,
+                    refused
+                        .into_iter()
+                        .map(|(seq, m)| (seq, state_store::RecordResult::Rejected(m)))
+                        .collect(),
+                )),
             }
         }
         if !batch.is_empty() {
-            store.with(|s| {
+            let jobs = store.with(|s| {
                 // Never record into a file that was deleted or replaced under the run.
                 s.verify_file()?;
                 s.commit(activation, destination, run_id, mapping, &batch)
@@ -1520,12 +1730,18 @@ fn commit_all(
                 // The write's task may be gone (the run is stopping): nothing to tell then.
                 let _ = m.send(());
             }
+            for (c, id) in created.drain(..).zip(jobs) {
+                let _ = c.send(id);
+            }
         }
         if done {
             return Ok(());
         }
     }
 }
+
+mod bulk;
+pub use bulk::{match_results, settle_activation, SettleError, Settled, JOB_EXPIRY};
 
 #[cfg(test)]
 mod tests;

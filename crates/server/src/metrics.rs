@@ -340,6 +340,7 @@ mod tests {
                 rejected: 2,
                 failed: 0,
                 identifier_conflicts: 0,
+                pending: 0,
             },
             plan,
             delivery: sync_core::ports::DeliveryStats {
@@ -349,6 +350,9 @@ mod tests {
                 throttled_ms: 1500,
             },
             existence_checks: 4,
+            delivery_mode: "realtime".into(),
+            bulk_jobs: 0,
+            jobs_settled: 0,
             duration_ms: 2500,
             error: None,
         }

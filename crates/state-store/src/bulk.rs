@@ -290,11 +290,32 @@ pub(crate) fn lost_in(
             tx,
             activation_id,
             *job,
-            &[],
+            &|_| None,
+            true,
             Some("NOT SUBMITTED"),
             Some(reason),
             at,
         )?;
+    }
+    Ok(())
+}
+
+/// Settles some records of open jobs (records refused before submission), leaving the jobs
+/// open.
+pub(crate) fn records_in(
+    tx: &Connection,
+    activation_id: i64,
+    records: &[(i64, Vec<(u32, RecordResult)>)],
+    at: &str,
+) -> Result<(), Error> {
+    for (job, results) in records {
+        let find = |seq: u32| {
+            results
+                .iter()
+                .find(|(s, _)| *s == seq)
+                .map(|(_, r)| r.clone())
+        };
+        settle_in(tx, activation_id, *job, &find, false, None, None, at)?;
     }
     Ok(())
 }
@@ -329,12 +350,16 @@ fn carried(json: &str) -> Result<Vec<Carried>, Error> {
         .collect()
 }
 
-/// Settles one job inside a transaction (see the module's doc).
+/// Settles records of a job inside a transaction (see the module's doc): `result(seq)` for
+/// each record not settled yet. With `finish`, a record without a result fails and the job is
+/// settled; without it, only the records with a result are (the job stays open).
+#[allow(clippy::too_many_arguments)]
 fn settle_in(
     tx: &Connection,
     activation_id: i64,
     job: i64,
-    results: &[RecordResult],
+    result: &dyn Fn(u32) -> Option<RecordResult>,
+    finish: bool,
     remote_status: Option<&str>,
     message: Option<&str>,
     at: &str,
@@ -434,13 +459,15 @@ fn settle_in(
         )
         .ctx(A)?;
     for (seq, row_number, key, key_hash, row_fp, attributes) in records {
-        let result = usize::try_from(seq)
-            .ok()
-            .and_then(|i| results.get(i))
-            .cloned()
-            .unwrap_or_else(|| {
-                RecordResult::Failed("the job's result says nothing of this record".to_owned())
-            });
+        let result = match result(u32::try_from(seq).unwrap_or(u32::MAX)) {
+            Some(r) => r,
+            None if finish => RecordResult::Failed(
+                message
+                    .unwrap_or("the job's result says nothing of this record")
+                    .to_owned(),
+            ),
+            None => continue,
+        };
         // The contact entry first: its attributes refer to it.
         if matches!(result, RecordResult::Applied | RecordResult::Rejected(_)) {
             contact
@@ -506,6 +533,9 @@ fn settle_in(
         outcome.execute(params![job, seq, text, message]).ctx(A)?;
         row.execute(params![job_run, row_number, text, code, message])
             .ctx(A)?;
+    }
+    if !finish {
+        return Ok(());
     }
     tx.prepare_cached(
         "UPDATE bulk_jobs SET state = 'settled', settled_at = ?2, \
@@ -616,8 +646,14 @@ impl StateStore {
         message: Option<&str>,
     ) -> Result<(), Error> {
         self.doubt_free.get_mut().take();
+        let result = |seq: u32| {
+            usize::try_from(seq)
+                .ok()
+                .and_then(|i| results.get(i))
+                .cloned()
+        };
         self.write_activation("settling a bulk job", activation, |tx, id, at| {
-            settle_in(tx, id, job, results, remote_status, message, at)
+            settle_in(tx, id, job, &result, true, remote_status, message, at)
         })
     }
 

@@ -4,7 +4,7 @@ use sync_core::plan::{ContactChange, Refresh};
 use sync_core::ports::{ContactRef, Existence};
 use sync_core::BoundMapping;
 
-use crate::bulk::{self, JobRecordIn};
+use crate::bulk::{self, JobRecordIn, RecordResult};
 use crate::runs::{record_rows_in, RunRow};
 use crate::snapshot::{apply_changes_in, apply_refreshes_in, change_keys};
 use crate::{doubt, existence, Error, StateStore};
@@ -37,6 +37,8 @@ pub struct CommitBatch {
     /// Jobs whose submission got no answer that says whether they were created, with why:
     /// every record fails (sent again).
     pub lost: Vec<(i64, String)>,
+    /// Records of open jobs settled before the job's result (refused before submission).
+    pub record_results: Vec<(i64, Vec<(u32, RecordResult)>)>,
 }
 
 impl CommitBatch {
@@ -52,6 +54,7 @@ impl CommitBatch {
             && self.jobs.is_empty()
             && self.submitted.is_empty()
             && self.lost.is_empty()
+            && self.record_results.is_empty()
     }
 
     /// Empties the batch, keeping its allocations.
@@ -66,6 +69,7 @@ impl CommitBatch {
         self.jobs.clear();
         self.submitted.clear();
         self.lost.clear();
+        self.record_results.clear();
     }
 }
 
@@ -85,7 +89,11 @@ impl StateStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        if !batch.sending.is_empty() || !batch.jobs.is_empty() || !batch.lost.is_empty() {
+        if !batch.sending.is_empty()
+            || !batch.jobs.is_empty()
+            || !batch.lost.is_empty()
+            || !batch.record_results.is_empty()
+        {
             self.doubt_free.get_mut().take();
         }
         self.write_activation(A, activation, |tx, id, at| {
@@ -107,6 +115,7 @@ impl StateStore {
             if !batch.rows.is_empty() {
                 record_rows_in(tx, run_id, &batch.rows)?;
             }
+            bulk::records_in(tx, id, &batch.record_results, at)?;
             bulk::lost_in(tx, id, &batch.lost, at)?;
             Ok(jobs)
         })

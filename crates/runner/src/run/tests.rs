@@ -737,3 +737,200 @@ async fn a_phone_held_by_another_contact_is_never_attached() {
     let again = run_memory(&project, &dest, RunOptions::default()).await;
     assert_eq!(dest.account().writes.len(), before, "{again:?}");
 }
+
+fn bulk_project(dir: &std::path::Path, rows: u64, mode: crate::config::DeliveryMode) -> Project {
+    let mut project = sample(dir, rows);
+    let a = project.activations.get_mut("vip").unwrap();
+    a.delivery = crate::config::Delivery {
+        mode,
+        threshold: 10,
+        batch_size: 16,
+    };
+    project
+}
+
+fn no_wait() -> RunOptions {
+    RunOptions {
+        wait_for_jobs: false,
+        ..RunOptions::default()
+    }
+}
+
+/// Bulk: contacts known to exist (checked first: a bulk job creates unknown contacts) go in
+/// jobs of `bulk_batch_size`, the run waits for them and settles each record; the next run
+/// sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_run_submits_jobs_of_checked_contacts_and_settles_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = bulk_project(dir.path(), 60, crate::config::DeliveryMode::Bulk);
+    let emails = sample_emails(dir.path());
+    let dest = Arc::new(
+        MemoryDestination::with_contacts(emails[5..].iter().cloned())
+            .with_bulk(256)
+            .with_lookup_batch(25),
+    );
+    let report = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(report.delivery_mode, "bulk", "{report:?}");
+    assert_eq!(report.counts.not_found, 5, "{report:?}");
+    assert_eq!(report.counts.pending, 0, "{report:?}");
+    let account = dest.account();
+    assert!(account.created.is_empty(), "created {:?}", account.created);
+    assert_eq!(account.jobs.len() as u64, report.bulk_jobs);
+    assert_eq!(
+        report.bulk_jobs,
+        report.counts.updated.div_ceil(16),
+        "{report:?}"
+    );
+    assert!(account.jobs.values().all(|j| j.writes.len() <= 16));
+    assert!(report.counts.updated > 30, "{report:?}");
+    assert_eq!(
+        report.status, "partial",
+        "not found and the model's bad rows: {report:?}"
+    );
+    let second = emails[6].as_str();
+    assert!(account.contacts[second].contains_key("custom:Loyalty Tier"));
+
+    let again = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(dest.account().jobs.len(), account.jobs.len(), "{again:?}");
+    assert_eq!(again.counts.updated, 0);
+}
+
+/// `--no-wait`: the run ends `pending`; a pending value is not sent again while its job is
+/// pending; the next run settles the job and brings the first run's status up to date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_jobs_are_not_resent_and_a_later_run_settles_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = bulk_project(dir.path(), 40, crate::config::DeliveryMode::Bulk);
+    let emails = sample_emails(dir.path());
+    let hold = Arc::new(AtomicBool::new(true));
+    let dest = {
+        let hold = hold.clone();
+        Arc::new(
+            MemoryDestination::with_contacts(emails.iter().cloned())
+                .with_bulk(256)
+                .with_job_hook(move |_, _| {
+                    hold.load(Ordering::SeqCst)
+                        .then(|| sync_core::ports::BulkJobState::Pending {
+                            status: "IN_PROGRESS".into(),
+                        })
+                }),
+        )
+    };
+    let first = run_memory(&project, &dest, no_wait()).await;
+    assert_eq!(first.status, "pending", "{first:?}");
+    assert!(first.counts.pending > 20, "{first:?}");
+    let jobs = dest.account().jobs.len();
+    // Still pending: nothing is sent again for the same values.
+    let second = run_memory(&project, &dest, no_wait()).await;
+    assert_eq!(second.bulk_jobs, 0, "{second:?}");
+    assert_eq!(dest.account().jobs.len(), jobs);
+    assert_eq!(second.jobs_settled, 0);
+    // Processed: the next run settles them, and the first run's record says how it ended.
+    hold.store(false, Ordering::SeqCst);
+    let third = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(third.jobs_settled as usize, jobs, "{third:?}");
+    assert_eq!(third.bulk_jobs, 0, "{third:?}");
+    let store = StateStore::open(&project.state_path).unwrap();
+    let run = store.run(first.run_id).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Partial, "the model's bad rows");
+    let counts: serde_json::Value =
+        serde_json::from_str(run.counts_json.as_deref().unwrap()).unwrap();
+    assert_eq!(counts["counts"]["pending"], 0);
+    assert_eq!(counts["counts"]["updated"], first.counts.pending);
+    assert_eq!(store.in_doubt_count("vip").unwrap(), 0);
+}
+
+/// Per-record results: a rejected record is not sent again until its values change, a
+/// failed one is, and a job that fails as a whole sends all its records again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_records_settle_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = bulk_project(dir.path(), 30, crate::config::DeliveryMode::Bulk);
+    let emails = sample_emails(dir.path());
+    let (refused, failing) = (emails[1].clone(), emails[2].clone());
+    let dest = {
+        let (refused, failing) = (refused.clone(), failing.clone());
+        Arc::new(
+            MemoryDestination::with_contacts(emails.iter().cloned())
+                .with_bulk(256)
+                .with_hook(move |_, w| {
+                    if w.contact.key == refused {
+                        Some(Answer::Outcome(WriteOutcome::Rejected {
+                            message: "Invalid value for attribute 'zip'".into(),
+                        }))
+                    } else if w.contact.key == failing {
+                        Some(Answer::Outcome(WriteOutcome::Failed {
+                            reason: "HTTP 500: Internal error".into(),
+                        }))
+                    } else {
+                        None
+                    }
+                }),
+        )
+    };
+    let report = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(report.counts.failed, 1, "{report:?}");
+    assert_eq!(
+        report.counts.rejected,
+        report.plan.rejected + 1,
+        "{report:?}"
+    );
+    let store = StateStore::open(&project.state_path).unwrap();
+    let rows = store
+        .run_rows(report.run_id, Some("rejected"), 0, 100)
+        .unwrap();
+    assert!(rows
+        .iter()
+        .any(|r| r.contact_key.as_deref() == Some(&refused)
+            && r.message.as_deref() == Some("Invalid value for attribute 'zip'")));
+    drop(store);
+
+    // The next run sends only the failed one, and its job fails as a whole.
+    let next = Arc::new(
+        MemoryDestination::with_contacts(emails.iter().cloned())
+            .with_bulk(256)
+            .with_job_hook(|_, _| {
+                Some(sync_core::ports::BulkJobState::Failed {
+                    status: "FAILED".into(),
+                })
+            }),
+    );
+    let second = run_memory(&project, &next, RunOptions::default()).await;
+    let jobs = next.account().jobs;
+    let sent: Vec<&str> = jobs
+        .values()
+        .flat_map(|j| j.writes.iter().map(|w| w.contact.key.as_str()))
+        .collect();
+    assert_eq!(sent, [failing.as_str()], "{second:?}");
+    assert_eq!(second.counts.failed, 1, "{second:?}");
+    // And so the one after sends it again.
+    let last = Arc::new(MemoryDestination::with_contacts(emails.iter().cloned()).with_bulk(256));
+    let third = run_memory(&project, &last, RunOptions::default()).await;
+    assert_eq!(third.counts.updated, 1, "{third:?}");
+    assert_eq!(third.counts.failed, 0, "{third:?}");
+}
+
+/// `auto` uses realtime up to `bulk_threshold` changed contacts and bulk above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_picks_the_mode_by_the_number_of_changed_contacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut project = bulk_project(dir.path(), 40, crate::config::DeliveryMode::Auto);
+    project
+        .activations
+        .get_mut("vip")
+        .unwrap()
+        .delivery
+        .threshold = 1000;
+    let emails = sample_emails(dir.path());
+    let dest = Arc::new(MemoryDestination::with_contacts(emails.iter().cloned()).with_bulk(256));
+    let report = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(report.delivery_mode, "realtime", "{report:?}");
+    assert!(dest.account().jobs.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let project = bulk_project(dir.path(), 40, crate::config::DeliveryMode::Auto);
+    let dest = Arc::new(MemoryDestination::with_contacts(emails.iter().cloned()).with_bulk(256));
+    let report = run_memory(&project, &dest, RunOptions::default()).await;
+    assert_eq!(report.delivery_mode, "bulk", "{report:?}");
+    assert!(!dest.account().jobs.is_empty());
+}
