@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod browser;
+mod bulk;
 mod identity;
 mod plan;
 mod reliability;

@@ -55,6 +55,9 @@ pub(crate) mod exit {
     pub(crate) const ROWS_REJECTED: u8 = 3;
     /// The run was interrupted (Ctrl-C); what was acknowledged is committed.
     pub(crate) const INTERRUPTED: u8 = 4;
+    /// `run` submitted bulk jobs whose results are not known yet (`--no-wait`, or Ctrl-C
+    /// while waiting): a later run (or `serve`) settles them.
+    pub(crate) const PENDING: u8 = 5;
 }
 
 #[derive(Debug, Parser)]
@@ -160,6 +163,15 @@ enum Command {
         /// snapshots of its activations (every contact is checked again and backfilled).
         #[arg(long)]
         rebind_destination: bool,
+        /// With bulk delivery: return once the jobs are submitted, without waiting for
+        /// Attentive to process them (the run ends `pending`, exit code 5; the next run or
+        /// `serve` settles them).
+        #[arg(long)]
+        no_wait: bool,
+        /// With bulk delivery: seconds between the first polls of the run's jobs (then
+        /// longer, up to 30 s).
+        #[arg(long, default_value_t = 2.0)]
+        poll_every_secs: f64,
     },
     /// Past runs and their rows.
     Runs {
@@ -400,6 +412,8 @@ fn run(command: Command) -> Result<u8> {
             recheck_after_hours,
             max_in_flight,
             rebind_destination,
+            no_wait,
+            poll_every_secs,
         } => {
             let project = load(&config)?;
             let opts = runner::run::RunOptions {
@@ -409,6 +423,8 @@ fn run(command: Command) -> Result<u8> {
                 ),
                 max_in_flight,
                 rebind_destination,
+                wait_for_jobs: !no_wait,
+                poll_every: std::time::Duration::from_secs_f64(poll_every_secs.clamp(0.05, 600.0)),
                 ..runner::run::RunOptions::default()
             };
             let report = run_activation(&project, &activation, opts)?;
@@ -485,6 +501,7 @@ fn run_exit_code(report: &runner::run::RunReport) -> u8 {
         "succeeded" => exit::OK,
         "partial" => exit::ROWS_REJECTED,
         "interrupted" => exit::INTERRUPTED,
+        "pending" => exit::PENDING,
         _ => exit::FATAL,
     }
 }
@@ -507,8 +524,15 @@ fn run_activation(
     );
     let started = std::time::Instant::now();
     let progress_bar = bar.clone();
-    let progress: std::sync::Arc<dyn Fn(runner::run::Progress) + Send + Sync> =
-        std::sync::Arc::new(move |p: runner::run::Progress| {
+    let progress: std::sync::Arc<dyn Fn(runner::run::Progress) + Send + Sync> = std::sync::Arc::new(
+        move |p: runner::run::Progress| {
+            if p.waiting {
+                progress_bar.set_message(format!(
+                    "{} contacts submitted in bulk jobs; waiting for Attentive to process {} of them (Ctrl-C stops waiting: a later run settles them)",
+                    p.delivered, p.pending
+                ));
+                return;
+            }
             let secs = started.elapsed().as_secs_f64().max(0.001);
             let rate = p.delivered as f64 / secs;
             let left = p.changed.saturating_sub(p.delivered);
@@ -521,7 +545,8 @@ fn run_activation(
                 "{} rows read, {} contacts to update, {} done ({rate:.0}/s{eta})",
                 p.rows, p.changed, p.delivered
             ));
-        });
+        },
+    );
     let stop = opts.stop.clone();
     let report = runtime.block_on(async {
         tokio::spawn(async move {
@@ -577,14 +602,15 @@ fn runs(command: RunsCommand) -> Result<u8> {
                 eprintln!("wrote {n} rows to {}", path.display());
             }
             let rows = store.run_rows(id, outcome.as_deref(), 0, limit)?;
+            let jobs = store.run_jobs(id)?;
             match format {
                 Format::Json => outln!(
                     "{}",
-                    serde_json::to_string_pretty(&output::run_json(&run, &rows))?
+                    serde_json::to_string_pretty(&output::run_json(&run, &rows, &jobs))?
                 ),
                 Format::Text => out!(
                     "{}",
-                    output::run_summary_text(&run, &rows, outcome.as_deref())
+                    output::run_summary_text(&run, &rows, &jobs, outcome.as_deref())
                 ),
             }
             Ok(exit::OK)

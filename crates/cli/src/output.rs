@@ -32,6 +32,17 @@ pub(crate) fn plan_text(r: &PlanReport) -> String {
         };
     }
     let _ = writeln!(s, "  to update  {:>9}", c.changed);
+    let d = &r.delivery;
+    let _ = writeln!(
+        s,
+        "    a run would send them {} ({} write request{}; delivery = {:?}, bulk above {} contacts, {} per job), after existence checks of contacts not known to exist",
+        if d.mode == "bulk" { "in bulk jobs" } else { "in realtime" },
+        d.write_requests,
+        if d.write_requests == 1 { "" } else { "s" },
+        d.configured,
+        d.bulk_threshold,
+        d.bulk_batch_size
+    );
     let _ = writeln!(s, "  unchanged  {:>9}", c.unchanged);
     let _ = writeln!(s, "  rejected   {:>9}", c.rejected);
     for (code, n) in &c.rejected_by_code {
@@ -214,6 +225,26 @@ pub(crate) fn run_text(r: &runner::run::RunReport) -> String {
         "  failed     {:>9}   (sent again by the next run)",
         c.failed
     );
+    if r.delivery_mode == "bulk" || c.pending > 0 {
+        let _ = writeln!(
+            s,
+            "  pending    {:>9}   (in bulk jobs Attentive has not processed yet: settled by a later run)",
+            c.pending
+        );
+        let _ = writeln!(
+            s,
+            "  delivered in {} bulk job{}; jobs of earlier runs settled first: {}",
+            r.bulk_jobs,
+            if r.bulk_jobs == 1 { "" } else { "s" },
+            r.jobs_settled
+        );
+    } else if r.jobs_settled > 0 {
+        let _ = writeln!(
+            s,
+            "  bulk jobs of earlier runs settled first: {}",
+            r.jobs_settled
+        );
+    }
     let _ = writeln!(
         s,
         "  requests {} ({} contacts looked up), retries {}, 429s {}, waiting for the budget {:.1} s (summed over requests)",
@@ -304,20 +335,42 @@ fn row_json(r: &state_store::RunRow) -> serde_json::Value {
 pub(crate) fn run_json(
     run: &state_store::RunSummary,
     rows: &[state_store::RunRow],
+    jobs: &[state_store::JobSummary],
 ) -> serde_json::Value {
     let mut v = run_summary_json(run);
     v["rows"] = serde_json::Value::Array(rows.iter().map(row_json).collect());
+    v["bulk_jobs"] = serde_json::to_value(jobs).unwrap_or_default();
     v
 }
 
 pub(crate) fn run_summary_text(
     run: &state_store::RunSummary,
     rows: &[state_store::RunRow],
+    jobs: &[state_store::JobSummary],
     outcome: Option<&str>,
 ) -> String {
     let mut s = runs_text(std::slice::from_ref(run));
     if let Some(e) = &run.error {
         let _ = writeln!(s, "error: {e}");
+    }
+    if !jobs.is_empty() {
+        let _ = writeln!(s, "Bulk jobs:");
+        for j in jobs {
+            let _ = writeln!(
+                s,
+                "  #{:<5} {:<38} {:<10} {:<12} records {:>4}: updated {}, rejected {}, failed {}, pending {}{}",
+                j.id,
+                j.remote_id.as_deref().unwrap_or("(no job id)"),
+                j.state.as_str(),
+                j.remote_status.as_deref().unwrap_or("-"),
+                j.records,
+                j.updated,
+                j.rejected,
+                j.failed,
+                j.pending,
+                j.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+            );
+        }
     }
     let _ = writeln!(
         s,

@@ -192,7 +192,40 @@ pub struct PlanReport {
     /// `counts.outside_segment` those a file model's filter left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segment: Option<SegmentView>,
+    /// How a run would deliver these changes.
+    pub delivery: DeliveryView,
     pub duration_ms: u64,
+}
+
+/// How a run would deliver a plan's changes (`delivery`, `bulk_threshold`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeliveryView {
+    /// `realtime` or `bulk`: what a run of this plan would use.
+    pub mode: &'static str,
+    /// The activation's setting (`realtime`, `bulk`, `auto`).
+    pub configured: &'static str,
+    pub bulk_threshold: u64,
+    pub bulk_batch_size: usize,
+    /// Write requests the changes take (bulk: one per job of `bulk_batch_size`), existence
+    /// checks and retries aside.
+    pub write_requests: u64,
+}
+
+impl DeliveryView {
+    /// What a run with `changed` contacts to send would do.
+    pub fn of(delivery: &crate::config::Delivery, changed: u64) -> DeliveryView {
+        DeliveryView {
+            mode: if delivery.uses_bulk(changed) {
+                "bulk"
+            } else {
+                "realtime"
+            },
+            configured: delivery.mode.as_str(),
+            bulk_threshold: delivery.threshold,
+            bulk_batch_size: delivery.batch_size,
+            write_requests: delivery.write_requests(changed),
+        }
+    }
 }
 
 /// An activation's segment, for people and JSON.
@@ -572,6 +605,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
         if let Some(w) = output {
             w.finish()?;
         }
+        let delivery = DeliveryView::of(&activation.delivery, counts.changed);
         return Ok(PlanReport {
             activation: activation.name.clone(),
             model: activation.model.clone(),
@@ -580,6 +614,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
             sample_changes,
             sample_rejections,
             segment: activation.segment.as_ref().map(SegmentView::of),
+            delivery,
             duration_ms: started.elapsed().as_millis() as u64,
         });
     }

@@ -559,20 +559,19 @@ pub async fn execute<D: Destination + 'static>(
         return Ok(ended(RunStatus::Failed, msg));
     }
     // Earlier runs' bulk jobs first: their results decide what is still to send.
-    let settled_before = match bulk::settle_open(&store, &spec.activation, None, &*destination)
-        .await
-    {
-        Ok(s) => s,
-        Err(SettleError::Store(e)) => return Err(Error::Store(e)),
-        Err(SettleError::Destination(why)) => {
-            let msg = format!(
+    let settled_before =
+        match bulk::settle_open(&store, &spec.activation, None, &*destination).await {
+            Ok(s) => s,
+            Err(SettleError::Store(e)) => return Err(Error::Store(e)),
+            Err(SettleError::Destination(why)) => {
+                let msg = format!(
                 "{why} (asking about earlier runs' bulk jobs, before planning: nothing was sent)"
             );
-            store.with(|s| s.finish_run(run_id, RunStatus::Failed, "{}", Some(&msg)))?;
-            lock.release();
-            return Ok(ended(RunStatus::Failed, msg));
-        }
-    };
+                store.with(|s| s.finish_run(run_id, RunStatus::Failed, "{}", Some(&msg)))?;
+                lock.release();
+                return Ok(ended(RunStatus::Failed, msg));
+            }
+        };
 
     let pass1 = {
         let (model, store, spec) = (model.clone(), store.clone(), spec.clone());

@@ -169,11 +169,12 @@ pub async fn serve(
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let schedules = scheduler::spawn(&app, &stop_rx);
+    let mut schedules = scheduler::spawn(&app, &stop_rx);
+    schedules.push(scheduler::spawn_settler(&app, &stop_rx));
     tracing::info!(
         %addr,
         activations = app.project.activations.len(),
-        scheduled = schedules.len(),
+        scheduled = schedules.len() - 1,
         "serving"
     );
     on_listening(addr);

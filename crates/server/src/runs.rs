@@ -272,6 +272,9 @@ pub async fn start_with(
         stop: entry.stop.clone(),
         on_start: Some(on_start),
         rebind_destination: how.rebind_destination,
+        // Bulk jobs are settled in the background (see `settle_bulk_jobs`), not by holding
+        // the activation's run for hours.
+        wait_for_jobs: false,
         ..RunOptions::default()
     };
     let span = tracing::info_span!("run", activation = %activation, trigger = trigger.as_str());

@@ -32,6 +32,51 @@ pub fn spawn(app: &Arc<App>, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle
         .collect()
 }
 
+/// How often `serve` asks about the bulk jobs of runs that did not wait for them.
+pub const SETTLE_EVERY: Duration = Duration::from_secs(60);
+
+/// Settles bulk jobs in the background: every [`SETTLE_EVERY`] (the first time soon after
+/// start), each activation's open jobs are asked about once and those processed are settled,
+/// under the activation's lock (an activation that is running is skipped: its run settles
+/// them first). Failures are logged and tried again next time.
+pub fn spawn_settler(app: &Arc<App>, shutdown: &watch::Receiver<bool>) -> JoinHandle<()> {
+    let app = app.clone();
+    let mut shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = Duration::from_secs(5);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            every = SETTLE_EVERY;
+            for name in app.project.activations.keys() {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let client = match runner::run::client_for(&app.project, name) {
+                    Ok(c) => c,
+                    Err(_) => continue, // reported when its runs start
+                };
+                match runner::run::settle_activation(&app.project.state_path, name, &client).await {
+                    Ok(Some(s)) if s.jobs > 0 => tracing::info!(
+                        activation = %name,
+                        settled = s.jobs,
+                        open = s.open,
+                        "bulk jobs settled"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(
+                        activation = %name,
+                        error = %runner::error_chain(&e),
+                        "settling bulk jobs failed; tried again later"
+                    ),
+                }
+            }
+        }
+    })
+}
+
 /// A random delay in `0..=max`, at millisecond precision.
 pub fn jitter(max: Duration) -> Duration {
     let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
