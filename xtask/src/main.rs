@@ -23,6 +23,10 @@
 //!   simulator with faults on, checks that no contact is created and re-sends stay within
 //!   their bound, then that a clean run leaves the simulator equal to the model
 //!   (docs/RELIABILITY.md).
+//! - `cargo xtask soak bulk [--trials N] [--contacts N] [--seed S]`: the same for bulk
+//!   delivery (kills during submission and polling, per-record and whole-job failures, result
+//!   files cut short): no contact created, no acknowledged value lost, re-sends only to
+//!   contacts in doubt, then the simulator equal to the model.
 //! - `cargo xtask fuzz [--seconds N] [--target NAME]`: builds the cargo-fuzz targets of `fuzz/`
 //!   with nightly and runs each for N seconds (default 60), one after the other; prints the
 //!   executions per target and fails if any finds a crash (see `fuzz.rs` and
@@ -30,6 +34,7 @@
 
 mod fuzz;
 mod soak;
+mod soak_bulk;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -244,7 +249,7 @@ fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Val
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] [--scope endpoint,key] [--sim-scope endpoint|key] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] [--scope endpoint,key] [--sim-scope endpoint|key] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask soak bulk [--trials N] [--contacts N] [--seed S] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
 
 /// Builds the release `attentive-sync` binary; returns its path.
 fn build_release_cli() -> Result<PathBuf, String> {

@@ -100,6 +100,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             let dir = super::target_dir().join(format!("soak/kill-{}", opts.seed));
             Soak::new(opts, bin, dir)?.run()
         }
+        Some("bulk") => super::soak_bulk::main(&args[1..]),
         _ => Err(super::USAGE.to_owned()),
     }
 }

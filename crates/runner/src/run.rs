@@ -581,7 +581,11 @@ pub async fn execute<D: Destination + 'static>(
             .await
             .map_err(|e| Error::Worker(e.to_string()))?
     };
-    let (mapping, known, changed) = match pass1 {
+    let Pass1 {
+        mapping,
+        known,
+        changed,
+    } = match pass1 {
         Ok(found) => found,
         Err(e) => {
             let (status, msg) = if let Some(reason) = halt.reason() {
@@ -845,7 +849,7 @@ fn find_duplicates(
     store: &SharedStore,
     stop: &AtomicBool,
     halt: &Halt,
-) -> Result<(BoundMapping, HashMap<u64, Option<u64>>, u64), Error> {
+) -> Result<Pass1, Error> {
     let bound = model.open()?;
     let mapping = bound.mapping.clone();
     let last_wins = spec.duplicates == DuplicatePolicy::Last;
@@ -872,7 +876,20 @@ fn find_duplicates(
             Ok(())
         },
     )?;
-    Ok((mapping, known, changed))
+    Ok(Pass1 {
+        mapping,
+        known,
+        changed,
+    })
+}
+
+/// What pass 1 found.
+struct Pass1 {
+    mapping: BoundMapping,
+    /// Duplicated identifiers: key hash → the winning row, if one wins.
+    known: HashMap<u64, Option<u64>>,
+    /// Contacts with changes.
+    changed: u64,
 }
 
 /// Stage 3: forgets the snapshot's attributes that are no longer mapped and records the

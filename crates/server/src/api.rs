@@ -368,7 +368,8 @@ async fn get_run(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct RowsQuery {
-    /// Only rows with this outcome: `updated`, `unchanged`, `not_found`, `rejected`, `failed`.
+    /// Only rows with this outcome: `updated`, `unchanged`, `not_found`, `rejected`, `failed`,
+    /// `pending`.
     outcome: Option<String>,
     /// Rows after this row number (the `next_after` of the previous page).
     after: Option<u64>,

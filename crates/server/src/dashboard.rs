@@ -474,10 +474,11 @@ struct RunPageQuery {
     after: Option<u64>,
 }
 
-const ROW_TABS: [(&str, &str); 4] = [
+const ROW_TABS: [(&str, &str); 5] = [
     ("rejected", "Rejected"),
     ("failed", "Failed"),
     ("not_found", "Not found"),
+    ("pending", "Pending"),
     ("updated", "Updated"),
 ];
 
@@ -573,6 +574,26 @@ fn run_body(run: &RunView, rows: &RowsPage, outcome: Outcome, paged: bool) -> Ma
                     }
                 }
             }
+            @if let Some(jobs) = &run.bulk_jobs {
+                h2 { "Bulk jobs" }
+                table.grid #bulk-jobs {
+                    thead { tr { th { "Job" } th { "Attentive id" } th { "State" } th { "Status" } th.num { "Records" } th.num { "Updated" } th.num { "Rejected" } th.num { "Failed" } th.num { "Pending" } th { "Note" } } }
+                    tbody {
+                        @for j in jobs {
+                            tr.bulk-job {
+                                td { "#" (j["id"]) }
+                                td { code { (j["remote_id"].as_str().unwrap_or("—")) } }
+                                td { span.badge.{"status-" (if j["state"] == "settled" { "succeeded" } else { "pending" })} { (j["state"].as_str().unwrap_or("")) } }
+                                td { (j["remote_status"].as_str().unwrap_or("—")) }
+                                @for k in ["records", "updated", "rejected", "failed", "pending"] {
+                                    td.num { (j[k].as_u64().unwrap_or(0)) }
+                                }
+                                td.muted.small { (j["message"].as_str().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
         }
         section.card {
             div.card-head {
@@ -648,6 +669,7 @@ fn outcome_label(o: &str) -> String {
         "not_found" => "Not found",
         "rejected" => "Rejected",
         "failed" => "Failed",
+        "pending" => "Pending",
         other => other,
     }
     .to_owned()
@@ -761,7 +783,7 @@ td.reason{max-width:40rem;word-break:break-word}
 .badge{display:inline-block;padding:.1em .55em;border-radius:999px;font-size:.8rem;font-weight:600;background:#eef0f4;color:var(--muted)}
 .badge.big{font-size:.95rem;padding:.25em .8em}
 .status-succeeded{background:#e3f5ea;color:var(--ok)}.status-partial{background:#fff3dc;color:var(--warn)}
-.status-failed{background:#fde6e6;color:var(--bad)}.status-interrupted{background:#f1e8fb;color:#7440b8}
+.status-failed{background:#fde6e6;color:var(--bad)}.status-interrupted{background:#f1e8fb;color:#7440b8}.status-pending{background:#e6effd;color:#2d5fb3}
 .status-running{background:#e6ecff;color:var(--run)}
 button,.button{display:inline-block;font:inherit;font-size:.9rem;padding:.35rem .8rem;border-radius:6px;border:1px solid var(--line);background:#fff;color:var(--ink);cursor:pointer;text-decoration:none;white-space:nowrap}
 button:hover,.button:hover{border-color:#c4c9d4}

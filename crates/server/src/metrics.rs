@@ -104,9 +104,16 @@ pub struct Metrics {
 }
 
 /// The row outcomes, as the reports name them.
-pub const OUTCOMES: [&str; 5] = ["updated", "unchanged", "not_found", "rejected", "failed"];
+pub const OUTCOMES: [&str; 6] = [
+    "updated",
+    "unchanged",
+    "not_found",
+    "rejected",
+    "failed",
+    "pending",
+];
 /// The statuses a finished run can have.
-const FINAL_STATUSES: [&str; 4] = ["succeeded", "partial", "failed", "interrupted"];
+const FINAL_STATUSES: [&str; 5] = ["succeeded", "partial", "failed", "interrupted", "pending"];
 
 impl Metrics {
     /// The metrics, with a zero series for each of these activations.
@@ -233,6 +240,7 @@ impl Metrics {
             ("not_found", c.not_found),
             ("rejected", c.rejected),
             ("failed", c.failed),
+            ("pending", c.pending),
         ] {
             self.rows
                 .get_or_create(&outcome_labels(a, outcome))

@@ -71,7 +71,8 @@ pub struct RunView {
     pub activation: String,
     /// `run` (or `plan` for dry runs recorded by other tools).
     pub kind: String,
-    /// `running`, `succeeded`, `partial`, `failed` or `interrupted`.
+    /// `running`, `succeeded`, `partial`, `failed`, `interrupted` or `pending` (bulk jobs
+    /// not settled yet).
     pub status: String,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -88,6 +89,11 @@ pub struct RunView {
     pub live: Option<LiveRun>,
     /// Rows recorded so far per outcome (`unchanged` rows are counted only in the report).
     pub recorded_rows: Option<BTreeMap<String, u64>>,
+    /// The bulk jobs the run submitted (one run's view only): `id`, `remote_id`, `state`
+    /// (`submitting`, `pending`, `settled`), `remote_status`, `records` and per-record counts
+    /// (`updated`, `rejected`, `failed`, `pending`), times, `message`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub bulk_jobs: Option<Vec<serde_json::Value>>,
 }
 
 impl RunView {
@@ -117,6 +123,7 @@ impl RunView {
             report,
             live: None,
             recorded_rows: None,
+            bulk_jobs: None,
         }
     }
 
@@ -306,6 +313,14 @@ pub fn run_view(app: &App, s: &RunSummary) -> RunView {
 /// scan of the run's recorded rows: for one run's page).
 pub fn run_detail(app: &App, store: &StateStore, s: &RunSummary) -> Result<RunView, ApiError> {
     let mut v = run_view(app, s);
+    let jobs = store.run_jobs(s.id)?;
+    if !jobs.is_empty() {
+        v.bulk_jobs = Some(
+            jobs.iter()
+                .map(|j| serde_json::to_value(j).unwrap_or_default())
+                .collect(),
+        );
+    }
     if s.status == state_store::RunStatus::Running {
         v.recorded_rows = Some(
             store
@@ -344,7 +359,7 @@ pub fn parse_outcome(s: Option<&str>) -> Result<Option<Outcome>, ApiError> {
         None => Ok(None),
         Some(o) => Outcome::parse(o).map(Some).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "unknown outcome {o:?}; expected one of: updated, unchanged, not_found, rejected, failed"
+                "unknown outcome {o:?}; expected one of: updated, unchanged, not_found, rejected, failed, pending"
             ))
         }),
     }
