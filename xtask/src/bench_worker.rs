@@ -158,11 +158,18 @@ fn main() -> Result<(), String> {
                 Some(other) => return Err(format!("unknown scope {other}")),
             };
             let sim_per_key = args.get(8).is_some_and(|a| a == "sim-key");
+            let mode = args.get(9).cloned().unwrap_or_else(|| "realtime".into());
+            if !matches!(mode.as_str(), "realtime" | "bulk" | "auto") {
+                return Err(format!("unknown delivery mode {mode}"));
+            }
+            let known = args.get(10).is_some_and(|a| a == "known");
             let setup = Deliver {
                 existence,
                 absent,
                 scope,
                 sim_per_key,
+                mode,
+                known,
             };
             println!("{}", deliver(dir, contacts, latency_ms, rate, &setup)?);
         }
@@ -273,6 +280,10 @@ struct Deliver {
     scope: attentive_client::RateLimitScope,
     /// The simulator limits each key as a whole (not each endpoint).
     sim_per_key: bool,
+    /// `delivery` of the activation.
+    mode: String,
+    /// The state's existence cache knows every contact exists (no lookups).
+    known: bool,
 }
 
 fn deliver(
@@ -290,8 +301,9 @@ fn deliver(
     };
     let sim = sim_with(dir, contacts, rate, latency_ms, !setup.absent, scope)?;
     let config = format!(
-        "[destinations.attentive]\napi_key = \"${{ATTENTIVE_API_KEY}}\"\nbase_url = \"{}\"\nrequests_per_second = {rate}\n\n[models.m]\nsource = \"csv\"\npath = \"model.csv\"\n\n[activations.a]\nmodel = \"m\"\ndestination = \"attentive\"\nidentifier = {{ column = \"email\", kind = \"email\" }}\n[activations.a.standard]\nfirst_name = \"first_name\"\n[activations.a.custom]\n\"Tier\" = \"tier\"\n",
-        sim.base_url()
+        "[destinations.attentive]\napi_key = \"${{ATTENTIVE_API_KEY}}\"\nbase_url = \"{}\"\nrequests_per_second = {rate}\n\n[models.m]\nsource = \"csv\"\npath = \"model.csv\"\n\n[activations.a]\nmodel = \"m\"\ndestination = \"attentive\"\nidentifier = {{ column = \"email\", kind = \"email\" }}\ndelivery = \"{}\"\n[activations.a.standard]\nfirst_name = \"first_name\"\n[activations.a.custom]\n\"Tier\" = \"tier\"\n",
+        sim.base_url(),
+        setup.mode
     );
     let path = dir.join("attentive-sync.toml");
     std::fs::write(&path, &config).map_err(|e| e.to_string())?;
@@ -306,22 +318,65 @@ fn deliver(
             attentive_sim::DEFAULT_KEY.into(),
         ))
     };
+    if setup.known {
+        let known: Vec<_> = (0..contacts)
+            .map(|i| {
+                (
+                    sync_core::ports::ContactRef {
+                        kind: sync_core::IdentifierKind::Email,
+                        key: format!("user{i}@example.com"),
+                    },
+                    sync_core::ports::Existence::Exists,
+                )
+            })
+            .collect();
+        let mut store =
+            state_store::StateStore::open(&project.state_path).map_err(|e| e.to_string())?;
+        store
+            .record_existence("attentive", &known)
+            .map_err(|e| e.to_string())?;
+    }
     let client = Arc::new(attentive_client::Client::new(client_config).map_err(|e| e.to_string())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let started = Instant::now();
+    // When delivery ends and the run starts waiting for its bulk jobs.
+    let submitted = Arc::new(std::sync::Mutex::new(None::<f64>));
+    let on_progress = {
+        let submitted = submitted.clone();
+        Arc::new(move |p: runner::run::Progress| {
+            if p.waiting {
+                let mut s = submitted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.get_or_insert(started.elapsed().as_secs_f64());
+            }
+        })
+    };
+    let opts = runner::run::RunOptions {
+        poll_every: std::time::Duration::from_millis(200),
+        ..runner::run::RunOptions::default()
+    };
     let report = runtime
-        .block_on(runner::run::run(
-            &project,
-            "a",
-            client,
-            runner::run::RunOptions::default(),
-            Arc::new(|_| {}),
-        ))
+        .block_on(runner::run::run(&project, "a", client, opts, on_progress))
         .map_err(|e| e.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
+    let submitted_s = *submitted
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bulk_requests = sim
+        .counters()
+        .by_endpoint
+        .get("POST /v2/bulk/user/attributes")
+        .map_or(0, |m| m.values().sum::<u64>());
+    let write_requests = bulk_requests
+        + sim
+            .counters()
+            .by_endpoint
+            .get("POST /v2/user/attributes")
+            .map_or(0, |m| m.values().sum::<u64>());
     let counters = sim.counters();
     let served = counters.total;
     let lookups = counters
@@ -344,5 +399,11 @@ fn deliver(
         "requests_per_sec": report.delivery.requests as f64 / seconds,
         "budget_share": report.delivery.requests as f64 / seconds / f64::from(rate),
         "share_429": counters.too_many_requests as f64 / (served.max(1) as f64),
+        "delivery_mode": report.delivery_mode,
+        "bulk_jobs": report.bulk_jobs,
+        "bulk_requests": bulk_requests,
+        "write_requests": write_requests,
+        "submitted_s": submitted_s,
+        "pending": report.counts.pending,
     }))
 }

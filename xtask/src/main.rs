@@ -249,7 +249,7 @@ fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Val
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] [--scope endpoint,key] [--sim-scope endpoint|key] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask soak bulk [--trials N] [--contacts N] [--seed S] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] [--known] [--mode realtime,bulk,auto] [--scope endpoint,key] [--sim-scope endpoint|key] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask soak bulk [--trials N] [--contacts N] [--seed S] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
 
 /// Builds the release `attentive-sync` binary; returns its path.
 fn build_release_cli() -> Result<PathBuf, String> {
@@ -422,36 +422,60 @@ fn bench_deliver(args: &[String]) -> Result<(), String> {
     // each key as a whole.
     let scopes = flag(args, "--scope").unwrap_or_else(|| "endpoint".into());
     let sim_scope = flag(args, "--sim-scope").unwrap_or_else(|| "endpoint".into());
+    // `--mode realtime,bulk,auto`: the activation's `delivery`; `--known`: the existence
+    // cache already knows every contact exists (a first sync of known contacts).
+    let modes = flag(args, "--mode").unwrap_or_else(|| "realtime".into());
+    let known = args.iter().any(|a| a == "--known");
     println!(
-        "bench deliver: {contacts} changed contacts{}, simulator at {rate} req/s per {sim_scope} with {latency} ms latency",
-        if absent { " that Attentive does not have (lookups only)" } else { "" }
+        "bench deliver: {contacts} changed contacts{}{}, simulator at {rate} req/s per {sim_scope} (bulk routes 100 req/s) with {latency} ms latency",
+        if absent { " that Attentive does not have (lookups only)" } else { "" },
+        if known { " known to exist" } else { "" }
     );
     let mut wall: Vec<(String, f64, u64, f64)> = Vec::new();
-    for strategy in existence.split(',') {
-        for scope in scopes.split(',') {
-            let v = worker(
-                "deliver",
-                &root().join("target/bench/deliver"),
-                &[
-                    &contacts,
-                    &latency,
-                    &rate,
-                    strategy,
-                    if absent { "absent" } else { "present" },
-                    scope,
-                    if sim_scope == "key" {
-                        "sim-key"
-                    } else {
-                        "sim-endpoint"
-                    },
-                ],
-            )?;
-            let seconds = v["seconds"].as_f64().unwrap_or(0.0);
-            let per_sec = v["contacts_per_sec"].as_f64().unwrap_or(0.0);
-            let lookups = v["existence_requests"].as_u64().unwrap_or(0);
-            wall.push((format!("{strategy}/{scope}"), seconds, lookups, per_sec));
-            println!(
-                "  existence_check = {strategy}, budgets per {scope}: {per_sec:.1} contacts/s; {lookups} existence requests; {} requests in {seconds:.1} s = {:.1} req/s: {:.1}% of the budget; 429 answers: {} ({:.2}% of requests); run {} ({} updated, {} not found)",
+    for mode in modes.split(',') {
+        for strategy in existence.split(',') {
+            for scope in scopes.split(',') {
+                let v = worker(
+                    "deliver",
+                    &root().join("target/bench/deliver"),
+                    &[
+                        &contacts,
+                        &latency,
+                        &rate,
+                        strategy,
+                        if absent { "absent" } else { "present" },
+                        scope,
+                        if sim_scope == "key" {
+                            "sim-key"
+                        } else {
+                            "sim-endpoint"
+                        },
+                        mode,
+                        if known { "known" } else { "unknown" },
+                    ],
+                )?;
+                let seconds = v["seconds"].as_f64().unwrap_or(0.0);
+                let per_sec = v["contacts_per_sec"].as_f64().unwrap_or(0.0);
+                let lookups = v["existence_requests"].as_u64().unwrap_or(0);
+                wall.push((
+                    format!("{mode}/{strategy}/{scope}"),
+                    seconds,
+                    lookups,
+                    per_sec,
+                ));
+                if v["delivery_mode"] == "bulk" {
+                    println!(
+                    "  delivery = {mode} (ran bulk): {} write requests ({} bulk jobs); submission done {:.1} s after the start, settled {:.1} s; {} pending",
+                    v["write_requests"],
+                    v["bulk_jobs"],
+                    v["submitted_s"].as_f64().unwrap_or(f64::NAN),
+                    seconds,
+                    v["pending"],
+                );
+                }
+                println!(
+                "  delivery = {mode} ({}), existence_check = {strategy}, budgets per {scope}: {per_sec:.1} contacts/s; {lookups} existence requests; {} requests in {seconds:.1} s = {:.1} req/s: {:.1}% of the budget; 429 answers: {} ({:.2}% of requests); run {} ({} updated, {} not found)",
+                v["delivery_mode"].as_str().unwrap_or("?"),
                 v["requests"],
                 v["requests_per_sec"].as_f64().unwrap_or(0.0),
                 100.0 * v["budget_share"].as_f64().unwrap_or(0.0),
@@ -461,6 +485,7 @@ fn bench_deliver(args: &[String]) -> Result<(), String> {
                 v["updated"],
                 v["not_found"],
             );
+            }
         }
     }
     if let [(a, ta, ra, ca), (b, tb, rb, cb)] = wall.as_slice() {

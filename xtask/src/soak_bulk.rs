@@ -15,8 +15,9 @@
 //! - **no acknowledged value is lost**: every attribute the snapshot holds as acknowledged
 //!   (not in doubt) is what the simulator holds;
 //! - **re-sends stay within the records in flight**: a record that repeats values the
-//!   simulator already held when the trial started is only sent for a contact that had
-//!   attributes in doubt (pending in a job, or failed) when the trial started.
+//!   simulator already held when the trial started is only sent for a contact that was in
+//!   flight when the trial started (attributes in doubt, pending or failed, or in a record of
+//!   a job not settled yet).
 //!
 //! Then faults go off, one clean run must finish (exit 0 or 3), the simulator must equal the
 //! model, and a second run must send nothing but its `GET /v1/me`. The figures go to
@@ -231,7 +232,8 @@ impl Soak {
             .collect()
     }
 
-    /// Contacts with attributes in doubt (pending in a job, or failed), from the state file.
+    /// Contacts in flight: with attributes in doubt (pending in a job, or failed), or in a
+    /// record of a job not settled yet, from the state file.
     fn in_doubt(&self) -> Result<BTreeSet<String>, String> {
         let Some(store) = StateStore::open_existing_read_only(&self.dir.join("attentive-sync.db"))
             .map_err(|e| format!("opening the state store: {e}"))?
@@ -244,6 +246,14 @@ impl Soak {
                 if !s.in_doubt.is_empty() {
                     out.insert(r.email.clone());
                 }
+            }
+        }
+        // And contacts in records of jobs not settled yet: an older job that settles after a
+        // newer one makes the value be sent once more (the order Attentive applied them in is
+        // unknown).
+        for job in store.open_jobs(ACTIVATION).map_err(|e| e.to_string())? {
+            for r in store.job_records(job.id).map_err(|e| e.to_string())? {
+                out.insert(r.contact.key);
             }
         }
         Ok(out)

@@ -124,7 +124,9 @@ fn recover(app: &App) -> Result<(), Error> {
             .find(|r| {
                 matches!(
                     r.status,
-                    state_store::RunStatus::Succeeded | state_store::RunStatus::Partial
+                    state_store::RunStatus::Succeeded
+                        | state_store::RunStatus::Partial
+                        | state_store::RunStatus::Pending
                 )
             })
             .and_then(|r| r.finished_at)

@@ -277,7 +277,7 @@ impl Metrics {
         self.duration
             .get_or_create(&al)
             .observe(report.duration_ms as f64 / 1000.0);
-        if report.status == "succeeded" || report.status == "partial" {
+        if matches!(report.status.as_str(), "succeeded" | "partial" | "pending") {
             self.set_last_success(a, chrono::Utc::now());
         }
     }
