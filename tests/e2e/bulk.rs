@@ -171,6 +171,8 @@ fn no_wait_then_a_later_run_settles() {
     let sim = start_sim(SimConfig {
         contacts: seed(&emails(15).iter().map(String::as_str).collect::<Vec<_>>()),
         bulk_processing_delay_ms: 1500,
+        // The result file named `resultUrl`, as community code reads it.
+        bulk_result_url_field: attentive_sim::BulkResultField::ResultUrl,
         ..SimConfig::default()
     });
     let p = project(&sim, "bulk", "\"Tier\" = \"tier\"", &model(15, "gold"));
@@ -439,4 +441,57 @@ fn sigkill_during_submission_and_polling_loses_nothing() {
         sent_after(&sim, seq)
     );
     eprintln!("{killed} of 20 runs killed, {resent} records re-sent (each to a contact in doubt)");
+}
+
+/// `serve`: a run it starts submits its jobs and ends `pending` without holding the
+/// activation for Attentive's processing time; the server settles the jobs in the background,
+/// and the run becomes `succeeded`, its rows `updated`; the API and the metrics say `pending`
+/// meanwhile.
+#[test]
+fn serve_settles_bulk_jobs_in_the_background() {
+    let sim = start_sim(SimConfig {
+        contacts: seed(&emails(12).iter().map(String::as_str).collect::<Vec<_>>()),
+        bulk_processing_delay_ms: 1000,
+        ..SimConfig::default()
+    });
+    let p = project(&sim, "bulk", "\"Tier\" = \"tier\"", &model(12, "gold"));
+    let mut server = p.serve(&[]);
+    let id = server.start_run("a");
+    let run = server.wait_run(id, std::time::Duration::from_secs(60));
+    assert_eq!(run["status"], "pending", "{run}");
+    assert_eq!(run["report"]["counts"]["pending"], 12, "{run}");
+    assert_eq!(run["bulk_jobs"].as_array().map(Vec::len), Some(2), "{run}");
+    let (status, rows) = server.get_json(&format!("/api/v1/runs/{id}/rows?outcome=pending"));
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows["rows"].as_array().map(Vec::len), Some(12), "{rows}");
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("attentive_sync_run_rows_total{activation=\"a\",outcome=\"pending\"} 12"),
+        "{metrics}"
+    );
+    // The background settler asks 5 s after start, then every minute.
+    let started = std::time::Instant::now();
+    let settled = loop {
+        let (_, v) = server.get_json(&format!("/api/v1/runs/{id}"));
+        if v["status"] != "pending" {
+            break v;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "still pending: {v}\n{}",
+            server.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(settled["status"], "succeeded", "{settled}");
+    assert_eq!(settled["report"]["counts"]["updated"], 12, "{settled}");
+    assert_eq!(settled["report"]["counts"]["pending"], 0, "{settled}");
+    assert_eq!(settled["bulk_jobs"][0]["state"], "settled", "{settled}");
+    assert_eq!(tier(&sim, "c7@x.com").as_deref(), Some("gold"));
+    assert!(
+        server.logs().contains("bulk jobs settled"),
+        "{}",
+        server.logs()
+    );
+    server.terminate(std::time::Duration::from_secs(20));
 }

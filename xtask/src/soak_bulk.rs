@@ -2,7 +2,7 @@
 //! delivery.
 //!
 //! The activation delivers in bulk jobs (`delivery = "bulk"`, 32 records a job) against the
-//! in-process simulator, which processes each job after 300 ms, fails 5 % of records (500
+//! in-process simulator, which processes each job after 600 ms, fails 5 % of records (500
 //! lines, not applied) and 5 % of jobs as a whole, answers a status it has not documented
 //! (`NEEDS_REVIEW`) to the first poll of each job, and cuts one result file in four short
 //! (the records of the lost lines *were* applied). Requests see 3 % 5xx, 1 % dropped
@@ -162,7 +162,7 @@ impl Soak {
         let sim = RunningSim::spawn_on_thread(SimConfig {
             contacts: existing.iter().map(SeedContact::email).collect(),
             faults: faults(opts.seed, false),
-            bulk_processing_delay_ms: 300,
+            bulk_processing_delay_ms: 600,
             max_logged_requests: 10_000_000,
             apply_after_disconnect: true,
             ..SimConfig::default()
@@ -330,7 +330,7 @@ impl Soak {
         let held_before = self.held();
         let doubted = self.in_doubt()?;
         let kill = self.rng.below(5) != 0;
-        let kill_after = Duration::from_millis(self.rng.below(2500));
+        let kill_after = Duration::from_millis(self.rng.below(1500));
         let spawned = Instant::now();
         let mut child = self.spawn(&[])?;
         loop {

@@ -297,8 +297,8 @@ pub async fn start_with(
                     let d = &report.delivery;
                     let c = &report.counts;
                     let fields = format!(
-                        "updated {} unchanged {} not_found {} rejected {} failed {}; requests {} retries {} 429s {} throttled {:.1} s",
-                        c.updated, c.unchanged, c.not_found, c.rejected, c.failed,
+                        "updated {} unchanged {} not_found {} rejected {} failed {} pending {}; requests {} retries {} 429s {} throttled {:.1} s",
+                        c.updated, c.unchanged, c.not_found, c.rejected, c.failed, c.pending,
                         d.requests, d.retries, d.rate_limited, d.throttled_ms as f64 / 1000.0
                     );
                     match report.status.as_str() {

@@ -934,3 +934,50 @@ async fn auto_picks_the_mode_by_the_number_of_changed_contacts() {
     assert_eq!(report.delivery_mode, "bulk", "{report:?}");
     assert!(!dest.account().jobs.is_empty());
 }
+
+/// A job Attentive never finishes is settled as failed after 14 days (Attentive keeps jobs two
+/// weeks), and its records are sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_open_for_two_weeks_is_settled_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = bulk_project(dir.path(), 20, crate::config::DeliveryMode::Bulk);
+    let emails = sample_emails(dir.path());
+    let stuck = Arc::new(
+        MemoryDestination::with_contacts(emails.iter().cloned())
+            .with_bulk(256)
+            .with_job_hook(|_, _| {
+                Some(sync_core::ports::BulkJobState::Pending {
+                    status: "NEEDS_REVIEW".into(),
+                })
+            }),
+    );
+    let first = run_memory(&project, &stuck, no_wait()).await;
+    assert_eq!(first.status, "pending", "{first:?}");
+    // Two weeks and a day later.
+    {
+        let conn = rusqlite::Connection::open(&project.state_path).unwrap();
+        let old = (chrono::Utc::now() - chrono::Duration::days(15))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        conn.execute("UPDATE bulk_jobs SET created_at = ?1", [old])
+            .unwrap();
+    }
+    let fresh = Arc::new(MemoryDestination::with_contacts(emails.iter().cloned()).with_bulk(256));
+    let second = run_memory(&project, &fresh, RunOptions::default()).await;
+    assert_eq!(second.jobs_settled, first.bulk_jobs, "{second:?}");
+    assert_eq!(
+        second.counts.updated, first.counts.pending,
+        "sent again: {second:?}"
+    );
+    let store = StateStore::open(&project.state_path).unwrap();
+    let job = &store.run_jobs(first.run_id).unwrap()[0];
+    assert!(
+        job.message
+            .as_deref()
+            .is_some_and(|m| m.contains("14 days")),
+        "{job:?}"
+    );
+    assert_eq!(
+        store.run(first.run_id).unwrap().unwrap().status,
+        RunStatus::Partial
+    );
+}
