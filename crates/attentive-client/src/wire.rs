@@ -84,11 +84,6 @@ impl Request {
             body: Some(body),
         }
     }
-
-    /// Whether the request goes to a bulk route, which has budgets of its own (100/s).
-    pub fn is_bulk(&self) -> bool {
-        self.path.starts_with("/v2/bulk/")
-    }
 }
 
 /// What Attentive answered (any status that is not retried or fatal).

@@ -257,7 +257,7 @@ enum RunsCommand {
         id: i64,
         #[command(flatten)]
         config: ConfigArg,
-        /// Rows with this outcome (updated, not_found, rejected, failed).
+        /// Rows with this outcome (updated, not_found, rejected, failed, pending).
         #[arg(long)]
         outcome: Option<String>,
         /// Write those rows to a CSV file.
