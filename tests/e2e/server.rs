@@ -1041,3 +1041,190 @@ fn wrong_tokens_are_limited_per_client_address() {
     );
     assert!(!logs.contains("not-the-token-at-all"), "a token was logged");
 }
+
+/// A CA and a server certificate it signed for `localhost` and 127.0.0.1, made with the
+/// `openssl` command: `(ca, cert, key)`.
+fn self_signed(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=e2e test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "server.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+/// `serve --tls-cert --tls-key`: https with the given certificate (a client that trusts it
+/// gets its answers, the session cookie is `Secure`), plain http to the same port gets
+/// nothing; a bad key file is a clear error naming it.
+#[test]
+fn serve_speaks_tls_with_the_given_certificate() {
+    let sim = start_sim(SimConfig::default());
+    let p = project(&sim, &model(2, ""));
+    let (ca, cert, key) = self_signed(p.dir());
+    let (cert_s, key_s) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    let mut server = p.serve(&["--tls-cert", &cert_s, "--tls-key", &key_s]);
+    assert!(
+        server.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    let https = reqwest::blocking::Client::builder()
+        .add_root_certificate(root)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = https
+        .get(server.url("/healthz"))
+        .send()
+        .expect("https /healthz");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = https
+        .get(server.url("/api/v1/activations"))
+        .bearer_auth(crate::support::SERVER_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let login = https
+        .post(server.url("/login"))
+        .form(&[("token", crate::support::SERVER_TOKEN)])
+        .send()
+        .unwrap();
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    // A client that does not trust the certificate, and plain http, get nothing.
+    let untrusting = reqwest::blocking::Client::new();
+    assert!(untrusting.get(server.url("/healthz")).send().is_err());
+    let plain = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(server.url("/healthz").replacen("https://", "http://", 1))
+        .send();
+    assert!(plain.is_err(), "plain http was answered: {plain:?}");
+    server.terminate(Duration::from_secs(20));
+
+    // A key that does not exist.
+    let r = p.run_within(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert_s,
+            "--tls-key",
+            "missing.pem",
+        ],
+        &[("ATTENTIVE_SYNC_SERVER_TOKEN", crate::support::SERVER_TOKEN)],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("missing.pem"), "{}", r.all());
+}
+
+/// `--allowed-hosts`: a request naming another host (DNS rebinding) gets 421 and the error
+/// JSON, the named host is served.
+#[test]
+fn allowed_hosts_refuse_other_host_names() {
+    let sim = start_sim(SimConfig::default());
+    let p = project(&sim, &model(2, ""));
+    let mut server = p.serve(&["--allowed-hosts", "localhost,sync.example.com"]);
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    let client = reqwest::blocking::Client::new();
+    let get = |host: &str| {
+        client
+            .get(server.url("/readyz"))
+            .header("host", host)
+            .send()
+            .unwrap()
+    };
+    let r = get("evil.example");
+    assert_eq!(r.status().as_u16(), 421);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "host_not_allowed", "{body}");
+    assert_eq!(get(&format!("127.0.0.1:{port}")).status().as_u16(), 421);
+    assert_eq!(get(&format!("localhost:{port}")).status().as_u16(), 200);
+    assert_eq!(get("SYNC.example.com").status().as_u16(), 200);
+    server.terminate(Duration::from_secs(20));
+}

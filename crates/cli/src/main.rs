@@ -190,7 +190,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
         /// Address to listen on; port 0 picks a free port. The first line on stdout is
-        /// `listening on http://ADDR`.
+        /// `listening on http://ADDR` (`https://` with --tls-cert).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// A file holding the server token (else the environment variable
@@ -229,6 +229,18 @@ enum Command {
         /// Seconds a request may take before it answers 503 `request_timeout`.
         #[arg(long, default_value_t = 120)]
         request_timeout_secs: u64,
+        /// Serve https with this PEM certificate chain (leaf first); needs --tls-key. The
+        /// session cookie is then `Secure`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Answer only requests whose Host is one of these names (comma-separated;
+        /// `*.example.com` for subdomains), so that DNS rebinding cannot reach the server
+        /// through another name; others get 421. Default: any host.
+        #[arg(long, value_delimiter = ',')]
+        allowed_hosts: Vec<String>,
     },
     /// Show the tool on a bundled sample project, with nothing to set up.
     Demo {
@@ -453,6 +465,9 @@ fn run(command: Command) -> Result<u8> {
             max_connections,
             header_timeout_secs,
             request_timeout_secs,
+            tls_cert,
+            tls_key,
+            allowed_hosts,
         } => {
             let project = load(&config)?;
             let token = server::ServerToken::load(
@@ -475,6 +490,23 @@ fn run(command: Command) -> Result<u8> {
                 max_connections,
                 header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
                 request_timeout: std::time::Duration::from_secs(request_timeout_secs.max(1)),
+                tls: tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| server::tls::TlsFiles { cert, key }),
+                allowed_hosts: allowed_hosts
+                    .into_iter()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+            };
+            let settings = server::Settings {
+                secure_cookies: settings.secure_cookies || settings.tls.is_some(),
+                ..settings
+            };
+            let scheme = if settings.tls.is_some() {
+                "https"
+            } else {
+                "http"
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -488,7 +520,7 @@ fn run(command: Command) -> Result<u8> {
                     settings,
                 },
                 |addr| {
-                    outln!("listening on http://{addr}");
+                    outln!("listening on {scheme}://{addr}");
                 },
             ))?;
             Ok(exit::OK)

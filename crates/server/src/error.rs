@@ -63,6 +63,14 @@ pub enum Error {
     /// Serving failed.
     #[error("serving HTTP failed")]
     Serve(#[source] std::io::Error),
+    /// `--tls-cert` / `--tls-key` cannot be used.
+    #[error("TLS: {}: {reason}", path.display())]
+    Tls {
+        /// The file at fault.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The body of every error answer of the API.

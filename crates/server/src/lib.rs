@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod runs;
 pub mod scheduler;
 pub mod state;
+pub mod tls;
 pub mod views;
 
 pub use auth::ServerToken;
@@ -164,7 +165,8 @@ pub async fn serve(
         addr: opts.listen,
         source,
     })?;
-    if !addr.ip().is_loopback() {
+    let acceptor = app.settings.tls.as_ref().map(tls::acceptor).transpose()?;
+    if !addr.ip().is_loopback() && acceptor.is_none() {
         tracing::warn!(
             %addr,
             "listening beyond this machine without TLS: the server token and the dashboard travel in clear; put a TLS-terminating reverse proxy in front (docs/SERVER.md), or listen on 127.0.0.1"
@@ -182,7 +184,7 @@ pub async fn serve(
     on_listening(addr);
 
     let mut signals = Signals::new();
-    let exit_now = serve_connections(&app, listener, router, &mut signals, stop_tx).await;
+    let exit_now = serve_connections(&app, listener, acceptor, router, &mut signals, stop_tx).await;
     if exit_now {
         tracing::error!("exiting at once");
     }
@@ -202,15 +204,21 @@ pub async fn serve(
 async fn serve_connections(
     app: &Arc<App>,
     listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     signals: &mut Signals,
     stop_tx: watch::Sender<bool>,
 ) -> bool {
     let settings = &app.settings;
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        settings.request_timeout,
-        request_timeout,
-    ));
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(
+            settings.request_timeout,
+            request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(settings.allowed_hosts.clone()),
+            check_host,
+        ));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -247,12 +255,41 @@ async fn serve_connections(
                     },
                     ),
                 );
-                let conn = graceful.watch(
-                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
+                let (watcher, http) = (graceful.watcher(), http.clone());
+                let (acceptor, handshake) = (acceptor.clone(), settings.header_timeout);
                 tokio::spawn(async move {
                     let _slot = permit;
-                    if let Err(e) = conn.await {
+                    let result = match acceptor {
+                        None => {
+                            watcher
+                                .watch(http.serve_connection(
+                                    hyper_util::rt::TokioIo::new(stream),
+                                    service,
+                                ))
+                                .await
+                        }
+                        Some(acceptor) => {
+                            // The handshake is bounded like the request headers.
+                            let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            watcher
+                                .watch(http.serve_connection(
+                                    hyper_util::rt::TokioIo::new(tls),
+                                    service,
+                                ))
+                                .await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -285,6 +322,31 @@ async fn serve_connections(
         }
     }
     false
+}
+
+/// Refuses requests whose `Host` is not one of `--allowed-hosts` (421 `host_not_allowed`).
+async fn check_host(
+    axum::extract::State(allowed): axum::extract::State<Arc<Vec<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if tls::host_allowed(&allowed, host) {
+        return next.run(request).await;
+    }
+    tracing::warn!(
+        host = host.unwrap_or(""),
+        "request for a host not in --allowed-hosts refused"
+    );
+    ApiError::new(
+        axum::http::StatusCode::MISDIRECTED_REQUEST,
+        "host_not_allowed",
+        "this server does not answer for that host name (see --allowed-hosts)",
+    )
+    .into_response()
 }
 
 /// The address of the client that sent `request`, when the server knows it.

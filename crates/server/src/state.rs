@@ -41,6 +41,11 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// A handler answering later than this answers 503 `request_timeout`.
     pub request_timeout: Duration,
+    /// Serve https with this certificate and key (`--tls-cert`, `--tls-key`).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Requests whose `Host` is not one of these are refused (421 `host_not_allowed`):
+    /// DNS rebinding cannot reach the server through another name. Empty: any host.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Settings {
@@ -56,6 +61,8 @@ impl Default for Settings {
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
+            tls: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
