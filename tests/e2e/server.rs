@@ -1228,3 +1228,58 @@ fn allowed_hosts_refuse_other_host_names() {
     assert_eq!(get("SYNC.example.com").status().as_u16(), 200);
     server.terminate(Duration::from_secs(20));
 }
+
+/// Issue 13, item 6: the OpenAPI document is a contract. schemathesis (installed by `cargo
+/// xtask test` when missing) runs every check against a live `serve` whose state has runs,
+/// rows, contacts with acknowledged attributes and bulk jobs, and finds nothing.
+#[test]
+fn schemathesis_finds_no_contract_violation() {
+    let st = std::process::Command::new("st").arg("--version").output();
+    assert!(
+        st.is_ok_and(|o| o.status.success()),
+        "schemathesis (`st`) is not installed: `cargo xtask test` installs it (python3 -m pip install 'schemathesis>=4,<5')"
+    );
+    const N: usize = 8;
+    let sim = start_sim(SimConfig {
+        contacts: seed(&emails(N).iter().map(String::as_str).collect::<Vec<_>>()),
+        ..SimConfig::default()
+    });
+    let p = project(&sim, &model(N, ""));
+    // History to read: a realtime run, then a bulk one (jobs, pending then settled rows).
+    assert!(matches!(p.sync().0, 0 | 3));
+    let text = p.read("attentive-sync.toml").replacen(
+        "default_phone_region = \"US\"\n",
+        "default_phone_region = \"US\"\ndelivery = \"bulk\"\n",
+        1,
+    );
+    p.write("attentive-sync.toml", &text);
+    p.write("data/m.csv", &model(N, "").replace(",tier-", ",gold-"));
+    let (r, _) = p.sync_with(attentive_sim::DEFAULT_KEY, &[]);
+    assert!(matches!(r.code, 0 | 3), "{}", r.all());
+    // Half of the contact lookups name contacts the state holds (the others are generated).
+    p.write(
+        "schemathesis.toml",
+        "[dictionaries.contacts]\nvalues = [\"p1@example.com\", \"p2@example.com\", \"+14155550100\"]\n\n[[operations]]\ninclude-path = \"/api/v1/contacts/{contact}\"\nparameters = { \"path.contact\" = { dictionary = \"contacts\", probability = 0.5 } }\n",
+    );
+    let mut server = p.serve(&[]);
+    let out = std::process::Command::new("st")
+        .arg("--config-file")
+        .arg(p.path("schemathesis.toml"))
+        .args(["run", &server.url("/api/openapi.json"), "--checks", "all"])
+        .args(["--max-examples", "25", "--seed", "1", "--workers", "1"])
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", crate::support::SERVER_TOKEN),
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run schemathesis");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("No issues found"),
+        "schemathesis found problems:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    server.terminate(Duration::from_secs(20));
+}

@@ -93,6 +93,7 @@ fn cargo(args: &[&str]) -> Result<(), String> {
 fn test(extra: &[String]) -> Result<(), String> {
     ensure_postgres()?;
     ensure_chromium()?;
+    ensure_schemathesis()?;
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
@@ -128,6 +129,34 @@ fn ensure_postgres() -> Result<(), String> {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
     Err("PostgreSQL did not start on 127.0.0.1:5432".into())
+}
+
+/// The OpenAPI contract test runs schemathesis (`st`, 4.x) against a live `serve`.
+fn ensure_schemathesis() -> Result<(), String> {
+    if succeeds("st", &["--version"]) {
+        return Ok(());
+    }
+    eprintln!(
+        "$ python3 -m pip install --quiet 'schemathesis>=4,<5'   (for the OpenAPI contract test)"
+    );
+    if !succeeds(
+        "python3",
+        &["-m", "pip", "install", "--quiet", "schemathesis>=4,<5"],
+    ) {
+        return Err(
+            "installing schemathesis failed (python3 -m pip install 'schemathesis>=4,<5')".into(),
+        );
+    }
+    // pyenv finds new scripts only once its shims are rebuilt.
+    let _ = succeeds("pyenv", &["rehash"]);
+    if succeeds("st", &["--version"]) {
+        Ok(())
+    } else {
+        Err(
+            "schemathesis was installed but `st` is not on PATH (add pip's scripts folder to PATH)"
+                .into(),
+        )
+    }
 }
 
 /// The dashboard's browser test drives Debian's `chromium` through `chromedriver`.

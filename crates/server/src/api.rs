@@ -41,6 +41,7 @@ use crate::views::{
         readyz,
         metrics
     ),
+    components(schemas(OutcomeName)),
     info(
         title = "attentive-sync server",
         description = "Runs attentive-sync activations on schedules and on demand, and shows their runs. \
@@ -80,11 +81,30 @@ impl Modify for BearerAuth {
                     .build(),
             )
             .build();
+        let bad_parameter = utoipa::openapi::ResponseBuilder::new()
+            .description(
+                "A parameter that cannot be read or is out of its range (`invalid_request`)",
+            )
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/api/v1/") {
                 continue;
             }
             for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                // Every parameter is parsed before the handler runs: one that cannot be is a
+                // 400 with the error body.
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    op.responses
+                        .responses
+                        .entry("400".to_owned())
+                        .or_insert_with(|| bad_parameter.clone().into());
+                }
                 match op.responses.responses.get_mut("429") {
                     Some(utoipa::openapi::RefOr::T(r)) => {
                         r.description.push_str(
@@ -227,6 +247,7 @@ struct StartQuery {
 #[into_params(parameter_in = Query)]
 struct PlanQuery {
     /// How many changes and rejections to show (default 10, at most 1000).
+    #[param(minimum = 0, maximum = 1000)]
     sample: Option<usize>,
 }
 
@@ -254,7 +275,16 @@ async fn plan(
     let name = path(name)?;
     let q = query(q)?;
     app.activation(&name)?;
-    let report = dry_run(&app, &name, q.sample.unwrap_or(10).min(1000)).await?;
+    let sample = match q.sample {
+        None => 10,
+        Some(n) if n <= 1000 => n,
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "sample must be at most 1000, not {n}"
+            )))
+        }
+    };
+    let report = dry_run(&app, &name, sample).await?;
     serde_json::to_value(report)
         .map(Json)
         .map_err(|e| ApiError::internal(e.to_string()))
@@ -295,6 +325,7 @@ struct RunsQuery {
     /// Only this activation's runs.
     activation: Option<String>,
     /// Runs per page (default 20, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
     /// Runs with ids below this one (the `next_before` of the previous page).
     before: Option<i64>,
@@ -318,7 +349,7 @@ async fn list_runs(
     q: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<RunsPage>, ApiError> {
     let q = query(q)?;
-    let limit = q.limit.unwrap_or(20).clamp(1, MAX_PAGE);
+    let limit = page_limit(q.limit, 20)?;
     let a = app.clone();
     let page = app
         .db
@@ -368,13 +399,40 @@ async fn get_run(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct RowsQuery {
-    /// Only rows with this outcome: `updated`, `unchanged`, `not_found`, `rejected`, `failed`,
-    /// `pending`.
+    /// Only rows with this outcome.
+    #[param(value_type = Option<OutcomeName>)]
     outcome: Option<String>,
     /// Rows after this row number (the `next_after` of the previous page).
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     after: Option<u64>,
     /// Rows per page (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+}
+
+/// A row outcome.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used: the value is parsed by `views::parse_outcome`
+enum OutcomeName {
+    Updated,
+    Unchanged,
+    NotFound,
+    Rejected,
+    Failed,
+    Pending,
+}
+
+/// A page size: `default` when not given, else 1 to [`MAX_PAGE`] (beyond is a 400, as the
+/// OpenAPI document says).
+fn page_limit(limit: Option<u64>, default: u64) -> Result<u64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}, not {n}"
+        ))),
+    }
 }
 
 /// A page of a run's rows in model order, optionally of one outcome (keyset paging).
@@ -398,6 +456,11 @@ async fn run_rows(
 ) -> Result<Json<RowsPage>, ApiError> {
     let id = path(id)?;
     let q = query(q)?;
+    if q.outcome.as_deref().is_some_and(|o| o.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "outcome is empty; leave it out for every row, or give one of: updated, unchanged, not_found, rejected, failed, pending",
+        ));
+    }
     let outcome = views::parse_outcome(q.outcome.as_deref())?;
     if q.after.is_some_and(|a| i64::try_from(a).is_err()) {
         // Row numbers are stored as SQLite integers: nothing lies beyond i64::MAX.
@@ -406,7 +469,7 @@ async fn run_rows(
             i64::MAX
         )));
     }
-    let limit = q.limit.unwrap_or(100);
+    let limit = page_limit(q.limit, 100)?;
     let page = app
         .db
         .read(move |s| views::rows_page(s, id, outcome, q.after, limit))
@@ -547,7 +610,7 @@ impl futures_core::Stream for Chunks {
     params(("contact" = String, Path, description = "An email, or a phone in international format (+14155550100); normalized as the runs do")),
     responses(
         (status = 200, description = "The contact's snapshot (empty `activations`: never acknowledged)", body = ContactView),
-        (status = 400, description = "Not an email or international phone (`invalid_contact`)", body = ErrorBody),
+        (status = 404, description = "Not an email or international phone, so no contact can be stored under it (`invalid_contact`)", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody)
     )
 )]

@@ -163,11 +163,21 @@ async fn the_api_needs_the_token_and_answers_json_errors() {
     assert_eq!(r.json()["error"]["code"], "invalid_request");
     let r = call(&f.router, get("/api/v1/runs?limit=x", Some(TOKEN))).await;
     assert_eq!(r.json()["error"]["code"], "invalid_request");
+    // Beyond the documented maximum: refused, not clamped.
+    for uri in [
+        "/api/v1/runs?limit=1001",
+        "/api/v1/runs?limit=0",
+        "/api/v1/runs/1/rows?limit=5000",
+    ] {
+        let r = call(&f.router, get(uri, Some(TOKEN))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(r.json()["error"]["code"], "invalid_request", "{uri}");
+    }
     let r = call(&f.router, get("/api/v1/activations/zz/plan", Some(TOKEN))).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["error"]["code"], "activation_not_found");
     let r = call(&f.router, get("/api/v1/contacts/not-a-phone", Some(TOKEN))).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["error"]["code"], "invalid_contact");
     let r = call(&f.router, get("/nope", None)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

@@ -229,8 +229,8 @@ pub struct ContactActivation {
 pub struct ContactInDoubt {
     /// `std:<field>` or `custom:<name>`.
     pub key: String,
-    /// The value that was sent.
-    #[schema(value_type = Object)]
+    /// The value that was sent (a string, number or boolean).
+    #[schema(value_type = Value)]
     pub sent: serde_json::Value,
     /// The run that sent it.
     pub run_id: Option<i64>,
@@ -241,8 +241,8 @@ pub struct ContactInDoubt {
 pub struct ContactAttribute {
     /// `std:<field>` or `custom:<name>`.
     pub key: String,
-    /// The value as Attentive acknowledged it.
-    #[schema(value_type = Object)]
+    /// The value as Attentive acknowledged it (a string, number or boolean).
+    #[schema(value_type = Value)]
     pub value: serde_json::Value,
     /// Hex.
     pub fingerprint: String,
@@ -295,8 +295,9 @@ pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 /// An email or international phone as the snapshot keys it (as `attentive-sync contacts
 /// show` does).
 pub fn normalize_contact(s: &str) -> Result<String, ApiError> {
+    // 404: no contact can be stored under a key that is not one (the path is any string).
     let invalid =
-        |m: String| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_contact", m);
+        |m: String| ApiError::new(axum::http::StatusCode::NOT_FOUND, "invalid_contact", m);
     sync_core::normalize::contact_key(s).map_err(|e| invalid(format!("{s:?}: {e}")))
 }
 
