@@ -21,6 +21,9 @@ use super::{deliver, record, Commit, Counters, Halt, SharedStore, Work};
 /// Jobs still open after this long are settled as failed: Attentive keeps jobs two weeks.
 pub const JOB_EXPIRY: Duration = Duration::from_secs(14 * 86_400);
 
+/// Jobs asked about at once while settling.
+const SETTLE_CONCURRENCY: usize = 8;
+
 /// Longest wait between two polls of a waiting run.
 const MAX_POLL_EVERY: Duration = Duration::from_secs(30);
 
@@ -277,6 +280,16 @@ async fn settle_one<D: Destination>(
     }
 }
 
+/// [`settle_one`], with the job it is about.
+async fn settle_tagged<'a, D: Destination>(
+    store: &SharedStore,
+    activation: &str,
+    job: &'a JobSummary,
+    destination: &D,
+) -> (&'a JobSummary, Result<bool, SettleError>) {
+    (job, settle_one(store, activation, job, destination).await)
+}
+
 /// Asks once about each open job of the activation (of one run, with `run`), settling those
 /// whose result is known, and brings the runs they settle up to date.
 pub(super) async fn settle_open<D: Destination>(
@@ -285,11 +298,25 @@ pub(super) async fn settle_open<D: Destination>(
     run: Option<i64>,
     destination: &D,
 ) -> Result<Settled, SettleError> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
     let jobs = store.with(|s| s.open_jobs(activation))?;
     let mut out = Settled::default();
     let mut runs = Vec::new();
-    for job in jobs.iter().filter(|j| run.is_none_or(|r| j.run_id == r)) {
-        if settle_one(store, activation, job, destination).await? {
+    // A few jobs at a time: each costs a poll and a result file (the routes' budgets pace
+    // them), and a backlog of thousands of jobs must not take an hour before a run plans.
+    let mut queue = jobs.iter().filter(|j| run.is_none_or(|r| j.run_id == r));
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < SETTLE_CONCURRENCY {
+            match queue.next() {
+                Some(job) => running.push(settle_tagged(store, activation, job, destination)),
+                None => break,
+            }
+        }
+        let Some((job, result)) = running.next().await else {
+            break;
+        };
+        if result? {
             out.jobs += 1;
             if !runs.contains(&job.run_id) {
                 runs.push(job.run_id);
