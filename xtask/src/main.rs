@@ -1,7 +1,9 @@
 //! `cargo xtask <task>`: the project's automation, in Rust so it runs wherever cargo does.
 //!
-//! - `cargo xtask test [ARGS]`: every test; starts PostgreSQL if it is stopped and installs
-//!   Chromium and chromedriver (for the dashboard's browser test) if they are missing.
+//! - `cargo xtask test [ARGS]`: every test; starts PostgreSQL if it is stopped, gives it the
+//!   test TLS certificate (see `postgres_tls.rs`) and installs Chromium and chromedriver (for
+//!   the dashboard's browser test) if they are missing.
+//! - `cargo xtask postgres`: only the PostgreSQL part of that (for `cargo test -p sources`).
 //! - `cargo xtask ci`: what CI checks (fmt, clippy, cargo-deny, tests).
 //! - `cargo xtask bench plan [--rows N] [--attrs A]`: planner throughput and peak memory.
 //! - `cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence
@@ -33,6 +35,7 @@
 //!   `docs/RELIABILITY.md`).
 
 mod fuzz;
+mod postgres_tls;
 mod soak;
 mod soak_bulk;
 
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("test") => test(&args[1..]),
+        Some("postgres") => ensure_postgres().and_then(|()| postgres_tls::ensure()),
         Some("bench") => bench(&args[1..]),
         Some("soak") => soak::main(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..], &root()),
@@ -92,6 +96,11 @@ fn cargo(args: &[&str]) -> Result<(), String> {
 /// running, Chromium and chromedriver installed), then runs every test.
 fn test(extra: &[String]) -> Result<(), String> {
     ensure_postgres()?;
+    match postgres_tls::ensure() {
+        // The PostgreSQL TLS tests fail, rather than skip, when the certificate is not served.
+        Ok(()) => std::env::set_var("ATTENTIVE_SYNC_TEST_PG_TLS", postgres_tls::DIR),
+        Err(e) => eprintln!("warning: {e}; the PostgreSQL TLS tests will be skipped"),
+    }
     ensure_chromium()?;
     ensure_schemathesis()?;
     let mut args = vec!["test", "--workspace"];
@@ -278,7 +287,7 @@ fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Val
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] [--known] [--mode realtime,bulk,auto] [--scope endpoint,key] [--sim-scope endpoint|key] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask soak bulk [--trials N] [--contacts N] [--seed S] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask postgres | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] [--known] [--mode realtime,bulk,auto] [--scope endpoint,key] [--sim-scope endpoint|key] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask soak bulk [--trials N] [--contacts N] [--seed S] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
 
 /// Builds the release `attentive-sync` binary; returns its path.
 fn build_release_cli() -> Result<PathBuf, String> {

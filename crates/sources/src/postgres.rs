@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fmt::{self, LowerExp, Write as _};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -21,9 +21,14 @@ use postgres::{Client, Config, NoTls, Row};
 use sync_core::ports::ModelSource;
 use sync_core::value::{SourceRow, Value};
 
+use tls::{TlsMode, TlsOptions, Verify, TLS_MODES};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
 use crate::error::Error;
 use crate::float::{self, Float};
 use crate::{set_defect, set_text};
+
+mod tls;
 
 /// The name of the server-side cursor the rows are fetched from.
 const CURSOR: &str = "attentive_sync_model";
@@ -83,7 +88,22 @@ const PG_EPOCH_DAYS_FROM_CE: i32 = 730_120;
 /// fail, naming the column and its type.
 ///
 /// The password in the `url` never appears in messages or in `Debug` output: the source is
-/// named by [`redact_url`]. The connection does not use TLS.
+/// named by [`redact_url`].
+///
+/// TLS follows the `url`'s `sslmode`, as libpq reads it (rustls does the TLS):
+///
+/// | `sslmode` | TLS | the server's certificate |
+/// |---|---|---|
+/// | `disable` | never | — |
+/// | `allow` | only when the server refuses the connection without | not checked |
+/// | `prefer` (the default) | when the server offers it (without, when it offers none or the handshake fails) | not checked |
+/// | `require` | always | not checked; without `sslrootcert` the connection is encrypted but the server could be anyone (with `sslrootcert`, checked as by `verify-ca`, as libpq does) |
+/// | `verify-ca` | always | signed by a CA of `sslrootcert` |
+/// | `verify-full` | always | signed by a CA of `sslrootcert`, and issued for the host of the `url` |
+///
+/// `sslrootcert` is the absolute path of a PEM file of CA certificates; without it,
+/// `verify-ca` and `verify-full` trust the Mozilla roots bundled with attentive-sync. TLS is
+/// not used over Unix sockets.
 ///
 /// The client is synchronous (it drives its own small runtime): call it from a plain thread or
 /// `spawn_blocking`, never directly on an async runtime's worker.
@@ -254,14 +274,166 @@ impl Target {
     }
 }
 
+/// How the source connects: with TLS or without, and what it checks of the server's
+/// certificate (`sslmode` and `sslrootcert`, as libpq reads them).
+struct Tls {
+    mode: TlsMode,
+    /// The `sslrootcert` file, when the `url` names one.
+    root_cert: Option<PathBuf>,
+    /// The host name(s) the certificate is checked against, for messages.
+    names: String,
+    /// The TLS client, for every mode that may use TLS; `None` when the connection goes
+    /// without.
+    connector: Option<MakeRustlsConnect>,
+}
+
+impl Tls {
+    /// The TLS of a `url`; fails with a message naming the key, its value and what would be
+    /// valid.
+    fn of(options: &TlsOptions, config: &Config) -> Result<Tls, String> {
+        let mode = match options.sslmode.as_deref() {
+            // libpq's default.
+            None => TlsMode::Prefer,
+            Some(value) => TlsMode::parse(value).ok_or_else(|| {
+                format!(
+                    "`sslmode={value}` in the PostgreSQL `url` is not a TLS mode; use one of \
+                     {TLS_MODES}"
+                )
+            })?,
+        };
+        let root_cert = match options.sslrootcert.as_deref() {
+            None | Some("") => None,
+            Some(value) if !Path::new(value).is_absolute() => {
+                return Err(format!(
+                    "`sslrootcert={value}` in the PostgreSQL `url` is a relative path; give \
+                     the absolute path of a PEM file holding the CA certificate(s) that \
+                     signed the server's certificate"
+                ));
+            }
+            Some(value) => Some(PathBuf::from(value)),
+        };
+        let hosts = config.get_hosts();
+        // TLS needs the server's name (hostaddr= alone gives none), and PostgreSQL does not
+        // use it over Unix sockets.
+        let named = !hosts.is_empty() && hosts.iter().all(|h| matches!(h, Host::Tcp(_)));
+        let names: Vec<&str> = hosts
+            .iter()
+            .filter_map(|h| match h {
+                Host::Tcp(name) => Some(name.as_str()),
+                Host::Unix(_) => None,
+            })
+            .collect();
+        if mode.requires_tls() && !named {
+            return Err(format!(
+                "`sslmode={mode}` in the PostgreSQL `url` needs TLS, which needs the server's \
+                 host name, and the `url` gives a Unix socket or only hostaddr=; name the host \
+                 (host=db.example.com, with hostaddr= for the address if you like), or use \
+                 sslmode=prefer or sslmode=disable"
+            ));
+        }
+        let verify = match mode {
+            TlsMode::Disable => None,
+            _ if !named => None,
+            TlsMode::Allow | TlsMode::Prefer => Some(Verify::Nothing),
+            // As libpq does: require verifies the chain when a root certificate is given.
+            TlsMode::Require if root_cert.is_none() => Some(Verify::Nothing),
+            TlsMode::Require | TlsMode::VerifyCa => Some(Verify::Ca),
+            TlsMode::VerifyFull => Some(Verify::Full),
+        };
+        let connector = verify
+            .map(|v| tls::client_config(v, root_cert.as_deref()).map(MakeRustlsConnect::new))
+            .transpose()?;
+        Ok(Tls {
+            mode,
+            root_cert,
+            names: names.join(", "),
+            connector,
+        })
+    }
+
+    /// Connects as the mode says: `allow` tries without TLS first and with TLS when the
+    /// server refuses; `prefer` uses TLS when the server offers it and goes without when the
+    /// server offers none or the handshake fails; the other modes use TLS or fail.
+    fn connect(&self, config: &mut Config) -> Result<Client, postgres::Error> {
+        let Some(connector) = &self.connector else {
+            config.ssl_mode(SslMode::Disable);
+            return config.connect(NoTls);
+        };
+        match self.mode {
+            TlsMode::Allow => {
+                config.ssl_mode(SslMode::Disable);
+                match config.connect(NoTls) {
+                    Err(e) if e.as_db_error().is_some() => {
+                        config.ssl_mode(SslMode::Require);
+                        config.connect(connector.clone())
+                    }
+                    plain => plain,
+                }
+            }
+            TlsMode::Prefer => {
+                config.ssl_mode(SslMode::Prefer);
+                match config.connect(connector.clone()) {
+                    Err(e) if tls_error(&e).is_some() => {
+                        config.ssl_mode(SslMode::Disable);
+                        config.connect(NoTls)
+                    }
+                    tls => tls,
+                }
+            }
+            _ => {
+                config.ssl_mode(SslMode::Require);
+                config.connect(connector.clone())
+            }
+        }
+    }
+
+    /// Why connecting failed, when TLS is why.
+    fn failure(&self, e: &postgres::Error, target: &Target) -> Option<String> {
+        let text = chain(e);
+        if text.contains("server does not support TLS") {
+            return Some(format!(
+                "PostgreSQL at {} does not accept TLS connections, and the `url` asks for \
+                 sslmode={}; turn `ssl` on in the server's configuration, or use \
+                 sslmode=prefer to connect without TLS when the server offers none",
+                target.at, self.mode
+            ));
+        }
+        let why = match tls_error(e) {
+            Some(rustls) => {
+                let roots = match &self.root_cert {
+                    Some(path) => format!("the CA certificates in sslrootcert={}", path.display()),
+                    None => "the Mozilla roots bundled with attentive-sync, as the `url` sets \
+                             no sslrootcert"
+                        .to_owned(),
+                };
+                tls::certificate_problem(rustls, &self.names, &roots)
+                    .unwrap_or_else(|| rustls.to_string())
+            }
+            None if text.starts_with("error performing TLS handshake") => text,
+            None => return None,
+        };
+        Some(format!(
+            "the TLS handshake with PostgreSQL at {} failed (sslmode={}): {why}",
+            target.at, self.mode
+        ))
+    }
+}
+
+/// The rustls error behind `e`, if there is one.
+fn tls_error(e: &postgres::Error) -> Option<&rustls::Error> {
+    io_source(e)?.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
 impl PostgresSource {
     /// Connects to the PostgreSQL server at `url` and prepares to stream the rows of `query`.
     ///
     /// `url` is a `postgres://user:password@host:port/database?option=value` URL or libpq
-    /// `key=value` pairs. `query` is one `SELECT` (or `VALUES`, `TABLE`, `WITH ... SELECT`)
+    /// `key=value` pairs; `sslmode` and `sslrootcert` set TLS (see [`PostgresSource`]). `query` is one `SELECT` (or `VALUES`, `TABLE`, `WITH ... SELECT`)
     /// without parameters; it runs in a read-only transaction.
     ///
-    /// Fails when the server cannot be reached or refuses the login, when the query is invalid
+    /// Fails when the server cannot be reached or refuses the login, when TLS fails (the
+    /// message names the server and the reason: an untrusted certificate, a certificate for
+    /// another host, a server without TLS), when the query is invalid
     /// or not permitted, and when a column has a type that cannot be sent (the message names
     /// the column, its type and the supported types) or a name another column has too.
     pub fn open(url: &str, query: &str) -> Result<Self, Error> {
@@ -271,6 +443,9 @@ impl PostgresSource {
             path: path(),
             message,
         };
+        // The client library knows neither `sslrootcert` nor the verifying modes: they are
+        // taken out of the `url` and applied here.
+        let (url, tls_options) = tls::split_tls_options(url);
         let mut config: Config = url.parse().map_err(|e: postgres::Error| {
             options(format!(
                 "the PostgreSQL `url` cannot be read ({}); write it as \
@@ -290,14 +465,8 @@ impl PostgresSource {
                     .to_owned(),
             ));
         }
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(options(
-                "the PostgreSQL `url` asks for TLS (sslmode=require), which attentive-sync does \
-                 not support yet; use sslmode=prefer or sslmode=disable, or reach the server \
-                 through a tunnel"
-                    .to_owned(),
-            ));
-        }
+        let tls = Tls::of(&tls_options, &config)
+            .map_err(|message| options(scrub(message, secret.as_deref())))?;
         if query.trim().is_empty() {
             return Err(options(
                 "the `query` is empty; write the SELECT that returns the model's rows".to_owned(),
@@ -315,9 +484,9 @@ impl PostgresSource {
             source: io::Error::new(kind, scrub(message, secret.as_deref())),
         };
 
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| open_error(connect_error_kind(&e), connect_message(&e, &target)))?;
+        let mut client = tls
+            .connect(&mut config)
+            .map_err(|e| open_error(connect_error_kind(&e), connect_message(&e, &target, &tls)))?;
         let lost = |e: &postgres::Error, doing: &str| {
             open_error(
                 io::ErrorKind::ConnectionAborted,
@@ -1088,9 +1257,12 @@ fn io_source(e: &postgres::Error) -> Option<&io::Error> {
 }
 
 /// Why connecting failed, and what to fix.
-fn connect_message(e: &postgres::Error, target: &Target) -> String {
+fn connect_message(e: &postgres::Error, target: &Target, tls: &Tls) -> String {
     if let Some(db) = e.as_db_error() {
         return login_message(db.code(), &describe(e), target);
+    }
+    if let Some(message) = tls.failure(e, target) {
+        return message;
     }
     let text = chain(e);
     if text.contains("password missing") {
@@ -2305,6 +2477,255 @@ mod tests {
             "{message}"
         );
         assert!(source.next_row(&mut row).is_err());
+    }
+
+    /// Where `cargo xtask test` (or `cargo xtask postgres`) keeps the test server's TLS
+    /// certificates (`xtask/src/postgres_tls.rs`): `ca.crt` signed `server.crt` (for
+    /// `localhost` and `127.0.0.1`); `other-ca.crt` signed nothing the server has.
+    const PG_TLS_DIR: &str = "/var/lib/postgresql/attentive-sync-test-tls";
+    /// The server the TLS tests use: the certificate names it.
+    const TLS_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    /// The test CA and the other CA, when the server on 127.0.0.1:5432 presents the test
+    /// certificate; else the test is skipped (it fails instead when `cargo xtask test` set
+    /// the certificate up, which it says in `ATTENTIVE_SYNC_TEST_PG_TLS`).
+    fn test_cas() -> Option<(String, String)> {
+        let dir = Path::new(PG_TLS_DIR);
+        let (ca, other) = (dir.join("ca.crt"), dir.join("other-ca.crt"));
+        let served: Result<(String, String), String> = Client::connect(TLS_URL, NoTls)
+            .and_then(|mut c| {
+                let row = c.query_one(
+                    "SELECT current_setting('ssl'), current_setting('ssl_cert_file')",
+                    &[],
+                )?;
+                Ok((row.try_get(0)?, row.try_get(1)?))
+            })
+            .map_err(|e| describe(&e));
+        let cert = dir.join("server.crt").display().to_string();
+        let why = match served {
+            Err(e) => format!("PostgreSQL at 127.0.0.1:5432 cannot be reached ({e})"),
+            Ok((ssl, _)) if ssl != "on" => "PostgreSQL at 127.0.0.1:5432 has ssl off".to_owned(),
+            Ok((_, file)) if file != cert => {
+                format!("PostgreSQL at 127.0.0.1:5432 serves {file}, not {cert}")
+            }
+            Ok(_) if !ca.is_file() || !other.is_file() => format!("{PG_TLS_DIR} lacks a CA"),
+            Ok(_) => {
+                return Some((ca.display().to_string(), other.display().to_string()));
+            }
+        };
+        let message = format!(
+            "{why}; `cargo xtask postgres` (as root) gives the server the test certificate"
+        );
+        if std::env::var_os("ATTENTIVE_SYNC_TEST_PG_TLS").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("skipped: {message}");
+        None
+    }
+
+    /// Whether the connection of `url` uses TLS, as the server sees it.
+    fn uses_tls(url: &str) -> bool {
+        let mut source = PostgresSource::open(
+            url,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .unwrap_or_else(|e| panic!("{url}: {}", full_message(&e)));
+        match read_all(&mut source).as_slice() {
+            [row] => row.values == [Value::Bool(true)],
+            rows => panic!("{url}: {rows:?}"),
+        }
+    }
+
+    #[test]
+    fn postgres_tls_require_encrypts_and_reads_rows() {
+        if test_cas().is_none() {
+            return;
+        }
+        let url = format!("{TLS_URL}?sslmode=require");
+        assert!(uses_tls(&url));
+        let mut source = PostgresSource::open(
+            &url,
+            "SELECT v FROM generate_series(1, 3) AS t(v) ORDER BY v",
+        )
+        .unwrap_or_else(|e| panic!("{}", full_message(&e)));
+        let values: Vec<Value> = read_all(&mut source)
+            .into_iter()
+            .flat_map(|row| row.values)
+            .collect();
+        assert_eq!(values, [Value::Int(1), Value::Int(2), Value::Int(3)]);
+        // libpq's default, prefer, takes TLS when the server offers it; disable never does.
+        assert!(uses_tls(TLS_URL));
+        assert!(!uses_tls(&format!("{TLS_URL}?sslmode=disable")));
+        assert!(!uses_tls(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable"
+        ));
+    }
+
+    #[test]
+    fn postgres_tls_verify_full_with_the_right_ca_reads_rows() {
+        let Some((ca, _)) = test_cas() else { return };
+        // The certificate names both; an IP address is checked against its IP entries.
+        for host in ["localhost", "127.0.0.1"] {
+            assert!(uses_tls(&format!(
+                "postgres://postgres@{host}:5432/test?sslmode=verify-full&sslrootcert={ca}"
+            )));
+        }
+        assert!(uses_tls(&format!(
+            "host=localhost port=5432 user=postgres dbname=test sslmode='verify-full' \
+             sslrootcert='{ca}'"
+        )));
+    }
+
+    #[test]
+    fn postgres_tls_another_ca_is_refused_naming_the_problem() {
+        let Some((_, other)) = test_cas() else { return };
+        let e = open_err(
+            &format!(
+                "postgres://postgres:s3cretPW@localhost:5432/test?sslmode=verify-full&\
+                 sslrootcert={other}"
+            ),
+            "SELECT 1 AS a",
+        );
+        assert!(matches!(e, Error::Open { .. }), "{e:?}");
+        let message = full_message(&e);
+        assert!(
+            message.contains(&format!(
+                "the TLS handshake with PostgreSQL at localhost:5432 failed \
+                 (sslmode=verify-full): its certificate is not signed by a trusted CA \
+                 (trusted: the CA certificates in sslrootcert={other}); set sslrootcert to \
+                 the PEM file of the CA that signed it"
+            )),
+            "{message}"
+        );
+        assert!(!message.contains("s3cretPW"), "{message}");
+        // Without sslrootcert: the bundled roots, which do not hold the test CA.
+        let message = full_message(&open_err(
+            "postgres://postgres@localhost:5432/test?sslmode=verify-ca",
+            "SELECT 1 AS a",
+        ));
+        assert!(
+            message.contains("(sslmode=verify-ca): its certificate is not signed by a trusted CA (trusted: the Mozilla roots bundled"),
+            "{message}"
+        );
+        // require with a root certificate verifies the chain, as libpq does.
+        let message = full_message(&open_err(
+            &format!("{TLS_URL}?sslmode=require&sslrootcert={other}"),
+            "SELECT 1 AS a",
+        ));
+        assert!(
+            message.contains("(sslmode=require): its certificate is not signed by a trusted CA"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn postgres_tls_verify_full_checks_the_host_name_and_verify_ca_does_not() {
+        let Some((ca, _)) = test_cas() else { return };
+        // Connect to 127.0.0.1, but check the certificate against another name.
+        let url = |mode: &str| {
+            format!(
+                "host=db.example.invalid hostaddr=127.0.0.1 port=5432 user=postgres \
+                 dbname=test sslmode={mode} sslrootcert={ca}"
+            )
+        };
+        let e = open_err(&url("verify-full"), "SELECT 1 AS a");
+        assert!(matches!(e, Error::Open { .. }), "{e:?}");
+        let message = full_message(&e);
+        assert!(
+            message.contains(
+                "the TLS handshake with PostgreSQL at db.example.invalid:5432 failed \
+                 (sslmode=verify-full): its certificate is not issued for the host name \
+                 `db.example.invalid` (it names localhost, 127.0.0.1)"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("or use sslmode=verify-ca"), "{message}");
+        // verify-ca checks who signed the certificate, not whom it is for.
+        assert!(uses_tls(&url("verify-ca")));
+    }
+
+    #[test]
+    fn postgres_tls_require_refuses_a_server_without_tls() {
+        // A server that answers the TLS request with "N" (no TLS), as PostgreSQL with ssl off.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0; 8];
+            stream.read_exact(&mut request).unwrap();
+            // Length 8, then the SSLRequest code 80877103.
+            assert_eq!(request, [0, 0, 0, 8, 4, 210, 22, 47]);
+            stream.write_all(b"N").unwrap();
+            let _ = stream.read(&mut [0; 64]);
+        });
+        let e = open_err(
+            &format!("postgres://u:s3cretPW@127.0.0.1:{port}/db?sslmode=require"),
+            "SELECT 1 AS a",
+        );
+        server.join().unwrap();
+        assert!(matches!(e, Error::Open { .. }), "{e:?}");
+        let message = full_message(&e);
+        assert!(
+            message.contains(&format!(
+                "PostgreSQL at 127.0.0.1:{port} does not accept TLS connections, and the \
+                 `url` asks for sslmode=require; turn `ssl` on in the server's \
+                 configuration, or use sslmode=prefer"
+            )),
+            "{message}"
+        );
+        assert!(!message.contains("s3cretPW"), "{message}");
+    }
+
+    #[test]
+    fn postgres_bad_tls_options_are_options_errors() {
+        let check = |url: &str, expected: &[&str]| {
+            let e = open_err(url, "SELECT 1 AS a");
+            assert!(matches!(e, Error::Options { .. }), "{url}: {e:?}");
+            let message = full_message(&e);
+            for part in expected {
+                assert!(message.contains(part), "{url}: {message}");
+            }
+            assert!(!message.contains("s3cretPW"), "{message}");
+        };
+        check(
+            "postgres://u:s3cretPW@127.0.0.1:5432/db?sslmode=verify_full",
+            &[
+                "`sslmode=verify_full` in the PostgreSQL `url` is not a TLS mode; use one of \
+                 disable, allow, prefer, require, verify-ca or verify-full",
+                "postgres://u:***@127.0.0.1:5432/db",
+            ],
+        );
+        check(
+            "host=127.0.0.1 user=u password=s3cretPW sslmode=on",
+            &["`sslmode=on`", "verify-full", "password=***"],
+        );
+        check(
+            "postgres://u:s3cretPW@127.0.0.1/db?sslmode=verify-full&sslrootcert=/no/such/ca.pem",
+            &[
+                "`sslrootcert=/no/such/ca.pem` in the PostgreSQL `url` cannot be read (No such \
+                 file or directory",
+                "give the absolute path of a PEM file",
+            ],
+        );
+        check(
+            "postgres://u:s3cretPW@127.0.0.1/db?sslmode=verify-ca&sslrootcert=certs/ca.pem",
+            &["`sslrootcert=certs/ca.pem` in the PostgreSQL `url` is a relative path"],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        check(
+            &format!(
+                "postgres://u:s3cretPW@127.0.0.1/db?sslmode=verify-full&sslrootcert={}",
+                not_pem.display()
+            ),
+            &["holds no usable CA certificate (it holds no -----BEGIN CERTIFICATE----- block)"],
+        );
+        check(
+            "postgres://u:s3cretPW@/db?host=/var/run/postgresql&sslmode=require",
+            &["`sslmode=require` in the PostgreSQL `url` needs TLS, which needs the server's host name"],
+        );
     }
 
     #[test]
