@@ -440,7 +440,7 @@ fn run(command: Command) -> Result<u8> {
                 ..runner::run::RunOptions::default()
             };
             let report = run_activation(&project, &activation, opts)?;
-            if let (Some(e), "failed") = (&report.error, report.status.as_str()) {
+            if let (Some(e), state_store::RunStatus::Failed) = (&report.error, report.status) {
                 eprintln!("error: run {} failed: {e}", report.run_id);
             }
             match format {
@@ -529,12 +529,13 @@ fn run(command: Command) -> Result<u8> {
 }
 
 fn run_exit_code(report: &runner::run::RunReport) -> u8 {
-    match report.status.as_str() {
-        "succeeded" => exit::OK,
-        "partial" => exit::ROWS_REJECTED,
-        "interrupted" => exit::INTERRUPTED,
-        "pending" => exit::PENDING,
-        _ => exit::FATAL,
+    use state_store::RunStatus;
+    match report.status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Partial => exit::ROWS_REJECTED,
+        RunStatus::Interrupted => exit::INTERRUPTED,
+        RunStatus::Pending => exit::PENDING,
+        RunStatus::Failed | RunStatus::Running => exit::FATAL,
     }
 }
 

@@ -282,13 +282,14 @@ pub(crate) fn runs_text(runs: &[state_store::RunSummary]) -> String {
         let counts = r
             .counts_json
             .as_deref()
-            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-            .map(|v| {
-                let c = &v["counts"];
-                format!(
-                    "updated {} unchanged {} not_found {} rejected {} failed {}",
-                    c["updated"], c["unchanged"], c["not_found"], c["rejected"], c["failed"]
-                )
+            .and_then(runner::run::RunReport::from_json)
+            .map(|report| {
+                state_store::Outcome::ALL
+                    .iter()
+                    .filter(|o| **o != state_store::Outcome::Pending || report.counts.pending > 0)
+                    .map(|o| format!("{} {}", o.as_str(), report.counts.get(*o)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             })
             .unwrap_or_default();
         let _ = writeln!(
@@ -312,7 +313,7 @@ fn run_summary_json(r: &state_store::RunSummary) -> serde_json::Value {
         "status": r.status.as_str(),
         "started_at": r.started_at,
         "finished_at": r.finished_at,
-        "report": r.counts_json.as_deref().and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()),
+        "report": r.counts_json.as_deref().and_then(runner::run::RunReport::from_json),
         "error": r.error,
     })
 }

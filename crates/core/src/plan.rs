@@ -64,7 +64,9 @@ impl SnapshotIndex {
 }
 
 /// Why a row was rejected, as a stable code for reports and filters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectCode {
     /// The source could not read the record (ragged row, invalid UTF-8, bad JSON).
@@ -209,7 +211,8 @@ pub struct RowPlan {
 }
 
 /// Counts per outcome, kept exact as duplicates void earlier rows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PlanCounts {
     /// Rows planned: those in the segment (all rows read when there is no filter), so
     /// `rows = changed + unchanged + rejected`.

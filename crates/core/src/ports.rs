@@ -231,7 +231,8 @@ pub enum BulkRecordOutcome {
 }
 
 /// What delivering cost so far, for run reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct DeliveryStats {
     /// HTTP requests sent, retries included.
     pub requests: u64,

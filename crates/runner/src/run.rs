@@ -37,10 +37,25 @@ pub enum Error {
     Plan(#[from] PlanFailure),
     #[error(transparent)]
     Store(#[from] state_store::Error),
-    #[error("the run's worker thread failed: {0}")]
-    Worker(String),
-    #[error("setting up the Attentive client failed: {0}")]
-    Client(String),
+    /// A stage's task stopped without an answer (it panicked, or was cancelled).
+    #[error("the run's {stage} stopped unexpectedly")]
+    Task {
+        stage: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A stage's thread could not be started.
+    #[error("starting the run's {stage} thread failed")]
+    Thread {
+        stage: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The committer thread panicked: what it had not committed is sent again next time.
+    #[error("the state committer panicked")]
+    CommitterPanicked,
+    #[error("setting up the Attentive client failed")]
+    Client(#[source] attentive_client::Error),
 }
 
 /// How to run.
@@ -117,19 +132,25 @@ pub struct RunCounts {
     pub pending: u64,
 }
 
-/// What a run did.
-#[derive(Debug, Clone, Serialize)]
+/// What a run did, as `run --format json` prints it and the state file keeps it
+/// (`runs.counts_json`; read it back with [`RunReport::from_json`]).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunReport {
     pub run_id: i64,
     pub activation: String,
     /// `succeeded`, `partial` (some rows rejected, failed or not found), `failed`,
     /// `interrupted`, `pending` (bulk jobs not settled yet).
-    pub status: String,
+    pub status: RunStatus,
+    // Fields default when absent, so that reports written by older versions still read.
+    #[serde(default)]
     pub counts: RunCounts,
     /// The plan of the delivering pass.
+    #[serde(default)]
     pub plan: PlanCounts,
+    #[serde(default)]
     pub delivery: DeliveryStats,
     /// Contacts looked up (read-only; several per request with GraphQL lookups).
+    #[serde(default)]
     pub existence_checks: u64,
     /// `realtime` or `bulk`: how this run sent its changes.
     #[serde(default)]
@@ -140,9 +161,33 @@ pub struct RunReport {
     /// Bulk jobs of earlier runs this run settled before planning.
     #[serde(default)]
     pub jobs_settled: u64,
+    #[serde(default)]
     pub duration_ms: u64,
     /// Why the run failed or stopped.
+    #[serde(default)]
     pub error: Option<String>,
+}
+
+impl RunReport {
+    /// A report as the state file keeps it (`runs.counts_json`); `None` for a run that ended
+    /// before it had one (`{}`), or text that is not a report.
+    pub fn from_json(json: &str) -> Option<RunReport> {
+        serde_json::from_str(json).ok()
+    }
+}
+
+impl RunCounts {
+    /// The count of one row outcome (`unchanged` included).
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Updated => self.updated,
+            Outcome::Unchanged => self.unchanged,
+            Outcome::NotFound => self.not_found,
+            Outcome::Rejected => self.rejected,
+            Outcome::Failed => self.failed,
+            Outcome::Pending => self.pending,
+        }
+    }
 }
 
 /// Progress of a run, for progress bars.
@@ -344,7 +389,7 @@ pub fn client_for(project: &Project, activation: &str) -> Result<attentive_clien
         bulk_batch_size: a.delivery.batch_size,
         ..attentive_client::ClientConfig::new(key.clone())
     };
-    attentive_client::Client::new(config).map_err(|e| Error::Client(e.to_string()))
+    attentive_client::Client::new(config).map_err(Error::Client)
 }
 
 /// Runs one activation against a destination. Returns a report for every run that started,
@@ -541,7 +586,7 @@ pub async fn execute<D: Destination + 'static>(
     let ended = |status: RunStatus, message: String| RunReport {
         run_id,
         activation: spec.activation.clone(),
-        status: status.as_str().to_owned(),
+        status,
         counts: RunCounts::default(),
         plan: PlanCounts::default(),
         delivery: destination.stats(),
@@ -579,7 +624,10 @@ pub async fn execute<D: Destination + 'static>(
         // Off the async threads: SQL models' drivers block.
         tokio::task::spawn_blocking(move || find_duplicates(&*model, &spec, &store, &stop, &halt))
             .await
-            .map_err(|e| Error::Worker(e.to_string()))?
+            .map_err(|source| Error::Task {
+                stage: "first planning pass",
+                source,
+            })?
     };
     let Pass1 {
         mapping,
@@ -656,7 +704,10 @@ pub async fn execute<D: Destination + 'static>(
         use_bulk.then_some(bulk_size),
     )
     .await;
-    let plan_result = planner.await.map_err(|e| Error::Worker(e.to_string()))?;
+    let plan_result = planner.await.map_err(|source| Error::Task {
+        stage: "planning pass",
+        source,
+    })?;
     let (outcome_counts, committed) = committer.finish()?;
     let jobs = counters.jobs.load(Ordering::Relaxed);
     let mut wait_error = None;
@@ -700,19 +751,8 @@ pub async fn execute<D: Destination + 'static>(
     if jobs > 0 {
         // Bulk records settle in the store (now, or after the run): its rows are the truth.
         store.with(|s| bulk::counts_from_rows(s, run_id, &mut report.counts))?;
-        if report.status == RunStatus::Succeeded.as_str()
-            || report.status == RunStatus::Partial.as_str()
-        {
-            let c = &report.counts;
-            report.status = if c.pending > 0 {
-                RunStatus::Pending
-            } else if c.rejected + c.failed + c.not_found + c.identifier_conflicts > 0 {
-                RunStatus::Partial
-            } else {
-                RunStatus::Succeeded
-            }
-            .as_str()
-            .to_owned();
+        if matches!(report.status, RunStatus::Succeeded | RunStatus::Partial) {
+            report.status = bulk::status_of(&report.counts, false);
         }
         if let Some(why) = wait_error {
             report.error = Some(format!(
@@ -721,14 +761,8 @@ pub async fn execute<D: Destination + 'static>(
         }
     }
     let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
-    let finished = store.with(|s| {
-        s.finish_run(
-            run_id,
-            report_status(&report),
-            &json,
-            report.error.as_deref(),
-        )
-    });
+    let finished =
+        store.with(|s| s.finish_run(run_id, report.status, &json, report.error.as_deref()));
     lock.release();
     match (committed, finished) {
         // What could not be recorded is the failure to report; the run row stays `running`
@@ -736,11 +770,6 @@ pub async fn execute<D: Destination + 'static>(
         (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(Error::Store(e)),
         (_, Ok(())) => Ok(report),
     }
-}
-
-/// The status a report carries.
-fn report_status(report: &RunReport) -> RunStatus {
-    RunStatus::parse(&report.status).unwrap_or(RunStatus::Failed)
 }
 
 /// Stage 1: takes the activation's lock (heart-beaten by a [`LockKeeper`] from now on), marks
@@ -1336,7 +1365,7 @@ fn conclude(
     Ok(RunReport {
         run_id,
         activation: activation.to_owned(),
-        status: status.as_str().to_owned(),
+        status,
         counts,
         plan: plan_counts,
         delivery,
@@ -1420,7 +1449,10 @@ impl LockKeeper {
                 }
                 drop(lock);
             })
-            .map_err(|e| Error::Worker(e.to_string()))?;
+            .map_err(|source| Error::Thread {
+                stage: "lock keeper",
+                source,
+            })?;
         Ok(LockKeeper { stop, thread })
     }
 
@@ -1582,7 +1614,10 @@ impl Committer {
                 }
                 (counts, result)
             })
-            .map_err(|e| Error::Worker(e.to_string()))?;
+            .map_err(|source| Error::Thread {
+                stage: "committer",
+                source,
+            })?;
         Ok(Committer { tx, thread })
     }
 
@@ -1594,9 +1629,7 @@ impl Committer {
     /// Waits until everything sent is committed (every other sender must be gone).
     fn finish(self) -> Result<(OutcomeCounts, Result<(), state_store::Error>), Error> {
         drop(self.tx);
-        self.thread
-            .join()
-            .map_err(|_| Error::Worker("the state committer panicked".into()))
+        self.thread.join().map_err(|_| Error::CommitterPanicked)
     }
 }
 

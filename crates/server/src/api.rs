@@ -17,7 +17,7 @@ use state_store::Outcome;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use crate::error::{error_chain, ApiError, ErrorBody};
+use crate::error::{error_chain, ApiError, ErrorBody, ErrorCode};
 use crate::runs::{self, Trigger};
 use crate::state::App;
 use crate::views::{
@@ -311,7 +311,7 @@ pub async fn dry_run(
                 runner::plan::Error::Store(s) => ApiError::store(&s),
                 e => ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "plan_failed",
+                    ErrorCode::PlanFailed,
                     error_chain(&e),
                 ),
             })
@@ -662,7 +662,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Status>, ApiError> {
     if app.is_shutting_down() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ErrorCode::ShuttingDown,
             "the server is shutting down",
         ));
     }
@@ -674,7 +674,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Status>, ApiError> {
             tracing::error!(error = %e.message, "not ready: the state database cannot be read");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
+                ErrorCode::NotReady,
                 "the state database cannot be read (see the server's log)",
             )
         })?;

@@ -242,8 +242,8 @@ async fn index(State(app): State<Arc<App>>, LoggedIn(session): LoggedIn) -> Resp
                 table.grid #activations {
                     thead { tr {
                         th { "Activation" } th { "Schedule" } th { "Last run" }
-                        th.num { "Updated" } th.num { "Unchanged" } th.num { "Not found" }
-                        th.num { "Rejected" } th.num { "Failed" } th { "" }
+                        @for o in crate::metrics::OUTCOMES { th.num { (outcome_label(*o)) } }
+                        th { "" }
                     } }
                     tbody {
                         @for a in &activations { (activation_row(a, &session)) }
@@ -267,7 +267,7 @@ async fn index(State(app): State<Arc<App>>, LoggedIn(session): LoggedIn) -> Resp
 
 fn activation_row(a: &ActivationView, session: &Session) -> Markup {
     let last = a.last_run.as_ref();
-    let count = |o: &str| last.and_then(|r| r.count(o));
+    let count = |o: Outcome| last.and_then(|r| r.count(o));
     html! {
         tr.activation #{"activation-" (a.name)} data-activation=(a.name) {
             td {
@@ -296,7 +296,7 @@ fn activation_row(a: &ActivationView, session: &Session) -> Markup {
                 }
             }
             @for o in crate::metrics::OUTCOMES {
-                td.num.{"count-" (o)} { @if let Some(n) = count(o) { (n) } @else { span.muted { "–" } } }
+                td.num.{"count-" (o.as_str())} { @if let Some(n) = count(*o) { (n) } @else { span.muted { "–" } } }
             }
             td.actions {
                 form.inline method="post" action={"/activations/" (seg(&a.name)) "/run"} {
@@ -317,7 +317,7 @@ fn runs_table(runs: &[RunView]) -> Markup {
             table.grid #runs {
                 thead { tr {
                     th { "Run" } th { "Activation" } th { "Status" } th { "Started" } th.num { "Duration" }
-                    th.num { "Updated" } th.num { "Rejected" } th.num { "Failed" } th.num { "Not found" }
+                    @for o in RUN_LIST_OUTCOMES { th.num { (outcome_label(o)) } }
                 } }
                 tbody {
                     @for r in runs {
@@ -327,8 +327,8 @@ fn runs_table(runs: &[RunView]) -> Markup {
                             td { span.badge.{"status-" (r.status)} { (r.status) } }
                             td { (short_time(&r.started_at)) }
                             td.num { @if let Some(ms) = r.duration_ms { (duration(ms)) } }
-                            @for o in ["updated", "rejected", "failed", "not_found"] {
-                                td.num.{"count-" (o)} { @if let Some(n) = r.count(o) { (n) } }
+                            @for o in RUN_LIST_OUTCOMES {
+                                td.num.{"count-" (o.as_str())} { @if let Some(n) = r.count(o) { (n) } }
                             }
                         }
                     }
@@ -530,8 +530,12 @@ async fn run_page(
 fn run_body(run: &RunView, rows: &RowsPage, outcome: Outcome, paged: bool) -> Markup {
     let report = run.report.as_ref();
     let live = run.live.as_ref();
-    let recorded = |o: &str| run.recorded_rows.as_ref().and_then(|m| m.get(o).copied());
-    let d = |f: &str| run.delivery(f);
+    let recorded = |o: Outcome| {
+        run.recorded_rows
+            .as_ref()
+            .and_then(|m| m.get(o.as_str()).copied())
+    };
+    let delivery = run.delivery().unwrap_or_default();
     html! {
         section.card {
             div.card-head {
@@ -557,19 +561,19 @@ fn run_body(run: &RunView, rows: &RowsPage, outcome: Outcome, paged: bool) -> Ma
             }
             div.counts #run-counts {
                 @for o in crate::metrics::OUTCOMES {
-                    @let n = run.count(o).or_else(|| recorded(o));
-                    (count_box(o, &outcome_label(o), n.unwrap_or(0)))
+                    @let n = run.count(*o).or_else(|| recorded(*o));
+                    (count_box(o.as_str(), &outcome_label(*o), n.unwrap_or(0)))
                 }
             }
             @if report.is_some() {
                 h2 { "Delivery" }
                 div.counts.small-counts #delivery {
-                    (count_box("requests", "Requests", d("requests").unwrap_or(0)))
-                    (count_box("existence-checks", "Existence checks", report.and_then(|r| r["existence_checks"].as_u64()).unwrap_or(0)))
-                    (count_box("retries", "Retries", d("retries").unwrap_or(0)))
-                    (count_box("rate-limited", "429 answers", d("rate_limited").unwrap_or(0)))
+                    (count_box("requests", "Requests", delivery.requests))
+                    (count_box("existence-checks", "Existence checks", report.map_or(0, |r| r.existence_checks)))
+                    (count_box("retries", "Retries", delivery.retries))
+                    (count_box("rate-limited", "429 answers", delivery.rate_limited))
                     div.count.count-throttled {
-                        span.value { (format!("{:.1}", d("throttled_ms").unwrap_or(0) as f64 / 1000.0)) " s" }
+                        span.value { (format!("{:.1}", delivery.throttled_ms as f64 / 1000.0)) " s" }
                         span.label { "Throttled (summed over requests)" }
                     }
                 }
@@ -608,7 +612,7 @@ fn run_body(run: &RunView, rows: &RowsPage, outcome: Outcome, paged: bool) -> Ma
                 }
             }
             @if rows.rows.is_empty() {
-                p.muted #no-rows { @if paged { "No more rows." } @else { "No " (outcome_label(outcome.as_str()).to_lowercase()) " rows." } }
+                p.muted #no-rows { @if paged { "No more rows." } @else { "No " (outcome_label(outcome).to_lowercase()) " rows." } }
             } @else {
                 table.grid #rows {
                     thead { tr { th.num { "Line" } th { "Contact" } th { "Code" } th { "Reason" } } }
@@ -662,15 +666,23 @@ fn count_box(class: &str, label: &str, n: u64) -> Markup {
     }
 }
 
-fn outcome_label(o: &str) -> String {
+/// The outcomes the runs list shows.
+const RUN_LIST_OUTCOMES: [Outcome; 5] = [
+    Outcome::Updated,
+    Outcome::Rejected,
+    Outcome::Failed,
+    Outcome::NotFound,
+    Outcome::Pending,
+];
+
+fn outcome_label(o: Outcome) -> String {
     match o {
-        "updated" => "Updated",
-        "unchanged" => "Unchanged",
-        "not_found" => "Not found",
-        "rejected" => "Rejected",
-        "failed" => "Failed",
-        "pending" => "Pending",
-        other => other,
+        Outcome::Updated => "Updated",
+        Outcome::Unchanged => "Unchanged",
+        Outcome::NotFound => "Not found",
+        Outcome::Rejected => "Rejected",
+        Outcome::Failed => "Failed",
+        Outcome::Pending => "Pending",
     }
     .to_owned()
 }

@@ -73,6 +73,107 @@ pub enum Error {
     },
 }
 
+/// The stable codes of the API's errors (`{"error": {"code": ...}}`), as docs/SERVER.md
+/// lists them (a test checks that it does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No or wrong bearer token (401).
+    Unauthorized,
+    /// Too many wrong tokens or logins from this address, or in all, in the last minute (429).
+    TooManyFailures,
+    /// A parameter or body that cannot be read or is out of its range (400).
+    InvalidRequest,
+    /// No activation has this name (404).
+    ActivationNotFound,
+    /// No run has this id (404).
+    RunNotFound,
+    /// The activation is running already, here or in another process (409).
+    RunInProgress,
+    /// The run could not start (500).
+    RunFailedToStart,
+    /// Not an email or international phone, so no contact is stored under it (404).
+    InvalidContact,
+    /// The activation cannot run: its destination's key is missing (422).
+    NotRunnable,
+    /// The preview failed: the model could not be read (422).
+    PlanFailed,
+    /// A preview of this activation is being computed (409).
+    PreviewInProgress,
+    /// Too many previews are being computed (429).
+    TooManyPreviews,
+    /// The server is stopping (503).
+    ShuttingDown,
+    /// The state database cannot be read (503).
+    NotReady,
+    /// The state database failed (500).
+    StateStoreError,
+    /// The request took longer than `--request-timeout-secs` (503).
+    RequestTimeout,
+    /// The request's `Host` is not one of `--allowed-hosts` (421).
+    HostNotAllowed,
+    /// No such route (404).
+    NotFound,
+    /// Anything else (500).
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::Unauthorized,
+        ErrorCode::TooManyFailures,
+        ErrorCode::InvalidRequest,
+        ErrorCode::ActivationNotFound,
+        ErrorCode::RunNotFound,
+        ErrorCode::RunInProgress,
+        ErrorCode::RunFailedToStart,
+        ErrorCode::InvalidContact,
+        ErrorCode::NotRunnable,
+        ErrorCode::PlanFailed,
+        ErrorCode::PreviewInProgress,
+        ErrorCode::TooManyPreviews,
+        ErrorCode::ShuttingDown,
+        ErrorCode::NotReady,
+        ErrorCode::StateStoreError,
+        ErrorCode::RequestTimeout,
+        ErrorCode::HostNotAllowed,
+        ErrorCode::NotFound,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TooManyFailures => "too_many_failures",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::ActivationNotFound => "activation_not_found",
+            ErrorCode::RunNotFound => "run_not_found",
+            ErrorCode::RunInProgress => "run_in_progress",
+            ErrorCode::RunFailedToStart => "run_failed_to_start",
+            ErrorCode::InvalidContact => "invalid_contact",
+            ErrorCode::NotRunnable => "not_runnable",
+            ErrorCode::PlanFailed => "plan_failed",
+            ErrorCode::PreviewInProgress => "preview_in_progress",
+            ErrorCode::TooManyPreviews => "too_many_previews",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::StateStoreError => "state_store_error",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The body of every error answer of the API.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -82,10 +183,7 @@ pub struct ErrorBody {
 /// A machine-readable code and a message for people.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, snake_case: `unauthorized`, `activation_not_found`, `run_not_found`,
-    /// `run_in_progress`, `invalid_request`, `invalid_contact`, `csrf_failed`,
-    /// `shutting_down`, `not_runnable`, `plan_failed`, `state_store_error`, `not_found`,
-    /// `internal`.
+    /// Stable, snake_case (`ErrorCode`): `unauthorized`, `too_many_failures`, `invalid_request`, `activation_not_found`, `run_not_found`, `run_in_progress`, `run_failed_to_start`, `invalid_contact`, `not_runnable`, `plan_failed`, `preview_in_progress`, `too_many_previews`, `shutting_down`, `not_ready`, `state_store_error`, `request_timeout`, `host_not_allowed`, `not_found`, `internal`.
     #[schema(example = "run_in_progress")]
     pub code: String,
     /// What happened and what to do, for people.
@@ -96,12 +194,12 @@ pub struct ErrorDetail {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -112,7 +210,7 @@ impl ApiError {
     pub fn unauthorized() -> ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "a valid bearer token is required (Authorization: Bearer TOKEN)",
         )
     }
@@ -120,19 +218,19 @@ impl ApiError {
     pub fn too_many_failures() -> ApiError {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "too_many_failures",
+            ErrorCode::TooManyFailures,
             "too many attempts with a wrong token from this address; wait a minute",
         )
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
     }
 
     pub fn activation_not_found(name: &str, known: &[String]) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "activation_not_found",
+            ErrorCode::ActivationNotFound,
             format!(
                 "no activation named {name:?}; activations: {}",
                 if known.is_empty() {
@@ -147,7 +245,7 @@ impl ApiError {
     pub fn run_not_found(id: i64) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "run_not_found",
+            ErrorCode::RunNotFound,
             format!("no run with id {id}"),
         )
     }
@@ -155,20 +253,24 @@ impl ApiError {
     pub fn store(e: &state_store::Error) -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "state_store_error",
+            ErrorCode::StateStoreError,
             error_chain(e),
         )
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        )
     }
 
     /// The JSON body.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_owned(),
+                code: self.code.as_str().to_owned(),
                 message: self.message.clone(),
             },
         }
@@ -196,7 +298,7 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
+            tracing::error!(code = self.code.as_str(), message = %self.message, "request failed");
         }
         let status = self.status;
         let unauthorized = status == StatusCode::UNAUTHORIZED;
@@ -216,6 +318,36 @@ pub use runner::error_chain;
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    /// docs/SERVER.md's table of error codes lists every code, and nothing else.
+    #[test]
+    fn the_server_docs_list_every_error_code() {
+        let doc = include_str!("../../../docs/SERVER.md");
+        let listed: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| {
+                let (code, rest) = l.split_once("` | ")?;
+                rest.chars()
+                    .next()
+                    .filter(char::is_ascii_digit)
+                    .map(|_| code)
+            })
+            .collect();
+        let all: Vec<&str> = super::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        for code in &all {
+            assert!(
+                listed.contains(code),
+                "docs/SERVER.md does not list `{code}`"
+            );
+        }
+        for code in &listed {
+            assert!(
+                all.contains(code),
+                "docs/SERVER.md lists `{code}`, which the server never answers"
+            );
+        }
+    }
 
     use super::*;
     use http_body_util::BodyExt;

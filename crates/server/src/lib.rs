@@ -6,6 +6,7 @@
 //! A frontend crate: it depends on `runner` (wiring) and the adapters' types, never the
 //! other way round. See `docs/SERVER.md`.
 
+use crate::error::ErrorCode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +66,7 @@ pub fn router(app: &Arc<App>) -> (Router, utoipa::openapi::OpenApi) {
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 "no such route; see /api/openapi.json",
             )
         })
@@ -343,7 +344,7 @@ async fn check_host(
     );
     ApiError::new(
         axum::http::StatusCode::MISDIRECTED_REQUEST,
-        "host_not_allowed",
+        ErrorCode::HostNotAllowed,
         "this server does not answer for that host name (see --allowed-hosts)",
     )
     .into_response()
@@ -366,17 +367,12 @@ async fn request_timeout(
 ) -> axum::response::Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => {
-            let body = serde_json::json!({ "error": {
-                "code": "request_timeout",
-                "message": format!("the request took longer than {} s", limit.as_secs_f64()),
-            }});
-            (
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(body),
-            )
-                .into_response()
-        }
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RequestTimeout,
+            format!("the request took longer than {} s", limit.as_secs_f64()),
+        )
+        .into_response(),
     }
 }
 

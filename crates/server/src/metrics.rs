@@ -28,6 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use runner::run::RunReport;
+use state_store::{Outcome, RunStatus};
 
 /// The `Content-Type` of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -104,16 +105,15 @@ pub struct Metrics {
 }
 
 /// The row outcomes, as the reports name them.
-pub const OUTCOMES: [&str; 6] = [
-    "updated",
-    "unchanged",
-    "not_found",
-    "rejected",
-    "failed",
-    "pending",
-];
-/// The statuses a finished run can have.
-const FINAL_STATUSES: [&str; 5] = ["succeeded", "partial", "failed", "interrupted", "pending"];
+pub const OUTCOMES: &[Outcome] = Outcome::ALL;
+
+/// The statuses a finished run can have (every status but `running`).
+fn final_statuses() -> impl Iterator<Item = RunStatus> {
+    RunStatus::ALL
+        .iter()
+        .copied()
+        .filter(|s| *s != RunStatus::Running)
+}
 
 impl Metrics {
     /// The metrics, with a zero series for each of these activations.
@@ -206,12 +206,12 @@ impl Metrics {
                 activation: a.clone(),
             };
             for o in OUTCOMES {
-                let _ = m.rows.get_or_create(&outcome_labels(a, o));
+                let _ = m.rows.get_or_create(&outcome_labels(a, o.as_str()));
             }
-            for s in FINAL_STATUSES {
+            for s in final_statuses() {
                 let _ = m.runs.get_or_create(&StatusLabels {
                     activation: a.clone(),
-                    status: s.to_owned(),
+                    status: s.as_str().to_owned(),
                 });
             }
             let _ = m.attributes_sent.get_or_create(&al);
@@ -234,14 +234,7 @@ impl Metrics {
             activation: a.clone(),
         };
         let c = &report.counts;
-        for (outcome, n) in [
-            ("updated", c.updated),
-            ("unchanged", c.unchanged),
-            ("not_found", c.not_found),
-            ("rejected", c.rejected),
-            ("failed", c.failed),
-            ("pending", c.pending),
-        ] {
+        for (outcome, n) in OUTCOMES.iter().map(|o| (o.as_str(), c.get(*o))) {
             self.rows
                 .get_or_create(&outcome_labels(a, outcome))
                 .inc_by(n);
@@ -271,13 +264,16 @@ impl Metrics {
         self.runs
             .get_or_create(&StatusLabels {
                 activation: a.clone(),
-                status: report.status.clone(),
+                status: report.status.as_str().to_owned(),
             })
             .inc();
         self.duration
             .get_or_create(&al)
             .observe(report.duration_ms as f64 / 1000.0);
-        if matches!(report.status.as_str(), "succeeded" | "partial" | "pending") {
+        if matches!(
+            report.status,
+            RunStatus::Succeeded | RunStatus::Partial | RunStatus::Pending
+        ) {
             self.set_last_success(a, chrono::Utc::now());
         }
     }
@@ -340,7 +336,7 @@ mod tests {
         RunReport {
             run_id: 1,
             activation: "vip".into(),
-            status: "partial".into(),
+            status: RunStatus::Partial,
             counts: runner::run::RunCounts {
                 updated: 3,
                 unchanged: 10,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use runner::run::{OnStart, Progress, RunOptions};
 use tracing::Instrument;
 
-use crate::error::{error_chain, ApiError};
+use crate::error::{error_chain, ApiError, ErrorCode};
 use crate::state::App;
 
 /// What started a run.
@@ -182,17 +182,21 @@ impl From<StartError> for ApiError {
         let message = e.to_string();
         match e {
             StartError::InProgress { .. } | StartError::Locked(_) => {
-                ApiError::new(StatusCode::CONFLICT, "run_in_progress", message)
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::RunInProgress, message)
             }
-            StartError::ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
-            }
-            StartError::NotRunnable(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_runnable", message)
-            }
+            StartError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ShuttingDown,
+                message,
+            ),
+            StartError::NotRunnable(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::NotRunnable,
+                message,
+            ),
             StartError::Failed(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "run_failed_to_start",
+                ErrorCode::RunFailedToStart,
                 message,
             ),
         }
@@ -301,14 +305,14 @@ pub async fn start_with(
                         c.updated, c.unchanged, c.not_found, c.rejected, c.failed, c.pending,
                         d.requests, d.retries, d.rate_limited, d.throttled_ms as f64 / 1000.0
                     );
-                    match report.status.as_str() {
-                        "failed" => tracing::error!(
+                    match report.status {
+                        state_store::RunStatus::Failed => tracing::error!(
                             run_id = report.run_id,
                             status = %report.status,
                             error = report.error.as_deref().unwrap_or(""),
                             "run failed: {fields}"
                         ),
-                        "interrupted" => tracing::warn!(
+                        state_store::RunStatus::Interrupted => tracing::warn!(
                             run_id = report.run_id,
                             status = %report.status,
                             "run interrupted (what Attentive acknowledged is committed; the next run sends the rest): {fields}"
@@ -380,7 +384,7 @@ mod tests {
         }
         .into();
         assert_eq!(e.status, StatusCode::CONFLICT);
-        assert_eq!(e.code, "run_in_progress");
+        assert_eq!(e.code, ErrorCode::RunInProgress);
         assert_eq!(
             e.message,
             "a run of activation \"a\" is in progress (run 3)"
@@ -388,7 +392,7 @@ mod tests {
         let e: ApiError = StartError::Locked("locked by pid 1".into()).into();
         assert_eq!(
             (e.status, e.code),
-            (StatusCode::CONFLICT, "run_in_progress")
+            (StatusCode::CONFLICT, ErrorCode::RunInProgress)
         );
         let e: ApiError = StartError::ShuttingDown.into();
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);

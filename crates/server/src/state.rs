@@ -12,7 +12,7 @@ use runner::Project;
 use state_store::StateStore;
 
 use crate::auth::{ServerToken, Sessions};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::runs::Registry;
 
@@ -208,14 +208,14 @@ impl Db {
         if previewing.contains(activation) {
             return Err(ApiError::new(
                 axum::http::StatusCode::CONFLICT,
-                "preview_in_progress",
+                ErrorCode::PreviewInProgress,
                 format!("a preview of activation {activation:?} is being computed; ask again when it is done"),
             ));
         }
         let slot = self.0.previews.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "too_many_previews",
+                ErrorCode::TooManyPreviews,
                 format!("{MAX_PREVIEWS} previews are being computed; ask again when one is done"),
             )
         })?;
@@ -300,13 +300,13 @@ mod preview_tests {
         let again = db.claim_preview("vip").unwrap_err();
         assert_eq!(
             (again.status.as_u16(), again.code),
-            (409, "preview_in_progress")
+            (409, ErrorCode::PreviewInProgress)
         );
         let other = db.claim_preview("loyalty").unwrap();
         let third = db.claim_preview("orders").unwrap_err();
         assert_eq!(
             (third.status.as_u16(), third.code),
-            (429, "too_many_previews")
+            (429, ErrorCode::TooManyPreviews)
         );
         drop(first);
         let vip = db.claim_preview("vip").unwrap();

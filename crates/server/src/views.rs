@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use runner::run::RunReport;
 use serde::Serialize;
 use state_store::{Outcome, RunRow, RunSummary, StateStore};
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::runs::ActiveRun;
 use crate::state::App;
 
@@ -84,7 +85,7 @@ pub struct RunView {
     /// --format json`): `counts` per outcome, `plan`, `delivery` (`requests`, `retries`,
     /// `rate_limited`, `throttled_ms`), `existence_checks`, `duration_ms`...
     #[schema(value_type = Option<Object>)]
-    pub report: Option<serde_json::Value>,
+    pub report: Option<RunReport>,
     /// While the run goes on in this server: its progress.
     pub live: Option<LiveRun>,
     /// Rows recorded so far per outcome (`unchanged` rows are counted only in the report).
@@ -98,19 +99,12 @@ pub struct RunView {
 
 impl RunView {
     pub fn of(s: &RunSummary) -> RunView {
-        let report = s
-            .counts_json
-            .as_deref()
-            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()));
-        let duration_ms = report
-            .as_ref()
-            .and_then(|r| r["duration_ms"].as_u64())
-            .or_else(|| {
-                let start = chrono::DateTime::parse_from_rfc3339(&s.started_at).ok()?;
-                let end = chrono::DateTime::parse_from_rfc3339(s.finished_at.as_deref()?).ok()?;
-                u64::try_from((end - start).num_milliseconds()).ok()
-            });
+        let report = s.counts_json.as_deref().and_then(RunReport::from_json);
+        let duration_ms = report.as_ref().map(|r| r.duration_ms).or_else(|| {
+            let start = chrono::DateTime::parse_from_rfc3339(&s.started_at).ok()?;
+            let end = chrono::DateTime::parse_from_rfc3339(s.finished_at.as_deref()?).ok()?;
+            u64::try_from((end - start).num_milliseconds()).ok()
+        });
         RunView {
             id: s.id,
             activation: s.activation.clone(),
@@ -127,15 +121,14 @@ impl RunView {
         }
     }
 
-    /// A count of the report (`counts.updated`...), 0 when absent.
-    pub fn count(&self, outcome: &str) -> Option<u64> {
-        self.report.as_ref()?["counts"][outcome].as_u64()
+    /// A count of the report (`counts.updated`...), when the run has a report.
+    pub fn count(&self, outcome: Outcome) -> Option<u64> {
+        Some(self.report.as_ref()?.counts.get(outcome))
     }
 
-    /// A number of the report's `delivery` (`requests`, `retries`, `rate_limited`,
-    /// `throttled_ms`).
-    pub fn delivery(&self, field: &str) -> Option<u64> {
-        self.report.as_ref()?["delivery"][field].as_u64()
+    /// What delivering cost, when the run has a report.
+    pub fn delivery(&self) -> Option<sync_core::ports::DeliveryStats> {
+        Some(self.report.as_ref()?.delivery)
     }
 }
 
@@ -296,8 +289,13 @@ pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 /// show` does).
 pub fn normalize_contact(s: &str) -> Result<String, ApiError> {
     // 404: no contact can be stored under a key that is not one (the path is any string).
-    let invalid =
-        |m: String| ApiError::new(axum::http::StatusCode::NOT_FOUND, "invalid_contact", m);
+    let invalid = |m: String| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            ErrorCode::InvalidContact,
+            m,
+        )
+    };
     sync_core::normalize::contact_key(s).map_err(|e| invalid(format!("{s:?}: {e}")))
 }
 
@@ -446,19 +444,22 @@ mod tests {
         assert_eq!(all.rows.len(), 10);
         assert_eq!(all.next_after, None);
         let e = rows_page(&store, 999, None, None, 10).unwrap_err();
-        assert_eq!(e.code, "run_not_found");
+        assert_eq!(e.code, ErrorCode::RunNotFound);
 
         store
             .finish_run(
                 id,
                 RunStatus::Partial,
-                r#"{"duration_ms": 1234, "counts": {"updated": 5}}"#,
+                // As a run writes it, less what this test does not look at.
+                &format!(
+                    r#"{{"run_id": {id}, "activation": "a", "status": "partial", "duration_ms": 1234, "counts": {{"updated": 5}}}}"#
+                ),
                 None,
             )
             .unwrap();
         let v = RunView::of(&store.run(id).unwrap().unwrap());
         assert_eq!(v.duration_ms, Some(1234));
-        assert_eq!(v.count("updated"), Some(5));
+        assert_eq!(v.count(Outcome::Updated), Some(5));
         assert_eq!(v.status, "partial");
     }
 
@@ -471,7 +472,10 @@ mod tests {
             Some(Outcome::NotFound)
         );
         let e = parse_outcome(Some("nope")).unwrap_err();
-        assert_eq!((e.code, e.status.as_u16()), ("invalid_request", 400));
+        assert_eq!(
+            (e.code, e.status.as_u16()),
+            (ErrorCode::InvalidRequest, 400)
+        );
         assert_eq!(
             normalize_contact("  Ann@Example.COM ").unwrap(),
             "ann@example.com"
@@ -481,6 +485,6 @@ mod tests {
             "+14155550100"
         );
         let e = normalize_contact("4155550100").unwrap_err();
-        assert_eq!(e.code, "invalid_contact");
+        assert_eq!(e.code, ErrorCode::InvalidContact);
     }
 }

@@ -423,6 +423,18 @@ pub(super) fn counts_from_rows(
     Ok(())
 }
 
+/// The status of a run that went through its model, from its counts: `pending` while
+/// records (or jobs) are open, `partial` when a row was not applied, else `succeeded`.
+pub(super) fn status_of(counts: &super::RunCounts, jobs_open: bool) -> RunStatus {
+    if counts.pending > 0 || jobs_open {
+        RunStatus::Pending
+    } else if counts.rejected + counts.failed + counts.not_found + counts.identifier_conflicts > 0 {
+        RunStatus::Partial
+    } else {
+        RunStatus::Succeeded
+    }
+}
+
 /// Brings a finished run whose jobs settled since up to date: its counts from its rows, and
 /// its status once no job is open (`partial` when a row was not applied).
 fn refresh_run(store: &mut StateStore, run_id: i64) -> Result<(), state_store::Error> {
@@ -435,29 +447,16 @@ fn refresh_run(store: &mut StateStore, run_id: i64) -> Result<(), state_store::E
     ) {
         return Ok(()); // failed or interrupted runs keep their status
     }
-    let mut report: serde_json::Value = run
+    let Some(mut report) = run
         .counts_json
         .as_deref()
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or_else(|| serde_json::json!({}));
-    let mut counts: super::RunCounts = report
-        .get("counts")
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
-    counts_from_rows(store, run_id, &mut counts)?;
-    let status = if counts.pending > 0 || store.open_job_count(run_id)? > 0 {
-        RunStatus::Pending
-    } else if counts.rejected + counts.failed + counts.not_found + counts.identifier_conflicts > 0 {
-        RunStatus::Partial
-    } else {
-        RunStatus::Succeeded
+        .and_then(super::RunReport::from_json)
+    else {
+        return Ok(()); // ended before it had a report: nothing of it was submitted
     };
-    if let Some(obj) = report.as_object_mut() {
-        obj.insert(
-            "counts".into(),
-            serde_json::to_value(&counts).unwrap_or_default(),
-        );
-        obj.insert("status".into(), status.as_str().into());
-    }
-    store.update_run_result(run_id, status, &report.to_string())
+    counts_from_rows(store, run_id, &mut report.counts)?;
+    let status = status_of(&report.counts, store.open_job_count(run_id)? > 0);
+    report.status = status;
+    let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
+    store.update_run_result(run_id, status, &json)
 }

@@ -94,7 +94,7 @@ async fn a_failing_committer_stops_delivery_at_once() {
         ..RunOptions::default()
     };
     let report = run_with(&project, dest.clone(), opts).await;
-    assert_eq!(report.status, "failed", "{report:?}");
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
     let error = report.error.clone().unwrap_or_default();
     assert!(
         error.contains("recording results in the state store failed")
@@ -118,7 +118,7 @@ async fn a_failing_committer_stops_delivery_at_once() {
     }
     let again = Arc::new(Scripted::new(|_| None));
     let second = run_with(&project, again.clone(), RunOptions::default()).await;
-    assert_eq!(second.status, "partial", "{second:?}"); // the sample has bad rows
+    assert_eq!(second.status, RunStatus::Partial, "{second:?}"); // the sample has bad rows
     let store = StateStore::open(&project.state_path).unwrap();
     let first = store.run(report.run_id).unwrap().unwrap();
     assert_eq!(first.status, RunStatus::Failed);
@@ -141,7 +141,7 @@ async fn a_fatal_destination_error_stops_the_run_and_the_next_run_sends_the_rest
         ..RunOptions::default()
     };
     let report = run_with(&project, dest.clone(), opts).await;
-    assert_eq!(report.status, "failed");
+    assert_eq!(report.status, RunStatus::Failed);
     assert!(report.error.as_deref().unwrap_or("").contains("401"));
     assert!(dest.writes() <= 40 + 4, "{} writes", dest.writes());
     let acknowledged = report.counts.updated;
@@ -182,7 +182,7 @@ async fn a_state_file_deleted_mid_run_stops_the_run() {
         ..RunOptions::default()
     };
     let report = run_with(&project, dest.clone(), opts).await;
-    assert_eq!(report.status, "failed");
+    assert_eq!(report.status, RunStatus::Failed);
     let error = report.error.unwrap_or_default();
     assert!(error.contains("deleted or replaced"), "{error}");
     assert!(dest.writes() <= 30 + 3 * 4, "{} writes", dest.writes());
@@ -388,7 +388,7 @@ async fn a_run_delivers_the_model_and_the_next_run_sends_nothing() {
         emails[5..].iter().cloned(),
     ));
     let report = run_memory(&project, &dest, RunOptions::default()).await;
-    assert_eq!(report.status, "partial", "{report:?}");
+    assert_eq!(report.status, RunStatus::Partial, "{report:?}");
     assert_eq!(report.counts.not_found, 5, "{report:?}");
     assert_eq!(report.counts.failed, 0);
     let account = dest.account();
@@ -476,7 +476,7 @@ async fn an_interrupted_run_commits_what_it_sent_and_the_next_run_sends_the_rest
         ..RunOptions::default()
     };
     let report = run_memory(&project, &dest, opts).await;
-    assert_eq!(report.status, "interrupted", "{report:?}");
+    assert_eq!(report.status, RunStatus::Interrupted, "{report:?}");
     let sent = dest.account().writes.len();
     assert!((25..=25 + 4).contains(&sent), "{sent} writes");
     assert_eq!(
@@ -524,7 +524,7 @@ async fn refused_and_failed_writes_make_a_partial_run() {
         )
     };
     let report = run_memory(&project, &dest, RunOptions::default()).await;
-    assert_eq!(report.status, "partial", "{report:?}");
+    assert_eq!(report.status, RunStatus::Partial, "{report:?}");
     assert_eq!(report.counts.failed, 1, "{report:?}");
     let model_rejected = report.plan.rejected;
     assert_eq!(report.counts.rejected, model_rejected + 1, "{report:?}");
@@ -538,7 +538,7 @@ async fn refused_and_failed_writes_make_a_partial_run() {
         .map(|w| w.contact.key.clone())
         .collect();
     assert_eq!(keys, [failing], "{second:?}");
-    assert_eq!(second.status, "partial"); // the model's own bad rows
+    assert_eq!(second.status, RunStatus::Partial); // the model's own bad rows
 }
 
 /// A fatal error mid-run (the key was revoked: 401) stops the run at once.
@@ -557,7 +557,7 @@ async fn a_revoked_key_mid_run_stops_it_failed() {
         ..RunOptions::default()
     };
     let report = run_memory(&project, &dest, opts).await;
-    assert_eq!(report.status, "failed", "{report:?}");
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
     assert!(report.error.unwrap_or_default().contains("401"));
     assert!(dest.account().writes.len() <= 30 + 4);
     assert_eq!(report.counts.updated, 29);
@@ -623,7 +623,7 @@ async fn a_key_of_another_account_stops_the_run_until_the_destination_is_rebound
         MemoryDestination::with_contacts(emails.iter().cloned()).with_account("C-PRD", "Acme"),
     );
     let refused = run_memory(&project, &production, RunOptions::default()).await;
-    assert_eq!(refused.status, "failed", "{refused:?}");
+    assert_eq!(refused.status, RunStatus::Failed, "{refused:?}");
     let error = refused.error.unwrap_or_default();
     for needle in [
         "\"Acme\" (company id C-PRD)",
@@ -689,7 +689,7 @@ async fn a_phone_held_by_another_contact_is_never_attached() {
     );
     let report = run_memory(&project, &dest, RunOptions::default()).await;
     assert_eq!(report.counts.identifier_conflicts, 1, "{report:?}");
-    assert_eq!(report.status, "partial");
+    assert_eq!(report.status, RunStatus::Partial);
     let account = dest.account();
     let sent = |key: &str| -> Vec<String> {
         account
@@ -784,7 +784,8 @@ async fn a_bulk_run_submits_jobs_of_checked_contacts_and_settles_them() {
     assert!(account.jobs.values().all(|j| j.writes.len() <= 16));
     assert!(report.counts.updated > 30, "{report:?}");
     assert_eq!(
-        report.status, "partial",
+        report.status,
+        RunStatus::Partial,
         "not found and the model's bad rows: {report:?}"
     );
     let second = emails[6].as_str();
@@ -817,7 +818,7 @@ async fn pending_jobs_are_not_resent_and_a_later_run_settles_them() {
         )
     };
     let first = run_memory(&project, &dest, no_wait()).await;
-    assert_eq!(first.status, "pending", "{first:?}");
+    assert_eq!(first.status, RunStatus::Pending, "{first:?}");
     assert!(first.counts.pending > 20, "{first:?}");
     let jobs = dest.account().jobs.len();
     // Still pending: nothing is sent again for the same values.
@@ -952,7 +953,7 @@ async fn a_job_open_for_two_weeks_is_settled_as_failed() {
             }),
     );
     let first = run_memory(&project, &stuck, no_wait()).await;
-    assert_eq!(first.status, "pending", "{first:?}");
+    assert_eq!(first.status, RunStatus::Pending, "{first:?}");
     // Two weeks and a day later.
     {
         let conn = rusqlite::Connection::open(&project.state_path).unwrap();
