@@ -38,6 +38,7 @@ mod fuzz;
 mod postgres_tls;
 mod soak;
 mod soak_bulk;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

@@ -153,7 +153,7 @@ pub fn existence_request(contact: &ContactRef) -> Request {
 /// `{"identifiers": {..}, "attributes": {.., "custom": {..}}}`.
 ///
 /// The contact's identifier goes under `identifiers`; a changed standard `email`/`phone`
-/// field goes there too (`StandardField::wire_path`). Standard fields land at their wire
+/// field goes there too ([`standard_path`]). Standard fields land at their wire
 /// path, custom attributes under `attributes.custom`, typed as [`Canonical`] serializes them
 /// (numbers digit for digit). A clear (`None`) is sent as `""`. Never a `subscriptions` field,
 /// never a JSON `null`; an empty `attributes` object is omitted.
@@ -203,7 +203,7 @@ fn user_attributes(write: &ContactWrite) -> Result<Node<'_>, WireError> {
                         continue; // the same value as the identifier already there
                     }
                 }
-                root.insert(field.wire_path(), leaf);
+                root.insert(standard_path(*field), leaf);
             }
             AttributeId::Custom(name) => {
                 root.insert(&["attributes", "custom", name.as_str()], leaf);
@@ -346,6 +346,32 @@ pub fn custom_attributes_body(write: &ContactWrite) -> Result<Vec<u8>, WireError
         }
     }
     Ok(to_json(&root))
+}
+
+/// Where a standard field's value goes in a `POST /v2/user/attributes` body (and a bulk
+/// record): its JSON path.
+pub fn standard_path(field: StandardField) -> &'static [&'static str] {
+    match field {
+        StandardField::Address => &["attributes", "location", "address1"],
+        StandardField::Age => &["attributes", "demographic", "age"],
+        StandardField::City => &["attributes", "location", "city"],
+        StandardField::Country => &["attributes", "location", "country"],
+        StandardField::DateOfBirth => &["attributes", "demographic", "dateOfBirth"],
+        StandardField::Email => &["identifiers", "email"],
+        StandardField::FirstName => &["attributes", "firstName"],
+        StandardField::Language => &["attributes", "demographic", "language"],
+        StandardField::LastName => &["attributes", "lastName"],
+        StandardField::Latitude => &["attributes", "location", "latitude"],
+        StandardField::Longitude => &["attributes", "location", "longitude"],
+        StandardField::Organization => &["attributes", "demographic", "organization"],
+        StandardField::Phone => &["identifiers", "phone"],
+        StandardField::Region => &["attributes", "location", "region"],
+        StandardField::State => &["attributes", "location", "state"],
+        StandardField::TimeZone => &["attributes", "location", "timezone"],
+        StandardField::Title => &["attributes", "demographic", "title"],
+        StandardField::Website => &["attributes", "demographic", "website"],
+        StandardField::ZipCode => &["attributes", "location", "zip"],
+    }
 }
 
 fn identifier_kind(field: StandardField) -> Option<IdentifierKind> {

@@ -23,7 +23,7 @@ impl IdentifierKind {
 }
 
 macro_rules! standard_fields {
-    ($($variant:ident => $name:literal, [$($path:literal),+];)+) => {
+    ($($variant:ident => $name:literal;)+) => {
         /// The 19 standard profile fields Attentive supports (v2 user attributes).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum StandardField { $($variant,)+ }
@@ -37,34 +37,30 @@ macro_rules! standard_fields {
                 match self { $(StandardField::$variant => $name,)+ }
             }
 
-            /// Where the value goes in a `POST /v2/user/attributes` body.
-            pub fn wire_path(self) -> &'static [&'static str] {
-                match self { $(StandardField::$variant => &[$($path),+],)+ }
-            }
         }
     };
 }
 
 standard_fields! {
-    Address => "address", ["attributes", "location", "address1"];
-    Age => "age", ["attributes", "demographic", "age"];
-    City => "city", ["attributes", "location", "city"];
-    Country => "country", ["attributes", "location", "country"];
-    DateOfBirth => "date_of_birth", ["attributes", "demographic", "dateOfBirth"];
-    Email => "email", ["identifiers", "email"];
-    FirstName => "first_name", ["attributes", "firstName"];
-    Language => "language", ["attributes", "demographic", "language"];
-    LastName => "last_name", ["attributes", "lastName"];
-    Latitude => "latitude", ["attributes", "location", "latitude"];
-    Longitude => "longitude", ["attributes", "location", "longitude"];
-    Organization => "organization", ["attributes", "demographic", "organization"];
-    Phone => "phone", ["identifiers", "phone"];
-    Region => "region", ["attributes", "location", "region"];
-    State => "state", ["attributes", "location", "state"];
-    TimeZone => "time_zone", ["attributes", "location", "timezone"];
-    Title => "title", ["attributes", "demographic", "title"];
-    Website => "website", ["attributes", "demographic", "website"];
-    ZipCode => "zip_code", ["attributes", "location", "zip"];
+    Address => "address";
+    Age => "age";
+    City => "city";
+    Country => "country";
+    DateOfBirth => "date_of_birth";
+    Email => "email";
+    FirstName => "first_name";
+    Language => "language";
+    LastName => "last_name";
+    Latitude => "latitude";
+    Longitude => "longitude";
+    Organization => "organization";
+    Phone => "phone";
+    Region => "region";
+    State => "state";
+    TimeZone => "time_zone";
+    Title => "title";
+    Website => "website";
+    ZipCode => "zip_code";
 }
 
 impl StandardField {
@@ -224,7 +220,9 @@ pub struct NormalizeOptions {
     /// national-format phones are rejected: the tool never guesses `+1`.
     pub default_phone_region: Option<phonenumber::country::Id>,
     pub date_order: DateOrder,
-    /// The day dates of birth are checked against ("not in the future"); `None` = today (UTC).
+    /// The day dates of birth are checked against ("not in the future"), given by the caller:
+    /// this crate reads no clock. `None`: they are not checked against a day (runner sets
+    /// today, UTC, each time it binds a mapping).
     pub today: Option<chrono::NaiveDate>,
 }
 
@@ -487,15 +485,11 @@ mod tests {
     }
 
     #[test]
-    fn nineteen_standard_fields_with_unique_names_and_paths() {
+    fn nineteen_standard_fields_with_unique_names() {
         let mut names: Vec<_> = StandardField::ALL.iter().map(|f| f.name()).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), 19);
-        let mut paths: Vec<_> = StandardField::ALL.iter().map(|f| f.wire_path()).collect();
-        paths.sort_unstable();
-        paths.dedup();
-        assert_eq!(paths.len(), 19);
         for f in StandardField::ALL {
             assert_eq!(StandardField::from_name(f.name()), Some(f));
             let id = AttributeId::Standard(f);

@@ -309,8 +309,13 @@ pub fn bind(project: &Project, activation: &Activation) -> Result<Bound, Error> 
                 source,
             },
         })?;
-    let mapping = activation
-        .mapping
+    // Dates of birth are checked against today (core reads no clock).
+    let mut configured = activation.mapping.clone();
+    configured
+        .options
+        .today
+        .get_or_insert_with(|| chrono::Utc::now().date_naive());
+    let mapping = configured
         .bind(source.columns())
         .map_err(|problems| Error::Mapping {
             activation: activation.name.clone(),

@@ -101,7 +101,7 @@ fn every_standard_field_lands_at_its_wire_path() {
         };
         let body = user_attributes_body(&write).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let pointer = format!("/{}", field.wire_path().join("/"));
+        let pointer = format!("/{}", standard_path(field).join("/"));
         assert_eq!(
             json.pointer(&pointer),
             Some(&serde_json::to_value(&value).unwrap()),
@@ -514,4 +514,15 @@ proptest! {
         let _ = bulk_job_state(s.as_bytes());
         let _ = bulk_job_id(s.as_bytes());
     }
+}
+
+#[test]
+fn every_standard_field_has_its_own_path() {
+    let mut paths: Vec<_> = StandardField::ALL
+        .iter()
+        .map(|f| standard_path(*f))
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(paths.len(), 19);
 }
