@@ -66,12 +66,10 @@ fn main() -> Result<(), String> {
                            mapping: &sync_core::BoundMapping,
                            changes: &mut Vec<ContactChange>,
                            refreshes: &mut Vec<Refresh>|
-             -> Result<(), String> {
+             -> Result<(), state_store::Error> {
                 let t = Instant::now();
                 if full_ack {
-                    store
-                        .apply_changes("bench", 1, mapping, changes)
-                        .map_err(|e| e.to_string())?;
+                    store.apply_changes("bench", 1, mapping, changes)?;
                 } else {
                     let r: Vec<Refresh> = changes
                         .iter()
@@ -81,13 +79,9 @@ fn main() -> Result<(), String> {
                             row_fingerprint: c.row_fingerprint,
                         })
                         .collect();
-                    store
-                        .apply_refreshes("bench", 1, &r)
-                        .map_err(|e| e.to_string())?;
+                    store.apply_refreshes("bench", 1, &r)?;
                 }
-                store
-                    .apply_refreshes("bench", 1, refreshes)
-                    .map_err(|e| e.to_string())?;
+                store.apply_refreshes("bench", 1, refreshes)?;
                 changes.clear();
                 refreshes.clear();
                 ack_seconds += t.elapsed().as_secs_f64();
@@ -114,7 +108,7 @@ fn main() -> Result<(), String> {
                         }
                         if changes.len() >= 5_000 {
                             ack(&mut store, mapping, &mut changes, &mut refreshes)
-                                .map_err(runner::plan::Error::Config)?;
+                                .map_err(runner::plan::Error::Store)?;
                         }
                         if last_mapping.is_none() {
                             last_mapping = Some(mapping.clone());
@@ -125,7 +119,7 @@ fn main() -> Result<(), String> {
             )
             .map_err(|e| format!("{e:#?}"))?;
             if let Some(m) = &last_mapping {
-                ack(&mut store, m, &mut changes, &mut refreshes)?;
+                ack(&mut store, m, &mut changes, &mut refreshes).map_err(|e| e.to_string())?;
             }
             let seconds = started.elapsed().as_secs_f64() - ack_seconds;
             let mut out = serde_json::json!({

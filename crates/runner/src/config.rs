@@ -256,6 +256,16 @@ pub enum AttachSecondary {
     Never,
 }
 
+/// An activation name the config does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no activation named {name:?} in {}; activations: {known}", config.display())]
+pub struct UnknownActivation {
+    pub name: String,
+    pub config: PathBuf,
+    /// The activations it has, comma-separated (`(none)`).
+    pub known: String,
+}
+
 /// How an activation's changes are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -994,13 +1004,11 @@ impl Project {
     }
 
     /// The activation named `name`, or an error listing the ones there are.
-    pub fn activation(&self, name: &str) -> Result<&Activation, String> {
-        self.activations.get(name).ok_or_else(|| {
-            format!(
-                "no activation named {name:?} in {}; activations: {}",
-                self.path.display(),
-                list(self.activations.keys())
-            )
+    pub fn activation(&self, name: &str) -> Result<&Activation, UnknownActivation> {
+        self.activations.get(name).ok_or_else(|| UnknownActivation {
+            name: name.to_owned(),
+            config: self.path.clone(),
+            known: list(self.activations.keys()),
         })
     }
 

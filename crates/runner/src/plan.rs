@@ -21,8 +21,25 @@ use crate::model;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    UnknownActivation(#[from] crate::config::UnknownActivation),
+    /// A validated config always names existing models; a project built by hand may not.
+    #[error("activation {activation:?} names model {model:?}, which the config does not have")]
+    UnknownModel { activation: String, model: String },
+    /// As [`Error::UnknownModel`], for destinations.
+    #[error(
+        "activation {activation:?} names destination {destination:?}, which the config does not have"
+    )]
+    UnknownDestination {
+        activation: String,
+        destination: String,
+    },
+    /// The destination's API key cannot be read (its variable is unset): sending needs it.
+    #[error("{why}: sending needs it")]
+    MissingKey { destination: String, why: String },
+    /// The model reader thread could not be started.
+    #[error("cannot start the model reader thread")]
+    Thread(#[source] std::io::Error),
     #[error(
         "activation {activation:?} does not fit model {model:?}:{}{hint}",
         render_mapping(problems)
@@ -291,7 +308,10 @@ pub fn bind(project: &Project, activation: &Activation) -> Result<Bound, Error> 
     let model = project
         .models
         .get(&activation.model)
-        .ok_or_else(|| Error::Config(format!("no model named {:?}", activation.model)))?;
+        .ok_or_else(|| Error::UnknownModel {
+            activation: activation.name.clone(),
+            model: activation.model.clone(),
+        })?;
     let sql_filter = match &activation.segment {
         Some(Segment::Sql(condition)) => Some(condition.as_str()),
         _ => None,
@@ -383,7 +403,7 @@ pub fn plan_rows<S: SnapshotStore<Error = state_store::Error>>(
     progress: &dyn Fn(u64),
     on_row: &mut dyn FnMut(&BoundMapping, &RowPlan, &mut Planner<'_>) -> Result<(), Error>,
 ) -> Result<(PlanCounts, u64, Duration), Error> {
-    let activation = project.activation(activation_name).map_err(Error::Config)?;
+    let activation = project.activation(activation_name)?;
     let bound = bind(project, activation)?;
     plan_bound(
         bound,
@@ -428,7 +448,7 @@ pub fn plan_bound<S: SnapshotStore<Error = state_store::Error>>(
                 let mapping = &mapping;
                 move || read_batches(&mut *source, mapping, &tx, &back_rx)
             })
-            .map_err(|e| Error::Config(format!("cannot start the model reader thread: {e}")))?;
+            .map_err(Error::Thread)?;
 
         let mut index = SnapshotIndex::default();
         store
@@ -542,7 +562,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
     opts: &PlanOptions,
     progress: &dyn Fn(u64),
 ) -> Result<PlanReport, Error> {
-    let activation = project.activation(activation_name).map_err(Error::Config)?;
+    let activation = project.activation(activation_name)?;
     let last_wins = activation.mapping.duplicates == sync_core::mapping::DuplicatePolicy::Last;
     let out_err = |path: &Path| {
         let path = path.to_owned();

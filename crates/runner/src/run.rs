@@ -366,17 +366,17 @@ fn cached_existence(
 
 /// The Attentive client for an activation's destination, as its config describes it.
 pub fn client_for(project: &Project, activation: &str) -> Result<attentive_client::Client, Error> {
-    let a = project
-        .activation(activation)
-        .map_err(PlanFailure::Config)?;
-    let d = project
-        .destinations
-        .get(&a.destination)
-        .ok_or_else(|| PlanFailure::Config(format!("no destination named {:?}", a.destination)))?;
-    let key = d
-        .api_key
-        .as_ref()
-        .map_err(|e| PlanFailure::Config(format!("{e}: sending needs it")))?;
+    let a = project.activation(activation).map_err(PlanFailure::from)?;
+    let d = project.destinations.get(&a.destination).ok_or_else(|| {
+        PlanFailure::UnknownDestination {
+            activation: a.name.clone(),
+            destination: a.destination.clone(),
+        }
+    })?;
+    let key = d.api_key.as_ref().map_err(|why| PlanFailure::MissingKey {
+        destination: d.name.clone(),
+        why: why.clone(),
+    })?;
     let config = attentive_client::ClientConfig {
         base_url: d.base_url.clone(),
         requests_per_second: d.requests_per_second,
@@ -407,7 +407,7 @@ pub async fn run<D: Destination + 'static>(
 ) -> Result<RunReport, Error> {
     let activation = project
         .activation(activation_name)
-        .map_err(PlanFailure::Config)?;
+        .map_err(PlanFailure::from)?;
     let spec = RunSpec {
         activation: activation.name.clone(),
         destination: activation.destination.clone(),
@@ -512,7 +512,7 @@ impl ModelOpener for ProjectModel {
         let activation = self
             .project
             .activation(&self.activation)
-            .map_err(PlanFailure::Config)?;
+            .map_err(PlanFailure::from)?;
         plan::bind(&self.project, activation)
     }
 }
