@@ -1190,3 +1190,31 @@ fn a_cr_only_run_recorded_one_row_of_five() {
     rows.sort_unstable();
     assert_eq!(rows, [2, 3, 4, 5, 6], "{shown}");
 }
+
+/// `state vacuum` rebuilds the state file and keeps everything: the next run sends nothing.
+#[test]
+fn state_vacuum_keeps_the_state() {
+    let sim = start_sim(attentive_sim::SimConfig {
+        contacts: seed(&["a@x.com", "b@x.com"]),
+        ..attentive_sim::SimConfig::default()
+    });
+    let p = Project::new();
+    p.write(
+        "attentive-sync.toml",
+        &sim_config(
+            &format!("http://{}", sim.local_addr().unwrap()),
+            "first_name = \"first_name\"",
+            "",
+        ),
+    );
+    p.write("data/m.csv", "email,first_name\na@x.com,Ann\nb@x.com,Bob\n");
+    let (_, first) = p.sync();
+    assert_eq!(first["counts"]["updated"], 2, "{first}");
+    let r = p.run(&["state", "vacuum"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.starts_with("vacuumed "), "{}", r.all());
+    let seq = last_seq(&sim);
+    let (_, again) = p.sync();
+    assert_eq!(again["counts"]["updated"], 0, "{again}");
+    assert!(sent_after(&sim, seq).is_empty());
+}

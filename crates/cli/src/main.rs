@@ -183,6 +183,11 @@ enum Command {
         #[command(subcommand)]
         command: ContactsCommand,
     },
+    /// The state file itself.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Run the server: activations on their schedules, a REST API, a web dashboard and
     /// Prometheus metrics (see docs/SERVER.md). Needs a token: ATTENTIVE_SYNC_SERVER_TOKEN
     /// or --token-file. SIGTERM or Ctrl-C stops it cleanly.
@@ -280,6 +285,17 @@ enum RunsCommand {
         limit: u64,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Rebuild the state file without its free pages (SQLite's VACUUM), so the disk space of
+    /// deleted rows goes back to the file system. Holds every activation's lock meanwhile: it
+    /// waits for no run, and fails if one is going on.
+    Vacuum {
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -450,6 +466,29 @@ fn run(command: Command) -> Result<u8> {
             Ok(run_exit_code(&report))
         }
         Command::Runs { command } => runs(command),
+        Command::State {
+            command: StateCommand::Vacuum { config },
+        } => {
+            let project = load(&config)?;
+            let path = &project.state_path;
+            if !path.exists() {
+                outln!("no state file at {}: nothing to vacuum", path.display());
+                return Ok(exit::OK);
+            }
+            let mut store = state_store::StateStore::open(path)
+                .with_context(|| format!("opening the state database {}", path.display()))?;
+            let v = store
+                .vacuum()
+                .with_context(|| format!("vacuuming {}", path.display()))?;
+            let mb = |b: u64| b as f64 / 1_000_000.0;
+            outln!(
+                "vacuumed {}: {:.1} MB -> {:.1} MB",
+                path.display(),
+                mb(v.before),
+                mb(v.after)
+            );
+            Ok(exit::OK)
+        }
         Command::Demo { dir } => demo(dir.as_deref()),
         Command::Serve {
             config,

@@ -690,6 +690,50 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     }
 }
 
+/// What [`StateStore::vacuum`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vacuumed {
+    /// The database's size before, in bytes (pages in use and free).
+    pub before: u64,
+    /// After.
+    pub after: u64,
+}
+
+impl StateStore {
+    /// Rebuilds the database file without its free pages (`VACUUM`), holding every
+    /// activation's lock meanwhile, so that no run of this or another process writes during
+    /// it ([`Error::Locked`] when one is running). Readers of other processes make it wait up
+    /// to [`BUSY_TIMEOUT`].
+    pub fn vacuum(&mut self) -> Result<Vacuumed, Error> {
+        const A: &str = "vacuuming the state database";
+        let holder = format!("attentive-sync state vacuum (pid {})", std::process::id());
+        let mut locks = Vec::new();
+        for activation in self.activations()? {
+            locks.push(self.try_lock(&activation, &holder)?);
+        }
+        let size = |conn: &Connection| -> Result<u64, Error> {
+            let pages: i64 = conn
+                .pragma_query_value(None, "page_count", |r| r.get(0))
+                .ctx(A)?;
+            let page: i64 = conn
+                .pragma_query_value(None, "page_size", |r| r.get(0))
+                .ctx(A)?;
+            Ok(u64::try_from(pages.saturating_mul(page)).unwrap_or(0))
+        };
+        let before = size(&self.conn)?;
+        self.conn.execute_batch("VACUUM").ctx(A)?;
+        if self.path().is_some() {
+            // Hand the space back to the file system now, not at the next checkpoint.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .ctx(A)?;
+        }
+        let after = size(&self.conn)?;
+        drop(locks);
+        Ok(Vacuumed { before, after })
+    }
+}
+
 /// The id of an activation, if it exists.
 fn activation_id(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached("SELECT id FROM activations WHERE name = ?1")?

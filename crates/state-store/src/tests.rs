@@ -1751,3 +1751,35 @@ fn a_schema_4_file_keeps_its_runs_and_rows() {
         .unwrap();
     assert!(store.run_rows(7, None, 0, 10).unwrap().is_empty());
 }
+
+/// `state vacuum`: the free pages of deleted rows go back, every row stays; a running
+/// activation (its lock held) refuses it.
+#[test]
+fn vacuum_gives_free_pages_back_and_waits_for_no_run() {
+    let (_dir, path) = temp_db();
+    let mut store = StateStore::open(&path).unwrap();
+    let run = store.begin_run("a", RunKind::Run).unwrap();
+    let rows: Vec<RunRow> = (0..20_000)
+        .map(|i| RunRow {
+            row_number: i,
+            contact_key: Some(format!("c{i}@x.com")),
+            outcome: Outcome::Rejected,
+            code: Some("invalid_value".into()),
+            message: Some("x".repeat(200)),
+            attributes_json: None,
+        })
+        .collect();
+    store.record_rows(run, &rows).unwrap();
+    store
+        .conn
+        .execute("DELETE FROM run_rows WHERE row_number >= 100", [])
+        .unwrap();
+    let lock = store.try_lock("a", "someone else").unwrap();
+    assert!(matches!(store.vacuum(), Err(Error::Locked { .. })));
+    drop(lock);
+    let v = store.vacuum().unwrap();
+    assert!(v.after * 4 < v.before, "{v:?}");
+    assert_eq!(store.run_rows(run, None, 0, 1000).unwrap().len(), 100);
+    // The locks it took are released.
+    drop(store.try_lock("a", "next run").unwrap());
+}
