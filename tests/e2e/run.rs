@@ -1218,3 +1218,43 @@ fn state_vacuum_keeps_the_state() {
     assert_eq!(again["counts"]["updated"], 0, "{again}");
     assert!(sent_after(&sim, seq).is_empty());
 }
+
+/// `[state] keep_runs = 2`: after a third run, the first run's rows are pruned, `runs show`
+/// says so, and its counts remain.
+#[test]
+fn old_runs_rows_are_pruned_after_keep_runs() {
+    let sim = start_sim(attentive_sim::SimConfig {
+        contacts: seed(&["a@x.com"]),
+        ..attentive_sim::SimConfig::default()
+    });
+    let p = Project::new();
+    let config = sim_config(
+        &format!("http://{}", sim.local_addr().unwrap()),
+        "first_name = \"first_name\"",
+        "",
+    );
+    p.write(
+        "attentive-sync.toml",
+        &format!("[state]\nkeep_runs = 2\n\n{config}"),
+    );
+    let mut ids = Vec::new();
+    for name in ["Ann", "Anna", "Annie"] {
+        p.write(
+            "data/m.csv",
+            &format!("email,first_name\na@x.com,{name}\nnot-an-email,X\n"),
+        );
+        let (_, report) = p.sync();
+        ids.push(report["run_id"].clone());
+    }
+    let first = p.runs_show(&ids[0], None);
+    assert!(first["rows_pruned_at"].is_string(), "{first}");
+    assert_eq!(first["rows"].as_array().map(Vec::len), Some(0), "{first}");
+    assert_eq!(first["report"]["counts"]["rejected"], 1, "{first}");
+    let r = p.run(&["runs", "show", &ids[0].to_string()]);
+    assert!(r.stdout.contains("Rows: pruned at"), "{}", r.all());
+    for id in &ids[1..] {
+        let kept = p.runs_show(id, None);
+        assert!(kept["rows_pruned_at"].is_null(), "{kept}");
+        assert_eq!(kept["rows"].as_array().map(Vec::len), Some(2), "{kept}");
+    }
+}

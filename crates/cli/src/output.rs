@@ -315,6 +315,7 @@ fn run_summary_json(r: &state_store::RunSummary) -> serde_json::Value {
         "finished_at": r.finished_at,
         "report": r.counts_json.as_deref().and_then(runner::run::RunReport::from_json),
         "error": r.error,
+        "rows_pruned_at": r.rows_pruned_at,
     })
 }
 
@@ -372,6 +373,13 @@ pub(crate) fn run_summary_text(
                 j.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
             );
         }
+    }
+    if let Some(at) = &run.rows_pruned_at {
+        let _ = writeln!(
+            s,
+            "Rows: pruned at {at} (the state keeps the rows of the newest [state] keep_runs runs); the counts above remain"
+        );
+        return s;
     }
     let _ = writeln!(
         s,

@@ -30,6 +30,10 @@ pub struct RawConfig {
 pub struct RawState {
     /// SQLite file, relative to the config file. Default `attentive-sync.db`.
     pub path: Option<String>,
+    /// Runs per activation whose per-row outcomes are kept (default 200).
+    pub keep_runs: Option<u64>,
+    /// Days the per-row outcomes of a run are kept (default: no limit by age).
+    pub keep_run_rows_days: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -384,9 +388,34 @@ pub struct Project {
     /// The config file.
     pub path: PathBuf,
     pub state_path: PathBuf,
+    /// How much run history the state file keeps.
+    pub history: History,
     pub destinations: BTreeMap<String, Destination>,
     pub models: BTreeMap<String, Model>,
     pub activations: BTreeMap<String, Activation>,
+}
+
+/// How much run history the state file keeps: the per-row outcomes of older runs are pruned
+/// after each run (the runs themselves and their counts stay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// Runs per activation whose rows are kept (`[state] keep_runs`).
+    pub keep_runs: u64,
+    /// Rows of runs that finished longer ago than this are pruned too
+    /// (`[state] keep_run_rows_days`).
+    pub keep_days: Option<u64>,
+}
+
+/// `[state] keep_runs` when the config says nothing.
+pub const DEFAULT_KEEP_RUNS: u64 = 200;
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            keep_runs: DEFAULT_KEEP_RUNS,
+            keep_days: None,
+        }
+    }
 }
 
 /// The longest activation name.
@@ -554,6 +583,29 @@ impl Project {
         };
 
         let state_path = resolve(raw.state.path.as_deref().unwrap_or("attentive-sync.db"));
+        let keep_runs = raw.state.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS);
+        if keep_runs == 0 {
+            problems.push(Problem {
+                key: "state.keep_runs".into(),
+                message: "0 would prune the rows of the run that just ended; keep at least 1"
+                    .into(),
+            });
+        }
+        if raw
+            .state
+            .keep_run_rows_days
+            .is_some_and(|d| !(1..=36_500).contains(&d))
+        {
+            problems.push(Problem {
+                key: "state.keep_run_rows_days".into(),
+                message: "must be between 1 and 36500 days (leave it out to keep rows whatever their age)"
+                    .into(),
+            });
+        }
+        let history = History {
+            keep_runs: keep_runs.max(1),
+            keep_days: raw.state.keep_run_rows_days.filter(|d| *d > 0),
+        };
 
         let mut destinations = BTreeMap::new();
         for (name, d) in &raw.destinations {
@@ -991,6 +1043,7 @@ impl Project {
             Ok(Project {
                 path: path.to_owned(),
                 state_path,
+                history,
                 destinations,
                 models,
                 activations,

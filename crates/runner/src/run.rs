@@ -428,6 +428,7 @@ pub async fn run<D: Destination + 'static>(
             .map(|a| a.name.clone())
             .collect(),
         delivery: activation.delivery,
+        history: project.history,
     };
     let model = Arc::new(ProjectModel {
         project: project.clone(),
@@ -483,6 +484,8 @@ pub struct RunSpec {
     pub destination_activations: Vec<String>,
     /// Realtime, bulk or auto.
     pub delivery: crate::config::Delivery,
+    /// How many older runs keep their per-row outcomes (pruned after the run).
+    pub history: crate::config::History,
 }
 
 /// Opens the model of a run, bound to its mapping (and file segment filter). Called once per
@@ -763,12 +766,42 @@ pub async fn execute<D: Destination + 'static>(
     let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
     let finished =
         store.with(|s| s.finish_run(run_id, report.status, &json, report.error.as_deref()));
+    if finished.is_ok() {
+        prune_history(&store, spec);
+    }
     lock.release();
     match (committed, finished) {
         // What could not be recorded is the failure to report; the run row stays `running`
         // and the next run marks it interrupted.
         (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(Error::Store(e)),
         (_, Ok(())) => Ok(report),
+    }
+}
+
+/// After a run: prunes the per-row outcomes of runs beyond the history the config keeps
+/// (their counts stay). A failure is logged, not the run's: it is tried again next time.
+fn prune_history(store: &SharedStore, spec: &RunSpec) {
+    let cutoff = spec
+        .history
+        .keep_days
+        .and_then(|days| chrono::Duration::try_days(i64::try_from(days).ok()?))
+        .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    match store
+        .with(|s| s.prune_run_rows(&spec.activation, spec.history.keep_runs, cutoff.as_deref()))
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            activation = %spec.activation,
+            rows = n,
+            keep_runs = spec.history.keep_runs,
+            "older runs' rows pruned"
+        ),
+        Err(e) => tracing::warn!(
+            activation = %spec.activation,
+            error = %crate::error_chain(&e),
+            "pruning older runs' rows failed; tried again after the next run"
+        ),
     }
 }
 

@@ -612,7 +612,11 @@ fn run_body(run: &RunView, rows: &RowsPage, outcome: Outcome, paged: bool) -> Ma
                 }
             }
             @if rows.rows.is_empty() {
-                p.muted #no-rows { @if paged { "No more rows." } @else { "No " (outcome_label(outcome).to_lowercase()) " rows." } }
+                @if let Some(at) = &run.rows_pruned_at {
+                    p.muted #rows-pruned { "This run's rows were pruned on " (short_time(at)) " (the state keeps the rows of the newest runs, [state] keep_runs); its counts remain." }
+                } @else {
+                    p.muted #no-rows { @if paged { "No more rows." } @else { "No " (outcome_label(outcome).to_lowercase()) " rows." } }
+                }
             } @else {
                 table.grid #rows {
                     thead { tr { th.num { "Line" } th { "Contact" } th { "Code" } th { "Reason" } } }

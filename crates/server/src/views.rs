@@ -81,6 +81,9 @@ pub struct RunView {
     pub duration_ms: Option<u64>,
     /// Why the run failed or stopped.
     pub error: Option<String>,
+    /// When the run's per-row outcomes were pruned (`[state] keep_runs`): its rows are gone,
+    /// its report stays.
+    pub rows_pruned_at: Option<String>,
     /// The run's report as the runner recorded it when it ended (`attentive-sync run
     /// --format json`): `counts` per outcome, `plan`, `delivery` (`requests`, `retries`,
     /// `rate_limited`, `throttled_ms`), `existence_checks`, `duration_ms`...
@@ -114,6 +117,7 @@ impl RunView {
             finished_at: s.finished_at.clone(),
             duration_ms,
             error: s.error.clone(),
+            rows_pruned_at: s.rows_pruned_at.clone(),
             report,
             live: None,
             recorded_rows: None,

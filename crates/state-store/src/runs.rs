@@ -136,6 +136,8 @@ pub struct RunSummary {
     pub counts_json: Option<String>,
     /// Why the run failed or was interrupted.
     pub error: Option<String>,
+    /// When its per-row outcomes were pruned ([`StateStore::prune_run_rows`]), if they were.
+    pub rows_pruned_at: Option<String>,
 }
 
 /// The outcome of one model row in one run.
@@ -157,7 +159,8 @@ pub struct RunRow {
 }
 
 const SELECT_RUN: &str = "\
-SELECT r.id, a.name, r.kind, r.status, r.started_at, r.finished_at, r.counts_json, r.error
+SELECT r.id, a.name, r.kind, r.status, r.started_at, r.finished_at, r.counts_json, r.error,
+       CASE WHEN json_valid(r.counts_json) THEN json_extract(r.counts_json, '$.rows_pruned_at') END
 FROM runs AS r JOIN activations AS a ON a.id = r.activation_id";
 
 fn run_summary(r: &Row<'_>) -> Result<RunSummary, Error> {
@@ -171,6 +174,7 @@ fn run_summary(r: &Row<'_>) -> Result<RunSummary, Error> {
         finished_at: r.get(5).ctx(A)?,
         counts_json: r.get(6).ctx(A)?,
         error: r.get(7).ctx(A)?,
+        rows_pruned_at: r.get(8).ctx(A)?,
     })
 }
 
@@ -417,6 +421,64 @@ impl StateStore {
             ));
         }
         Ok(out)
+    }
+
+    /// Prunes the per-row outcomes of the activation's older runs: those beyond its newest
+    /// `keep_runs`, and those that finished before `finished_before` (RFC 3339) when given.
+    /// Runs still going on, or with bulk jobs not settled (their rows settle later), are kept.
+    /// The runs and their counts stay; each pruned run records when (`rows_pruned_at` in its
+    /// `counts_json`, read back as [`RunSummary::rows_pruned_at`]). Returns how many rows were
+    /// deleted; SQLite reuses their pages (`VACUUM` gives them back: [`StateStore::vacuum`]).
+    pub fn prune_run_rows(
+        &mut self,
+        activation: &str,
+        keep_runs: u64,
+        finished_before: Option<&str>,
+    ) -> Result<u64, Error> {
+        const A: &str = "pruning old runs' rows";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(A)?;
+        let Some(id) = crate::activation_id(&tx, activation).ctx(A)? else {
+            return Ok(0);
+        };
+        let old: Vec<i64> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT r.id FROM runs AS r \
+                     WHERE r.activation_id = ?1 AND r.status NOT IN ('running', 'pending') \
+                     AND NOT EXISTS (SELECT 1 FROM bulk_jobs AS j \
+                                     WHERE j.run_id = r.id AND j.state != 'settled') \
+                     AND (r.id NOT IN (SELECT id FROM runs WHERE activation_id = ?1 \
+                                       ORDER BY id DESC LIMIT ?2) \
+                          OR (?3 IS NOT NULL AND r.finished_at < ?3)) \
+                     AND EXISTS (SELECT 1 FROM run_rows WHERE run_id = r.id)",
+                )
+                .ctx(A)?;
+            let rows = stmt
+                .query_map(params![id, sql_count(keep_runs), finished_before], |r| {
+                    r.get(0)
+                })
+                .ctx(A)?;
+            rows.collect::<Result<_, _>>().ctx(A)?
+        };
+        let mut deleted = 0u64;
+        let at = now();
+        for run in old {
+            deleted += tx
+                .execute("DELETE FROM run_rows WHERE run_id = ?1", [run])
+                .ctx(A)? as u64;
+            tx.execute(
+                "UPDATE runs SET counts_json = json_set(\
+                 CASE WHEN json_valid(counts_json) THEN counts_json ELSE '{}' END, \
+                 '$.rows_pruned_at', ?2) WHERE id = ?1",
+                params![run, at],
+            )
+            .ctx(A)?;
+        }
+        tx.commit().ctx(A)?;
+        Ok(deleted)
     }
 
     /// Marks the activation's runs still `running` as `interrupted` (their process died).

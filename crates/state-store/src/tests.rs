@@ -1783,3 +1783,62 @@ fn vacuum_gives_free_pages_back_and_waits_for_no_run() {
     // The locks it took are released.
     drop(store.try_lock("a", "next run").unwrap());
 }
+
+/// `[state] keep_runs`: the rows of runs beyond the newest N are pruned and the runs say so;
+/// their counts stay; a run with a bulk job not settled keeps its rows (they settle later).
+#[test]
+fn old_runs_rows_are_pruned_but_runs_and_counts_stay() {
+    let mut store = StateStore::open_in_memory().unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let run = store.begin_run("a", RunKind::Run).unwrap();
+        store
+            .record_rows(run, &[row(2, Outcome::Rejected), row(3, Outcome::Failed)])
+            .unwrap();
+        store
+            .finish_run(
+                run,
+                RunStatus::Partial,
+                r#"{"counts":{"rejected":1}}"#,
+                None,
+            )
+            .unwrap();
+        runs.push(run);
+    }
+    // The oldest run has a job still open: its rows stay whatever its age.
+    let batch = CommitBatch {
+        jobs: vec![vec![JobRecordIn {
+            row_number: 9,
+            change: change("ann@x.com", 1, &[(1, text("Paris"), 7)]),
+        }]],
+        ..CommitBatch::default()
+    };
+    store
+        .commit("a", "attentive", runs[0], &mapping(), &batch)
+        .unwrap();
+    let deleted = store.prune_run_rows("a", 2, None).unwrap();
+    assert_eq!(deleted, 2, "run 2's two rows");
+    assert_eq!(store.run_rows(runs[1], None, 0, 10).unwrap().len(), 0);
+    let pruned = store.run(runs[1]).unwrap().unwrap();
+    assert!(pruned.rows_pruned_at.is_some());
+    let counts: serde_json::Value =
+        serde_json::from_str(pruned.counts_json.as_deref().unwrap()).unwrap();
+    assert_eq!(counts["counts"]["rejected"], 1, "the counts stay");
+    assert!(store
+        .run(runs[0])
+        .unwrap()
+        .unwrap()
+        .rows_pruned_at
+        .is_none());
+    assert_eq!(store.run_rows(runs[0], None, 0, 10).unwrap().len(), 3);
+    for kept in &runs[2..] {
+        assert_eq!(store.run_rows(*kept, None, 0, 10).unwrap().len(), 2);
+        assert!(store.run(*kept).unwrap().unwrap().rows_pruned_at.is_none());
+    }
+    // By age: the rows of every run that finished before the cutoff go, however few runs
+    // there are (the open job's run still keeps its rows).
+    let later = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    assert_eq!(store.prune_run_rows("a", 100, Some(&later)).unwrap(), 4);
+    // Pruning again finds nothing.
+    assert_eq!(store.prune_run_rows("a", 2, None).unwrap(), 0);
+}
