@@ -568,12 +568,7 @@ impl Client {
                 message: format!("HTTP {}: {}", r.status, r.message()),
             }),
             Ok(r) => Ok(WriteOutcome::Failed {
-                reason: format!(
-                    "unexpected HTTP {} from {}: {}",
-                    r.status,
-                    request.path,
-                    r.message()
-                ),
+                reason: unexpected(&r, &request),
             }),
             Err(e) if e.is_fatal() => Err(e),
             Err(e) => Ok(WriteOutcome::Failed {
@@ -612,12 +607,7 @@ impl Client {
                 message: format!("HTTP {}: {}", r.status, r.message()),
             }),
             Ok(r) => Ok(BulkSubmission::Failed {
-                reason: format!(
-                    "unexpected HTTP {} from {}: {}",
-                    r.status,
-                    request.path,
-                    r.message()
-                ),
+                reason: unexpected(&r, &request),
             }),
             Err(e) if e.is_fatal() => Err(e),
             Err(e) => Ok(BulkSubmission::Failed {
@@ -1058,6 +1048,16 @@ impl Destination for Client {
             throttled_ms: u64::try_from(s.throttled.as_millis()).unwrap_or(u64::MAX),
         }
     }
+}
+
+/// Why an answer that is neither success nor refusal (3xx, an unretried 5xx) fails a write.
+fn unexpected(r: &Response, request: &Request) -> String {
+    format!(
+        "unexpected HTTP {} from {}: {}",
+        r.status,
+        request.path,
+        r.message()
+    )
 }
 
 /// The account in an answer to `GET /v1/me`.

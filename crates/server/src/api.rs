@@ -70,28 +70,12 @@ impl Modify for BearerAuth {
         );
         // Every route behind the token may also refuse an address that sent too many wrong
         // tokens (see `auth::AuthThrottle`).
-        let too_many = utoipa::openapi::ResponseBuilder::new()
-            .description(
-                "Too many wrong tokens from this address in the last minute (`too_many_failures`)",
-            )
-            .content(
-                "application/json",
-                utoipa::openapi::ContentBuilder::new()
-                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
-        let bad_parameter = utoipa::openapi::ResponseBuilder::new()
-            .description(
-                "A parameter that cannot be read or is out of its range (`invalid_request`)",
-            )
-            .content(
-                "application/json",
-                utoipa::openapi::ContentBuilder::new()
-                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
+        let too_many = error_response(
+            "Too many wrong tokens from this address in the last minute (`too_many_failures`)",
+        );
+        let bad_parameter = error_response(
+            "A parameter that cannot be read or is out of its range (`invalid_request`)",
+        );
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/api/v1/") {
                 continue;
@@ -121,6 +105,19 @@ impl Modify for BearerAuth {
             }
         }
     }
+}
+
+/// A documented answer with the error body.
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    utoipa::openapi::ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
 }
 
 /// The API routes (token checked) and the open operational routes, with their OpenAPI
