@@ -38,6 +38,8 @@ pub const FINGERPRINT_VERSION: u8 = 2;
 /// normalized again (and only attributes whose canonical value moved are sent).
 pub const NORMALIZATION_VERSION: u8 = 1;
 
+// A performance internal of the runner's pipeline, public for it; not part of the API.
+#[doc(hidden)]
 /// Row fingerprints use the low 62 bits; the planner keeps per-run state in the top two.
 pub const ROW_FP_MASK: u64 = (1 << 62) - 1;
 
@@ -123,6 +125,8 @@ pub fn mapping_signature(
     xxh3_64(&buf)
 }
 
+// A performance internal of the runner's pipeline, public for it; not part of the API.
+#[doc(hidden)]
 /// Builds row fingerprints, reusing one buffer.
 #[derive(Debug, Default)]
 pub struct RowHasher {

@@ -250,6 +250,8 @@ pub enum Prepared {
     },
 }
 
+// A performance internal of the runner's pipeline, public for it; not part of the API.
+#[doc(hidden)]
 /// The first half of planning: reads the identifier and fingerprints the raw row. Pure (no
 /// snapshot, no counts), so a source's reader thread can run it.
 #[derive(Debug)]
@@ -279,6 +281,8 @@ impl<'m> RowPreparer<'m> {
         self.prepare_digested(row, None)
     }
 
+    // A performance internal of the runner's pipeline, public for it; not part of the API.
+    #[doc(hidden)]
     /// [`RowPreparer::prepare`] with the row's cells digest
     /// ([`fingerprint::RowHasher::cells_digest`] over the same mapping) when the thread that
     /// read the row computed it already.
@@ -457,6 +461,8 @@ impl<'m> Planner<'m> {
         }
     }
 
+    // A performance internal of the runner's pipeline, public for it; not part of the API.
+    #[doc(hidden)]
     /// Plans a batch of prepared rows into `out` (in order). Faster than one by one: every
     /// row's snapshot entry is looked up in one tight loop first, so the CPU overlaps the cache
     /// misses of independent lookups.
@@ -490,6 +496,8 @@ impl<'m> Planner<'m> {
         self.plan_digested_batch(rows, &[], snapshot, out)
     }
 
+    // A performance internal of the runner's pipeline, public for it; not part of the API.
+    #[doc(hidden)]
     /// [`Planner::plan_batch`] with the rows' cells digests computed by the thread that read
     /// them (`digests[i]` for `rows[i]`; rows without one are digested here). Hashing cells
     /// where they were just parsed is cheaper than reading them again from another core.
