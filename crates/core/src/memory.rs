@@ -2,6 +2,8 @@
 //! ([`MemoryDestination`]), for tests and for programs that keep no state on disk or try a
 //! mapping without Attentive.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Mutex;
@@ -27,8 +29,11 @@ pub struct MemorySnapshot {
 /// What the snapshot holds for one contact.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryContact {
+    /// The hash of the contact's identifier ([`crate::fingerprint::key_hash`]).
     pub key_hash: u64,
+    /// The row fingerprint the last acknowledged write or refresh left.
     pub row_fingerprint: u64,
+    /// Attribute key → what Attentive acknowledged.
     pub attributes: BTreeMap<String, StoredAttribute>,
 }
 
@@ -225,9 +230,11 @@ pub struct MemoryAccount {
 /// A bulk job of a [`MemoryDestination`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryJob {
+    /// The writes submitted, in order.
     pub writes: Vec<ContactWrite>,
     /// The result of each write, once processed (`None` while pending, and for a failed job).
     pub results: Option<Vec<BulkRecordResult>>,
+    /// Failed as a whole (by the job hook): nothing of it was applied.
     pub failed: bool,
 }
 

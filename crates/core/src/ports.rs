@@ -3,6 +3,8 @@
 //! `sources` implements [`ModelSource`], `state-store` implements [`SnapshotStore`],
 //! `attentive-client` implements [`Destination`]. This crate knows none of them.
 
+#![warn(missing_docs)]
+
 use std::future::Future;
 
 use crate::fingerprint::IN_DOUBT_VALUE;
@@ -11,6 +13,7 @@ use crate::value::{Canonical, SourceRow};
 
 /// A stream of model rows. Implementations read incrementally and never load the whole model.
 pub trait ModelSource {
+    /// What stops a read (I/O error, lost connection).
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// The column names, in the order of [`SourceRow::values`].
@@ -38,7 +41,9 @@ impl<S: ModelSource + ?Sized> ModelSource for Box<S> {
 pub struct StoredAttribute {
     /// The attribute's snapshot key ([`crate::mapping::AttributeId::key`]).
     pub key: String,
+    /// The value's fingerprint ([`crate::fingerprint`]), compared with the model's.
     pub fingerprint: u64,
+    /// The value Attentive acknowledged (a clear is the empty text that was sent).
     pub value: Canonical,
     /// The run whose acknowledged write set it.
     pub run_id: Option<i64>,
@@ -96,6 +101,7 @@ pub fn with_in_doubt(stored: &mut Vec<StoredAttribute>, from: usize, in_doubt: &
 /// A store that records writes in flight ([`InDoubt`]) shows them as [`with_in_doubt`] says,
 /// in both methods.
 pub trait SnapshotStore {
+    /// What reading the snapshot can fail with.
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Fills `index` with `(key hash, row fingerprint)` for every contact of the activation.
@@ -113,7 +119,9 @@ pub trait SnapshotStore {
 /// Whether a contact exists in the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Existence {
+    /// A contact with this identifier exists.
     Exists,
+    /// No contact has this identifier: nothing is written to it.
     NotFound,
 }
 
@@ -129,6 +137,7 @@ pub struct Account {
 /// What a lookup found for one contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
+    /// Whether the contact exists.
     pub existence: Existence,
     /// The destination's own id of the contact, when the lookup tells it: two identifiers
     /// with the same id belong to the same contact.
@@ -148,6 +157,7 @@ impl Lookup {
 /// An identifier as the destination matches it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContactRef {
+    /// Email or phone.
     pub kind: crate::mapping::IdentifierKind,
     /// Normalized: lower-case email or E.164 phone.
     pub key: String,
@@ -156,6 +166,7 @@ pub struct ContactRef {
 /// One write to the destination: the changed attributes of one contact.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContactWrite {
+    /// Who the write is for.
     pub contact: ContactRef,
     /// Each changed attribute with its new value; `None` clears it (`on_null = "clear"`).
     pub attributes: Vec<(crate::mapping::AttributeId, Option<Canonical>)>,
@@ -167,11 +178,17 @@ pub enum WriteOutcome {
     /// Accepted (2xx, or a bulk result line saying success): the snapshot may move.
     Acknowledged,
     /// Refused for its content (400): not re-sent until its values change.
-    Rejected { message: String },
+    Rejected {
+        /// Attentive's message.
+        message: String,
+    },
     /// The contact does not exist.
     NotFound,
     /// Still failing after retries: sent again by the next run.
-    Failed { reason: String },
+    Failed {
+        /// Why, for people (the last error after the retries).
+        reason: String,
+    },
 }
 
 /// What a destination answered to a bulk submission ([`Destination::submit_bulk`]).
@@ -181,15 +198,23 @@ pub enum BulkSubmission {
     /// lists the writes (by index) left out of the job because they cannot be sent at all,
     /// with why; they are rejected as a realtime write of them would be.
     Submitted {
+        /// Attentive's id of the job, to poll.
         job_id: String,
+        /// Writes left out, by index into the submitted writes, with why.
         refused: Vec<(usize, String)>,
     },
     /// Refused as a whole for its content (400): nothing of it was queued. Each write can
     /// still be sent on its own, to learn which one is at fault.
-    Rejected { message: String },
+    Rejected {
+        /// Attentive's message.
+        message: String,
+    },
     /// No answer that says whether a job was created (retries spent, timeouts): its writes
     /// are in doubt.
-    Failed { reason: String },
+    Failed {
+        /// Why, for people.
+        reason: String,
+    },
 }
 
 /// Where a bulk job is ([`Destination::bulk_job`]).
@@ -197,17 +222,28 @@ pub enum BulkSubmission {
 pub enum BulkJobState {
     /// Not done: `PENDING`, `IN_PROGRESS`, or a status the destination does not know (which
     /// is never taken for an answer).
-    Pending { status: String },
+    Pending {
+        /// The status as Attentive wrote it.
+        status: String,
+    },
     /// Processed: the result file says what became of each record. Completion alone
     /// acknowledges nothing; `result_url` is `None` when the answer names no file.
     Completed {
+        /// The status as Attentive wrote it.
         status: String,
+        /// Where the result file is, when Attentive names it (`url` or `resultUrl`).
         result_url: Option<String>,
     },
     /// Failed as a whole (`FAILED`, `CANCELLED`): none of its records counts as applied.
-    Failed { status: String },
+    Failed {
+        /// The status as Attentive wrote it.
+        status: String,
+    },
     /// The destination does not know the job (expired, or never created).
-    Unknown { message: String },
+    Unknown {
+        /// What Attentive said.
+        message: String,
+    },
 }
 
 /// What a bulk job's result file says of one record.
@@ -216,6 +252,7 @@ pub struct BulkRecordResult {
     /// The identifiers the record was sent with, as the file gives them back (normalized);
     /// empty when the line cannot be read.
     pub contacts: Vec<ContactRef>,
+    /// What became of the record.
     pub outcome: BulkRecordOutcome,
 }
 
@@ -225,9 +262,15 @@ pub enum BulkRecordOutcome {
     /// The line clearly says success: the values the record carried are applied.
     Acknowledged,
     /// Refused for its content (4xx), with the destination's message.
-    Rejected { message: String },
+    Rejected {
+        /// Attentive's message.
+        message: String,
+    },
     /// Anything else: a 5xx, an unreadable or unclear line. Sent again later.
-    Failed { reason: String },
+    Failed {
+        /// Why, for people.
+        reason: String,
+    },
 }
 
 /// What delivering cost so far, for run reports.
@@ -249,6 +292,7 @@ pub struct DeliveryStats {
 /// `Err` is reserved for what stops a whole run (key rejected, permission missing); per-write
 /// problems are [`WriteOutcome`]s.
 pub trait Destination: Send + Sync {
+    /// What stops a run (key rejected, permission missing); see [`Destination::stops_run`].
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// A read-only check that the contact exists. Never creates anything.

@@ -1,5 +1,7 @@
 //! Values as a model source yields them, before any mapping rule is applied.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 
 /// One cell of a model row, typed as the source knows it.
@@ -11,10 +13,13 @@ use std::fmt;
 pub enum Value {
     /// SQL `NULL`, JSON `null`, or a missing JSON key.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A whole number.
     Int(i64),
     /// A decimal number as text, e.g. `"412.50"` or `"1e3"`; always parses as a finite number.
     Number(String),
+    /// Text, as read (trimmed and normalized later, per the attribute's rules).
     Text(String),
     /// A calendar date.
     Date(chrono::NaiveDate),
@@ -23,7 +28,9 @@ pub enum Value {
     /// A value this tool never sends (array, object, binary...): `kind` names it for the
     /// rejection message.
     Unsupported {
+        /// What the value is (`array`, `object`, `binary`...).
         kind: &'static str,
+        /// The value as text, for the rejection message.
         text: String,
     },
 }
@@ -92,10 +99,13 @@ impl SourceRow {
 /// A value in the form that is fingerprinted, stored in the snapshot and sent to Attentive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Canonical {
+    /// A boolean.
     Bool(bool),
+    /// A whole number.
     Int(i64),
     /// A JSON number literal in canonical decimal form, sent unquoted.
     Number(NumberText),
+    /// Text, normalized.
     Text(String),
 }
 
@@ -290,6 +300,7 @@ impl NumberText {
         }
     }
 
+    /// The text, canonical.
     pub fn as_str(&self) -> &str {
         &self.0
     }
