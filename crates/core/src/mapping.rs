@@ -3,17 +3,22 @@
 //! [`Mapping`] is what a config describes; [`Mapping::bind`] checks it against the model's
 //! columns and yields a [`BoundMapping`], the validated form the planner works with.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 
 /// The kind of identifier that matches a model row to an existing Attentive contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentifierKind {
+    /// An email address, matched lower-cased.
     Email,
+    /// A phone number, matched in E.164 form (`+14155550100`).
     Phone,
 }
 
 impl IdentifierKind {
+    /// `email` or `phone`, as configs and Attentive's bodies name it.
     pub fn as_str(self) -> &'static str {
         match self {
             IdentifierKind::Email => "email",
@@ -26,6 +31,7 @@ macro_rules! standard_fields {
     ($($variant:ident => $name:literal;)+) => {
         /// The 19 standard profile fields Attentive supports (v2 user attributes).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[allow(missing_docs)] // the variants are the config names `name()` gives
         pub enum StandardField { $($variant,)+ }
 
         impl StandardField {
@@ -85,10 +91,15 @@ impl fmt::Display for StandardField {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CustomType {
+    /// Text, sent as a string.
     String,
+    /// A decimal number, sent digit for digit.
     Number,
+    /// `true`/`false` (and the usual spellings), sent as a JSON boolean.
     Bool,
+    /// A calendar date, sent as `YYYY-MM-DD`.
     Date,
+    /// A point in time, sent as ISO-8601 in UTC.
     Datetime,
 }
 
@@ -155,14 +166,18 @@ pub enum DateOrder {
     /// Only unambiguous forms (`YYYY-MM-DD`, `YYYY/MM/DD`, ISO-8601 datetimes) are accepted.
     #[default]
     Iso,
+    /// `MM/DD/YYYY` (and `-` or `.` separators) as well.
     Mdy,
+    /// `DD/MM/YYYY` (and `-` or `.` separators) as well.
     Dmy,
 }
 
 /// A mapped Attentive attribute: a standard field or a named custom attribute.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AttributeId {
+    /// One of Attentive's standard profile fields.
     Standard(StandardField),
+    /// A custom attribute, by its exact (case-sensitive) name.
     Custom(String),
 }
 
@@ -199,6 +214,7 @@ impl fmt::Display for AttributeId {
 /// One mapped attribute as the config declares it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttributeMapping {
+    /// The attribute it sets.
     pub attribute: AttributeId,
     /// The model column that feeds it.
     pub column: String,
@@ -209,7 +225,9 @@ pub struct AttributeMapping {
 /// The identifier column and how to read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identifier {
+    /// The model column holding it.
     pub column: String,
+    /// Email or phone.
     pub kind: IdentifierKind,
 }
 
@@ -219,6 +237,7 @@ pub struct NormalizeOptions {
     /// Region (ISO 3166-1 alpha-2) for phones written in national format. `None` means
     /// national-format phones are rejected: the tool never guesses `+1`.
     pub default_phone_region: Option<phonenumber::country::Id>,
+    /// How ambiguous dates are read.
     pub date_order: DateOrder,
     /// The day dates of birth are checked against ("not in the future"), given by the caller:
     /// this crate reads no clock. `None`: they are not checked against a day (runner sets
@@ -229,10 +248,15 @@ pub struct NormalizeOptions {
 /// A whole mapping as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
+    /// Which column matches rows to existing contacts.
     pub identifier: Identifier,
+    /// The mapped attributes, in config order.
     pub attributes: Vec<AttributeMapping>,
+    /// What a null value does.
     pub on_null: OnNull,
+    /// Which row of a duplicated identifier wins.
     pub duplicates: DuplicatePolicy,
+    /// How raw cells are normalized.
     pub options: NormalizeOptions,
 }
 
@@ -245,31 +269,64 @@ pub enum MappingError {
     )]
     /// `column` and `available` are cut for messages (see [`crate::message`]).
     UnknownColumn {
+        /// The column the config names.
         column: String,
+        /// The attribute (or identifier) it feeds.
         target: String,
+        /// The model's columns, for the message.
         available: String,
     },
     #[error(
         "custom attribute name {name:?} is {len} characters long; Attentive allows at most 200"
     )]
-    NameTooLong { name: String, len: usize },
+    /// A custom attribute name beyond Attentive's 200 characters.
+    NameTooLong {
+        /// The name (cut for the message).
+        name: String,
+        /// Its length in characters.
+        len: usize,
+    },
     #[error("custom attribute name must not be empty or only spaces")]
+    /// A custom attribute without a name.
     EmptyName,
     #[error("custom attribute name {name:?} has leading or trailing spaces; Attentive names are exact, so write it without them")]
-    NameSpaces { name: String },
+    /// A custom attribute name with spaces around it.
+    NameSpaces {
+        /// The name.
+        name: String,
+    },
     #[error("custom attribute name {name:?} contains a control character")]
-    NameControl { name: String },
+    /// A custom attribute name with a control character.
+    NameControl {
+        /// The name.
+        name: String,
+    },
     #[error("{attribute} is mapped twice")]
-    Duplicate { attribute: String },
+    /// One attribute mapped twice.
+    Duplicate {
+        /// The attribute.
+        attribute: String,
+    },
     #[error("standard field `{field}` is the identifier already (column `{column}`); map it once")]
+    /// The identifier's own standard field mapped again.
     IdentifierAgain {
+        /// `email` or `phone`.
         field: StandardField,
+        /// The identifier's column.
         column: String,
     },
     #[error("a custom type applies to custom attributes only, not to standard field `{field}`")]
-    TypeOnStandard { field: StandardField },
+    /// A custom type given to a standard field (whose type is Attentive's).
+    TypeOnStandard {
+        /// The field.
+        field: StandardField,
+    },
     #[error("{}", clear_identifier_message(*field))]
-    ClearIdentifier { field: StandardField },
+    /// `on_null = "clear"` with a mapped `email`/`phone` field, which Attentive cannot clear.
+    ClearIdentifier {
+        /// The field.
+        field: StandardField,
+    },
 }
 
 /// Why `on_null = "clear"` cannot go with a mapped `email`/`phone` standard field.
@@ -336,23 +393,32 @@ pub fn check_custom_name(name: &str) -> Result<(), MappingError> {
 /// One attribute bound to a column index of the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoundAttribute {
+    /// The attribute.
     pub attribute: AttributeId,
     /// The snapshot key, [`AttributeId::key`].
     pub key: String,
+    /// The model column that feeds it.
     pub column: String,
+    /// That column's index in [`crate::SourceRow::values`].
     pub index: usize,
+    /// The declared type of a custom attribute (`None`: the value's own).
     pub custom_type: Option<CustomType>,
 }
 
 /// A mapping checked against a model's columns: what the planner runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoundMapping {
+    /// The identifier's column and kind.
     pub identifier: Identifier,
+    /// The identifier column's index in [`crate::SourceRow::values`].
     pub identifier_index: usize,
     /// Sorted by snapshot key, so fingerprints do not depend on config order.
     pub attributes: Vec<BoundAttribute>,
+    /// What a null value does.
     pub on_null: OnNull,
+    /// Which row of a duplicated identifier wins.
     pub duplicates: DuplicatePolicy,
+    /// How raw cells are normalized.
     pub options: NormalizeOptions,
     /// [`crate::fingerprint::mapping_signature`] of this mapping: part of every row fingerprint.
     pub signature: u64,
