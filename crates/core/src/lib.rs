@@ -10,6 +10,8 @@
 //! delivers it to its own [`ports::Destination`] through this public API
 //! (`cargo run -p attentive-sync-core --example own_adapters`).
 
+#![deny(missing_docs)]
+
 pub mod fingerprint;
 pub mod mapping;
 pub mod memory;

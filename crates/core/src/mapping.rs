@@ -3,8 +3,6 @@
 //! [`Mapping`] is what a config describes; [`Mapping::bind`] checks it against the model's
 //! columns and yields a [`BoundMapping`], the validated form the planner works with.
 
-#![warn(missing_docs)]
-
 use std::fmt;
 
 /// The kind of identifier that matches a model row to an existing Attentive contact.

@@ -2,8 +2,6 @@
 //! ([`MemoryDestination`]), for tests and for programs that keep no state on disk or try a
 //! mapping without Attentive.
 
-#![warn(missing_docs)]
-
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Mutex;

@@ -31,6 +31,7 @@ pub struct SnapshotIndex {
 }
 
 impl SnapshotIndex {
+    /// An index with room for `n` contacts.
     pub fn with_capacity(n: usize) -> Self {
         SnapshotIndex {
             map: HashMap::with_capacity_and_hasher(n, BuildNoHashHasher::default()),
@@ -42,14 +43,17 @@ impl SnapshotIndex {
         self.map.insert(key_hash, row_fingerprint & ROW_FP_MASK);
     }
 
+    /// Makes room for `additional` more contacts.
     pub fn reserve(&mut self, additional: usize) {
         self.map.reserve(additional);
     }
 
+    /// How many contacts it holds.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -71,13 +75,18 @@ impl SnapshotIndex {
 pub enum RejectCode {
     /// The source could not read the record (ragged row, invalid UTF-8, bad JSON).
     UnreadableRow,
+    /// The identifier's cell is empty.
     MissingIdentifier,
+    /// The identifier is not a valid email or phone.
     InvalidIdentifier,
+    /// A mapped value breaks its attribute's rule.
     InvalidValue,
+    /// Another row has the same identifier (with `duplicates = "reject"`).
     DuplicateIdentifier,
 }
 
 impl RejectCode {
+    /// The stable snake_case code reports and filters use.
     pub fn as_str(self) -> &'static str {
         match self {
             RejectCode::UnreadableRow => "unreadable_row",
@@ -92,9 +101,11 @@ impl RejectCode {
 /// One problem in a row: which column, which value, which rule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    /// The column, when the problem is one cell's.
     pub column: Option<String>,
     /// The raw value, cut to 80 characters.
     pub value: Option<String>,
+    /// The rule it breaks, for people.
     pub rule: String,
 }
 
@@ -111,9 +122,11 @@ impl fmt::Display for Problem {
 /// A rejected row: never sent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Rejection {
+    /// Why, as a stable code.
     pub code: RejectCode,
     /// The normalized identifier, when it could be read.
     pub identifier: Option<String>,
+    /// Every problem of the row (column, value, rule).
     pub problems: Vec<Problem>,
 }
 
@@ -146,12 +159,15 @@ pub struct AttributeChange {
 /// A contact with attributes to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContactChange {
+    /// The contact, by its normalized identifier.
     pub contact: ContactRef,
+    /// The identifier's hash ([`crate::fingerprint::key_hash`]).
     pub key_hash: u64,
     /// The row fingerprint the snapshot takes once the write is acknowledged.
     pub row_fingerprint: u64,
     /// True when the snapshot knew nothing of this contact.
     pub new_contact: bool,
+    /// The attributes to send, in mapping order.
     pub changes: Vec<AttributeChange>,
 }
 
@@ -179,19 +195,27 @@ impl ContactChange {
 /// without a write, so the next run does not look again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refresh {
+    /// The contact.
     pub contact: ContactRef,
+    /// The identifier's hash.
     pub key_hash: u64,
+    /// The row fingerprint the snapshot takes.
     pub row_fingerprint: u64,
 }
 
 /// The plan for one row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowOutcome {
+    /// Nothing to send.
     Unchanged {
+        /// The identifier's hash.
         key_hash: u64,
+        /// A new row fingerprint to record, when the row changed without anything to send.
         refresh: Option<Refresh>,
     },
+    /// Attributes to send.
     Changed(ContactChange),
+    /// The row is invalid: never sent.
     Rejected(Rejection),
     /// The activation's segment filter leaves the row out: nothing is planned or sent, and the
     /// contact's snapshot is kept (see [`crate::segment`]).
@@ -203,6 +227,7 @@ pub enum RowOutcome {
 pub struct RowPlan {
     /// [`SourceRow::number`].
     pub row: u64,
+    /// What to do with it.
     pub outcome: RowOutcome,
     /// Set (to the identifier's key hash) when this row makes the earlier row of the same
     /// identifier a rejected duplicate: a consumer that kept that row's change must drop it and
@@ -220,8 +245,11 @@ pub struct PlanCounts {
     /// Rows read that the segment filter left out (a file model's filter; SQL models filter in
     /// the database, so they never see such rows).
     pub outside_segment: u64,
+    /// Rows with attributes to send.
     pub changed: u64,
+    /// Rows with nothing to send.
     pub unchanged: u64,
+    /// Rows rejected (never sent).
     pub rejected: u64,
     /// Rejections by code.
     pub rejected_by_code: std::collections::BTreeMap<RejectCode, u64>,
@@ -232,6 +260,7 @@ pub struct PlanCounts {
 /// Errors that stop planning.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError<E: std::error::Error + 'static> {
+    /// The snapshot store failed.
     #[error("reading the snapshot failed")]
     Snapshot(#[source] E),
 }
@@ -240,12 +269,17 @@ pub enum PlanError<E: std::error::Error + 'static> {
 /// fingerprinted. Needs no snapshot, so it can be computed on another thread.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prepared {
+    /// Invalid already.
     Rejected(Rejection),
     /// Left out by the segment filter.
     Outside,
+    /// Identified and fingerprinted.
     Ready {
+        /// The normalized identifier.
         key: String,
+        /// Its hash.
         key_hash: u64,
+        /// The row fingerprint.
         row_fp: u64,
     },
 }
@@ -401,10 +435,12 @@ impl<'m> Planner<'m> {
         self
     }
 
+    /// The counts so far.
     pub fn counts(&self) -> &PlanCounts {
         &self.counts
     }
 
+    /// The counts, once planning is done.
     pub fn into_counts(self) -> PlanCounts {
         self.counts
     }

@@ -3,8 +3,6 @@
 //! `sources` implements [`ModelSource`], `state-store` implements [`SnapshotStore`],
 //! `attentive-client` implements [`Destination`]. This crate knows none of them.
 
-#![warn(missing_docs)]
-
 use std::future::Future;
 
 use crate::fingerprint::IN_DOUBT_VALUE;

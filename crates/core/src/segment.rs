@@ -59,19 +59,31 @@ pub enum Filter {
     And(Vec<Filter>),
     /// Some operand holds.
     Or(Vec<Filter>),
+    /// The operand does not hold.
     Not(Box<Filter>),
+    /// `column op literal`.
     Compare {
+        /// The column compared.
         column: String,
+        /// How.
         op: CompareOp,
+        /// With what.
         literal: Literal,
     },
+    /// `column [not] in (literal, ...)`.
     In {
+        /// The column.
         column: String,
+        /// `not in`.
         negated: bool,
+        /// The values.
         literals: Vec<Literal>,
     },
+    /// `column is [not] null`.
     IsNull {
+        /// The column.
         column: String,
+        /// `is not null`.
         negated: bool,
     },
 }
@@ -79,11 +91,17 @@ pub enum Filter {
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareOp {
+    /// `=`
     Eq,
+    /// `!=` (or `<>`)
     Ne,
+    /// `<`
     Lt,
+    /// `<=`
     Le,
+    /// `>`
     Gt,
+    /// `>=`
     Ge,
 }
 
@@ -114,9 +132,11 @@ impl CompareOp {
 /// A constant in a filter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
+    /// A quoted string.
     Text(String),
     /// As written; always parses as a finite number.
     Number(String),
+    /// `true` or `false`.
     Bool(bool),
 }
 
@@ -127,13 +147,21 @@ pub enum FilterError {
     /// The message shows the text around it (at most [`CARET_CONTEXT`] characters each side).
     #[error("{message} at character {}:\n{}", at + 1, caret(text, *at))]
     Syntax {
+        /// The filter's text.
         text: String,
+        /// Where the problem is.
         at: usize,
+        /// What is wrong there.
         message: String,
     },
     /// `column` and `available` are cut for messages (see [`crate::message`]).
     #[error("the filter names column `{column}`, which is not in the model; its columns are: {available}")]
-    UnknownColumn { column: String, available: String },
+    UnknownColumn {
+        /// The column the filter names.
+        column: String,
+        /// The model's columns.
+        available: String,
+    },
 }
 
 /// How many characters of a filter a syntax error shows each side of the problem.
@@ -157,9 +185,11 @@ fn caret(text: &str, at: usize) -> String {
 /// A cell the filter could not compare: the row is rejected with this.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterProblem {
+    /// The column compared.
     pub column: String,
     /// The raw value, as the source gave it.
     pub value: String,
+    /// Why it could not be compared.
     pub rule: String,
 }
 

@@ -1,7 +1,5 @@
 //! Values as a model source yields them, before any mapping rule is applied.
 
-#![warn(missing_docs)]
-
 use std::fmt;
 
 /// One cell of a model row, typed as the source knows it.
