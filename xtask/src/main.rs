@@ -210,6 +210,16 @@ fn flag(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// The whole number after `name`, or `default` when the flag is absent.
+fn number_flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
+    match flag(args, name) {
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("{name} {v}: expected a whole number")),
+        None => Ok(default),
+    }
+}
+
 fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("plan") => {

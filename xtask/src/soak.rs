@@ -72,14 +72,7 @@ struct Options {
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
-    let num = |name: &str, default: u64| -> Result<u64, String> {
-        match super::flag(args, name) {
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("{name} {v}: expected a whole number")),
-            None => Ok(default),
-        }
-    };
+    let num = |name: &str, default: u64| super::number_flag(args, name, default);
     let o = Options {
         trials: num("--trials", 100)?,
         contacts: num("--contacts", 3000)?.max(20),

@@ -108,14 +108,7 @@ struct Totals {
 }
 
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
-    let num = |name: &str, default: u64| -> Result<u64, String> {
-        match super::flag(args, name) {
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("{name} {v}: expected a whole number")),
-            None => Ok(default),
-        }
-    };
+    let num = |name: &str, default: u64| super::number_flag(args, name, default);
     let opts = Options {
         trials: num("--trials", 30)?,
         contacts: num("--contacts", 600)?.max(40),

@@ -7,23 +7,14 @@ use std::time::{Duration, Instant};
 
 use attentive_sim::{
     BulkJobStatus, ContactOrigin, CustomType, Faults, Permission, RateLimitScope, RunningSim,
-    SeedContact, SimConfig, SimKey, Simulator, ViolationKind, DEFAULT_KEY,
+    SeedContact, SimConfig, SimKey, ViolationKind, DEFAULT_KEY,
 };
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-async fn start(config: SimConfig) -> RunningSim {
-    Simulator::start(config).await.unwrap()
-}
+mod common;
+use common::{client, start};
 
 async fn seeded(emails: &[&str]) -> RunningSim {
     start(SimConfig {

@@ -13,17 +13,8 @@ use attentive_sim::{
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-async fn start(config: SimConfig) -> RunningSim {
-    Simulator::start(config).await.unwrap()
-}
+mod common;
+use common::{client, start};
 
 async fn start_with(faults: Faults) -> RunningSim {
     start(SimConfig {

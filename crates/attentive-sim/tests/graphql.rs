@@ -3,28 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failure is a test failure
 
-use std::time::Duration;
-
 use attentive_sim::{
-    CompanyInfo, Permission, RunningSim, SeedContact, SimConfig, SimKey, Simulator, ViolationKind,
-    DEFAULT_KEY,
+    CompanyInfo, Permission, RunningSim, SeedContact, SimConfig, SimKey, ViolationKind, DEFAULT_KEY,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const PATH: [&str; 3] = ["viewer", "installedApplication", "installerCompany"];
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-async fn start(config: SimConfig) -> RunningSim {
-    Simulator::start(config).await.unwrap()
-}
+mod common;
+use common::{client, start};
 
 /// ann (email + phone), phone-only +12125550111, email-only bob.
 async fn three_contacts() -> RunningSim {

@@ -177,6 +177,19 @@ impl RunReport {
 }
 
 impl RunCounts {
+    /// The status of a run that went through its model: `pending` while records (or, with
+    /// `jobs_open`, bulk jobs) are not settled, `partial` when a row was not applied (rejected,
+    /// failed, not found, written without its secondary identifier), else `succeeded`.
+    pub fn status(&self, jobs_open: bool) -> RunStatus {
+        if self.pending > 0 || jobs_open {
+            RunStatus::Pending
+        } else if self.rejected + self.failed + self.not_found + self.identifier_conflicts > 0 {
+            RunStatus::Partial
+        } else {
+            RunStatus::Succeeded
+        }
+    }
+
     /// The count of one row outcome (`unchanged` included).
     pub fn get(&self, outcome: Outcome) -> u64 {
         match outcome {
@@ -755,7 +768,7 @@ pub async fn execute<D: Destination + 'static>(
         // Bulk records settle in the store (now, or after the run): its rows are the truth.
         store.with(|s| bulk::counts_from_rows(s, run_id, &mut report.counts))?;
         if matches!(report.status, RunStatus::Succeeded | RunStatus::Partial) {
-            report.status = bulk::status_of(&report.counts, false);
+            report.status = report.counts.status(false);
         }
         if let Some(why) = wait_error {
             report.error = Some(format!(
@@ -1390,10 +1403,8 @@ fn conclude(
             Error::Store(s) => return Err(Error::Store(s)),
             other => (RunStatus::Failed, Some(crate::error_chain(&other))),
         }
-    } else if counts.rejected + counts.failed + counts.not_found + counts.identifier_conflicts > 0 {
-        (RunStatus::Partial, None)
     } else {
-        (RunStatus::Succeeded, None)
+        (counts.status(false), None)
     };
     Ok(RunReport {
         run_id,
@@ -1823,7 +1834,7 @@ fn commit_all(
 }
 
 mod bulk;
-pub use bulk::{match_results, settle_activation, SettleError, Settled, JOB_EXPIRY};
+pub use bulk::{settle_activation, SettleError, Settled};
 
 #[cfg(test)]
 mod tests;

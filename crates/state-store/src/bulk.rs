@@ -553,28 +553,22 @@ impl StateStore {
         let Some(id) = activation_id(&self.conn, activation).ctx(A)? else {
             return Ok(Vec::new());
         };
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "{SELECT_JOB} WHERE j.activation_id = ?1 AND j.state != 'settled' ORDER BY j.id"
-            ))
-            .ctx(A)?;
-        let mut rows = stmt.query([id]).ctx(A)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().ctx(A)? {
-            out.push(job_summary(r)?);
-        }
-        Ok(out)
+        self.jobs_where("j.activation_id = ?1 AND j.state != 'settled'", id)
     }
 
     /// The jobs a run submitted, in order.
     pub fn run_jobs(&self, run_id: i64) -> Result<Vec<JobSummary>, Error> {
+        self.jobs_where("j.run_id = ?1", run_id)
+    }
+
+    /// The jobs a condition on `bulk_jobs AS j` (with one parameter) selects, in order.
+    fn jobs_where(&self, condition: &str, param: i64) -> Result<Vec<JobSummary>, Error> {
         const A: &str = "listing bulk jobs";
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("{SELECT_JOB} WHERE j.run_id = ?1 ORDER BY j.id"))
+            .prepare_cached(&format!("{SELECT_JOB} WHERE {condition} ORDER BY j.id"))
             .ctx(A)?;
-        let mut rows = stmt.query([run_id]).ctx(A)?;
+        let mut rows = stmt.query([param]).ctx(A)?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().ctx(A)? {
             out.push(job_summary(r)?);

@@ -19,7 +19,7 @@ use sync_core::ports::{
 use super::{deliver, record, Commit, Counters, Halt, SharedStore, Work};
 
 /// Jobs still open after this long are settled as failed: Attentive keeps jobs two weeks.
-pub const JOB_EXPIRY: Duration = Duration::from_secs(14 * 86_400);
+const JOB_EXPIRY: Duration = Duration::from_secs(14 * 86_400);
 
 /// Jobs asked about at once while settling.
 const SETTLE_CONCURRENCY: usize = 8;
@@ -143,7 +143,7 @@ pub(super) async fn submit_job<D: Destination>(
 
 /// Matches a result file's lines to a job's records: a record takes the outcome of the line
 /// that names its identifier; no line, or lines that disagree, fail it.
-pub fn match_results(
+pub(super) fn match_results(
     records: &[state_store::JobRecord],
     lines: &[BulkRecordResult],
 ) -> Vec<RecordResult> {
@@ -224,56 +224,49 @@ async fn settle_one<D: Destination>(
             JOB_EXPIRY.as_secs() / 86_400
         ));
     }
+    // A destination error stops settling when it would stop a run (key rejected); any other
+    // leaves the job for a later poll.
+    let later = |e: D::Error, doing: &str| -> Result<bool, SettleError> {
+        if destination.stops_run(&e) {
+            return Err(SettleError::Destination(crate::error_chain(&e)));
+        }
+        tracing::warn!(job = job.id, remote = %remote, error = %crate::error_chain(&e), "{doing} failed; tried again later");
+        Ok(false)
+    };
     let state = match destination.bulk_job(&remote).await {
         Ok(s) => s,
-        Err(e) if destination.stops_run(&e) => {
-            return Err(SettleError::Destination(crate::error_chain(&e)))
-        }
-        Err(e) => {
-            tracing::warn!(job = job.id, remote = %remote, error = %crate::error_chain(&e), "asking about a bulk job failed; asked again later");
-            return Ok(false);
-        }
+        Err(e) => return later(e, "asking about a bulk job"),
     };
+    if let BulkJobState::Pending { status }
+    | BulkJobState::Completed { status, .. }
+    | BulkJobState::Failed { status } = &state
+    {
+        store.with(|s| s.note_poll(job.id, status))?;
+    }
     match state {
-        BulkJobState::Pending { status } => {
-            store.with(|s| s.note_poll(job.id, &status))?;
-            Ok(false)
-        }
+        BulkJobState::Pending { .. } => Ok(false),
         BulkJobState::Completed {
             status,
             result_url: None,
-        } => {
-            store.with(|s| s.note_poll(job.id, &status))?;
-            failed(format!(
-                "Attentive says {status} but names no result file, so nothing of it is known to be applied; its records are sent again"
-            ))
-        }
+        } => failed(format!(
+            "Attentive says {status} but names no result file, so nothing of it is known to be applied; its records are sent again"
+        )),
         BulkJobState::Completed {
             status,
             result_url: Some(url),
         } => {
-            store.with(|s| s.note_poll(job.id, &status))?;
             let lines = match destination.bulk_results(&remote, &url).await {
                 Ok(lines) => lines,
-                Err(e) if destination.stops_run(&e) => {
-                    return Err(SettleError::Destination(crate::error_chain(&e)))
-                }
-                Err(e) => {
-                    tracing::warn!(job = job.id, remote = %remote, error = %crate::error_chain(&e), "reading a bulk job's result file failed; read again later");
-                    return Ok(false);
-                }
+                Err(e) => return later(e, "reading a bulk job's result file"),
             };
             let records = store.with(|s| s.job_records(job.id))?;
             let results = match_results(&records, &lines);
             store.with(|s| s.settle_job(activation, job.id, &results, Some(&status), None))?;
             Ok(true)
         }
-        BulkJobState::Failed { status } => {
-            store.with(|s| s.note_poll(job.id, &status))?;
-            failed(format!(
-                "Attentive says the job {status} as a whole; its records are sent again"
-            ))
-        }
+        BulkJobState::Failed { status } => failed(format!(
+            "Attentive says the job {status} as a whole; its records are sent again"
+        )),
         BulkJobState::Unknown { message } => failed(format!(
             "Attentive does not know job {remote} ({message}); its records are sent again"
         )),
@@ -423,18 +416,6 @@ pub(super) fn counts_from_rows(
     Ok(())
 }
 
-/// The status of a run that went through its model, from its counts: `pending` while
-/// records (or jobs) are open, `partial` when a row was not applied, else `succeeded`.
-pub(super) fn status_of(counts: &super::RunCounts, jobs_open: bool) -> RunStatus {
-    if counts.pending > 0 || jobs_open {
-        RunStatus::Pending
-    } else if counts.rejected + counts.failed + counts.not_found + counts.identifier_conflicts > 0 {
-        RunStatus::Partial
-    } else {
-        RunStatus::Succeeded
-    }
-}
-
 /// Brings a finished run whose jobs settled since up to date: its counts from its rows, and
 /// its status once no job is open (`partial` when a row was not applied).
 fn refresh_run(store: &mut StateStore, run_id: i64) -> Result<(), state_store::Error> {
@@ -455,7 +436,7 @@ fn refresh_run(store: &mut StateStore, run_id: i64) -> Result<(), state_store::E
         return Ok(()); // ended before it had a report: nothing of it was submitted
     };
     counts_from_rows(store, run_id, &mut report.counts)?;
-    let status = status_of(&report.counts, store.open_job_count(run_id)? > 0);
+    let status = report.counts.status(store.open_job_count(run_id)? > 0);
     report.status = status;
     let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
     store.update_run_result(run_id, status, &json)
