@@ -172,6 +172,7 @@ impl SnapshotStore for MemorySnapshot {
     fn contact_attributes(
         &self,
         _activation: &str,
+        _key_hash: u64,
         contact_key: &str,
         out: &mut Vec<StoredAttribute>,
     ) -> Result<(), Infallible> {

@@ -688,7 +688,7 @@ impl<'m> Planner<'m> {
         self.stored.clear();
         if stored_fp != 0 {
             snapshot
-                .contact_attributes(&self.activation, &contact.key, &mut self.stored)
+                .contact_attributes(&self.activation, key_hash, &contact.key, &mut self.stored)
                 .map_err(PlanError::Snapshot)?;
         }
         let mut changes = Vec::new();

@@ -105,10 +105,13 @@ pub trait SnapshotStore {
     /// Fills `index` with `(key hash, row fingerprint)` for every contact of the activation.
     fn load_index(&self, activation: &str, index: &mut SnapshotIndex) -> Result<(), Self::Error>;
 
-    /// The stored attributes of one contact (any order), appended to `out`.
+    /// The stored attributes of one contact (any order), appended to `out`. `key_hash` is the
+    /// contact's [`crate::fingerprint::key_hash`], under which [`SnapshotStore::load_index`]
+    /// listed it.
     fn contact_attributes(
         &self,
         activation: &str,
+        key_hash: u64,
         contact_key: &str,
         out: &mut Vec<StoredAttribute>,
     ) -> Result<(), Self::Error>;

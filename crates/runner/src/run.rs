@@ -564,10 +564,11 @@ impl SnapshotStore for SharedStore {
     fn contact_attributes(
         &self,
         activation: &str,
+        key_hash: u64,
         contact_key: &str,
         out: &mut Vec<sync_core::ports::StoredAttribute>,
     ) -> Result<(), state_store::Error> {
-        self.with(|s| s.contact_attributes(activation, contact_key, out))
+        self.with(|s| s.contact_attributes(activation, key_hash, contact_key, out))
     }
 }
 

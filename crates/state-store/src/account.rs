@@ -112,14 +112,9 @@ impl StateStore {
                 [activation],
             )
             .ctx(A)?;
-            tx.execute(
-                &format!("DELETE FROM snapshot_attributes WHERE {in_activation}"),
-                [activation],
-            )
-            .ctx(A)?;
             forgotten += tx
                 .execute(
-                    &format!("DELETE FROM snapshot_contacts WHERE {in_activation}"),
+                    &format!("DELETE FROM snapshot WHERE {in_activation}"),
                     [activation],
                 )
                 .ctx(A)? as u64;

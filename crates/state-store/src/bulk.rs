@@ -21,8 +21,9 @@ use sync_core::plan::ContactChange;
 use sync_core::ports::ContactRef;
 use sync_core::BoundMapping;
 
-use crate::snapshot::{change_keys, decode_value, stored_value};
-use crate::{activation_id, now, u64_to_sql, Context, Error, StateStore};
+use crate::packed::Slot;
+use crate::snapshot::{change_keys, decode_value, millis, stored_value, Entry, Slots};
+use crate::{activation_id, now, u64_from_sql, u64_to_sql, Context, Error, StateStore};
 
 /// One record of a job about to be submitted: the model row and the change it carries.
 #[derive(Debug, Clone)]
@@ -320,12 +321,12 @@ pub(crate) fn records_in(
     Ok(())
 }
 
-/// One attribute a record carried: `[key, tag, text, fingerprint]`.
+/// One attribute a record carried: `[key, tag, text, fingerprint]` (the fingerprint is the
+/// value's, recomputed when the snapshot is read).
 struct Carried {
     key: String,
     tag: String,
     text: String,
-    fingerprint: i64,
 }
 
 fn carried(json: &str) -> Result<Vec<Carried>, Error> {
@@ -337,15 +338,10 @@ fn carried(json: &str) -> Result<Vec<Carried>, Error> {
     let v: Vec<(String, String, String, i64)> =
         serde_json::from_str(json).map_err(|_| corrupt())?;
     v.into_iter()
-        .map(|(key, tag, text, fingerprint)| {
+        .map(|(key, tag, text, _fingerprint)| {
             // Checked now, so that a settlement never writes a value it cannot read back.
             decode_value("bulk_records", &tag, &text)?;
-            Ok(Carried {
-                key,
-                tag,
-                text,
-                fingerprint,
-            })
+            Ok(Carried { key, tag, text })
         })
         .collect()
 }
@@ -425,28 +421,9 @@ fn settle_in(
              ON CONFLICT (activation_id, contact_key, attribute_key) DO NOTHING",
         )
         .ctx(A)?;
-    let mut attribute = tx
-        .prepare_cached(
-            "INSERT INTO snapshot_attributes \
-             (activation_id, contact_key, attribute_key, fingerprint, value_tag, value_text, run_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-             ON CONFLICT (activation_id, contact_key, attribute_key) DO UPDATE SET \
-             fingerprint = excluded.fingerprint, value_tag = excluded.value_tag, \
-             value_text = excluded.value_text, run_id = excluded.run_id",
-        )
-        .ctx(A)?;
-    // The row fingerprint moves only if no later run has settled the contact since.
-    let mut contact = tx
-        .prepare_cached(
-            "INSERT INTO snapshot_contacts \
-             (activation_id, contact_key, key_hash, row_fingerprint, updated_run, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (activation_id, contact_key) DO UPDATE SET \
-             key_hash = excluded.key_hash, row_fingerprint = excluded.row_fingerprint, \
-             updated_run = excluded.updated_run, updated_at = excluded.updated_at \
-             WHERE coalesce(snapshot_contacts.updated_run, 0) <= excluded.updated_run",
-        )
-        .ctx(A)?;
+    let at_ms = millis(at)?;
+    let mut slots = Slots::load(tx, activation_id)?;
+    let mut buf = String::new();
     let mut outcome = tx
         .prepare_cached(
             "UPDATE bulk_records SET outcome = ?3, message = ?4 WHERE job_id = ?1 AND seq = ?2",
@@ -468,11 +445,17 @@ fn settle_in(
             ),
             None => continue,
         };
-        // The contact entry first: its attributes refer to it.
+        // The contact's row moves to this job's run only if no later run has settled the
+        // contact since.
+        let mut entry = None;
         if matches!(result, RecordResult::Applied | RecordResult::Rejected(_)) {
-            contact
-                .execute(params![activation_id, key, key_hash, row_fp, job_run, at])
-                .ctx(A)?;
+            let mut e = Entry::find_or_new(tx, activation_id, &key, u64_from_sql(key_hash))?;
+            if e.id.is_none() || e.updated_run.unwrap_or(0) <= job_run {
+                e.row_fingerprint = u64_from_sql(row_fp);
+                e.updated_run = Some(job_run);
+                e.updated_at = at_ms;
+            }
+            entry = Some(e);
         }
         for a in carried(&attributes)? {
             let by: Option<Option<i64>> = owner
@@ -482,17 +465,11 @@ fn settle_in(
             let ours = by == Some(Some(job));
             match &result {
                 RecordResult::Applied if ours => {
-                    attribute
-                        .execute(params![
-                            activation_id,
-                            key,
-                            a.key,
-                            a.fingerprint,
-                            a.tag,
-                            a.text,
-                            job_run
-                        ])
-                        .ctx(A)?;
+                    let slot = slots.slot(tx, &a.key)?;
+                    let tag = a.tag.chars().next().unwrap_or('s');
+                    if let Some(e) = entry.as_mut() {
+                        e.packed.set(slot, Slot::new(tag, &a.text, Some(job_run)));
+                    }
                     settle.execute(params![activation_id, key, a.key]).ctx(A)?;
                 }
                 RecordResult::Rejected(_) if ours => {
@@ -524,6 +501,9 @@ fn settle_in(
                     }
                 },
             }
+        }
+        if let Some(mut e) = entry {
+            e.write(tx, activation_id, &mut buf)?;
         }
         let (text, code, message) = match &result {
             RecordResult::Applied => ("updated", None, None),

@@ -2,7 +2,7 @@
 //! What is still marked when a run ends (killed mid-write, or failed after retries) is sent
 //! again by the next run, whatever the model holds by then.
 
-use rusqlite::{params, Connection, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use sync_core::plan::ContactChange;
 use sync_core::ports::InDoubt;
 use sync_core::BoundMapping;
@@ -50,18 +50,6 @@ pub(crate) fn contacts_in_doubt(conn: &Connection, activation_id: i64) -> Result
         .query_map([activation_id], |r| r.get::<_, i64>(0))
         .ctx(A)?;
     rows.map(|r| r.map(u64_from_sql).ctx(A)).collect()
-}
-
-/// The attributes in doubt of one contact of one activation (by name), sorted by key.
-pub(crate) fn in_doubt_by_name(
-    conn: &Connection,
-    activation: &str,
-    contact_key: &str,
-) -> Result<Vec<InDoubt>, Error> {
-    match activation_id(conn, activation).ctx("reading attributes in doubt")? {
-        Some(id) => in_doubt_of(conn, id, contact_key),
-        None => Ok(Vec::new()),
-    }
 }
 
 /// The attributes in doubt of one contact of one activation (by id), sorted by key.
@@ -125,7 +113,33 @@ pub(crate) fn mark_in<'c>(
     Ok(())
 }
 
-/// Settles a contact's attributes in doubt: those named, or all of them (`None`).
+/// Whether the activation has any attribute in doubt (acknowledgements skip settling when
+/// it has none).
+pub(crate) fn any_in_doubt(conn: &Connection, activation_id: i64) -> Result<bool, Error> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM in_doubt WHERE activation_id = ?1)")
+        .and_then(|mut s| s.query_row([activation_id], |r| r.get(0)))
+        .ctx("reading attributes in doubt")
+}
+
+/// The key hash recorded with a contact's doubts, if it has any.
+pub(crate) fn key_hash_in_doubt(
+    conn: &Connection,
+    activation_id: i64,
+    contact_key: &str,
+) -> Result<Option<u64>, Error> {
+    conn.prepare_cached(
+        "SELECT key_hash FROM in_doubt WHERE activation_id = ?1 AND contact_key = ?2 LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![activation_id, contact_key], |r| r.get::<_, i64>(0))
+            .optional()
+    })
+    .map(|h| h.map(u64_from_sql))
+    .ctx("reading attributes in doubt")
+}
+
+/// Settles a contact's attributes in doubt: those named, or all of them (`None`), with one
+/// statement.
 pub(crate) fn settle_in(
     tx: &Connection,
     activation_id: i64,
@@ -134,17 +148,15 @@ pub(crate) fn settle_in(
 ) -> Result<(), Error> {
     const A: &str = "settling attributes in doubt";
     match keys {
+        Some([]) => {}
         Some(keys) => {
-            let mut stmt = tx
-                .prepare_cached(
-                    "DELETE FROM in_doubt \
-                     WHERE activation_id = ?1 AND contact_key = ?2 AND attribute_key = ?3",
-                )
-                .ctx(A)?;
-            for k in keys {
-                stmt.execute(params![activation_id, contact_key, k])
-                    .ctx(A)?;
-            }
+            let keys = serde_json::to_string(keys).unwrap_or_default();
+            tx.prepare_cached(
+                "DELETE FROM in_doubt WHERE activation_id = ?1 AND contact_key = ?2 \
+                 AND attribute_key IN (SELECT value FROM json_each(?3))",
+            )
+            .and_then(|mut s| s.execute(params![activation_id, contact_key, keys]))
+            .ctx(A)?;
         }
         None => {
             tx.prepare_cached("DELETE FROM in_doubt WHERE activation_id = ?1 AND contact_key = ?2")

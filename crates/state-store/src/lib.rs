@@ -18,9 +18,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 mod account;
 mod bulk;
 mod commit;
+mod compact;
 mod doubt;
 mod existence;
 mod lock;
+mod packed;
 mod runs;
 mod schema;
 mod snapshot;
@@ -122,7 +124,26 @@ pub enum Error {
         /// The newest version this build knows.
         supported: i64,
     },
-    /// A migration failed; the database stays at the previous version.
+    /// The file needs migrating, but another process holds one of its activations: the
+    /// migration needs the file to itself.
+    #[error(
+        "the state database has schema version {found} and needs migrating to {supported}, but \
+         activation `{activation}` is locked by {holder} since {since}; stop that process (or \
+         let its run end) and start again"
+    )]
+    MigrationBlocked {
+        /// The database's version.
+        found: i64,
+        /// The version this build migrates to.
+        supported: i64,
+        /// A locked activation.
+        activation: String,
+        /// Who holds it.
+        holder: String,
+        /// Since when (RFC 3339, UTC).
+        since: String,
+    },
+    /// A migration failed; the database stays at the version it had.
     #[error("migrating the state database to schema version {version} failed")]
     Migration {
         /// The version the migration leads to.
@@ -303,6 +324,8 @@ pub struct StateStore {
     /// doubt then: reading its contacts' attributes skips looking for doubts. Cleared when this
     /// connection marks any.
     doubt_free: std::cell::RefCell<Option<String>>,
+    /// Attribute keys by slot, per activation id, as last read ([`snapshot::slot_keys`]).
+    slot_keys: std::cell::RefCell<std::collections::HashMap<i64, Vec<String>>>,
 }
 
 impl StateStore {
@@ -406,6 +429,7 @@ impl StateStore {
             location: Location::File { path, identity },
             lock_stale_after: DEFAULT_LOCK_STALE_AFTER,
             doubt_free: Default::default(),
+            slot_keys: Default::default(),
         })
     }
 
@@ -438,6 +462,7 @@ impl StateStore {
             location: Location::Memory(MemoryLocks::default()),
             lock_stale_after: DEFAULT_LOCK_STALE_AFTER,
             doubt_free: Default::default(),
+            slot_keys: Default::default(),
         })
     }
 
@@ -656,38 +681,61 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
-/// Brings the schema to the latest version, one transaction per migration.
+/// Brings the schema to the latest version: every pending migration in one transaction, so
+/// that a file is either untouched or at the latest version. Refused while another process
+/// holds an activation lock of the file (a run or a server may be using it).
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let supported = schema_len();
-    loop {
-        let found = user_version(conn).ctx("reading the schema version")?;
-        if found > supported {
-            return Err(Error::SchemaTooNew { found, supported });
+    let found = user_version(conn).ctx("reading the schema version")?;
+    if found > supported {
+        return Err(Error::SchemaTooNew { found, supported });
+    }
+    if found == supported {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx("starting a migration")?;
+    // Another process may have migrated between the read above and the write lock.
+    let found = user_version(&tx).ctx("reading the schema version")?;
+    if found > supported {
+        return Err(Error::SchemaTooNew { found, supported });
+    }
+    if found == supported {
+        return Ok(());
+    }
+    if found >= 1 {
+        if let Some((activation, holder, since)) = lock::live_holder(&tx, found >= 2)? {
+            return Err(Error::MigrationBlocked {
+                found,
+                supported,
+                activation,
+                holder,
+                since,
+            });
         }
-        if found == supported {
-            return Ok(());
-        }
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx("starting a migration")?;
-        // Another process may have migrated between the read above and the write lock.
-        let version = user_version(&tx).ctx("reading the schema version")?;
-        if version != found {
-            continue;
-        }
-        let next = found + 1;
-        let sql = usize::try_from(found)
+    }
+    for version in found + 1..=supported {
+        let fail = |source| Error::Migration { version, source };
+        let sql = usize::try_from(version - 1)
             .ok()
             .and_then(|i| schema::MIGRATIONS.get(i))
             .ok_or(Error::SchemaTooNew { found, supported })?;
-        let fail = |source| Error::Migration {
-            version: next,
-            source,
-        };
         tx.execute_batch(sql).map_err(fail)?;
-        tx.pragma_update(None, "user_version", next).map_err(fail)?;
-        tx.commit().map_err(fail)?;
+        if let Some(code) = schema::code(version) {
+            code(&tx).map_err(|e| match e {
+                Error::Sqlite { source, .. } => Error::Migration { version, source },
+                other => other,
+            })?;
+        }
     }
+    let fail = |source| Error::Migration {
+        version: supported,
+        source,
+    };
+    tx.pragma_update(None, "user_version", supported)
+        .map_err(fail)?;
+    tx.commit().map_err(fail)
 }
 
 /// What [`StateStore::vacuum`] did.

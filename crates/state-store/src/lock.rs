@@ -127,6 +127,35 @@ fn heartbeat_stale(heartbeat_at: &str, after: Duration) -> bool {
     }
 }
 
+/// A lock of the file held by a live process, if any: `(activation, holder, since)`. Rows
+/// whose holder cannot be told alive or gone count as live until their heartbeat is stale.
+/// `identity`: the file has the `host` and `process` columns (schema 2 on).
+pub(crate) fn live_holder(
+    conn: &Connection,
+    identity: bool,
+) -> Result<Option<(String, String, String)>, Error> {
+    const A: &str = "reading activation locks";
+    let sql = if identity {
+        "SELECT activation, holder, pid, acquired_at, heartbeat_at, host, process FROM locks"
+    } else {
+        "SELECT activation, holder, pid, acquired_at, heartbeat_at, NULL, NULL FROM locks"
+    };
+    let mut stmt = conn.prepare(sql).ctx(A)?;
+    let mut rows = stmt.query([]).ctx(A)?;
+    while let Some(r) = rows.next().ctx(A)? {
+        let pid: i64 = r.get(2).ctx(A)?;
+        let heartbeat_at: String = r.get(4).ctx(A)?;
+        let host: Option<String> = r.get(5).ctx(A)?;
+        let process: Option<String> = r.get(6).ctx(A)?;
+        let gone = holder_gone(host.as_deref(), pid, process.as_deref())
+            .unwrap_or_else(|| heartbeat_stale(&heartbeat_at, DEFAULT_LOCK_STALE_AFTER));
+        if !gone {
+            return Ok(Some((r.get(0).ctx(A)?, r.get(1).ctx(A)?, r.get(3).ctx(A)?)));
+        }
+    }
+    Ok(None)
+}
+
 /// A timestamp precise enough to tell two acquisitions apart.
 fn now_precise() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)

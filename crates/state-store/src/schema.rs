@@ -1,8 +1,9 @@
 //! The schema, as an ordered list of migrations.
 //!
-//! Migration `i` (0-based) takes the database from `PRAGMA user_version = i` to `i + 1`. Each
-//! runs in its own IMMEDIATE transaction together with the `user_version` bump, so a database
-//! is always at a whole version. Never edit a released migration: append a new one.
+//! Migration `i` (0-based) takes the database from `PRAGMA user_version = i` to `i + 1`: its
+//! SQL, then its code ([`code`]) if it has some. Every pending migration runs in one IMMEDIATE
+//! transaction together with the `user_version` bump, so a database is always at a whole
+//! version. Never edit a released migration: append a new one.
 //!
 //! Every table and column is documented in `docs/STATE.md`.
 
@@ -203,4 +204,65 @@ CREATE TABLE bulk_records (
 ALTER TABLE in_doubt ADD COLUMN job_id INTEGER;
 ALTER TABLE in_doubt ADD COLUMN fingerprint INTEGER;
 "#,
+    // 6: the compact snapshot. One row per contact and activation (`snapshot`), its values
+    // packed into a JSON array by attribute slot (`snapshot_keys`), value fingerprints
+    // recomputed from the values instead of stored, times in milliseconds. The rows of
+    // `snapshot_contacts` and `snapshot_attributes` are moved by `compact::migrate`, which
+    // then drops the two tables and creates views of the same names for people.
+    r#"
+CREATE TABLE snapshot_keys (
+    activation_id INTEGER NOT NULL REFERENCES activations(id) ON DELETE CASCADE,
+    slot          INTEGER NOT NULL,
+    attribute_key TEXT    NOT NULL,
+    PRIMARY KEY (activation_id, slot),
+    UNIQUE (activation_id, attribute_key)
+) WITHOUT ROWID;
+
+CREATE TABLE snapshot (
+    id              INTEGER PRIMARY KEY,
+    activation_id   INTEGER NOT NULL REFERENCES activations(id) ON DELETE CASCADE,
+    key_hash        INTEGER NOT NULL,
+    row_fingerprint INTEGER NOT NULL,
+    updated_run     INTEGER,
+    updated_at      INTEGER NOT NULL,
+    contact_key     TEXT    NOT NULL,
+    attribute_runs,
+    attributes      TEXT    NOT NULL
+);
+
+-- The planner's index load is a range scan of this index alone; finding a contact's row by
+-- its key hash uses it too.
+CREATE INDEX snapshot_index ON snapshot (activation_id, key_hash, row_fingerprint);
+"#,
 ];
+
+/// Code a migration runs after its SQL, in the same transaction, by the version it leads to.
+pub(crate) fn code(version: i64) -> Option<fn(&rusqlite::Connection) -> Result<(), crate::Error>> {
+    match version {
+        6 => Some(crate::compact::migrate),
+        _ => None,
+    }
+}
+
+/// The views of migration 6: the snapshot as the tables of schemas 1 to 5 showed it, with
+/// values as text, for the `sqlite3` shell (value fingerprints are not stored: `contacts show`
+/// computes them).
+pub(crate) const SNAPSHOT_VIEWS: &str = r#"
+CREATE VIEW snapshot_contacts AS
+SELECT activation_id, contact_key, key_hash, row_fingerprint, updated_run,
+       strftime('%Y-%m-%dT%H:%M:%fZ', updated_at / 1000.0, 'unixepoch') AS updated_at
+FROM snapshot;
+
+CREATE VIEW snapshot_attributes AS
+SELECT s.activation_id, s.contact_key, k.attribute_key,
+       substr(j.value, 1, 1) AS value_tag,
+       substr(j.value, 2)    AS value_text,
+       CASE typeof(s.attribute_runs)
+           WHEN 'text' THEN json_extract(s.attribute_runs, '$[' || j.key || ']')
+           ELSE s.attribute_runs
+       END AS run_id
+FROM snapshot AS s
+JOIN json_each(s.attributes) AS j
+JOIN snapshot_keys AS k ON k.activation_id = s.activation_id AND k.slot = j.key
+WHERE j.type = 'text';
+"#;

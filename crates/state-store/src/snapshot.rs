@@ -3,12 +3,16 @@
 
 use std::sync::mpsc;
 
+use std::collections::HashMap;
+
 use rusqlite::{params, params_from_iter, Connection, Row, Rows, TransactionBehavior};
-use sync_core::fingerprint::IN_DOUBT_ROW;
+use sync_core::fingerprint::{key_hash, value_fingerprint, IN_DOUBT_ROW};
+use sync_core::mapping::IdentifierKind;
 use sync_core::plan::{ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{with_in_doubt, InDoubt, SnapshotStore, StoredAttribute};
 use sync_core::{BoundMapping, Canonical};
 
+use crate::packed::{Malformed, Packed, Slot};
 use crate::{activation_id, u64_from_sql, u64_to_sql, Context, Error, StateStore};
 
 /// One activation's entry for a contact, for `contacts show`.
@@ -31,47 +35,269 @@ pub struct ContactSnapshot {
     pub in_doubt: Vec<InDoubt>,
 }
 
-const UPSERT_CONTACT: &str = "\
-INSERT INTO snapshot_contacts
-    (activation_id, contact_key, key_hash, row_fingerprint, updated_run, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-ON CONFLICT (activation_id, contact_key) DO UPDATE SET
-    key_hash = excluded.key_hash,
-    row_fingerprint = excluded.row_fingerprint,
-    updated_run = excluded.updated_run,
-    updated_at = excluded.updated_at";
+/// The activation's attribute keys by slot ([`crate::packed`]), as written by
+/// [`Slots::slot`]. Slots are never renumbered or reused for another key, so a list read
+/// earlier is never wrong, only possibly short.
+pub(crate) fn slot_keys(conn: &Connection, activation_id: i64) -> Result<Vec<String>, Error> {
+    const A: &str = "reading attribute slots";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT slot, attribute_key FROM snapshot_keys WHERE activation_id = ?1 ORDER BY slot",
+        )
+        .ctx(A)?;
+    let rows = stmt
+        .query_map([activation_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
+        .ctx(A)?;
+    let mut keys = Vec::new();
+    for row in rows {
+        let (slot, key) = row.ctx(A)?;
+        if usize::try_from(slot).ok() != Some(keys.len()) {
+            return Err(Error::Corrupt {
+                table: "snapshot_keys",
+                column: "slot",
+                value: slot.to_string(),
+            });
+        }
+        keys.push(key);
+    }
+    Ok(keys)
+}
 
-const UPSERT_ATTRIBUTE: &str = "\
-INSERT INTO snapshot_attributes
-    (activation_id, contact_key, attribute_key, fingerprint, value_tag, value_text, run_id)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-ON CONFLICT (activation_id, contact_key, attribute_key) DO UPDATE SET
-    fingerprint = excluded.fingerprint,
-    value_tag = excluded.value_tag,
-    value_text = excluded.value_text,
-    run_id = excluded.run_id";
+/// An activation's attribute slots inside a write transaction, numbering new keys.
+pub(crate) struct Slots {
+    activation_id: i64,
+    by_key: HashMap<String, usize>,
+}
 
-const SELECT_ATTRIBUTES: &str = "\
-SELECT attribute_key, fingerprint, value_tag, value_text, run_id
-FROM snapshot_attributes
-WHERE activation_id = ?1 AND contact_key = ?2
-ORDER BY attribute_key";
+impl Slots {
+    pub(crate) fn load(tx: &Connection, activation_id: i64) -> Result<Slots, Error> {
+        let keys = slot_keys(tx, activation_id)?;
+        Ok(Slots {
+            activation_id,
+            by_key: keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect(),
+        })
+    }
 
-/// Reads one `SELECT_ATTRIBUTES` row.
-fn stored_attribute(r: &Row<'_>) -> Result<StoredAttribute, Error> {
-    const A: &str = "reading a contact's attributes";
-    let key: String = r.get(0).ctx(A)?;
-    let fingerprint: i64 = r.get(1).ctx(A)?;
-    let tag: String = r.get(2).ctx(A)?;
-    let text: String = r.get(3).ctx(A)?;
-    let run_id: Option<i64> = r.get(4).ctx(A)?;
-    let value = decode_value("snapshot_attributes", &tag, &text)?;
-    Ok(StoredAttribute {
-        key,
-        fingerprint: u64_from_sql(fingerprint),
-        value,
-        run_id,
+    /// The slot of an attribute key, numbering it if it has none yet.
+    pub(crate) fn slot(&mut self, tx: &Connection, key: &str) -> Result<usize, Error> {
+        if let Some(&slot) = self.by_key.get(key) {
+            return Ok(slot);
+        }
+        let slot = self.by_key.len();
+        tx.prepare_cached(
+            "INSERT INTO snapshot_keys (activation_id, slot, attribute_key) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![self.activation_id, slot as i64, key]))
+        .ctx("numbering an attribute key")?;
+        self.by_key.insert(key.to_owned(), slot);
+        Ok(slot)
+    }
+}
+
+/// One contact's `snapshot` row, read to be changed and written back ([`Entry::write`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// Its row id; `None` until written.
+    pub id: Option<i64>,
+    pub contact_key: String,
+    pub key_hash: u64,
+    pub row_fingerprint: u64,
+    pub updated_run: Option<i64>,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: i64,
+    pub packed: Packed,
+}
+
+pub(crate) const FIND_ENTRY: &str = "\
+SELECT id, contact_key, row_fingerprint, updated_run, updated_at, attribute_runs, attributes
+FROM snapshot WHERE activation_id = ?1 AND key_hash = ?2";
+
+const INSERT_ENTRY: &str = "\
+INSERT INTO snapshot (activation_id, key_hash, row_fingerprint, updated_run, updated_at,
+                      contact_key, attribute_runs, attributes)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const UPDATE_ENTRY: &str = "\
+UPDATE snapshot SET row_fingerprint = ?2, updated_run = ?3, updated_at = ?4,
+                    attribute_runs = ?5, attributes = ?6
+WHERE id = ?1";
+
+impl Entry {
+    /// A contact with no row yet.
+    pub(crate) fn new(contact_key: &str, key_hash: u64) -> Entry {
+        Entry {
+            id: None,
+            contact_key: contact_key.to_owned(),
+            key_hash,
+            row_fingerprint: 0,
+            updated_run: None,
+            updated_at: 0,
+            packed: Packed::default(),
+        }
+    }
+
+    /// The contact's row in the activation, if it has one. Rows are found by key hash and
+    /// told apart by key, so two keys with the same hash never share a row.
+    pub(crate) fn find(
+        conn: &Connection,
+        activation_id: i64,
+        contact_key: &str,
+        key_hash: u64,
+    ) -> Result<Option<Entry>, Error> {
+        const A: &str = "reading a contact's snapshot";
+        let mut stmt = conn.prepare_cached(FIND_ENTRY).ctx(A)?;
+        let mut rows = stmt
+            .query(params![activation_id, u64_to_sql(key_hash)])
+            .ctx(A)?;
+        while let Some(r) = rows.next().ctx(A)? {
+            let key = text_at(r, 1, A)?;
+            if key != contact_key {
+                continue;
+            }
+            let attributes = text_at(r, 6, A)?;
+            let packed = Packed::decode(attributes, r.get_ref(5).ctx(A)?).map_err(corrupt)?;
+            return Ok(Some(Entry {
+                id: Some(r.get(0).ctx(A)?),
+                contact_key: contact_key.to_owned(),
+                key_hash,
+                row_fingerprint: u64_from_sql(r.get(2).ctx(A)?),
+                updated_run: r.get(3).ctx(A)?,
+                updated_at: r.get(4).ctx(A)?,
+                packed,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The row as found, or a new one.
+    pub(crate) fn find_or_new(
+        conn: &Connection,
+        activation_id: i64,
+        contact_key: &str,
+        key_hash: u64,
+    ) -> Result<Entry, Error> {
+        Ok(Entry::find(conn, activation_id, contact_key, key_hash)?
+            .unwrap_or_else(|| Entry::new(contact_key, key_hash)))
+    }
+
+    /// Writes the row (inserting it if it has no id yet); `buf` is scratch space.
+    pub(crate) fn write(
+        &mut self,
+        tx: &Connection,
+        activation_id: i64,
+        buf: &mut String,
+    ) -> Result<(), Error> {
+        const A: &str = "recording a contact's snapshot";
+        let runs = self.packed.encode(buf);
+        match self.id {
+            Some(id) => {
+                tx.prepare_cached(UPDATE_ENTRY)
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            id,
+                            u64_to_sql(self.row_fingerprint),
+                            self.updated_run,
+                            self.updated_at,
+                            runs,
+                            buf.as_str()
+                        ])
+                    })
+                    .ctx(A)?;
+            }
+            None => {
+                tx.prepare_cached(INSERT_ENTRY)
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            activation_id,
+                            u64_to_sql(self.key_hash),
+                            u64_to_sql(self.row_fingerprint),
+                            self.updated_run,
+                            self.updated_at,
+                            self.contact_key,
+                            runs,
+                            buf.as_str()
+                        ])
+                    })
+                    .ctx(A)?;
+                self.id = Some(tx.last_insert_rowid());
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored attributes, with their keys (`keys`, by slot) and fingerprints.
+    pub(crate) fn attributes(
+        &self,
+        keys: &[String],
+        out: &mut Vec<StoredAttribute>,
+    ) -> Result<(), Error> {
+        attributes_of(&self.packed, keys, out)
+    }
+}
+
+/// Appends the values of a packed row as stored attributes (keys by slot in `keys`).
+fn attributes_of(
+    packed: &Packed,
+    keys: &[String],
+    out: &mut Vec<StoredAttribute>,
+) -> Result<(), Error> {
+    for (i, slot) in packed.slots.iter().enumerate() {
+        let Some(slot) = slot else { continue };
+        let key = keys.get(i).ok_or_else(|| Error::Corrupt {
+            table: "snapshot",
+            column: "attributes",
+            value: format!("a value in slot {i}, which `snapshot_keys` does not number"),
+        })?;
+        let value = slot.value().ok_or_else(|| Error::Corrupt {
+            table: "snapshot",
+            column: "attributes",
+            value: slot.tagged.clone(),
+        })?;
+        out.push(StoredAttribute {
+            key: key.clone(),
+            fingerprint: value_fingerprint(&value),
+            value,
+            run_id: slot.run,
+        });
+    }
+    Ok(())
+}
+
+/// Column `i` of a row as text, borrowed.
+fn text_at<'r>(r: &'r Row<'_>, i: usize, action: &'static str) -> Result<&'r str, Error> {
+    let v = r.get_ref(i).ctx(action)?;
+    v.as_str().map_err(|e| Error::Sqlite {
+        action,
+        source: rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(e)),
     })
+}
+
+fn corrupt(m: Malformed) -> Error {
+    Error::Corrupt {
+        table: "snapshot",
+        column: m.column,
+        value: m.value,
+    }
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 time (what [`crate::now`] writes).
+pub(crate) fn millis(at: &str) -> Result<i64, Error> {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| Error::Corrupt {
+            table: "snapshot",
+            column: "updated_at",
+            value: at.to_owned(),
+        })
+}
+
+/// RFC 3339 text (UTC, milliseconds) of a time in milliseconds since the Unix epoch.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 /// A value stored as `value_tag, value_text` in `table`.
@@ -86,22 +312,6 @@ pub(crate) fn decode_value(table: &'static str, tag: &str, text: &str) -> Result
         column: "value_tag, value_text",
         value: format!("{tag}, {text}"),
     })
-}
-
-/// Appends the attributes of one contact of one activation (by id), sorted by key.
-fn read_attributes(
-    conn: &Connection,
-    activation_id: i64,
-    contact_key: &str,
-    out: &mut Vec<StoredAttribute>,
-) -> Result<(), Error> {
-    const A: &str = "reading a contact's attributes";
-    let mut stmt = conn.prepare_cached(SELECT_ATTRIBUTES).ctx(A)?;
-    let mut rows = stmt.query(params![activation_id, contact_key]).ctx(A)?;
-    while let Some(r) = rows.next().ctx(A)? {
-        out.push(stored_attribute(r)?);
-    }
-    Ok(())
 }
 
 /// From this many contacts on, [`SnapshotStore::load_index`] reads rows on the calling thread
@@ -173,7 +383,7 @@ impl SnapshotStore for StateStore {
     type Error = Error;
 
     /// Streams `(key hash, row fingerprint)` of every contact of the activation into `index`
-    /// with one range scan of the covering index `snapshot_contacts_index`.
+    /// with one range scan of the covering index `snapshot_index`.
     fn load_index(&self, activation: &str, index: &mut SnapshotIndex) -> Result<(), Error> {
         const A: &str = "loading the snapshot index";
         let Some(id) = activation_id(&self.conn, activation).ctx(A)? else {
@@ -182,8 +392,7 @@ impl SnapshotStore for StateStore {
         let count: i64 = self
             .conn
             .prepare_cached(
-                "SELECT count(*) FROM snapshot_contacts INDEXED BY snapshot_contacts_index \
-                 WHERE activation_id = ?1",
+                "SELECT count(*) FROM snapshot INDEXED BY snapshot_index WHERE activation_id = ?1",
             )
             .and_then(|mut s| s.query_row([id], |r| r.get(0)))
             .ctx(A)?;
@@ -192,8 +401,8 @@ impl SnapshotStore for StateStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT key_hash, row_fingerprint FROM snapshot_contacts \
-                 INDEXED BY snapshot_contacts_index WHERE activation_id = ?1",
+                "SELECT key_hash, row_fingerprint FROM snapshot \
+                 INDEXED BY snapshot_index WHERE activation_id = ?1",
             )
             .ctx(A)?;
         let mut rows = stmt.query([id]).ctx(A)?;
@@ -226,28 +435,24 @@ impl SnapshotStore for StateStore {
     fn contact_attributes(
         &self,
         activation: &str,
+        key_hash: u64,
         contact_key: &str,
         out: &mut Vec<StoredAttribute>,
     ) -> Result<(), Error> {
         const A: &str = "reading a contact's attributes";
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT attribute_key, fingerprint, value_tag, value_text, run_id \
-                 FROM snapshot_attributes \
-                 WHERE activation_id = (SELECT id FROM activations WHERE name = ?1) \
-                 AND contact_key = ?2",
-            )
-            .ctx(A)?;
-        let mut rows = stmt.query(params![activation, contact_key]).ctx(A)?;
+        let Some(id) = activation_id(&self.conn, activation).ctx(A)? else {
+            return Ok(());
+        };
         let start = out.len();
-        while let Some(r) = rows.next().ctx(A)? {
-            out.push(stored_attribute(r)?);
+        if let Some(entry) = Entry::find(&self.conn, id, contact_key, key_hash)? {
+            self.with_slot_keys(id, entry.packed.slots.len(), |keys| {
+                entry.attributes(keys, out)
+            })?;
         }
         // Skipped when the index was loaded and found no doubts (the common case).
         let doubt_free = self.doubt_free.borrow().as_deref() == Some(activation);
         if !doubt_free {
-            let doubts = crate::doubt::in_doubt_by_name(&self.conn, activation, contact_key)?;
+            let doubts = crate::doubt::in_doubt_of(&self.conn, id, contact_key)?;
             with_in_doubt(out, start, &doubts);
         }
         Ok(())
@@ -255,11 +460,27 @@ impl SnapshotStore for StateStore {
 }
 
 impl StateStore {
+    /// Runs `f` with the activation's attribute keys by slot, at least `needed` of them if the
+    /// database has that many (read again when the cached list is shorter).
+    fn with_slot_keys<T>(
+        &self,
+        activation_id: i64,
+        needed: usize,
+        f: impl FnOnce(&[String]) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut cache = self.slot_keys.borrow_mut();
+        let keys = cache.entry(activation_id).or_default();
+        if keys.len() < needed {
+            *keys = slot_keys(&self.conn, activation_id)?;
+        }
+        f(keys)
+    }
+
     /// Records acknowledged writes, in one transaction: for each change, the contact's key
-    /// hash, row fingerprint and run, and each changed attribute's fingerprint and value (a
-    /// cleared value, `None`, is stored as the empty text that was sent). Creates the
-    /// activation on first use. When a contact appears more than once, the later change wins.
-    /// The attributes the changes carried are no longer in doubt.
+    /// hash, row fingerprint and run, and each changed attribute's value (a cleared value,
+    /// `None`, is stored as the empty text that was sent). Creates the activation on first
+    /// use. When a contact appears more than once, the later change wins. The attributes the
+    /// changes carried are no longer in doubt.
     pub fn apply_changes(
         &mut self,
         activation: &str,
@@ -291,13 +512,55 @@ impl StateStore {
     }
 
     /// Deletes the activation's stored attributes whose key is not in `keys` (attributes no
-    /// longer mapped) and their doubts; contacts stay. Returns how many stored attribute rows
-    /// were deleted.
+    /// longer mapped) and their doubts; contacts stay. Returns how many stored values were
+    /// deleted.
     pub fn retain_attributes(&mut self, activation: &str, keys: &[&str]) -> Result<u64, Error> {
         const A: &str = "dropping attributes that are no longer mapped";
         let Some(id) = activation_id(&self.conn, activation).ctx(A)? else {
             return Ok(0);
         };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(A)?;
+        let dropped: Vec<bool> = slot_keys(&tx, id)?
+            .iter()
+            .map(|k| !keys.contains(&k.as_str()))
+            .collect();
+        let mut n = 0;
+        if dropped.contains(&true) {
+            // Rewrite the rows holding a value in a dropped slot (a mapping change, rare).
+            let mut rows: Vec<(i64, Packed)> = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT id, attribute_runs, attributes FROM snapshot \
+                         WHERE activation_id = ?1",
+                    )
+                    .ctx(A)?;
+                let mut q = stmt.query([id]).ctx(A)?;
+                while let Some(r) = q.next().ctx(A)? {
+                    let attributes = text_at(r, 2, A)?;
+                    let mut packed =
+                        Packed::decode(attributes, r.get_ref(1).ctx(A)?).map_err(corrupt)?;
+                    let cleared = packed.clear(|slot| dropped.get(slot) == Some(&true));
+                    if cleared > 0 {
+                        n += cleared;
+                        rows.push((r.get(0).ctx(A)?, packed));
+                    }
+                }
+            }
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE snapshot SET attribute_runs = ?2, attributes = ?3 WHERE id = ?1",
+                )
+                .ctx(A)?;
+            let mut buf = String::new();
+            for (row, packed) in &rows {
+                let runs = packed.encode(&mut buf);
+                update.execute(params![row, runs, buf]).ctx(A)?;
+            }
+        }
         let mut filter = String::from(" WHERE activation_id = ?1");
         if !keys.is_empty() {
             filter.push_str(" AND attribute_key NOT IN (");
@@ -309,21 +572,13 @@ impl StateStore {
             }
             filter.push(')');
         }
-        let values = std::iter::once(rusqlite::types::Value::Integer(id)).chain(
-            keys.iter()
-                .map(|k| rusqlite::types::Value::Text((*k).to_owned())),
-        );
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(A)?;
-        let values: Vec<rusqlite::types::Value> = values.collect();
-        let n = tx
-            .execute(
-                &format!("DELETE FROM snapshot_attributes{filter}"),
-                params_from_iter(&values),
-            )
-            .ctx(A)?;
+        let values: Vec<rusqlite::types::Value> =
+            std::iter::once(rusqlite::types::Value::Integer(id))
+                .chain(
+                    keys.iter()
+                        .map(|k| rusqlite::types::Value::Text((*k).to_owned())),
+                )
+                .collect();
         // What is no longer mapped is no longer sent, so it is no longer in doubt either.
         tx.execute(
             &format!("DELETE FROM in_doubt{filter}"),
@@ -331,85 +586,62 @@ impl StateStore {
         )
         .ctx(A)?;
         tx.commit().ctx(A)?;
-        Ok(n as u64)
+        Ok(n)
     }
 
     /// Every activation's entry for a contact key, sorted by activation name.
     pub fn contact(&self, key: &str) -> Result<Vec<ContactSnapshot>, Error> {
         const A: &str = "reading a contact";
-        let mut entries = Vec::new();
-        {
-            // CROSS JOIN keeps `activations` (few rows) outside: one primary-key lookup each.
+        let activations: Vec<(i64, String)> = {
             let mut stmt = self
                 .conn
-                .prepare_cached(
-                    "SELECT a.id, a.name, c.key_hash, c.row_fingerprint, c.updated_run, \
-                     c.updated_at \
-                     FROM activations AS a CROSS JOIN snapshot_contacts AS c \
-                     ON c.activation_id = a.id AND c.contact_key = ?1 \
-                     ORDER BY a.name",
-                )
+                .prepare_cached("SELECT id, name FROM activations ORDER BY name")
                 .ctx(A)?;
-            let rows = stmt
-                .query_map([key], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        ContactSnapshot {
-                            activation: r.get(1)?,
-                            key_hash: u64_from_sql(r.get(2)?),
-                            row_fingerprint: u64_from_sql(r.get(3)?),
-                            updated_run: r.get(4)?,
-                            updated_at: r.get(5)?,
-                            attributes: Vec::new(),
-                            in_doubt: Vec::new(),
-                        },
-                    ))
-                })
-                .ctx(A)?;
-            for row in rows {
-                entries.push(row.ctx(A)?);
-            }
-            // Activations that never settled the contact but have sent it something.
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT DISTINCT a.id, a.name, d.key_hash \
-                     FROM activations AS a CROSS JOIN in_doubt AS d \
-                     ON d.activation_id = a.id AND d.contact_key = ?1",
-                )
-                .ctx(A)?;
-            let rows = stmt
-                .query_map([key], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        u64_from_sql(r.get(2)?),
-                    ))
-                })
-                .ctx(A)?;
-            for row in rows {
-                let (id, activation, key_hash) = row.ctx(A)?;
-                if entries.iter().all(|(known, _)| *known != id) {
-                    entries.push((
-                        id,
-                        ContactSnapshot {
-                            activation,
-                            key_hash,
-                            row_fingerprint: 0,
-                            updated_run: None,
-                            updated_at: String::new(),
-                            attributes: Vec::new(),
-                            in_doubt: Vec::new(),
-                        },
-                    ));
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).ctx(A)?;
+            rows.collect::<Result<_, _>>().ctx(A)?
+        };
+        // The key may be an email or a phone: its row is under one of the two hashes.
+        let hashes = [IdentifierKind::Email, IdentifierKind::Phone].map(|k| key_hash(k, key));
+        let mut out = Vec::new();
+        for (id, activation) in activations {
+            let mut entry = None;
+            for h in hashes {
+                if let Some(e) = Entry::find(&self.conn, id, key, h)? {
+                    entry = Some(e);
+                    break;
                 }
             }
-        }
-        entries.sort_by(|a, b| a.1.activation.cmp(&b.1.activation));
-        let mut out = Vec::with_capacity(entries.len());
-        for (id, mut snap) in entries {
-            read_attributes(&self.conn, id, key, &mut snap.attributes)?;
-            snap.in_doubt = crate::doubt::in_doubt_of(&self.conn, id, key)?;
+            let in_doubt = crate::doubt::in_doubt_of(&self.conn, id, key)?;
+            let snap = match entry {
+                Some(e) => {
+                    let mut attributes = Vec::new();
+                    self.with_slot_keys(id, e.packed.slots.len(), |keys| {
+                        e.attributes(keys, &mut attributes)
+                    })?;
+                    attributes.sort_by(|a, b| a.key.cmp(&b.key));
+                    ContactSnapshot {
+                        activation,
+                        key_hash: e.key_hash,
+                        row_fingerprint: e.row_fingerprint,
+                        updated_run: e.updated_run,
+                        updated_at: rfc3339(e.updated_at),
+                        attributes,
+                        in_doubt,
+                    }
+                }
+                // Activations that never settled the contact but have sent it something.
+                None if !in_doubt.is_empty() => ContactSnapshot {
+                    activation,
+                    key_hash: crate::doubt::key_hash_in_doubt(&self.conn, id, key)?
+                        .unwrap_or(hashes[0]),
+                    row_fingerprint: 0,
+                    updated_run: None,
+                    updated_at: String::new(),
+                    attributes: Vec::new(),
+                    in_doubt,
+                },
+                None => continue,
+            };
             out.push(snap);
         }
         Ok(out)
@@ -420,7 +652,7 @@ impl StateStore {
         let n: i64 = self
             .conn
             .prepare_cached(
-                "SELECT count(*) FROM snapshot_contacts INDEXED BY snapshot_contacts_index \
+                "SELECT count(*) FROM snapshot INDEXED BY snapshot_index \
                  WHERE activation_id = (SELECT id FROM activations WHERE name = ?1)",
             )
             .and_then(|mut s| s.query_row([activation], |r| r.get(0)))
@@ -459,6 +691,15 @@ pub(crate) fn stored_value(value: Option<&Canonical>) -> (char, String) {
     }
 }
 
+/// The order to write changes in: by key hash, the order of `snapshot_index`, which keeps
+/// the B-tree pages a batch touches close together. Stable: repeated contacts keep their
+/// order, so the later change wins.
+fn by_key_hash<T>(items: &[T], hash: impl Fn(&T) -> u64) -> Vec<&T> {
+    let mut order: Vec<&T> = items.iter().collect();
+    order.sort_by_key(|t| hash(t));
+    order
+}
+
 /// [`StateStore::apply_changes`] inside a transaction: the snapshot takes each change, and the
 /// attributes it carried are no longer in doubt.
 pub(crate) fn apply_changes_in(
@@ -469,42 +710,40 @@ pub(crate) fn apply_changes_in(
     changes: &[ContactChange],
     at: &str,
 ) -> Result<(), Error> {
-    const A: &str = "recording acknowledged changes";
-    // Key order gives B-tree locality; the sort is stable, so repeated contacts keep order.
-    let mut order: Vec<usize> = (0..changes.len()).collect();
-    order.sort_by(|&a, &b| changes[a].contact.key.cmp(&changes[b].contact.key));
-    let mut contact = tx.prepare_cached(UPSERT_CONTACT).ctx(A)?;
-    let mut attribute = tx.prepare_cached(UPSERT_ATTRIBUTE).ctx(A)?;
-    let mut tag_buf = [0u8; 4];
-    for c in order.iter().filter_map(|&i| changes.get(i)) {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let at_ms = millis(at)?;
+    let mut slots = Slots::load(tx, activation_id)?;
+    // The slot of each of the mapping's attributes, numbered on first use.
+    let mut slot_of: Vec<Option<usize>> = vec![None; mapping.attributes.len()];
+    let doubts = crate::doubt::any_in_doubt(tx, activation_id)?;
+    let mut buf = String::new();
+    for c in by_key_hash(changes, |c| c.key_hash) {
         let key = c.contact.key.as_str();
-        contact
-            .execute(params![
-                activation_id,
-                key,
-                u64_to_sql(c.key_hash),
-                u64_to_sql(c.row_fingerprint),
-                run_id,
-                at
-            ])
-            .ctx(A)?;
+        let mut entry = Entry::find_or_new(tx, activation_id, key, c.key_hash)?;
+        entry.row_fingerprint = c.row_fingerprint;
+        entry.updated_run = Some(run_id);
+        entry.updated_at = at_ms;
         let keys = change_keys(mapping, c)?;
         for (a, attribute_key) in c.changes.iter().zip(&keys) {
+            let slot = match slot_of.get(a.attribute).copied().flatten() {
+                Some(slot) => slot,
+                None => {
+                    let slot = slots.slot(tx, attribute_key)?;
+                    if let Some(s) = slot_of.get_mut(a.attribute) {
+                        *s = Some(slot);
+                    }
+                    slot
+                }
+            };
             let (tag, text) = stored_value(a.value.as_ref());
-            let tag: &str = tag.encode_utf8(&mut tag_buf);
-            attribute
-                .execute(params![
-                    activation_id,
-                    key,
-                    attribute_key,
-                    u64_to_sql(a.fingerprint),
-                    tag,
-                    text,
-                    run_id
-                ])
-                .ctx(A)?;
+            entry.packed.set(slot, Slot::new(tag, &text, Some(run_id)));
         }
-        crate::doubt::settle_in(tx, activation_id, key, Some(&keys))?;
+        entry.write(tx, activation_id, &mut buf)?;
+        if doubts {
+            crate::doubt::settle_in(tx, activation_id, key, Some(&keys))?;
+        }
     }
     Ok(())
 }
@@ -517,21 +756,17 @@ pub(crate) fn apply_refreshes_in(
     refreshes: &[Refresh],
     at: &str,
 ) -> Result<(), Error> {
-    const A: &str = "recording refreshed row fingerprints";
-    let mut order: Vec<usize> = (0..refreshes.len()).collect();
-    order.sort_by(|&a, &b| refreshes[a].contact.key.cmp(&refreshes[b].contact.key));
-    let mut contact = tx.prepare_cached(UPSERT_CONTACT).ctx(A)?;
-    for r in order.iter().filter_map(|&i| refreshes.get(i)) {
-        contact
-            .execute(params![
-                activation_id,
-                r.contact.key,
-                u64_to_sql(r.key_hash),
-                u64_to_sql(r.row_fingerprint),
-                run_id,
-                at
-            ])
-            .ctx(A)?;
+    if refreshes.is_empty() {
+        return Ok(());
+    }
+    let at_ms = millis(at)?;
+    let mut buf = String::new();
+    for r in by_key_hash(refreshes, |r| r.key_hash) {
+        let mut entry = Entry::find_or_new(tx, activation_id, &r.contact.key, r.key_hash)?;
+        entry.row_fingerprint = r.row_fingerprint;
+        entry.updated_run = Some(run_id);
+        entry.updated_at = at_ms;
+        entry.write(tx, activation_id, &mut buf)?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, S
 use super::*;
 
 /// The schema version this build writes.
-const LATEST: i64 = 5;
+const LATEST: i64 = 6;
 
 fn mapping() -> BoundMapping {
     let attr = |attribute, column: &str| AttributeMapping {
@@ -76,13 +76,20 @@ fn change(key: &str, row_fp: u64, attrs: &[(usize, Option<Canonical>, u64)]) -> 
     }
 }
 
+/// A value's fingerprint, as the snapshot gives it back.
+fn vfp(v: &Canonical) -> u64 {
+    sync_core::fingerprint::value_fingerprint(v)
+}
+
 fn text(s: &str) -> Option<Canonical> {
     Some(Canonical::Text(s.into()))
 }
 
 fn attrs(store: &StateStore, activation: &str, key: &str) -> Vec<StoredAttribute> {
     let mut out = Vec::new();
-    store.contact_attributes(activation, key, &mut out).unwrap();
+    store
+        .contact_attributes(activation, key_hash(key), key, &mut out)
+        .unwrap();
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }
@@ -194,8 +201,8 @@ fn migrations_are_idempotent_on_reopen() {
             "locks",
             "run_rows",
             "runs",
-            "snapshot_attributes",
-            "snapshot_contacts"
+            "snapshot",
+            "snapshot_keys"
         ]
     );
 }
@@ -487,13 +494,13 @@ fn apply_changes_stores_contacts_and_attributes() {
         [
             StoredAttribute {
                 key: "custom:Loyalty Tier".into(),
-                fingerprint: big,
+                fingerprint: vfp(&Canonical::Text(String::new())),
                 value: Canonical::Text(String::new()),
                 run_id: Some(7),
             },
             StoredAttribute {
                 key: "std:city".into(),
-                fingerprint: 11,
+                fingerprint: vfp(&Canonical::Text("Paris".into())),
                 value: Canonical::Text("Paris".into()),
                 run_id: Some(7),
             },
@@ -503,7 +510,7 @@ fn apply_changes_stores_contacts_and_attributes() {
         attrs(&store, "a", "x@x.com"),
         [StoredAttribute {
             key: "std:first_name".into(),
-            fingerprint: 1 << 63,
+            fingerprint: vfp(&Canonical::Int(-3)),
             value: Canonical::Int(-3),
             run_id: Some(7),
         }]
@@ -733,14 +740,11 @@ fn a_corrupt_value_is_an_error() {
         .unwrap();
     store
         .conn
-        .execute(
-            "UPDATE snapshot_attributes SET value_tag = 'i', value_text = 'abc'",
-            [],
-        )
+        .execute(r#"UPDATE snapshot SET attributes = '["iabc"]'"#, [])
         .unwrap();
     let mut out = Vec::new();
     let err = store
-        .contact_attributes("a", "a@x.com", &mut out)
+        .contact_attributes("a", key_hash("a@x.com"), "a@x.com", &mut out)
         .unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     assert!(store.contact("a@x.com").is_err());
@@ -760,29 +764,23 @@ fn queries_use_their_indexes() {
     let store = StateStore::open_in_memory().unwrap();
     let plan = query_plan(
         &store,
-        "SELECT key_hash, row_fingerprint FROM snapshot_contacts \
-         INDEXED BY snapshot_contacts_index WHERE activation_id = 1",
+        "SELECT key_hash, row_fingerprint FROM snapshot \
+         INDEXED BY snapshot_index WHERE activation_id = 1",
+    );
+    assert!(plan.contains("COVERING INDEX snapshot_index"), "{plan}");
+    let plan = query_plan(
+        &store,
+        &snapshot::FIND_ENTRY.replace("?1", "1").replace("?2", "2"),
     );
     assert!(
-        plan.contains("COVERING INDEX snapshot_contacts_index"),
+        plan.contains("SEARCH snapshot USING INDEX snapshot_index"),
         "{plan}"
     );
     let plan = query_plan(
         &store,
-        "SELECT a.id FROM activations AS a CROSS JOIN snapshot_contacts AS c \
-         ON c.activation_id = a.id AND c.contact_key = 'k'",
+        "SELECT * FROM in_doubt WHERE activation_id = 1 AND contact_key = 'k'",
     );
-    assert!(plan.contains("SEARCH c USING PRIMARY KEY"), "{plan}");
-    let plan = query_plan(
-        &store,
-        "SELECT * FROM snapshot_attributes \
-         WHERE activation_id = (SELECT id FROM activations WHERE name = 'a') \
-         AND contact_key = 'k'",
-    );
-    assert!(
-        plan.contains("SEARCH snapshot_attributes USING PRIMARY KEY"),
-        "{plan}"
-    );
+    assert!(plan.contains("SEARCH in_doubt USING PRIMARY KEY"), "{plan}");
 }
 
 #[test]
@@ -828,7 +826,10 @@ fn a_file_store_survives_reopen() {
     assert_eq!(idx.get(key_hash("a@x.com")), Some(5));
     assert_eq!(idx.get(key_hash("b@x.com")), Some(6));
     assert_eq!(attrs(&store, "a", "a@x.com").len(), 2);
-    assert_eq!(attrs(&store, "a", "a@x.com")[1].fingerprint, u64::MAX);
+    assert_eq!(
+        attrs(&store, "a", "a@x.com")[1].fingerprint,
+        vfp(&Canonical::Text(String::new()))
+    );
     assert_eq!(before.0, store.contact("a@x.com").unwrap());
     assert_eq!(before.1, store.contact("b@x.com").unwrap());
     assert_eq!(
@@ -1133,7 +1134,7 @@ fn a_large_index_loads_on_two_threads_and_completely() {
     store
         .conn
         .execute(
-            "UPDATE snapshot_contacts SET key_hash = 'oops' WHERE contact_key IN ('c77@x.com', 'c5@x.com')",
+            "UPDATE snapshot SET key_hash = 'oops' WHERE contact_key IN ('c77@x.com', 'c5@x.com')",
             [],
         )
         .unwrap();
@@ -1354,13 +1355,28 @@ fn a_schema_1_file_is_migrated_to_the_latest_keeping_its_locks_table_readable() 
             to: LATEST
         }
     );
+    // The old row has no host: its heartbeat is fresh, so its holder may be running, and the
+    // migration waits for it, changing nothing.
+    let err = StateStore::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, Error::MigrationBlocked { found: 1, activation, holder, .. }
+            if activation == "a" && holder == "old"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("locked by old"), "{err}");
+    {
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 1);
+        conn.execute(
+            "UPDATE locks SET heartbeat_at = '2026-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
+    }
+    // Once stale, the lock is no one's.
     let store = StateStore::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), LATEST);
-    // The old row has no host: its heartbeat is fresh, so it still holds the activation.
-    assert!(matches!(
-        store.try_lock("a", "me"),
-        Err(Error::Locked { .. })
-    ));
+    store.try_lock("a", "me").unwrap();
 }
 
 /// Regression (issue 12): a read-only state folder said only "unable to open database file".
@@ -1487,12 +1503,13 @@ fn a_schema_2_file_is_migrated_keeping_its_snapshot() {
     assert_eq!(index.get(11), Some(22));
     let mut attrs = Vec::new();
     store
-        .contact_attributes("vip", "ann@x.com", &mut attrs)
+        .contact_attributes("vip", 11, "ann@x.com", &mut attrs)
         .unwrap();
     assert_eq!(attrs.len(), 1);
     assert_eq!(
         (attrs[0].fingerprint, attrs[0].value.to_text()),
-        (33, "Paris".to_owned())
+        // The fixture's fingerprint (33) is no value's: it is the value's since schema 6.
+        (vfp(&Canonical::Text("Paris".into())), "Paris".to_owned())
     );
     assert_eq!(store.in_doubt_count("vip").unwrap(), 0);
     assert_eq!(store.account_binding("attentive").unwrap(), None);
@@ -1579,7 +1596,11 @@ fn a_pending_bulk_record_is_not_resent_for_the_same_value_and_settles_by_its_res
     let a = attrs(&store, "a", "ann@x.com");
     assert_eq!(
         (a[0].value.to_text(), a[0].fingerprint, a[0].run_id),
-        ("Paris".into(), 7, Some(run))
+        (
+            "Paris".into(),
+            vfp(&Canonical::Text("Paris".into())),
+            Some(run)
+        )
     );
     assert_eq!(index(&store, "a").get(key_hash("ann@x.com")), Some(100));
     assert_eq!(run_row_outcome(&store, run, 2), (Outcome::Updated, None));
