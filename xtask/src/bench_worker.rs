@@ -23,6 +23,17 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The state file's size once its write-ahead log is checkpointed into it.
+fn state_bytes(path: &Path) -> Result<u64, String> {
+    let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(|e| e.to_string())?;
+    drop(conn);
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| e.to_string())
+}
+
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (phase, dir) = match (args.first(), args.get(1)) {
@@ -51,6 +62,8 @@ fn main() -> Result<(), String> {
         "first" | "replan" => {
             let ack_mode = args.get(2).map(String::as_str).unwrap_or("full");
             let full_ack = ack_mode == "full";
+            // Changes acknowledged per transaction.
+            let ack_batch: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(50_000);
             let project = Project::parse(
                 &config,
                 &std::fs::read_to_string(&config).map_err(|e| e.to_string())?,
@@ -106,7 +119,7 @@ fn main() -> Result<(), String> {
                             } => refreshes.push(r.clone()),
                             _ => {}
                         }
-                        if changes.len() >= 5_000 {
+                        if changes.len() >= ack_batch {
                             ack(&mut store, mapping, &mut changes, &mut refreshes)
                                 .map_err(runner::plan::Error::Store)?;
                         }
@@ -133,6 +146,11 @@ fn main() -> Result<(), String> {
             });
             if acknowledge {
                 out["ack_seconds"] = serde_json::json!(ack_seconds);
+                out["acked_per_sec"] =
+                    serde_json::json!(counts.changed as f64 / ack_seconds.max(1e-9));
+                drop(store);
+                drop(reader);
+                out["state_bytes"] = serde_json::json!(state_bytes(&project.state_path)?);
             }
             println!("{out}");
         }

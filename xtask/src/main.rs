@@ -252,6 +252,15 @@ fn bench(args: &[String]) -> Result<(), String> {
                 "  ratio re-plan / first plan rows/s: {:.2}",
                 rate(&again) / rate(&first).max(1e-9)
             );
+            if let Some(state) = first["state_bytes"].as_f64() {
+                let model = gen["model_bytes"].as_f64().unwrap_or(0.0);
+                println!(
+                    "  acknowledged {:.0} contacts/s; state file {:.0} MB = {:.2} x the model",
+                    first["acked_per_sec"].as_f64().unwrap_or(0.0),
+                    state / 1e6,
+                    state / model.max(1.0)
+                );
+            }
             Ok(())
         }
         Some("deliver") => bench_deliver(args),

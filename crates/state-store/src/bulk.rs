@@ -423,7 +423,7 @@ fn settle_in(
         .ctx(A)?;
     let at_ms = millis(at)?;
     let mut slots = Slots::load(tx, activation_id)?;
-    let mut buf = String::new();
+    let mut buf = Vec::new();
     let mut outcome = tx
         .prepare_cached(
             "UPDATE bulk_records SET outcome = ?3, message = ?4 WHERE job_id = ?1 AND seq = ?2",

@@ -80,7 +80,7 @@ pub(crate) fn migrate(tx: &Connection) -> Result<(), Error> {
         .peekable();
     let mut rows = contacts.query([]).ctx(A)?;
     let mut slots: HashMap<i64, Slots> = HashMap::new();
-    let mut buf = String::new();
+    let mut buf = Vec::new();
     let (mut moved, mut values, mut differing) = (0u64, 0u64, 0u64);
     let step = (total / 20).max(1);
     while let Some(r) = rows.next().ctx(A)? {

@@ -108,23 +108,29 @@ impl Packed {
         Ok(Packed { slots })
     }
 
-    /// Writes `snapshot.attributes` into `out` (cleared first) and returns
+    /// Writes `snapshot.attributes` into `out` (cleared first; UTF-8 JSON) and returns
     /// `snapshot.attribute_runs`. Trailing empty slots are left out.
-    pub(crate) fn encode(&self, out: &mut String) -> Value {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Value {
         out.clear();
         let used = self
             .slots
             .iter()
             .rposition(Option::is_some)
             .map_or(0, |i| i + 1);
-        let values: Vec<Option<&str>> = self.slots[..used]
-            .iter()
-            .map(|s| s.as_ref().map(|s| s.tagged.as_str()))
-            .collect();
-        // Serializing strings and nulls into a String cannot fail.
-        if let Ok(json) = serde_json::to_string(&values) {
-            out.push_str(&json);
+        out.push(b'[');
+        for (i, s) in self.slots[..used].iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match s {
+                Some(s) => {
+                    let (tag, text) = s.parts();
+                    push_tagged(out, tag, text);
+                }
+                None => out.extend_from_slice(b"null"),
+            }
         }
+        out.push(b']');
         let mut runs = self.slots[..used].iter().flatten().map(|s| s.run);
         let Some(first) = runs.next() else {
             return Value::Null;
@@ -160,6 +166,22 @@ impl Packed {
     }
 }
 
+/// Appends one packed value, `"<tag><text>"` as a JSON string, to `out`.
+pub(crate) fn push_tagged(out: &mut Vec<u8>, tag: char, text: &str) {
+    let start = out.len();
+    out.push(b'"');
+    let mut t = [0u8; 4];
+    out.extend_from_slice(tag.encode_utf8(&mut t).as_bytes());
+    let quote = out.len();
+    // Writing a string into a Vec cannot fail; serde_json escapes it (its opening quote is
+    // removed: the tag's is the string's).
+    if serde_json::to_writer(&mut *out, text).is_err() {
+        out.truncate(start);
+        return;
+    }
+    out.remove(quote);
+}
+
 /// The start of a long text, for error messages.
 fn preview(s: &str) -> String {
     let mut p: String = s.chars().take(80).collect();
@@ -175,9 +197,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn roundtrip(p: &Packed) -> Packed {
-        let mut out = String::new();
+        let mut out = Vec::new();
         let runs = p.encode(&mut out);
-        Packed::decode(&out, ValueRef::from(&runs)).unwrap()
+        Packed::decode(std::str::from_utf8(&out).unwrap(), ValueRef::from(&runs)).unwrap()
+    }
+
+    fn encoded(p: &Packed) -> (String, Value) {
+        let mut out = Vec::new();
+        let runs = p.encode(&mut out);
+        (String::from_utf8(out).unwrap(), runs)
     }
 
     #[test]
@@ -185,26 +213,31 @@ mod tests {
         let mut p = Packed::default();
         p.set(0, Slot::new('s', "Paris", Some(3)));
         p.set(2, Slot::new('i', "42", Some(3)));
-        let mut out = String::new();
-        assert_eq!(p.encode(&mut out), Value::Integer(3));
-        assert_eq!(out, r#"["sParis",null,"i42"]"#);
+        assert_eq!(
+            encoded(&p),
+            (r#"["sParis",null,"i42"]"#.to_owned(), Value::Integer(3))
+        );
         p.set(1, Slot::new('b', "true", Some(7)));
-        assert_eq!(p.encode(&mut out), Value::Text("[3,7,3]".into()), "{out}");
+        assert_eq!(encoded(&p).1, Value::Text("[3,7,3]".into()));
         assert_eq!(roundtrip(&p), p);
-        // Trailing empty slots are not written.
+        // Trailing empty slots are not written; texts are escaped.
         p.clear(|i| i == 2);
-        p.encode(&mut out);
-        assert_eq!(out, r#"["sParis","btrue"]"#);
+        p.set(0, Slot::new('s', "a \"b\" \\ \n é", Some(7)));
+        assert_eq!(
+            encoded(&p),
+            (
+                r#"["sa \"b\" \\ \n é","btrue"]"#.to_owned(),
+                Value::Integer(7)
+            )
+        );
     }
 
     #[test]
     fn no_values_and_no_runs_are_null() {
-        let mut out = String::new();
-        assert_eq!(Packed::default().encode(&mut out), Value::Null);
-        assert_eq!(out, "[]");
+        assert_eq!(encoded(&Packed::default()), ("[]".to_owned(), Value::Null));
         let mut p = Packed::default();
         p.set(0, Slot::new('s', "", None));
-        assert_eq!(p.encode(&mut out), Value::Null);
+        assert_eq!(encoded(&p), (r#"["s"]"#.to_owned(), Value::Null));
         assert_eq!(roundtrip(&p), p);
     }
 

@@ -3,6 +3,7 @@
 
 use std::sync::mpsc;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use rusqlite::{params, params_from_iter, Connection, Row, Rows, TransactionBehavior};
@@ -12,7 +13,7 @@ use sync_core::plan::{ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{with_in_doubt, InDoubt, SnapshotStore, StoredAttribute};
 use sync_core::{BoundMapping, Canonical};
 
-use crate::packed::{Malformed, Packed, Slot};
+use crate::packed::{push_tagged, Malformed, Packed, Slot};
 use crate::{activation_id, u64_from_sql, u64_to_sql, Context, Error, StateStore};
 
 /// One activation's entry for a contact, for `contacts show`.
@@ -187,10 +188,11 @@ impl Entry {
         &mut self,
         tx: &Connection,
         activation_id: i64,
-        buf: &mut String,
+        buf: &mut Vec<u8>,
     ) -> Result<(), Error> {
         const A: &str = "recording a contact's snapshot";
         let runs = self.packed.encode(buf);
+        let json = json_text(buf);
         match self.id {
             Some(id) => {
                 tx.prepare_cached(UPDATE_ENTRY)
@@ -201,27 +203,20 @@ impl Entry {
                             self.updated_run,
                             self.updated_at,
                             runs,
-                            buf.as_str()
+                            json
                         ])
                     })
                     .ctx(A)?;
             }
             None => {
-                tx.prepare_cached(INSERT_ENTRY)
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            activation_id,
-                            u64_to_sql(self.key_hash),
-                            u64_to_sql(self.row_fingerprint),
-                            self.updated_run,
-                            self.updated_at,
-                            self.contact_key,
-                            runs,
-                            buf.as_str()
-                        ])
-                    })
-                    .ctx(A)?;
-                self.id = Some(tx.last_insert_rowid());
+                let new = NewRow {
+                    contact_key: &self.contact_key,
+                    key_hash: self.key_hash,
+                    row_fingerprint: self.row_fingerprint,
+                    updated_run: self.updated_run,
+                    updated_at: self.updated_at,
+                };
+                self.id = Some(new.insert(tx, activation_id, runs, json)?);
             }
         }
         Ok(())
@@ -234,6 +229,58 @@ impl Entry {
         out: &mut Vec<StoredAttribute>,
     ) -> Result<(), Error> {
         attributes_of(&self.packed, keys, out)
+    }
+}
+
+/// The JSON `Packed::encode` and `push_tagged` write: UTF-8 by construction.
+fn json_text(buf: &[u8]) -> &str {
+    std::str::from_utf8(buf).unwrap_or("[]")
+}
+
+/// A contact's row written for the first time.
+struct NewRow<'a> {
+    contact_key: &'a str,
+    key_hash: u64,
+    row_fingerprint: u64,
+    updated_run: Option<i64>,
+    updated_at: i64,
+}
+
+impl NewRow<'_> {
+    /// Inserts the row; returns its id.
+    fn insert(
+        &self,
+        tx: &Connection,
+        activation_id: i64,
+        runs: rusqlite::types::Value,
+        attributes: &str,
+    ) -> Result<i64, Error> {
+        tx.prepare_cached(INSERT_ENTRY)
+            .and_then(|mut s| {
+                s.execute(params![
+                    activation_id,
+                    u64_to_sql(self.key_hash),
+                    u64_to_sql(self.row_fingerprint),
+                    self.updated_run,
+                    self.updated_at,
+                    self.contact_key,
+                    runs,
+                    attributes
+                ])
+            })
+            .ctx("recording a contact's snapshot")?;
+        Ok(tx.last_insert_rowid())
+    }
+}
+
+/// A value's text, borrowed where it can be.
+fn text_of(v: &Canonical) -> Cow<'_, str> {
+    match v {
+        Canonical::Bool(true) => Cow::Borrowed("true"),
+        Canonical::Bool(false) => Cow::Borrowed("false"),
+        Canonical::Int(i) => Cow::Owned(i.to_string()),
+        Canonical::Number(n) => Cow::Borrowed(n.as_str()),
+        Canonical::Text(t) => Cow::Borrowed(t),
     }
 }
 
@@ -555,10 +602,10 @@ impl StateStore {
                     "UPDATE snapshot SET attribute_runs = ?2, attributes = ?3 WHERE id = ?1",
                 )
                 .ctx(A)?;
-            let mut buf = String::new();
+            let mut buf = Vec::new();
             for (row, packed) in &rows {
                 let runs = packed.encode(&mut buf);
-                update.execute(params![row, runs, buf]).ctx(A)?;
+                update.execute(params![row, runs, json_text(&buf)]).ctx(A)?;
             }
         }
         let mut filter = String::from(" WHERE activation_id = ?1");
@@ -718,30 +765,87 @@ pub(crate) fn apply_changes_in(
     // The slot of each of the mapping's attributes, numbered on first use.
     let mut slot_of: Vec<Option<usize>> = vec![None; mapping.attributes.len()];
     let doubts = crate::doubt::any_in_doubt(tx, activation_id)?;
-    let mut buf = String::new();
+    let mut buf = Vec::new();
+    // (slot, tag, text) of a new contact's values.
+    let mut values: Vec<(usize, char, Cow<'_, str>)> = Vec::new();
     for c in by_key_hash(changes, |c| c.key_hash) {
         let key = c.contact.key.as_str();
-        let mut entry = Entry::find_or_new(tx, activation_id, key, c.key_hash)?;
-        entry.row_fingerprint = c.row_fingerprint;
-        entry.updated_run = Some(run_id);
-        entry.updated_at = at_ms;
-        let keys = change_keys(mapping, c)?;
-        for (a, attribute_key) in c.changes.iter().zip(&keys) {
+        let found = Entry::find(tx, activation_id, key, c.key_hash)?;
+        values.clear();
+        for a in &c.changes {
             let slot = match slot_of.get(a.attribute).copied().flatten() {
                 Some(slot) => slot,
                 None => {
-                    let slot = slots.slot(tx, attribute_key)?;
+                    let attribute = mapping.attributes.get(a.attribute).ok_or_else(|| {
+                        Error::AttributeIndex {
+                            contact_key: key.to_owned(),
+                            index: a.attribute,
+                            count: mapping.attributes.len(),
+                        }
+                    })?;
+                    let slot = slots.slot(tx, &attribute.key)?;
                     if let Some(s) = slot_of.get_mut(a.attribute) {
                         *s = Some(slot);
                     }
                     slot
                 }
             };
-            let (tag, text) = stored_value(a.value.as_ref());
-            entry.packed.set(slot, Slot::new(tag, &text, Some(run_id)));
+            // A clear is stored as the empty text that was sent.
+            let (tag, text) = match &a.value {
+                Some(v) => (v.tag(), text_of(v)),
+                None => ('s', Cow::Borrowed("")),
+            };
+            values.push((slot, tag, text));
         }
-        entry.write(tx, activation_id, &mut buf)?;
+        match found {
+            Some(mut entry) => {
+                entry.row_fingerprint = c.row_fingerprint;
+                entry.updated_run = Some(run_id);
+                entry.updated_at = at_ms;
+                for (slot, tag, text) in &values {
+                    entry.packed.set(*slot, Slot::new(*tag, text, Some(run_id)));
+                }
+                entry.write(tx, activation_id, &mut buf)?;
+            }
+            // The common case of a first sync: the row is written straight from the change.
+            None => {
+                values.sort_by_key(|v| v.0);
+                buf.clear();
+                buf.push(b'[');
+                let mut next = 0;
+                for (i, (slot, tag, text)) in values.iter().enumerate() {
+                    if values.get(i + 1).is_some_and(|v| v.0 == *slot) {
+                        // The same attribute twice (the sort is stable): the later one wins.
+                        continue;
+                    }
+                    while next < *slot {
+                        buf.extend_from_slice(if next == 0 { b"null" } else { b",null" });
+                        next += 1;
+                    }
+                    if next > 0 {
+                        buf.push(b',');
+                    }
+                    push_tagged(&mut buf, *tag, text);
+                    next = slot + 1;
+                }
+                buf.push(b']');
+                let runs = if values.is_empty() {
+                    rusqlite::types::Value::Null
+                } else {
+                    rusqlite::types::Value::Integer(run_id)
+                };
+                NewRow {
+                    contact_key: key,
+                    key_hash: c.key_hash,
+                    row_fingerprint: c.row_fingerprint,
+                    updated_run: Some(run_id),
+                    updated_at: at_ms,
+                }
+                .insert(tx, activation_id, runs, json_text(&buf))?;
+            }
+        }
         if doubts {
+            let keys = change_keys(mapping, c)?;
             crate::doubt::settle_in(tx, activation_id, key, Some(&keys))?;
         }
     }
@@ -760,13 +864,36 @@ pub(crate) fn apply_refreshes_in(
         return Ok(());
     }
     let at_ms = millis(at)?;
-    let mut buf = String::new();
     for r in by_key_hash(refreshes, |r| r.key_hash) {
-        let mut entry = Entry::find_or_new(tx, activation_id, &r.contact.key, r.key_hash)?;
-        entry.row_fingerprint = r.row_fingerprint;
-        entry.updated_run = Some(run_id);
-        entry.updated_at = at_ms;
-        entry.write(tx, activation_id, &mut buf)?;
+        let key = r.contact.key.as_str();
+        match Entry::find(tx, activation_id, key, r.key_hash)? {
+            // Only the row's own columns move.
+            Some(entry) => {
+                tx.prepare_cached(
+                    "UPDATE snapshot SET row_fingerprint = ?2, updated_run = ?3, \
+                     updated_at = ?4 WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        entry.id,
+                        u64_to_sql(r.row_fingerprint),
+                        run_id,
+                        at_ms
+                    ])
+                })
+                .ctx("recording refreshed row fingerprints")?;
+            }
+            None => {
+                NewRow {
+                    contact_key: key,
+                    key_hash: r.key_hash,
+                    row_fingerprint: r.row_fingerprint,
+                    updated_run: Some(run_id),
+                    updated_at: at_ms,
+                }
+                .insert(tx, activation_id, rusqlite::types::Value::Null, "[]")?;
+            }
+        }
     }
     Ok(())
 }
