@@ -226,15 +226,16 @@ fn bench(args: &[String]) -> Result<(), String> {
             let rows = flag(args, "--rows").unwrap_or_else(|| "1000000".into());
             let attrs = flag(args, "--attrs").unwrap_or_else(|| "20".into());
             let ack = flag(args, "--ack").unwrap_or_else(|| "full".into());
+            let ack_batch = flag(args, "--ack-batch").unwrap_or_else(|| "50000".into());
             let dir = root().join(format!("target/bench/plan-{rows}x{attrs}"));
             let phase = |phase: &str, extra: &[&str]| worker(phase, &dir, extra);
             let gen = phase("gen", &[&rows, &attrs])?;
             eprintln!("model: {gen}");
-            let first = phase("first", &[&ack])?;
+            let first = phase("first", &[&ack, &ack_batch])?;
             let again = phase("replan", &[])?;
             let rate = |v: &serde_json::Value| v["rows_per_sec"].as_f64().unwrap_or(0.0);
             println!(
-                "bench plan: {rows} rows x {attrs} attributes (model {:.0} MB, ack = {ack})",
+                "bench plan: {rows} rows x {attrs} attributes (model {:.0} MB, ack = {ack}, {ack_batch} contacts per transaction)",
                 gen["model_bytes"].as_f64().unwrap_or(0.0) / 1e6
             );
             for (name, v) in [("first plan", &first), ("no-change re-plan", &again)] {
@@ -307,7 +308,7 @@ fn run_worker(phase: &str, dir: &Path, extra: &[&str]) -> Result<serde_json::Val
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bench-worker {phase} output: {e}"))
 }
 
-const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask postgres | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] [--known] [--mode realtime,bulk,auto] [--scope endpoint,key] [--sim-scope endpoint|key] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask soak bulk [--trials N] [--contacts N] [--seed S] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
+const USAGE: &str = "usage: cargo xtask test [cargo test args] | cargo xtask postgres | cargo xtask ci | cargo xtask bench plan [--rows N] [--attrs A] [--ack full|fingerprints|none] [--ack-batch N] | cargo xtask bench deliver [--contacts N] [--latency-ms MS] [--rate R] [--existence graphql,subscriptions] [--absent] [--known] [--mode realtime,bulk,auto] [--scope endpoint,key] [--sim-scope endpoint|key] | cargo xtask bench server [--contacts N] [--readers R] [--rate R] [--latency-ms MS] | cargo xtask bench source [--rows N] [--rounds R] [--sources csv,jsonl,sqlite,parquet,postgres] [--pg-url URL] | cargo xtask soak kill [--trials N] [--contacts N] [--seed S] [--rate R] [--max-in-flight N] [--reverts] | cargo xtask soak bulk [--trials N] [--contacts N] [--seed S] | cargo xtask fuzz [--seconds N] [--target csv_source|jsonl_source|segment_filter|config|normalize]";
 
 /// Builds the release `attentive-sync` binary; returns its path.
 fn build_release_cli() -> Result<PathBuf, String> {

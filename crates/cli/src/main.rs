@@ -314,8 +314,9 @@ enum ContactsCommand {
 
 fn init_logs(format: LogFormat, verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // A state migration's progress is shown even when quiet: it can take minutes.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,state_store::migration=info",
         1 => "info",
         _ => "debug",
     };

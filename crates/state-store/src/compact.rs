@@ -91,14 +91,12 @@ pub(crate) fn migrate(tx: &Connection) -> Result<(), Error> {
         entry.row_fingerprint = u64_from_sql(r.get(3).ctx(A)?);
         entry.updated_run = r.get(4).ctx(A)?;
         entry.updated_at = millis(&updated_at)?;
-        if !slots.contains_key(&activation_id) {
-            slots.insert(activation_id, Slots::load(tx, activation_id)?);
-        }
-        let activation_slots = slots.get_mut(&activation_id).ok_or(Error::Corrupt {
-            table: "snapshot_keys",
-            column: "activation_id",
-            value: activation_id.to_string(),
-        })?;
+        let activation_slots = match slots.entry(activation_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Slots::load(tx, activation_id)?)
+            }
+        };
         entry.packed = Packed::default();
         // The attributes of this contact come next in the attribute scan (a foreign key ties
         // every attribute row to its contact row, so none is skipped).

@@ -484,6 +484,25 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Creates an empty state file at an older schema `version` (the first `version`
+    /// migrations), as an earlier build would have: for tests of the migrations.
+    #[doc(hidden)]
+    pub fn create_at_schema(path: &Path, version: i64) -> Result<(), Error> {
+        let open_err = |source| Error::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        let count = usize::try_from(version).unwrap_or(0);
+        for (i, sql) in schema::MIGRATIONS.iter().take(count).enumerate() {
+            let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
+            conn.execute_batch(sql)
+                .map_err(|source| Error::Migration { version, source })?;
+        }
+        conn.pragma_update(None, "user_version", version)
+            .map_err(open_err)
+    }
+
     /// The schema version this build reads and writes.
     pub fn supported_schema_version() -> i64 {
         schema_len()

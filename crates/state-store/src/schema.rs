@@ -236,8 +236,11 @@ CREATE INDEX snapshot_index ON snapshot (activation_id, key_hash, row_fingerprin
 "#,
 ];
 
+/// A migration's code, run after its SQL in the same transaction.
+pub(crate) type MigrationCode = fn(&rusqlite::Connection) -> Result<(), crate::Error>;
+
 /// Code a migration runs after its SQL, in the same transaction, by the version it leads to.
-pub(crate) fn code(version: i64) -> Option<fn(&rusqlite::Connection) -> Result<(), crate::Error>> {
+pub(crate) fn code(version: i64) -> Option<MigrationCode> {
     match version {
         6 => Some(crate::compact::migrate),
         _ => None,

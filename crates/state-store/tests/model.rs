@@ -276,6 +276,161 @@ fn contact_changes(changes: &[GenChange]) -> Vec<ContactChange> {
         .collect()
 }
 
+/// Applies one operation to the store and to the models.
+fn apply_op(
+    store: &mut StateStore,
+    models: &mut [MemorySnapshot],
+    m: &BoundMapping,
+    op: &Op,
+) -> Result<(), TestCaseError> {
+    match op {
+        Op::Apply {
+            activation,
+            run_id,
+            changes,
+        } => {
+            let changes = contact_changes(changes);
+            store
+                .apply_changes(ACTIVATIONS[*activation], *run_id, m, &changes)
+                .unwrap();
+            for c in &changes {
+                models[*activation].apply(c, m, *run_id);
+            }
+        }
+        Op::Refresh {
+            activation,
+            run_id,
+            refreshes,
+        } => {
+            let refreshes: Vec<Refresh> = refreshes
+                .iter()
+                .map(|(c, fp)| Refresh {
+                    contact: contact_ref(CONTACTS[*c]),
+                    key_hash: key_hash(CONTACTS[*c]),
+                    row_fingerprint: *fp,
+                })
+                .collect();
+            store
+                .apply_refreshes(ACTIVATIONS[*activation], *run_id, &refreshes)
+                .unwrap();
+            for r in &refreshes {
+                models[*activation].refresh(r);
+            }
+        }
+        Op::Retain { activation, keys } => {
+            let keys: Vec<&str> = keys.iter().map(|k| RETAIN_POOL[*k]).collect();
+            let model = &mut models[*activation];
+            let before: usize = model.contacts.values().map(|c| c.attributes.len()).sum();
+            model.retain_attributes(&keys);
+            let after: usize = model.contacts.values().map(|c| c.attributes.len()).sum();
+            let deleted = store
+                .retain_attributes(ACTIVATIONS[*activation], &keys)
+                .unwrap();
+            prop_assert_eq!(deleted, (before - after) as u64);
+        }
+        Op::Mark {
+            activation,
+            run_id,
+            changes,
+        } => {
+            let changes = contact_changes(changes);
+            store
+                .mark_in_doubt(ACTIVATIONS[*activation], *run_id, m, &changes)
+                .unwrap();
+            for c in &changes {
+                models[*activation].mark_in_doubt(c, m, *run_id);
+            }
+        }
+        Op::Settle {
+            activation,
+            contact,
+            keys,
+        } => {
+            let keys: Option<Vec<&str>> = keys
+                .as_ref()
+                .map(|k| k.iter().map(|i| RETAIN_POOL[*i]).collect());
+            store
+                .settle_in_doubt(
+                    ACTIVATIONS[*activation],
+                    CONTACTS[*contact],
+                    keys.as_deref(),
+                )
+                .unwrap();
+            models[*activation].settle(CONTACTS[*contact], keys.as_deref());
+        }
+    }
+    Ok(())
+}
+
+/// Writes what `store` holds into a new file of schema 5 (the layout before the compact
+/// snapshot), as a file written by an earlier build would hold it.
+fn write_schema_5(store: &StateStore, path: &std::path::Path) {
+    StateStore::create_at_schema(path, 5).unwrap();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for (id, activation) in ACTIVATIONS.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO activations (id, name) VALUES (?1, ?2)",
+            rusqlite::params![id as i64 + 1, activation],
+        )
+        .unwrap();
+    }
+    for key in CONTACTS {
+        for snap in store.contact(key).unwrap() {
+            let id = ACTIVATIONS
+                .iter()
+                .position(|a| *a == snap.activation)
+                .unwrap() as i64
+                + 1;
+            if !snap.updated_at.is_empty() {
+                conn.execute(
+                    "INSERT INTO snapshot_contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    rusqlite::params![
+                        id,
+                        key,
+                        snap.key_hash as i64,
+                        snap.row_fingerprint as i64,
+                        snap.updated_run,
+                        snap.updated_at
+                    ],
+                )
+                .unwrap();
+            }
+            for a in &snap.attributes {
+                conn.execute(
+                    "INSERT INTO snapshot_attributes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    rusqlite::params![
+                        id,
+                        key,
+                        a.key,
+                        a.fingerprint as i64,
+                        a.value.tag().to_string(),
+                        a.value.to_text(),
+                        a.run_id
+                    ],
+                )
+                .unwrap();
+            }
+            for d in &snap.in_doubt {
+                conn.execute(
+                    "INSERT INTO in_doubt (activation_id, contact_key, attribute_key, key_hash, \
+                     value_tag, value_text, run_id, sent_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '2026-12-01T00:00:00.000Z')",
+                    rusqlite::params![
+                        id,
+                        key,
+                        d.key,
+                        snap.key_hash as i64,
+                        d.sent.tag().to_string(),
+                        d.sent.to_text(),
+                        d.run_id
+                    ],
+                )
+                .unwrap();
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -285,54 +440,41 @@ proptest! {
         let mut store = StateStore::open_in_memory().unwrap();
         let mut models = vec![MemorySnapshot::default(), MemorySnapshot::default()];
         for op in &ops {
-            match op {
-                Op::Apply { activation, run_id, changes } => {
-                    let changes = contact_changes(changes);
-                    store.apply_changes(ACTIVATIONS[*activation], *run_id, &m, &changes).unwrap();
-                    for c in &changes {
-                        models[*activation].apply(c, &m, *run_id);
-                    }
-                }
-                Op::Refresh { activation, run_id, refreshes } => {
-                    let refreshes: Vec<Refresh> = refreshes
-                        .iter()
-                        .map(|(c, fp)| Refresh {
-                            contact: contact_ref(CONTACTS[*c]),
-                            key_hash: key_hash(CONTACTS[*c]),
-                            row_fingerprint: *fp,
-                        })
-                        .collect();
-                    store.apply_refreshes(ACTIVATIONS[*activation], *run_id, &refreshes).unwrap();
-                    for r in &refreshes {
-                        models[*activation].refresh(r);
-                    }
-                }
-                Op::Retain { activation, keys } => {
-                    let keys: Vec<&str> = keys.iter().map(|k| RETAIN_POOL[*k]).collect();
-                    let model = &mut models[*activation];
-                    let before: usize = model.contacts.values().map(|c| c.attributes.len()).sum();
-                    model.retain_attributes(&keys);
-                    let after: usize = model.contacts.values().map(|c| c.attributes.len()).sum();
-                    let deleted = store.retain_attributes(ACTIVATIONS[*activation], &keys).unwrap();
-                    prop_assert_eq!(deleted, (before - after) as u64);
-                }
-                Op::Mark { activation, run_id, changes } => {
-                    let changes = contact_changes(changes);
-                    store.mark_in_doubt(ACTIVATIONS[*activation], *run_id, &m, &changes).unwrap();
-                    for c in &changes {
-                        models[*activation].mark_in_doubt(c, &m, *run_id);
-                    }
-                }
-                Op::Settle { activation, contact, keys } => {
-                    let keys: Option<Vec<&str>> =
-                        keys.as_ref().map(|k| k.iter().map(|i| RETAIN_POOL[*i]).collect());
-                    store
-                        .settle_in_doubt(ACTIVATIONS[*activation], CONTACTS[*contact], keys.as_deref())
-                        .unwrap();
-                    models[*activation].settle(CONTACTS[*contact], keys.as_deref());
-                }
-            }
+            apply_op(&mut store, &mut models, &m, op)?;
             assert_same(&store, &models)?;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The migration path: a schema-5 file holding what the operations left (values of every
+    /// type, runs, doubts) is migrated to the compact layout on opening, and the migrated
+    /// store still behaves like the memory snapshot, also under further operations.
+    #[test]
+    fn a_migrated_store_behaves_like_the_memory_snapshot(
+        ops in proptest::collection::vec(arb_op(), 1..14),
+        more in proptest::collection::vec(arb_op(), 0..6),
+    ) {
+        let m = mapping(OnNull::Clear);
+        let mut store = StateStore::open_in_memory().unwrap();
+        let mut models = vec![MemorySnapshot::default(), MemorySnapshot::default()];
+        for op in &ops {
+            apply_op(&mut store, &mut models, &m, op)?;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        write_schema_5(&store, &path);
+        let mut migrated = StateStore::open(&path).unwrap();
+        prop_assert_eq!(
+            migrated.schema_version().unwrap(),
+            StateStore::supported_schema_version()
+        );
+        assert_same(&migrated, &models)?;
+        for op in &more {
+            apply_op(&mut migrated, &mut models, &m, op)?;
+            assert_same(&migrated, &models)?;
         }
     }
 }
