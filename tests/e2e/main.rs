@@ -10,6 +10,7 @@ mod bad_input;
 mod browser;
 mod bulk;
 mod identity;
+mod migration;
 mod plan;
 mod reliability;
 mod run;
