@@ -1863,3 +1863,94 @@ fn old_runs_rows_are_pruned_but_runs_and_counts_stay() {
     // Pruning again finds nothing.
     assert_eq!(store.prune_run_rows("a", 2, None).unwrap(), 0);
 }
+
+/// Where a test's log lines go.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A large snapshot's migration says how far it is, every 5 %, and what it moved; every
+/// contact and value arrives, with its run.
+#[test]
+fn a_large_migration_logs_its_progress() {
+    let (_dir, path) = temp_db();
+    StateStore::create_at_schema(&path, 5).unwrap();
+    let n = compact::PROGRESS_FROM + 10_000;
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO activations (id, name) VALUES (1, 'big');
+             WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n + 1 < {n})
+             INSERT INTO snapshot_contacts
+                 SELECT 1, 'c' || n || '@x.com', n, n + 7, 1, '2026-11-30T00:00:00.000Z' FROM i;
+             INSERT INTO snapshot_attributes
+                 SELECT 1, contact_key, 'std:city', 0, 's', 'Paris', 1 FROM snapshot_contacts;
+             INSERT INTO snapshot_attributes
+                 SELECT 1, contact_key, 'custom:n', 0, 'i', key_hash, 2 FROM snapshot_contacts;"
+        ))
+        .unwrap();
+    }
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let store = tracing::subscriber::with_default(subscriber, || StateStore::open(&path).unwrap());
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for expected in [
+        format!("migrating the state database to schema 6 (compact snapshot): {n} contacts"),
+        format!("{} of {n} contacts (50%)", n / 2),
+        format!("{n} of {n} contacts (100%)"),
+        format!(
+            "migrated the snapshot to schema 6: {n} contacts, {} values",
+            2 * n
+        ),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} in:\n{text}");
+    }
+    // Every value's fingerprint was recomputed (the file's were 0, no value's).
+    assert!(
+        text.contains(&format!("{} stored value fingerprints differed", 2 * n)),
+        "{text}"
+    );
+    assert_eq!(store.contact_count("big").unwrap(), n);
+    // (The fixture's key hashes are not its keys' hashes: contacts are read by key hash.)
+    let idx = index(&store, "big");
+    assert_eq!(idx.get(4321), Some(4328));
+    let mut attributes = Vec::new();
+    store
+        .contact_attributes("big", 4321, "c4321@x.com", &mut attributes)
+        .unwrap();
+    attributes.sort_by(|a, b| a.key.cmp(&b.key));
+    let values: Vec<(String, String, Option<i64>)> = attributes
+        .iter()
+        .map(|a| (a.key.clone(), a.value.to_text(), a.run_id))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("custom:n".to_owned(), "4321".to_owned(), Some(2)),
+            ("std:city".to_owned(), "Paris".to_owned(), Some(1)),
+        ]
+    );
+    let updated_at: String = store
+        .conn
+        .query_row(
+            "SELECT updated_at FROM snapshot_contacts WHERE contact_key = 'c4321@x.com'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(updated_at, "2026-11-30T00:00:00.000Z");
+}
