@@ -63,7 +63,7 @@ fn main() -> Result<(), String> {
             let ack_mode = args.get(2).map(String::as_str).unwrap_or("full");
             let full_ack = ack_mode == "full";
             // Changes acknowledged per transaction.
-            let ack_batch: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(50_000);
+            let ack_batch: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20_000);
             let project = Project::parse(
                 &config,
                 &std::fs::read_to_string(&config).map_err(|e| e.to_string())?,

@@ -226,7 +226,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             let rows = flag(args, "--rows").unwrap_or_else(|| "1000000".into());
             let attrs = flag(args, "--attrs").unwrap_or_else(|| "20".into());
             let ack = flag(args, "--ack").unwrap_or_else(|| "full".into());
-            let ack_batch = flag(args, "--ack-batch").unwrap_or_else(|| "50000".into());
+            let ack_batch = flag(args, "--ack-batch").unwrap_or_else(|| "20000".into());
             let dir = root().join(format!("target/bench/plan-{rows}x{attrs}"));
             let phase = |phase: &str, extra: &[&str]| worker(phase, &dir, extra);
             let gen = phase("gen", &[&rows, &attrs])?;

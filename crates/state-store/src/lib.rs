@@ -691,9 +691,6 @@ fn configure(conn: &Connection, file: bool) -> rusqlite::Result<()> {
         let _mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // 32 MiB of page cache (SQLite's default is 2 MiB): the snapshot index's pages that
-        // acknowledgements touch at random stay in memory between commits.
-        conn.pragma_update(None, "cache_size", -32_768)?;
         // Checkpoint every 32 MiB of log instead of 4 MiB: a page that many commits touch is
         // copied into the database once per checkpoint, and there are eight times fewer
         // (acknowledgements commit twice as fast). The log is cut back to 64 MiB after one.
