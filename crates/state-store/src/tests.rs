@@ -13,7 +13,7 @@ use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, S
 use super::*;
 
 /// The schema version this build writes.
-const LATEST: i64 = 5;
+const LATEST: i64 = 6;
 
 fn mapping() -> BoundMapping {
     let attr = |attribute, column: &str| AttributeMapping {
