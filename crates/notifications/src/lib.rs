@@ -448,7 +448,10 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         let shown = format!("{e:?}");
-        assert!(!shown.contains("XXXX") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            !shown.contains("XXXX") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
         assert!(shown.contains("ops"));
     }
 
@@ -469,7 +472,10 @@ mod tests {
         assert_eq!(webhook["rule"], "rejected");
         let slack: serde_json::Value = serde_json::from_slice(&render(Kind::Slack, &e)).unwrap();
         let text = slack["text"].as_str().unwrap();
-        assert!(text.contains("[alert.firing] vip: 2 rows rejected"), "{text}");
+        assert!(
+            text.contains("[alert.firing] vip: 2 rows rejected"),
+            "{text}"
+        );
         assert_eq!(slack["blocks"][0]["type"], "section");
         assert!(event_of(1, "{\"event\":\"nope\"}").is_err());
     }
@@ -541,11 +547,19 @@ mod tests {
         assert_eq!(ev, "run.failed");
         assert!(matches!(
             sender.send(&at("/gone"), &e, 100).await,
-            Attempt::Failed { status: Some(410), retryable: false, .. }
+            Attempt::Failed {
+                status: Some(410),
+                retryable: false,
+                ..
+            }
         ));
         assert!(matches!(
             sender.send(&at("/busy"), &e, 100).await,
-            Attempt::Failed { status: Some(503), retryable: true, .. }
+            Attempt::Failed {
+                status: Some(503),
+                retryable: true,
+                ..
+            }
         ));
         // Nothing listens on port 1: a transport error, retryable, without the URL.
         let down = Endpoint {

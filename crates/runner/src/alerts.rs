@@ -165,8 +165,7 @@ impl PastRun {
             run_id: report.run_id,
             duration_ms: report.duration_ms,
             changed: report.plan.changed,
-            backfill: !backfill(&report.mapping_added, &report.plan.attributes_to_send)
-                .is_empty(),
+            backfill: !backfill(&report.mapping_added, &report.plan.attributes_to_send).is_empty(),
         })
     }
 }
@@ -254,11 +253,7 @@ pub fn evaluate(rules: &AlertRules, facts: &RunFacts, history: &[PastRun]) -> Ve
         ));
     }
     if let (Some(s), Some(ms)) = (&rules.slow_run, facts.duration_ms) {
-        let mut past: Vec<u64> = history
-            .iter()
-            .take(s.runs)
-            .map(|r| r.duration_ms)
-            .collect();
+        let mut past: Vec<u64> = history.iter().take(s.runs).map(|r| r.duration_ms).collect();
         if past.len() >= 3 {
             past.sort_unstable();
             let median = median(&past);

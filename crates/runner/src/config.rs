@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use attentive_client::ApiKey;
-use serde::Deserialize;
 pub use notify::{
     AlertRules, Deviation, NotificationEndpoint, RawAlerts, RawNotification, ScheduleMissed,
     SlowRun, Threshold,
 };
+use serde::Deserialize;
 use sync_core::mapping::{
     check_custom_name, AttributeId, AttributeMapping, CustomType, DateOrder, DuplicatePolicy,
     Identifier, IdentifierKind, Mapping, NormalizeOptions, OnNull, StandardField,

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use notifications::{Attempt, Event, EventKind};
 use state_store::{
-    AlertBatch, AlertState, AlertUpdate, AlertsRecorded, AttemptResult, NewNotification,
-    RunStatus, RunSummary, StateStore,
+    AlertBatch, AlertState, AlertUpdate, AlertsRecorded, AttemptResult, NewNotification, RunStatus,
+    RunSummary, StateStore,
 };
 
 use crate::alerts::{self, PastRun, Rule, RunFacts, Verdict};
@@ -146,7 +146,9 @@ fn alert_event(
             format!(
                 "{} resolved{}: {}",
                 verdict.rule,
-                since.map(|s| format!(" (firing since {s})")).unwrap_or_default(),
+                since
+                    .map(|s| format!(" (firing since {s})"))
+                    .unwrap_or_default(),
                 verdict.message
             ),
         )
@@ -318,7 +320,9 @@ pub fn evaluate_schedules(
             continue;
         };
         let states = store.alert_states(Some(&activation.name))?;
-        let current = states.iter().find(|s| s.rule == Rule::ScheduleMissed.as_str());
+        let current = states
+            .iter()
+            .find(|s| s.rule == Rule::ScheduleMissed.as_str());
         let previous = current.map(|s| s.state);
         let changed = previous.unwrap_or(AlertState::Ok) != verdict.state();
         if !changed && current.is_some() {
@@ -429,9 +433,7 @@ pub async fn deliver_once(
                 retry_in: None,
             },
             Ok(event) => {
-                let attempt = sender
-                    .send(endpoint, &event, Utc::now().timestamp())
-                    .await;
+                let attempt = sender.send(endpoint, &event, Utc::now().timestamp()).await;
                 match attempt {
                     Attempt::Delivered { status } => AttemptResult::Delivered {
                         http_status: status,

@@ -495,7 +495,9 @@ pub fn evaluate_alerts(project: &Project, activation: &crate::config::Activation
             tracing::info!(activation = %activation.name, runs = e.runs, transitions = e.transitions, "alerts changed state");
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(activation = %activation.name, "evaluating alerts failed: {}", crate::error_chain(&e)),
+        Err(e) => {
+            tracing::warn!(activation = %activation.name, "evaluating alerts failed: {}", crate::error_chain(&e))
+        }
     }
 }
 

@@ -196,7 +196,10 @@ impl StateStore {
                 .prepare_cached(
                     "SELECT state FROM alert_states WHERE activation = ?1 AND rule = ?2",
                 )
-                .and_then(|mut s| s.query_row(params![activation, u.rule], |r| r.get(0)).optional())
+                .and_then(|mut s| {
+                    s.query_row(params![activation, u.rule], |r| r.get(0))
+                        .optional()
+                })
                 .ctx(A)?;
             if current.as_deref().and_then(AlertState::parse) != u.previous {
                 return Ok(AlertsRecorded::Superseded);
@@ -227,5 +230,100 @@ impl StateStore {
         }
         tx.commit().ctx(A)?;
         Ok(AlertsRecorded::Recorded(ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RunKind, RunStatus};
+
+    fn update(rule: &str, previous: Option<AlertState>, state: AlertState) -> AlertUpdate {
+        AlertUpdate {
+            rule: rule.into(),
+            previous,
+            state,
+            run_id: Some(1),
+            message: Some("why".into()),
+        }
+    }
+
+    #[test]
+    fn a_run_is_evaluated_once_and_a_moved_rule_refuses_a_stale_update() {
+        let mut s = StateStore::open_in_memory().unwrap();
+        let run = s.begin_run("vip", RunKind::Run).unwrap();
+        let pending = s.begin_run("vip", RunKind::Run).unwrap();
+        s.finish_run(run, RunStatus::Failed, "{}", Some("boom"))
+            .unwrap();
+        s.finish_run(pending, RunStatus::Pending, "{}", None)
+            .unwrap();
+        let todo: Vec<i64> = s
+            .runs_to_evaluate("vip", 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(todo, [run], "pending runs wait");
+        let batch = AlertBatch {
+            evaluated_runs: vec![run],
+            updates: vec![update("run_failed", None, AlertState::Firing)],
+            notifications: vec![NewNotification {
+                activation: Some("vip".into()),
+                event: "alert.firing".into(),
+                run_id: Some(run),
+                rule: Some("run_failed".into()),
+                payload_json: "{}".into(),
+                endpoints: vec!["ops".into()],
+            }],
+        };
+        assert!(
+            matches!(s.record_alerts("vip", &batch).unwrap(), AlertsRecorded::Recorded(ids) if ids.len() == 1)
+        );
+        // The same evaluation again (another process): refused, nothing queued twice.
+        assert_eq!(
+            s.record_alerts("vip", &batch).unwrap(),
+            AlertsRecorded::Superseded
+        );
+        assert!(s.runs_to_evaluate("vip", 10).unwrap().is_empty());
+        assert_eq!(s.deliveries(None, None, 10).unwrap().len(), 1);
+        let firing = &s.alert_states(Some("vip")).unwrap()[0];
+        assert_eq!(
+            (firing.rule.as_str(), firing.state),
+            ("run_failed", AlertState::Firing)
+        );
+        let since = firing.since.clone();
+        // An update from a stale read of the rule is refused.
+        let stale = AlertBatch {
+            updates: vec![update("run_failed", None, AlertState::Ok)],
+            ..AlertBatch::default()
+        };
+        assert_eq!(
+            s.record_alerts("vip", &stale).unwrap(),
+            AlertsRecorded::Superseded
+        );
+        // Staying in a state keeps its `since`; changing it moves it.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let same = AlertBatch {
+            updates: vec![update(
+                "run_failed",
+                Some(AlertState::Firing),
+                AlertState::Firing,
+            )],
+            ..AlertBatch::default()
+        };
+        s.record_alerts("vip", &same).unwrap();
+        assert_eq!(s.alert_states(None).unwrap()[0].since, since);
+        let resolved = AlertBatch {
+            updates: vec![update(
+                "run_failed",
+                Some(AlertState::Firing),
+                AlertState::Ok,
+            )],
+            ..AlertBatch::default()
+        };
+        s.record_alerts("vip", &resolved).unwrap();
+        let now = &s.alert_states(None).unwrap()[0];
+        assert_eq!(now.state, AlertState::Ok);
+        assert_ne!(now.since, since);
     }
 }

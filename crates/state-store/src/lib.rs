@@ -32,9 +32,7 @@ pub use alerts::{AlertBatch, AlertState, AlertStateRow, AlertUpdate, AlertsRecor
 pub use bulk::{JobRecord, JobRecordIn, JobState, JobSummary, RecordResult};
 pub use commit::CommitBatch;
 pub use lock::{ActivationLock, DEFAULT_LOCK_STALE_AFTER};
-pub use notifications::{
-    AttemptResult, ClaimedDelivery, Delivery, DeliveryState, NewNotification,
-};
+pub use notifications::{AttemptResult, ClaimedDelivery, Delivery, DeliveryState, NewNotification};
 pub use runs::{Outcome, RunKind, RunRow, RunStatus, RunSummary};
 pub use snapshot::ContactSnapshot;
 

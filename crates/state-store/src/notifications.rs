@@ -412,3 +412,72 @@ impl StateStore {
             .ctx("reading when the next notification is due")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(s: &mut StateStore, endpoints: &[&str]) -> i64 {
+        s.queue_notification(&NewNotification {
+            activation: Some("vip".into()),
+            event: "run.started".into(),
+            run_id: Some(1),
+            rule: None,
+            payload_json: r#"{"event":"run.started"}"#.into(),
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn claimed_deliveries_are_leased_and_their_outcomes_recorded() {
+        let mut s = StateStore::open_in_memory().unwrap();
+        let id = queue(&mut s, &["ops", "slack"]);
+        let ops = ["ops".to_owned()];
+        let lease = Duration::from_secs(60);
+        let claimed = s.claim_deliveries(&ops, lease, 10).unwrap();
+        assert_eq!(claimed.len(), 1, "only the endpoints asked for");
+        assert_eq!((claimed[0].notification_id, claimed[0].attempt), (id, 1));
+        // Leased: nobody claims it again meanwhile.
+        assert!(s.claim_deliveries(&ops, lease, 10).unwrap().is_empty());
+        s.record_attempt(
+            claimed[0].id,
+            &AttemptResult::Failed {
+                http_status: Some(500),
+                error: "the endpoint answered 500".into(),
+                retry_in: Some(Duration::ZERO),
+            },
+        )
+        .unwrap();
+        let again = s.claim_deliveries(&ops, lease, 10).unwrap();
+        assert_eq!(again[0].attempt, 2);
+        s.record_attempt(again[0].id, &AttemptResult::Delivered { http_status: 200 })
+            .unwrap();
+        let d = s
+            .deliveries(Some("vip"), Some(DeliveryState::Delivered), 10)
+            .unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].attempts, d[0].http_status, d[0].error.as_deref()),
+            (2, Some(200), None)
+        );
+        assert_eq!(s.pending_deliveries().unwrap(), 1);
+        assert!(s.next_delivery_due(&ops).unwrap().is_none());
+        assert!(s
+            .next_delivery_due(&["slack".to_owned()])
+            .unwrap()
+            .is_some());
+        let totals = s.delivery_totals().unwrap();
+        assert_eq!(
+            totals,
+            [
+                ("ops".to_owned(), DeliveryState::Delivered, 1, 2),
+                ("slack".to_owned(), DeliveryState::Pending, 1, 0)
+            ]
+        );
+        assert!(matches!(
+            s.record_attempt(999, &AttemptResult::Delivered { http_status: 200 }),
+            Err(Error::UnknownDelivery { id: 999 })
+        ));
+    }
+}

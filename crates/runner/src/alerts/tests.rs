@@ -65,7 +65,10 @@ fn unfinished_runs_move_nothing() {
     ] {
         let mut f = facts(status);
         f.rejected = 900;
-        assert!(evaluate(&AlertRules::default(), &f, &[]).is_empty(), "{status}");
+        assert!(
+            evaluate(&AlertRules::default(), &f, &[]).is_empty(),
+            "{status}"
+        );
     }
 }
 
@@ -116,9 +119,17 @@ fn rejected_and_failed_rows_count_against_the_threshold() {
         }),
         ..AlertRules::default()
     };
-    assert!(!verdict(&evaluate(&rules, &f, &[]), Rule::RowsRejected).unwrap().firing);
+    assert!(
+        !verdict(&evaluate(&rules, &f, &[]), Rule::RowsRejected)
+            .unwrap()
+            .firing
+    );
     f.rejected = 16;
-    assert!(verdict(&evaluate(&rules, &f, &[]), Rule::RowsRejected).unwrap().firing);
+    assert!(
+        verdict(&evaluate(&rules, &f, &[]), Rule::RowsRejected)
+            .unwrap()
+            .firing
+    );
 }
 
 #[test]
@@ -158,13 +169,25 @@ fn slow_runs_are_measured_against_the_median() {
     let v = evaluate(&rules, &f, &history);
     let slow = verdict(&v, Rule::SlowRun).unwrap();
     assert!(slow.firing, "{}", slow.message);
-    assert!(slow.message.contains("median of the last 4 runs (45.0 s)"), "{}", slow.message);
+    assert!(
+        slow.message.contains("median of the last 4 runs (45.0 s)"),
+        "{}",
+        slow.message
+    );
     f.duration_ms = Some(134_000);
-    assert!(!verdict(&evaluate(&rules, &f, &history), Rule::SlowRun).unwrap().firing);
+    assert!(
+        !verdict(&evaluate(&rules, &f, &history), Rule::SlowRun)
+            .unwrap()
+            .firing
+    );
     // Under the minimum it never fires, however many times slower.
     let quick: Vec<PastRun> = past(&[1, 1, 1], 100);
     f.duration_ms = Some(50_000);
-    assert!(!verdict(&evaluate(&rules, &f, &quick), Rule::SlowRun).unwrap().firing);
+    assert!(
+        !verdict(&evaluate(&rules, &f, &quick), Rule::SlowRun)
+            .unwrap()
+            .firing
+    );
     // Too little history: no verdict.
     assert!(verdict(&evaluate(&rules, &f, &quick[..2]), Rule::SlowRun).is_none());
 }
@@ -182,7 +205,13 @@ fn changed_contacts_far_from_the_average_fire_both_ways() {
     // Only the last 3 runs count: average 100.
     let history = past(&[90, 100, 110, 100_000], 1000);
     let mut f = facts(RunStatus::Succeeded);
-    for (changed, firing) in [(100, false), (189, false), (191, true), (11, false), (0, true)] {
+    for (changed, firing) in [
+        (100, false),
+        (189, false),
+        (191, true),
+        (11, false),
+        (0, true),
+    ] {
         f.changed = changed;
         let v = evaluate(&rules, &f, &history);
         assert_eq!(
@@ -207,7 +236,11 @@ fn changed_contacts_far_from_the_average_fire_both_ways() {
         },
     );
     f.changed = 100;
-    assert!(!verdict(&evaluate(&rules, &f, &history), Rule::ChangedDeviation).unwrap().firing);
+    assert!(
+        !verdict(&evaluate(&rules, &f, &history), Rule::ChangedDeviation)
+            .unwrap()
+            .firing
+    );
     f.backfill = vec![("custom:Tier".into(), 1000)];
     assert!(verdict(&evaluate(&rules, &f, &history), Rule::ChangedDeviation).is_none());
 }
@@ -238,7 +271,11 @@ fn plans_judge_what_they_can() {
     let rules: Vec<Rule> = v.iter().map(|v| v.rule).collect();
     assert_eq!(
         rules,
-        [Rule::RowsRejected, Rule::ChangedDeviation, Rule::MappingBackfill]
+        [
+            Rule::RowsRejected,
+            Rule::ChangedDeviation,
+            Rule::MappingBackfill
+        ]
     );
     assert!(verdict(&v, Rule::RowsRejected).unwrap().firing);
     assert_eq!(
@@ -272,11 +309,7 @@ fn the_schedule_is_missed_after_two_starts_and_the_grace() {
         within: None,
         grace: Duration::from_secs(15 * 60),
     };
-    let t = |s: &str| {
-        DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .with_timezone(&Utc)
-    };
+    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
     let last = Some(t("2026-11-29T10:05:00Z"));
     // Starts at 11:00 and 12:00; grace to 12:15.
     let at = |now: &str| schedule_missed(&rule, Some(&hourly), last, t(now)).unwrap();
@@ -284,7 +317,9 @@ fn the_schedule_is_missed_after_two_starts_and_the_grace() {
     let missed = at("2026-11-29T12:16:00Z");
     assert!(missed.firing);
     assert!(
-        missed.message.contains("no successful run since 2026-11-29 10:05 UTC"),
+        missed
+            .message
+            .contains("no successful run since 2026-11-29 10:05 UTC"),
         "{}",
         missed.message
     );
@@ -295,7 +330,11 @@ fn the_schedule_is_missed_after_two_starts_and_the_grace() {
     };
     let now = t("2026-11-30T12:06:00Z");
     assert!(schedule_missed(&within, None, last, now).unwrap().firing);
-    assert!(!schedule_missed(&within, None, last, t("2026-11-30T12:04:00Z")).unwrap().firing);
+    assert!(
+        !schedule_missed(&within, None, last, t("2026-11-30T12:04:00Z"))
+            .unwrap()
+            .firing
+    );
     // Nothing to judge by.
     assert!(schedule_missed(&rule, None, last, now).is_none());
     assert!(schedule_missed(&rule, Some(&hourly), None, now).is_none());
@@ -304,16 +343,31 @@ fn the_schedule_is_missed_after_two_starts_and_the_grace() {
 #[test]
 fn only_changes_of_state_are_transitions() {
     let v = vec![
-        Verdict::new(Rule::RunFailed, false, String::new(), serde_json::Value::Null),
-        Verdict::new(Rule::RowsRejected, true, String::new(), serde_json::Value::Null),
+        Verdict::new(
+            Rule::RunFailed,
+            false,
+            String::new(),
+            serde_json::Value::Null,
+        ),
+        Verdict::new(
+            Rule::RowsRejected,
+            true,
+            String::new(),
+            serde_json::Value::Null,
+        ),
         Verdict::new(Rule::SlowRun, false, String::new(), serde_json::Value::Null),
-        Verdict::new(Rule::MappingBackfill, true, String::new(), serde_json::Value::Null),
+        Verdict::new(
+            Rule::MappingBackfill,
+            true,
+            String::new(),
+            serde_json::Value::Null,
+        ),
     ];
     let current = |r: Rule| match r {
-        Rule::RunFailed => None,                         // never evaluated, ok now: nothing
-        Rule::RowsRejected => Some(AlertState::Firing),  // still firing: nothing
-        Rule::SlowRun => Some(AlertState::Firing),       // resolves
-        _ => None,                                       // first firing
+        Rule::RunFailed => None, // never evaluated, ok now: nothing
+        Rule::RowsRejected => Some(AlertState::Firing), // still firing: nothing
+        Rule::SlowRun => Some(AlertState::Firing), // resolves
+        _ => None,               // first firing
     };
     let t = transitions(&current, &v);
     let rules: Vec<(Rule, Option<AlertState>)> =

@@ -29,7 +29,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for RawRule<T> {
             fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawRule<T>, E> {
                 Ok(RawRule::Switch(v))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawRule<T>, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawRule<T>, A::Error> {
                 T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(RawRule::Settings)
             }
@@ -197,15 +200,18 @@ pub(crate) fn alert_rules(key: &str, raw: &RawAlerts, problems: &mut Vec<Problem
         DEFAULT_NOT_FOUND_PERCENT,
         &mut number,
     );
-    let runs = |v: Option<u64>, name: String, problems_fn: &mut dyn FnMut(String, Option<f64>, f64, (f64, f64)) -> f64| {
-        let n = problems_fn(
-            name,
-            v.map(|n| n as f64),
-            DEFAULT_HISTORY_RUNS as f64,
-            (3.0, 100.0),
-        );
-        n as usize
-    };
+    let runs =
+        |v: Option<u64>,
+         name: String,
+         problems_fn: &mut dyn FnMut(String, Option<f64>, f64, (f64, f64)) -> f64| {
+            let n = problems_fn(
+                name,
+                v.map(|n| n as f64),
+                DEFAULT_HISTORY_RUNS as f64,
+                (3.0, 100.0),
+            );
+            n as usize
+        };
     let slow_run = match &raw.slow_run {
         Some(RawRule::Switch(false)) => None,
         other => {
@@ -214,7 +220,12 @@ pub(crate) fn alert_rules(key: &str, raw: &RawAlerts, problems: &mut Vec<Problem
                 _ => &RawSlowRun::default(),
             };
             Some(SlowRun {
-                factor: number(k("slow_run", "factor"), s.factor, DEFAULT_SLOW_FACTOR, (1.0, 1000.0)),
+                factor: number(
+                    k("slow_run", "factor"),
+                    s.factor,
+                    DEFAULT_SLOW_FACTOR,
+                    (1.0, 1000.0),
+                ),
                 runs: runs(s.runs, k("slow_run", "runs"), &mut number),
                 min: Duration::from_secs_f64(number(
                     k("slow_run", "min_secs"),
@@ -259,8 +270,12 @@ pub(crate) fn alert_rules(key: &str, raw: &RawAlerts, problems: &mut Vec<Problem
             Some(ScheduleMissed {
                 within: s.within_hours.map(|h| {
                     Duration::from_secs_f64(
-                        number(k("schedule_missed", "within_hours"), Some(h), 24.0, (0.01, 8760.0))
-                            * 3600.0,
+                        number(
+                            k("schedule_missed", "within_hours"),
+                            Some(h),
+                            24.0,
+                            (0.01, 8760.0),
+                        ) * 3600.0,
                     )
                 }),
                 grace: Duration::from_secs_f64(
@@ -398,7 +413,9 @@ pub(crate) fn notification_endpoints(
             Some(other) => {
                 problems.push(Problem {
                     key: format!("{key}.kind"),
-                    message: format!("{other:?} is not a notification kind; use \"webhook\" or \"slack\""),
+                    message: format!(
+                        "{other:?} is not a notification kind; use \"webhook\" or \"slack\""
+                    ),
                 });
                 Kind::Webhook
             }
@@ -409,7 +426,8 @@ pub(crate) fn notification_endpoints(
                 // The URL itself is never shown: an incoming-webhook URL is a credential.
                 match url::Url::parse(&u) {
                     Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {
-                        if parsed.scheme() == "http" && !n.allow_insecure_http && !loopback_url(&u) {
+                        if parsed.scheme() == "http" && !n.allow_insecure_http && !loopback_url(&u)
+                        {
                             problems.push(Problem {
                                 key: format!("{key}.url"),
                                 message: "is http:// on a host other than this machine: events (and their signatures) would travel in clear; use https://, or set allow_insecure_http = true".into(),
@@ -488,7 +506,12 @@ pub(crate) fn notification_endpoints(
                 Duration::from_secs_f64(default)
             }
         };
-        let retry_initial = secs("retry_initial_secs", n.retry_initial_secs, 5.0, (0.1, 3600.0));
+        let retry_initial = secs(
+            "retry_initial_secs",
+            n.retry_initial_secs,
+            5.0,
+            (0.1, 3600.0),
+        );
         let retry_max = secs("retry_max_secs", n.retry_max_secs, 600.0, (0.1, 86_400.0));
         let timeout = secs("timeout_secs", n.timeout_secs, 10.0, (0.1, 300.0));
         out.insert(

@@ -463,7 +463,9 @@ activations = ["nope"]
         "{problems:#?}"
     );
     // The URL (a credential for incoming webhooks) is never in a message.
-    assert!(problems.iter().all(|p| !p.message.contains("hooks.example.com")));
+    assert!(problems
+        .iter()
+        .all(|p| !p.message.contains("hooks.example.com")));
 
     let text = format!(
         r#"{GOOD}
@@ -480,9 +482,18 @@ secret_env = "UNSET_SECRET"
     );
     let p = parse(&text).unwrap();
     let rules = &p.activations["vip"].alerts;
-    assert_eq!(rules.rows_rejected, Some(Threshold { count: Some(10), percent: None }));
+    assert_eq!(
+        rules.rows_rejected,
+        Some(Threshold {
+            count: Some(10),
+            percent: None
+        })
+    );
     assert_eq!(rules.rows_not_found, None);
-    assert_eq!(rules.changed_deviation.map(|d| (d.percent, d.runs)), Some((50.0, 5)));
+    assert_eq!(
+        rules.changed_deviation.map(|d| (d.percent, d.runs)),
+        Some((50.0, 5))
+    );
     assert!(rules.run_failed && rules.slow_run.is_some());
     let ops = &p.notifications["ops"];
     assert_eq!(ops.kind, notifications::Kind::Slack);

@@ -32,12 +32,7 @@ identifier = {{ column = "email", kind = "email" }}
 }
 
 /// Records a finished run with a report of these counts.
-fn finished_run(
-    store: &mut StateStore,
-    status: RunStatus,
-    rows: u64,
-    rejected: u64,
-) -> i64 {
+fn finished_run(store: &mut StateStore, status: RunStatus, rows: u64, rejected: u64) -> i64 {
     let id = store.begin_run("vip", RunKind::Run).unwrap();
     let mut report = RunReport {
         run_id: id,
@@ -136,7 +131,10 @@ url = "http://127.0.0.1:9/hook"
     let vip = &project.activations["vip"];
     let mut store = StateStore::open_in_memory().unwrap();
     let id = finished_run(&mut store, RunStatus::Pending, 100, 0);
-    assert_eq!(evaluate_activation(&project, &mut store, vip).unwrap().runs, 0);
+    assert_eq!(
+        evaluate_activation(&project, &mut store, vip).unwrap().runs,
+        0
+    );
     assert!(events(&store).is_empty());
     // Its jobs settle: 50 of 100 rows rejected.
     let mut report = RunReport::from_json(
@@ -146,7 +144,12 @@ url = "http://127.0.0.1:9/hook"
     report.plan.rows = 100;
     report.counts.rejected = 50;
     store
-        .finish_run(id, RunStatus::Partial, &serde_json::to_string(&report).unwrap(), None)
+        .finish_run(
+            id,
+            RunStatus::Partial,
+            &serde_json::to_string(&report).unwrap(),
+            None,
+        )
         .unwrap();
     let e = evaluate_activation(&project, &mut store, vip).unwrap();
     assert_eq!(e.runs, 1);
@@ -179,7 +182,10 @@ events = ["run.succeeded"]
     evaluate_activation(&project, &mut store, vip).unwrap();
     let d = store.deliveries(None, None, 100).unwrap();
     assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!((d[0].endpoint.as_str(), d[0].event.as_str()), ("alerts_only", "alert.firing"));
+    assert_eq!(
+        (d[0].endpoint.as_str(), d[0].event.as_str()),
+        ("alerts_only", "alert.firing")
+    );
 }
 
 #[test]
@@ -217,8 +223,14 @@ fn a_plan_says_what_it_would_fire() {
         .map(|a| a.rule.as_str())
         .collect();
     assert_eq!(firing, ["rows_rejected", "mapping_backfill"]);
-    let backfill = alerts.iter().find(|a| a.rule == "mapping_backfill").unwrap();
-    assert_eq!(backfill.message, "a mapping change backfills std:city for 8 contacts");
+    let backfill = alerts
+        .iter()
+        .find(|a| a.rule == "mapping_backfill")
+        .unwrap();
+    assert_eq!(
+        backfill.message,
+        "a mapping change backfills std:city for 8 contacts"
+    );
     let _ = &mut store;
 }
 
@@ -236,18 +248,33 @@ events = ["alert.firing", "alert.resolved"]
     );
     let mut store = StateStore::open_in_memory().unwrap();
     // Never succeeded: nothing to judge.
-    assert_eq!(evaluate_schedules(&project, &mut store, Utc::now()).unwrap(), 0);
+    assert_eq!(
+        evaluate_schedules(&project, &mut store, Utc::now()).unwrap(),
+        0
+    );
     finished_run(&mut store, RunStatus::Succeeded, 1, 0);
-    assert_eq!(evaluate_schedules(&project, &mut store, Utc::now()).unwrap(), 0);
+    assert_eq!(
+        evaluate_schedules(&project, &mut store, Utc::now()).unwrap(),
+        0
+    );
     let later = Utc::now() + chrono::Duration::hours(2);
     assert_eq!(evaluate_schedules(&project, &mut store, later).unwrap(), 1);
     assert_eq!(evaluate_schedules(&project, &mut store, later).unwrap(), 0);
-    assert_eq!(evaluate_schedules(&project, &mut store, Utc::now()).unwrap(), 1);
+    assert_eq!(
+        evaluate_schedules(&project, &mut store, Utc::now()).unwrap(),
+        1
+    );
     assert_eq!(
         events(&store),
         [
-            ("alert.firing".to_owned(), Some("schedule_missed".to_owned())),
-            ("alert.resolved".to_owned(), Some("schedule_missed".to_owned()))
+            (
+                "alert.firing".to_owned(),
+                Some("schedule_missed".to_owned())
+            ),
+            (
+                "alert.resolved".to_owned(),
+                Some("schedule_missed".to_owned())
+            )
         ]
     );
 }
@@ -298,7 +325,13 @@ max_attempts = 3
     let first = deliver_once(&project, &mut store, &sender).await.unwrap();
     assert_eq!((first.attempted, first.delivered), (1, 0));
     // Not due again before the backoff.
-    assert_eq!(deliver_once(&project, &mut store, &sender).await.unwrap().attempted, 0);
+    assert_eq!(
+        deliver_once(&project, &mut store, &sender)
+            .await
+            .unwrap()
+            .attempted,
+        0
+    );
     let left = deliver_for(&project, &mut store, &sender, Duration::from_secs(5))
         .await
         .unwrap();
@@ -353,7 +386,16 @@ secret_env = "NOT_SET"
     let d = store.deliveries(None, None, 10).unwrap();
     let down = d.iter().find(|d| d.endpoint == "down").unwrap();
     assert_eq!((down.state, down.attempts), (DeliveryState::Failed, 2));
-    assert!(down.error.as_deref().unwrap_or("").contains("could not connect"), "{down:?}");
+    assert!(
+        down.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("could not connect"),
+        "{down:?}"
+    );
     let unsigned = d.iter().find(|d| d.endpoint == "unsigned").unwrap();
-    assert_eq!((unsigned.state, unsigned.attempts), (DeliveryState::Pending, 0));
+    assert_eq!(
+        (unsigned.state, unsigned.attempts),
+        (DeliveryState::Pending, 0)
+    );
 }
