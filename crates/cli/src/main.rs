@@ -521,7 +521,9 @@ fn run(command: Command) -> Result<u8> {
                     // One activation that cannot start does not keep the others from running.
                     Err(e) if all => {
                         eprintln!("error: activation {name}: {e:#}");
-                        reports.push(serde_json::json!({ "activation": name, "error": format!("{e:#}") }));
+                        reports.push(
+                            serde_json::json!({ "activation": name, "error": format!("{e:#}") }),
+                        );
                         codes.push(exit::FATAL);
                         continue;
                     }
@@ -659,7 +661,11 @@ fn worst_exit_code(codes: &[u8]) -> u8 {
         exit::PENDING => 1,
         _ => 0,
     };
-    codes.iter().copied().max_by_key(|c| rank(*c)).unwrap_or(exit::OK)
+    codes
+        .iter()
+        .copied()
+        .max_by_key(|c| rank(*c))
+        .unwrap_or(exit::OK)
 }
 
 /// After `run`: the clock's alerts (a missed schedule), then the outbox delivered for up to
@@ -669,12 +675,18 @@ fn deliver_notifications(project: &runner::Project, wait_secs: f64) {
     let mut store = match state_store::StateStore::open(&project.state_path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("warning: notifications not delivered: {:#}", anyhow::Error::from(e));
+            eprintln!(
+                "warning: notifications not delivered: {:#}",
+                anyhow::Error::from(e)
+            );
             return;
         }
     };
     if let Err(e) = runner::notify::evaluate_schedules(project, &mut store, chrono::Utc::now()) {
-        eprintln!("warning: checking missed schedules failed: {:#}", anyhow::Error::from(e));
+        eprintln!(
+            "warning: checking missed schedules failed: {:#}",
+            anyhow::Error::from(e)
+        );
     }
     if project.notifications.is_empty() {
         return;
@@ -682,7 +694,10 @@ fn deliver_notifications(project: &runner::Project, wait_secs: f64) {
     for p in project.notification_problems() {
         eprintln!("warning: {p}");
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("warning: notifications not delivered: {e}");
@@ -765,7 +780,11 @@ fn notifications(command: NotificationsCommand) -> Result<u8> {
                             r["activation"].as_str().unwrap_or(""),
                             r["rule"].as_str().unwrap_or(""),
                             r["state"].as_str().unwrap_or(""),
-                            r["message"].as_str().unwrap_or(if r["evaluated"] == true { "" } else { "(not evaluated yet)" })
+                            r["message"].as_str().unwrap_or(if r["evaluated"] == true {
+                                ""
+                            } else {
+                                "(not evaluated yet)"
+                            })
                         );
                     }
                 }

@@ -152,7 +152,10 @@ pub(crate) fn deliveries_text(deliveries: &[state_store::Delivery]) -> String {
             state_store::DeliveryState::Pending => format!(
                 "next attempt {}{}",
                 d.next_attempt_at,
-                d.error.as_deref().map(|e| format!("; last: {e}")).unwrap_or_default()
+                d.error
+                    .as_deref()
+                    .map(|e| format!("; last: {e}"))
+                    .unwrap_or_default()
             ),
             state_store::DeliveryState::Failed => {
                 format!("gave up: {}", d.error.as_deref().unwrap_or(""))
@@ -168,7 +171,9 @@ pub(crate) fn deliveries_text(deliveries: &[state_store::Delivery]) -> String {
             d.endpoint,
             d.state.as_str(),
             d.attempts,
-            d.http_status.map(|h| h.to_string()).unwrap_or_else(|| "-".into()),
+            d.http_status
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "-".into()),
         );
     }
     s
