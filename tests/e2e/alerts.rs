@@ -273,7 +273,7 @@ fn webhooks_are_signed_retried_and_sent_once_per_transition() {
         firing.body["summary"]
             .as_str()
             .unwrap()
-            .contains("1 rows rejected or failed (14.3% of 7 rows)"),
+            .contains("1 row rejected or failed (14.3% of 7 rows)"),
         "{}",
         firing.body
     );
@@ -463,7 +463,7 @@ fn plan_says_which_rules_a_run_would_fire() {
         text.stdout.contains("Alerts a run like this would fire:")
             && text
                 .stdout
-                .contains("rows_rejected      1 rows rejected (50.0% of 2 rows)"),
+                .contains("rows_rejected      1 row rejected (50.0% of 2 rows)"),
         "{}",
         text.stdout
     );

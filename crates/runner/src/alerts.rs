@@ -237,9 +237,9 @@ pub fn evaluate(rules: &AlertRules, facts: &RunFacts, history: &[PastRun]) -> Ve
     if let Some(t) = &rules.rows_rejected {
         let n = facts.rejected + facts.failed.unwrap_or(0);
         let what = if facts.failed.is_some() {
-            "rows rejected or failed"
+            ("row rejected or failed", "rows rejected or failed")
         } else {
-            "rows rejected"
+            ("row rejected", "rows rejected")
         };
         out.push(threshold(Rule::RowsRejected, t, n, facts.rows, what));
     }
@@ -249,7 +249,7 @@ pub fn evaluate(rules: &AlertRules, facts: &RunFacts, history: &[PastRun]) -> Ve
             t,
             n,
             facts.rows,
-            "contacts not found",
+            ("contact not found", "contacts not found"),
         ));
     }
     if let (Some(s), Some(ms)) = (&rules.slow_run, facts.duration_ms) {
@@ -338,7 +338,9 @@ pub fn evaluate(rules: &AlertRules, facts: &RunFacts, history: &[PastRun]) -> Ve
     out
 }
 
-fn threshold(rule: Rule, t: &Threshold, n: u64, rows: u64, what: &str) -> Verdict {
+/// `what` is the outcome's name for one row and for several.
+fn threshold(rule: Rule, t: &Threshold, n: u64, rows: u64, what: (&str, &str)) -> Verdict {
+    let what = if n == 1 { what.0 } else { what.1 };
     let percent = if rows > 0 {
         n as f64 * 100.0 / rows as f64
     } else {
