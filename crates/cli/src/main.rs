@@ -975,6 +975,21 @@ fn validate(config: &ConfigArg, check_key: bool) -> Result<u8> {
         outln!("problem: {p} (planning works; sending needs it)");
         problems += 1;
     }
+    for p in project.notification_problems() {
+        outln!("problem: {p}");
+        problems += 1;
+    }
+    if !project.notifications.is_empty() {
+        outln!(
+            "ok: notifications to {}",
+            project
+                .notifications
+                .values()
+                .map(|n| format!("{} ({})", n.name, n.kind.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let state = &project.state_path;
     match state_store::StateStore::check_file(state) {
         Ok(check) => outln!(
