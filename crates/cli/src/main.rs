@@ -704,7 +704,12 @@ fn deliver_notifications(project: &runner::Project, wait_secs: f64) {
             return;
         }
     };
-    let wait = std::time::Duration::from_secs_f64(wait_secs.clamp(0.0, 3600.0));
+    let wait_secs = if wait_secs.is_finite() {
+        wait_secs.clamp(0.0, 3600.0)
+    } else {
+        10.0
+    };
+    let wait = std::time::Duration::from_secs_f64(wait_secs);
     let left = runtime.block_on(async {
         let sender = notifications::Sender::new(std::time::Duration::from_secs(10))?;
         runner::notify::deliver_for(project, &mut store, &sender, wait)

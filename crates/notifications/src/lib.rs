@@ -493,7 +493,8 @@ mod tests {
     #[tokio::test]
     async fn attempts_report_status_and_retryability() {
         use std::sync::{Arc, Mutex};
-        let seen: Arc<Mutex<Vec<(String, String, Vec<u8>)>>> = Arc::default();
+        type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+        let seen: Seen = Arc::default();
         let app = {
             let seen = seen.clone();
             axum::Router::new()

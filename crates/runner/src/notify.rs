@@ -68,9 +68,15 @@ pub fn run_started(
         status: None,
         details: serde_json::Value::Null,
     };
-    store.queue_notification(&notification(project, &event))?;
+    let n = notification(project, &event);
+    if !n.endpoints.is_empty() {
+        store.queue_notification(&n)?;
+    }
     Ok(())
 }
+
+/// How long delivered (or given up) notifications are kept.
+pub const KEEP_NOTIFICATIONS: Duration = Duration::from_secs(30 * 86_400);
 
 /// The lifecycle event of a finished run.
 fn lifecycle(run: &RunSummary, report: Option<&RunReport>) -> Option<Event> {
@@ -243,6 +249,8 @@ pub fn evaluate_activation(
         if let Some(event) = lifecycle(&run, report.as_ref()) {
             batch.notifications.push(notification(project, &event));
         }
+        // An event no endpoint takes is not kept (the alert's state is).
+        let keep = |n: &NewNotification| !n.endpoints.is_empty();
         let previous = |rule: Rule| current(rule).map(|s| s.state);
         for t in alerts::transitions(&previous, &verdicts) {
             let since = current(t.verdict.rule).map(|s| s.since.as_str());
@@ -250,6 +258,7 @@ pub fn evaluate_activation(
             batch.notifications.push(notification(project, &event));
             done.transitions += 1;
         }
+        batch.notifications.retain(keep);
         for v in &verdicts {
             batch.updates.push(AlertUpdate {
                 rule: v.rule.as_str().to_owned(),
@@ -341,7 +350,10 @@ pub fn evaluate_schedules(
         if changed {
             let since = current.map(|s| s.since.as_str());
             let event = alert_event(&activation.name, None, &verdict, since);
-            batch.notifications.push(notification(project, &event));
+            let n = notification(project, &event);
+            if !n.endpoints.is_empty() {
+                batch.notifications.push(n);
+            }
         }
         if let AlertsRecorded::Recorded(_) = store.record_alerts(&activation.name, &batch)? {
             transitions += u64::from(changed);

@@ -488,8 +488,11 @@ pub async fn run<D: Destination + 'static>(
 /// settled since), and the notifications they queue. A failure is logged, not the run's: the
 /// next evaluation picks the runs up again.
 pub fn evaluate_alerts(project: &Project, activation: &crate::config::Activation) {
-    let evaluated = StateStore::open(&project.state_path)
-        .and_then(|mut s| crate::notify::evaluate_activation(project, &mut s, activation));
+    let evaluated = StateStore::open(&project.state_path).and_then(|mut s| {
+        let e = crate::notify::evaluate_activation(project, &mut s, activation)?;
+        s.prune_notifications(crate::notify::KEEP_NOTIFICATIONS)?;
+        Ok(e)
+    });
     match evaluated {
         Ok(e) if e.transitions > 0 => {
             tracing::info!(activation = %activation.name, runs = e.runs, transitions = e.transitions, "alerts changed state");

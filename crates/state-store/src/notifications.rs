@@ -389,6 +389,25 @@ impl StateStore {
         Ok(())
     }
 
+    /// Deletes the notifications queued before `older_than` ago whose deliveries are all done
+    /// (delivered or given up), with their deliveries; returns how many. Pending ones stay,
+    /// whatever their age.
+    pub fn prune_notifications(&mut self, older_than: Duration) -> Result<u64, Error> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::days(36_500));
+        let cutoff = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM notifications WHERE created_at < ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM notification_deliveries AS d \
+                  WHERE d.notification_id = notifications.id AND d.state = 'pending')",
+            )
+            .and_then(|mut s| s.execute([cutoff]))
+            .ctx("pruning old notifications")?;
+        Ok(n as u64)
+    }
+
     /// How many deliveries are pending (due now or later).
     pub fn pending_deliveries(&self) -> Result<u64, Error> {
         let n: i64 = self
@@ -479,5 +498,16 @@ mod tests {
             s.record_attempt(999, &AttemptResult::Delivered { http_status: 200 }),
             Err(Error::UnknownDelivery { id: 999 })
         ));
+        // Pruning keeps what is recent or still pending.
+        assert_eq!(s.prune_notifications(Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(
+            s.prune_notifications(Duration::ZERO).unwrap(),
+            0,
+            "slack's is pending"
+        );
+        let done = queue(&mut s, &[]);
+        assert!(done > id);
+        assert_eq!(s.prune_notifications(Duration::ZERO).unwrap(), 1);
+        assert_eq!(s.deliveries(None, None, 10).unwrap().len(), 2);
     }
 }

@@ -479,7 +479,7 @@ pub(crate) fn notification_endpoints(
         };
         if let Some(list) = &n.activations {
             for a in list {
-                if !activations.iter().any(|k| *k == a) {
+                if !activations.contains(&a) {
                     problems.push(Problem {
                         key: format!("{key}.activations"),
                         message: format!("no activation named {a:?}"),
