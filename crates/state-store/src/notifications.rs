@@ -507,6 +507,7 @@ mod tests {
         );
         let done = queue(&mut s, &[]);
         assert!(done > id);
+        std::thread::sleep(Duration::from_millis(5)); // older than now, to the millisecond
         assert_eq!(s.prune_notifications(Duration::ZERO).unwrap(), 1);
         assert_eq!(s.deliveries(None, None, 10).unwrap().len(), 2);
     }
