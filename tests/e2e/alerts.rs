@@ -217,6 +217,13 @@ fn webhooks_are_signed_retried_and_sent_once_per_transition() {
     // The same bad row: the rule still fires, and says nothing new.
     let second = run(&p);
     assert_eq!(second.code, 3, "{}", second.all());
+    assert!(
+        second
+            .stdout
+            .contains("Alerts firing:\n  rows_rejected      1 row rejected or failed"),
+        "{}",
+        second.stdout
+    );
     assert_eq!(
         receiver.delivered_since("/hook", 3),
         ["run.partial", "run.started"],

@@ -264,6 +264,7 @@ fn the_dashboard_charts_the_last_runs_and_looks_a_contact_up() {
             text.contains("rows_rejected") && text.contains("rows_not_found"),
             "{text}"
         );
+        save_png("dashboard-activations.png", &c.screenshot().await.unwrap());
         c.find(Locator::Css("#activation-a .name a"))
             .await
             .unwrap()

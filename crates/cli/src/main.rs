@@ -535,7 +535,18 @@ fn run(command: Command) -> Result<u8> {
                 match format {
                     Format::Json if all => reports.push(serde_json::to_value(&report)?),
                     Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
-                    Format::Text => out!("{}", output::run_text(&report)),
+                    Format::Text => {
+                        out!("{}", output::run_text(&report));
+                        // What the run left firing (evaluated when it ended; a pending run's
+                        // rules are evaluated once its jobs settle).
+                        let states =
+                            state_store::StateStore::open_existing_read_only(&project.state_path)
+                                .ok()
+                                .flatten()
+                                .and_then(|s| s.alert_states(Some(name)).ok())
+                                .unwrap_or_default();
+                        out!("{}", output::firing_text(&states));
+                    }
                 }
                 codes.push(run_exit_code(&report));
                 if report.status == state_store::RunStatus::Interrupted {

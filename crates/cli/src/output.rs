@@ -132,6 +132,28 @@ pub(crate) fn plan_text(r: &PlanReport) -> String {
     s
 }
 
+/// The alert rules of an activation that fire, as text (nothing when none does).
+pub(crate) fn firing_text(states: &[state_store::AlertStateRow]) -> String {
+    let mut s = String::new();
+    let firing: Vec<&state_store::AlertStateRow> = states
+        .iter()
+        .filter(|a| a.state == state_store::AlertState::Firing)
+        .collect();
+    if !firing.is_empty() {
+        let _ = writeln!(s, "Alerts firing:");
+        for a in firing {
+            let _ = writeln!(
+                s,
+                "  {:<18} {} (since {})",
+                a.rule,
+                a.message.as_deref().unwrap_or(""),
+                a.since
+            );
+        }
+    }
+    s
+}
+
 /// Notification deliveries, newest first, as text.
 pub(crate) fn deliveries_text(deliveries: &[state_store::Delivery]) -> String {
     let mut s = String::new();
