@@ -193,3 +193,171 @@ fn a_browser_logs_in_runs_an_activation_and_sees_its_counts() {
     std::fs::write(&path, &png).unwrap();
     eprintln!("screenshot: {}", path.display());
 }
+
+/// Logs in with the server token.
+async fn log_in(c: &Client, server: &crate::support::Server) {
+    c.goto(&server.url("/login"))
+        .await
+        .expect("open the login page");
+    let token = wait_for(c, "#token", Duration::from_secs(10)).await;
+    token.send_keys(SERVER_TOKEN).await.expect("type the token");
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, "#activations", Duration::from_secs(10)).await;
+}
+
+fn save_png(name: &str, png: &[u8]) -> PathBuf {
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+/// Issue 15: an activation's page charts its last runs (one bar per run), the activations
+/// page shows the alert that fires, and a contact can be looked up: per activation, each
+/// attribute with the run that set it, and whether the contact exists.
+#[test]
+fn the_dashboard_charts_the_last_runs_and_looks_a_contact_up() {
+    const N: usize = 8;
+    let emails: Vec<String> = (0..N).map(|i| format!("p{i}@example.com")).collect();
+    let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
+    let sim = start_sim(SimConfig {
+        contacts: seed(&refs),
+        ..SimConfig::default()
+    });
+    // A contact Attentive does not have, and a bad row.
+    let extra = "ghost@example.com,Reno,tier-9\nnot-an-email,Austin,tier-1\n";
+    let p = project(&sim, &model(N, extra));
+    // Three runs with something to send each time.
+    for round in 0..3 {
+        p.write(
+            "data/m.csv",
+            &model(N, extra).replace("tier-", &format!("t{round}-")),
+        );
+        let (r, report) = p.sync_with(attentive_sim::DEFAULT_KEY, &[]);
+        assert_eq!(r.code, 3, "{}", r.all());
+        assert_eq!(report["counts"]["updated"], N as u64, "{report}");
+    }
+    let server = p.serve(&[]);
+    let (_driver, webdriver) = start_chromedriver();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let c = browser(&webdriver).await;
+        log_in(&c, &server).await;
+        // The activations page: the rule that fires (rows rejected) is shown.
+        let alerts = wait_for(&c, "#activation-a td.alerts", Duration::from_secs(5)).await;
+        assert_eq!(
+            alerts.attr("data-firing").await.unwrap().as_deref(),
+            Some("2")
+        );
+        let text = alerts.text().await.unwrap();
+        assert!(
+            text.contains("rows_rejected") && text.contains("rows_not_found"),
+            "{text}"
+        );
+        save_png("dashboard-activations.png", &c.screenshot().await.unwrap());
+        c.find(Locator::Css("#activation-a .name a"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+
+        // The activation's page: a chart with one bar per run.
+        let chart = wait_for(&c, "svg#run-chart", Duration::from_secs(10)).await;
+        assert_eq!(chart.attr("data-runs").await.unwrap().as_deref(), Some("3"));
+        let bars = c
+            .find_all(Locator::Css("#run-chart .chart-run"))
+            .await
+            .unwrap();
+        assert_eq!(bars.len(), 3);
+        let mut ids = Vec::new();
+        for b in &bars {
+            ids.push(b.attr("data-run-id").await.unwrap().unwrap());
+        }
+        assert_eq!(ids, ["1", "2", "3"], "oldest first");
+        let firing = c
+            .find(Locator::Css("#alerts .alert-rows_rejected"))
+            .await
+            .unwrap();
+        assert_eq!(
+            firing.attr("data-state").await.unwrap().as_deref(),
+            Some("firing")
+        );
+        save_png("dashboard-chart.png", &c.screenshot().await.unwrap());
+
+        // The contact lookup.
+        c.goto(&server.url("/contacts")).await.unwrap();
+        let q = wait_for(&c, "#contact-query", Duration::from_secs(5)).await;
+        q.send_keys("  P1@Example.com ").await.unwrap();
+        c.find(Locator::Css("#lookup"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let result = wait_for(&c, "#contact-result", Duration::from_secs(10)).await;
+        assert_eq!(
+            result.attr("data-contact").await.unwrap().as_deref(),
+            Some("p1@example.com")
+        );
+        let existence = c
+            .find(Locator::Css(
+                ".contact-activation[data-activation=a] .existence",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            existence.attr("data-existence").await.unwrap().as_deref(),
+            Some("exists")
+        );
+        let tier = c
+            .find(Locator::Css(
+                ".contact-activation[data-activation=a] .attribute[data-key='custom:Tier']",
+            ))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(tier.contains("t2-1") && tier.contains("run #3"), "{tier}");
+        let city = c
+            .find(Locator::Css(".attribute[data-key='std:city']"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(city.contains("run #1"), "set by the first run: {city}");
+        save_png("dashboard-contact.png", &c.screenshot().await.unwrap());
+
+        // A contact Attentive does not have: not found, nothing in the snapshot.
+        c.goto(&server.url("/contacts?q=ghost%40example.com"))
+            .await
+            .unwrap();
+        wait_for(&c, "#contact-result", Duration::from_secs(10)).await;
+        let existence = c.find(Locator::Css(".existence")).await.unwrap();
+        assert_eq!(
+            existence.attr("data-existence").await.unwrap().as_deref(),
+            Some("not_found")
+        );
+        assert!(c
+            .find_all(Locator::Css(".attribute"))
+            .await
+            .unwrap()
+            .is_empty());
+        // Not an email or a phone: said so.
+        c.goto(&server.url("/contacts?q=nobody")).await.unwrap();
+        wait_for(&c, "#flash", Duration::from_secs(10)).await;
+        c.close().await.expect("close the browser");
+    });
+}

@@ -581,6 +581,8 @@ fn the_token_guards_the_api_and_the_openapi_document_lists_every_route() {
         ("get", "/api/v1/runs/{id}/rows"),
         ("get", "/api/v1/runs/{id}/rejected.csv"),
         ("get", "/api/v1/contacts/{contact}"),
+        ("get", "/api/v1/alerts"),
+        ("get", "/api/v1/notifications"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

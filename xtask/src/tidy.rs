@@ -119,6 +119,7 @@ fn only_the_state_store_and_sources_use_sqlite() {
         "server",
         "cli",
         "attentive-sim",
+        "notifications",
     ] {
         let hits = find(
             &root().join("crates").join(krate).join("src"),
@@ -142,7 +143,15 @@ fn only_the_state_store_and_sources_use_sqlite() {
 
 #[test]
 fn only_the_client_knows_attentive_paths() {
-    for krate in ["core", "runner", "server", "cli", "state-store", "sources"] {
+    for krate in [
+        "core",
+        "runner",
+        "server",
+        "cli",
+        "state-store",
+        "sources",
+        "notifications",
+    ] {
         let hits = find(
             &root().join("crates").join(krate).join("src"),
             &["\"/v1/", "\"/v2/", "api.attentivemobile.com/v"],
@@ -175,6 +184,7 @@ fn dependencies_point_down_the_layers() {
         ("attentive-client", "attentive-client", 1),
         ("state-store", "state-store", 1),
         ("sources", "sources", 1),
+        ("notifications", "notifications", 1),
         ("runner", "runner", 2),
         ("server", "server", 3),
         ("cli", "cli", 4),

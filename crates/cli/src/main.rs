@@ -143,7 +143,16 @@ enum Command {
     /// commit what Attentive acknowledged.
     Run {
         /// The activation to run.
-        activation: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        activation: Option<String>,
+        /// Run every activation, one after the other in the order of the config file, with a
+        /// report each; the exit code is the worst of their codes (1, then 4, 3, 5, 0).
+        #[arg(long)]
+        all: bool,
+        /// Seconds to wait after the run(s) for notifications to be delivered (retries
+        /// included); what is still undelivered then is sent by the next `run` or by `serve`.
+        #[arg(long, default_value_t = 10.0)]
+        notify_wait_secs: f64,
         #[command(flatten)]
         config: ConfigArg,
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -182,6 +191,11 @@ enum Command {
     Contacts {
         #[command(subcommand)]
         command: ContactsCommand,
+    },
+    /// Lifecycle and alert notifications, and their deliveries.
+    Notifications {
+        #[command(subcommand)]
+        command: NotificationsCommand,
     },
     /// The state file itself.
     State {
@@ -283,6 +297,33 @@ enum RunsCommand {
         /// How many rows to print.
         #[arg(long, default_value_t = 20)]
         limit: u64,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NotificationsCommand {
+    /// Deliveries, newest first: event, endpoint, state, attempts, the last HTTP status and
+    /// error, when it was delivered.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this activation's.
+        #[arg(long)]
+        activation: Option<String>,
+        /// Only deliveries in this state (pending, delivered, failed).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Alert rules and their state (ok / firing) per activation.
+    Alerts {
+        #[command(flatten)]
+        config: ConfigArg,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -401,7 +442,11 @@ fn run(command: Command) -> Result<u8> {
         } => {
             let project = load(&config)?;
             let store = read_store(&project)?;
-            let report = plan_with_progress(&project, &activation, &store, sample, output)?;
+            let mut report = plan_with_progress(&project, &activation, &store, sample, output)?;
+            if let Ok(a) = project.activation(&activation) {
+                report.alerts = runner::notify::plan_alerts(&store, a, &report)
+                    .context("reading the alert states")?;
+            }
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
                 Format::Text => out!("{}", output::plan_text(&report)),
@@ -435,6 +480,8 @@ fn run(command: Command) -> Result<u8> {
         }
         Command::Run {
             activation,
+            all,
+            notify_wait_secs,
             config,
             format,
             recheck_missing,
@@ -456,16 +503,64 @@ fn run(command: Command) -> Result<u8> {
                 poll_every: std::time::Duration::from_secs_f64(poll_every_secs.clamp(0.05, 600.0)),
                 ..runner::run::RunOptions::default()
             };
-            let report = run_activation(&project, &activation, opts)?;
-            if let (Some(e), state_store::RunStatus::Failed) = (&report.error, report.status) {
-                eprintln!("error: run {} failed: {e}", report.run_id);
+            let names = match (all, activation) {
+                (true, _) => project.activation_order.clone(),
+                (false, Some(a)) => vec![a],
+                (false, None) => anyhow::bail!("name an activation, or run them all with --all"),
+            };
+            let mut codes = Vec::new();
+            let mut reports = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                if all && format == Format::Text {
+                    if i > 0 {
+                        outln!();
+                    }
+                    outln!("== {name}");
+                }
+                let report = match run_activation(&project, name, opts.clone()) {
+                    Ok(r) => r,
+                    // One activation that cannot start does not keep the others from running.
+                    Err(e) if all => {
+                        eprintln!("error: activation {name}: {e:#}");
+                        reports.push(
+                            serde_json::json!({ "activation": name, "error": format!("{e:#}") }),
+                        );
+                        codes.push(exit::FATAL);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let (Some(e), state_store::RunStatus::Failed) = (&report.error, report.status) {
+                    eprintln!("error: run {} failed: {e}", report.run_id);
+                }
+                match format {
+                    Format::Json if all => reports.push(serde_json::to_value(&report)?),
+                    Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+                    Format::Text => {
+                        out!("{}", output::run_text(&report));
+                        // What the run left firing (evaluated when it ended; a pending run's
+                        // rules are evaluated once its jobs settle).
+                        let states =
+                            state_store::StateStore::open_existing_read_only(&project.state_path)
+                                .ok()
+                                .flatten()
+                                .and_then(|s| s.alert_states(Some(name)).ok())
+                                .unwrap_or_default();
+                        out!("{}", output::firing_text(&states));
+                    }
+                }
+                codes.push(run_exit_code(&report));
+                if report.status == state_store::RunStatus::Interrupted {
+                    break; // Ctrl-C stops the rest too
+                }
             }
-            match format {
-                Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Text => out!("{}", output::run_text(&report)),
+            if all && format == Format::Json {
+                outln!("{}", serde_json::to_string_pretty(&reports)?);
             }
-            Ok(run_exit_code(&report))
+            deliver_notifications(&project, notify_wait_secs);
+            Ok(worst_exit_code(&codes))
         }
+        Command::Notifications { command } => notifications(command),
         Command::Runs { command } => runs(command),
         Command::State {
             command: StateCommand::Vacuum { config },
@@ -563,6 +658,154 @@ fn run(command: Command) -> Result<u8> {
                     outln!("listening on {scheme}://{addr}");
                 },
             ))?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// The worst of several runs' exit codes: a fatal error, then an interruption, rows rejected,
+/// jobs pending, success.
+fn worst_exit_code(codes: &[u8]) -> u8 {
+    let rank = |c: u8| match c {
+        exit::FATAL => 4,
+        exit::INTERRUPTED => 3,
+        exit::ROWS_REJECTED => 2,
+        exit::PENDING => 1,
+        _ => 0,
+    };
+    codes
+        .iter()
+        .copied()
+        .max_by_key(|c| rank(*c))
+        .unwrap_or(exit::OK)
+}
+
+/// After `run`: the clock's alerts (a missed schedule), then the outbox delivered for up to
+/// `wait_secs` (retries included). Never fails the command: what is left is said on stderr
+/// and sent by the next `run` (or `serve`).
+fn deliver_notifications(project: &runner::Project, wait_secs: f64) {
+    let mut store = match state_store::StateStore::open(&project.state_path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "warning: notifications not delivered: {:#}",
+                anyhow::Error::from(e)
+            );
+            return;
+        }
+    };
+    if let Err(e) = runner::notify::evaluate_schedules(project, &mut store, chrono::Utc::now()) {
+        eprintln!(
+            "warning: checking missed schedules failed: {:#}",
+            anyhow::Error::from(e)
+        );
+    }
+    if project.notifications.is_empty() {
+        return;
+    }
+    for p in project.notification_problems() {
+        eprintln!("warning: {p}");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("warning: notifications not delivered: {e}");
+            return;
+        }
+    };
+    let wait_secs = if wait_secs.is_finite() {
+        wait_secs.clamp(0.0, 3600.0)
+    } else {
+        10.0
+    };
+    let wait = std::time::Duration::from_secs_f64(wait_secs);
+    let left = runtime.block_on(async {
+        let sender = notifications::Sender::new(std::time::Duration::from_secs(10))?;
+        runner::notify::deliver_for(project, &mut store, &sender, wait)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    match left {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "{n} notification deliver{} not done yet: the next `attentive-sync run` (or `serve`) retries {} (`attentive-sync notifications list` shows {})",
+            if n == 1 { "y is" } else { "ies are" },
+            if n == 1 { "it" } else { "them" },
+            if n == 1 { "it" } else { "them" },
+        ),
+        Err(e) => eprintln!("warning: delivering notifications failed: {e:#}"),
+    }
+}
+
+fn notifications(command: NotificationsCommand) -> Result<u8> {
+    match command {
+        NotificationsCommand::List {
+            config,
+            activation,
+            state,
+            limit,
+            format,
+        } => {
+            let project = load(&config)?;
+            let store = read_store(&project)?;
+            let state = match state.as_deref() {
+                None => None,
+                Some(s) => Some(state_store::DeliveryState::parse(s).with_context(|| {
+                    format!("unknown delivery state {s:?}; use pending, delivered or failed")
+                })?),
+            };
+            let deliveries = store.deliveries(activation.as_deref(), state, limit)?;
+            match format {
+                Format::Json => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::deliveries_json(&deliveries))?
+                ),
+                Format::Text => out!("{}", output::deliveries_text(&deliveries)),
+            }
+            Ok(exit::OK)
+        }
+        NotificationsCommand::Alerts { config, format } => {
+            let project = load(&config)?;
+            let store = read_store(&project)?;
+            let states = store.alert_states(None)?;
+            let mut rows = Vec::new();
+            for name in &project.activation_order {
+                for rule in runner::alerts::Rule::ALL {
+                    let stored = states
+                        .iter()
+                        .find(|s| s.activation == *name && s.rule == rule.as_str());
+                    rows.push(serde_json::json!({
+                        "activation": name,
+                        "rule": rule.as_str(),
+                        "state": stored.map_or("ok", |s| s.state.as_str()),
+                        "since": stored.map(|s| s.since.clone()),
+                        "run_id": stored.and_then(|s| s.run_id),
+                        "message": stored.and_then(|s| s.message.clone()),
+                        "evaluated": stored.is_some(),
+                    }));
+                }
+            }
+            match format {
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Text => {
+                    for r in &rows {
+                        outln!(
+                            "{:<16} {:<18} {:<7} {}",
+                            r["activation"].as_str().unwrap_or(""),
+                            r["rule"].as_str().unwrap_or(""),
+                            r["state"].as_str().unwrap_or(""),
+                            r["message"].as_str().unwrap_or(if r["evaluated"] == true {
+                                ""
+                            } else {
+                                "(not evaluated yet)"
+                            })
+                        );
+                    }
+                }
+            }
             Ok(exit::OK)
         }
     }
@@ -748,6 +991,21 @@ fn validate(config: &ConfigArg, check_key: bool) -> Result<u8> {
     for p in project.delivery_problems() {
         outln!("problem: {p} (planning works; sending needs it)");
         problems += 1;
+    }
+    for p in project.notification_problems() {
+        outln!("problem: {p}");
+        problems += 1;
+    }
+    if !project.notifications.is_empty() {
+        outln!(
+            "ok: notifications to {}",
+            project
+                .notifications
+                .values()
+                .map(|n| format!("{} ({})", n.name, n.kind.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let state = &project.state_path;
     match state_store::StateStore::check_file(state) {

@@ -110,7 +110,123 @@ pub(crate) fn plan_text(r: &PlanReport) -> String {
     if c.changed == 0 && c.rejected == 0 {
         let _ = writeln!(s, "Nothing to send: Attentive already has every value.");
     }
+    if !r.alerts.is_empty() {
+        let firing: Vec<&runner::plan::PlanAlert> = r.alerts.iter().filter(|a| a.firing).collect();
+        if firing.is_empty() {
+            let _ = writeln!(
+                s,
+                "Alerts: a run like this would fire none of the rules a plan can judge (not found, failures and duration are only known by running)."
+            );
+        } else {
+            let _ = writeln!(s, "Alerts a run like this would fire:");
+            for a in firing {
+                let note = if a.current == "firing" {
+                    " (already firing: no new notification)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(s, "  {:<18} {}{note}", a.rule, a.message);
+            }
+        }
+    }
     s
+}
+
+/// The alert rules of an activation that fire, as text (nothing when none does).
+pub(crate) fn firing_text(states: &[state_store::AlertStateRow]) -> String {
+    let mut s = String::new();
+    let firing: Vec<&state_store::AlertStateRow> = states
+        .iter()
+        .filter(|a| a.state == state_store::AlertState::Firing)
+        .collect();
+    if !firing.is_empty() {
+        let _ = writeln!(s, "Alerts firing:");
+        for a in firing {
+            let _ = writeln!(
+                s,
+                "  {:<18} {} (since {})",
+                a.rule,
+                a.message.as_deref().unwrap_or(""),
+                a.since
+            );
+        }
+    }
+    s
+}
+
+/// Notification deliveries, newest first, as text.
+pub(crate) fn deliveries_text(deliveries: &[state_store::Delivery]) -> String {
+    let mut s = String::new();
+    if deliveries.is_empty() {
+        s.push_str("No notifications yet.\n");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{:>6}  {:<16} {:<15} {:<18} {:<14} {:<10} {:>8}  {:<6} when / error",
+        "id", "activation", "event", "rule", "endpoint", "state", "attempts", "http"
+    );
+    for d in deliveries {
+        let when = match d.state {
+            state_store::DeliveryState::Delivered => {
+                format!("delivered {}", d.delivered_at.as_deref().unwrap_or(""))
+            }
+            state_store::DeliveryState::Pending => format!(
+                "next attempt {}{}",
+                d.next_attempt_at,
+                d.error
+                    .as_deref()
+                    .map(|e| format!("; last: {e}"))
+                    .unwrap_or_default()
+            ),
+            state_store::DeliveryState::Failed => {
+                format!("gave up: {}", d.error.as_deref().unwrap_or(""))
+            }
+        };
+        let _ = writeln!(
+            s,
+            "{:>6}  {:<16} {:<15} {:<18} {:<14} {:<10} {:>8}  {:<6} {when}",
+            d.notification_id,
+            d.activation.as_deref().unwrap_or("-"),
+            d.event,
+            d.rule.as_deref().unwrap_or("-"),
+            d.endpoint,
+            d.state.as_str(),
+            d.attempts,
+            d.http_status
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    s
+}
+
+/// Notification deliveries as JSON.
+pub(crate) fn deliveries_json(deliveries: &[state_store::Delivery]) -> serde_json::Value {
+    serde_json::Value::Array(
+        deliveries
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "delivery_id": d.id,
+                    "notification_id": d.notification_id,
+                    "activation": d.activation,
+                    "event": d.event,
+                    "run_id": d.run_id,
+                    "rule": d.rule,
+                    "endpoint": d.endpoint,
+                    "state": d.state.as_str(),
+                    "attempts": d.attempts,
+                    "created_at": d.created_at,
+                    "last_attempt_at": d.last_attempt_at,
+                    "next_attempt_at": (d.state == state_store::DeliveryState::Pending).then_some(&d.next_attempt_at),
+                    "http_status": d.http_status,
+                    "error": d.error,
+                    "delivered_at": d.delivered_at,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// What the snapshot holds for one contact, as text.

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use attentive_client::ApiKey;
+pub use notify::{
+    AlertRules, Deviation, NotificationEndpoint, RawAlerts, RawNotification, ScheduleMissed,
+    SlowRun, Threshold,
+};
 use serde::Deserialize;
 use sync_core::mapping::{
     check_custom_name, AttributeId, AttributeMapping, CustomType, DateOrder, DuplicatePolicy,
@@ -23,6 +27,9 @@ pub struct RawConfig {
     pub models: BTreeMap<String, RawModel>,
     #[serde(default)]
     pub activations: BTreeMap<String, RawActivation>,
+    /// Where lifecycle events and alerts are sent.
+    #[serde(default)]
+    pub notifications: BTreeMap<String, RawNotification>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +160,9 @@ pub struct RawActivation {
     pub standard: BTreeMap<String, String>,
     #[serde(default)]
     pub custom: BTreeMap<String, RawCustom>,
+    /// Alert rules (every one on unless set to `false`).
+    #[serde(default)]
+    pub alerts: RawAlerts,
 }
 
 /// A validated destination.
@@ -360,6 +370,8 @@ pub struct Activation {
     pub timezone: chrono_tz::Tz,
     /// `schedule`, parsed: `Some` exactly when `schedule` is set.
     pub cron: Option<crate::schedule::Schedule>,
+    /// Its alert rules.
+    pub alerts: AlertRules,
 }
 
 /// How an activation narrows its model.
@@ -393,6 +405,10 @@ pub struct Project {
     pub destinations: BTreeMap<String, Destination>,
     pub models: BTreeMap<String, Model>,
     pub activations: BTreeMap<String, Activation>,
+    /// The activations' names in the order the config file lists them (`run --all`).
+    pub activation_order: Vec<String>,
+    /// Where events are sent, by name.
+    pub notifications: BTreeMap<String, NotificationEndpoint>,
 }
 
 /// How much run history the state file keeps: the per-row outcomes of older runs are pruned
@@ -1036,9 +1052,14 @@ impl Project {
                     segment,
                     timezone,
                     cron,
+                    alerts: notify::alert_rules(&key, &a.alerts, &mut problems),
                 },
             );
         }
+        let names: Vec<&String> = raw.activations.keys().collect();
+        let notifications =
+            notify::notification_endpoints(&raw.notifications, &names, env, &mut problems);
+        let activation_order = activation_order(text, &activations);
         if problems.is_empty() {
             Ok(Project {
                 path: path.to_owned(),
@@ -1047,6 +1068,8 @@ impl Project {
                 destinations,
                 models,
                 activations,
+                activation_order,
+                notifications,
             })
         } else {
             Err(ConfigError::Invalid {
@@ -1065,6 +1088,15 @@ impl Project {
         })
     }
 
+    /// Problems that keep notifications from being sent (an unset URL or secret variable);
+    /// events are still recorded, and delivered once the problem is fixed.
+    pub fn notification_problems(&self) -> Vec<String> {
+        self.notifications
+            .values()
+            .filter_map(NotificationEndpoint::problem)
+            .collect()
+    }
+
     /// Problems that do not stop planning but stop sending (e.g. an unset API key).
     pub fn delivery_problems(&self) -> Vec<String> {
         self.destinations
@@ -1072,6 +1104,37 @@ impl Project {
             .filter_map(|d| d.api_key.as_ref().err().cloned())
             .collect()
     }
+}
+
+/// The activations in the order the file lists them: the position of each name's first
+/// key under `[activations]` (the validated map is sorted by name).
+fn activation_order(text: &str, activations: &BTreeMap<String, Activation>) -> Vec<String> {
+    let mut positioned: Vec<(usize, String)> = Vec::new();
+    if let Ok(doc) = toml::de::DeTable::parse(text) {
+        for (key, value) in doc.get_ref().iter() {
+            let toml::de::DeValue::Table(table) = value.get_ref() else {
+                continue;
+            };
+            if &**key.get_ref() != "activations" {
+                continue;
+            }
+            for (k, _) in table.iter() {
+                let name: &str = k.get_ref();
+                if activations.contains_key(name) {
+                    positioned.push((k.span().start, name.to_owned()));
+                }
+            }
+        }
+    }
+    positioned.sort();
+    let mut order: Vec<String> = positioned.into_iter().map(|(_, n)| n).collect();
+    // Whatever the file could not place keeps the sorted order, after the others.
+    for name in activations.keys() {
+        if !order.contains(name) {
+            order.push(name.clone());
+        }
+    }
+    order
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
@@ -1082,6 +1145,8 @@ fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
         v.join(", ")
     }
 }
+
+mod notify;
 
 #[cfg(test)]
 mod tests;

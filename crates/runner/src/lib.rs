@@ -5,8 +5,10 @@
 //! **Architecture invariant**: only this crate, `cli` and `server` read config files and
 //! environment variables; the adapters and the core receive validated values.
 
+pub mod alerts;
 pub mod config;
 pub mod model;
+pub mod notify;
 pub mod output;
 pub mod plan;
 pub mod run;

@@ -212,6 +212,20 @@ pub struct PlanReport {
     /// How a run would deliver these changes.
     pub delivery: DeliveryView,
     pub duration_ms: u64,
+    /// The alert rules a plan can judge, and whether a run like it would fire them (filled
+    /// by [`crate::notify::plan_alerts`]; empty until then).
+    pub alerts: Vec<PlanAlert>,
+}
+
+/// What a plan says of one alert rule.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PlanAlert {
+    pub rule: String,
+    /// A run like this plan would put the rule in `firing`.
+    pub firing: bool,
+    /// The rule's state now (`ok` or `firing`).
+    pub current: String,
+    pub message: String,
 }
 
 /// How a run would deliver a plan's changes (`delivery`, `bulk_threshold`).
@@ -641,6 +655,7 @@ pub fn plan<S: SnapshotStore<Error = state_store::Error>>(
             segment: activation.segment.as_ref().map(SegmentView::of),
             delivery,
             duration_ms: started.elapsed().as_millis() as u64,
+            alerts: Vec::new(),
         });
     }
 }

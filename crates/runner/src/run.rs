@@ -166,6 +166,10 @@ pub struct RunReport {
     /// Why the run failed or stopped.
     #[serde(default)]
     pub error: Option<String>,
+    /// Attribute keys the mapping did not have at the activation's previous run (a mapping
+    /// change, which backfills them); empty on the first run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mapping_added: Vec<String>,
 }
 
 impl RunReport {
@@ -448,7 +452,24 @@ pub async fn run<D: Destination + 'static>(
         activation: activation.name.clone(),
     });
     let store = StateStore::open(&project.state_path)?;
-    execute(
+    // `run.started` is queued as soon as the run is recorded (the outbox is the state file,
+    // through a connection of its own); a failure to queue it is logged, never the run's.
+    let mut opts = opts;
+    let frontend_on_start = opts.on_start.take();
+    let queue_project = project.clone();
+    let queue_activation = activation.name.clone();
+    opts.on_start = Some(OnStart(Arc::new(move |run_id| {
+        let queued = StateStore::open(&queue_project.state_path).and_then(|mut s| {
+            crate::notify::run_started(&queue_project, &mut s, &queue_activation, run_id)
+        });
+        if let Err(e) = queued {
+            tracing::warn!(activation = %queue_activation, run_id, "queueing run.started failed: {}", crate::error_chain(&e));
+        }
+        if let Some(f) = &frontend_on_start {
+            (f.0)(run_id);
+        }
+    })));
+    let report = execute(
         RunPorts {
             model,
             store,
@@ -458,7 +479,29 @@ pub async fn run<D: Destination + 'static>(
         opts,
         progress,
     )
-    .await
+    .await?;
+    evaluate_alerts(project, activation);
+    Ok(report)
+}
+
+/// After a run: the alerts of its finished runs (this one, and earlier bulk runs that have
+/// settled since), and the notifications they queue. A failure is logged, not the run's: the
+/// next evaluation picks the runs up again.
+pub fn evaluate_alerts(project: &Project, activation: &crate::config::Activation) {
+    let evaluated = StateStore::open(&project.state_path).and_then(|mut s| {
+        let e = crate::notify::evaluate_activation(project, &mut s, activation)?;
+        s.prune_notifications(crate::notify::KEEP_NOTIFICATIONS)?;
+        Ok(e)
+    });
+    match evaluated {
+        Ok(e) if e.transitions > 0 => {
+            tracing::info!(activation = %activation.name, runs = e.runs, transitions = e.transitions, "alerts changed state");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(activation = %activation.name, "evaluating alerts failed: {}", crate::error_chain(&e))
+        }
+    }
 }
 
 /// What a run works through: the model (opened once per pass), the state store (opened once,
@@ -613,6 +656,7 @@ pub async fn execute<D: Destination + 'static>(
         jobs_settled: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         error: Some(message),
+        mapping_added: Vec::new(),
     };
     // Before planning: rebinding forgets the cache and snapshots that planning reads.
     if let Err(msg) = bind_account(&store, spec, &*destination, opts.rebind_destination).await {
@@ -668,6 +712,7 @@ pub async fn execute<D: Destination + 'static>(
             return Ok(ended(status, msg));
         }
     };
+    let mapping_added = store.with(|s| added_attributes(s, &spec.activation, &mapping))?;
     store.with(|s| record_mapping(s, &spec.activation, &mapping))?;
     let bulk_size = destination.bulk_limit().min(spec.delivery.batch_size);
     let use_bulk = spec.delivery.uses_bulk(changed) && bulk_size > 0;
@@ -763,6 +808,7 @@ pub async fn execute<D: Destination + 'static>(
         &counters,
     )?;
     report.delivery_mode = if use_bulk { "bulk" } else { "realtime" }.to_owned();
+    report.mapping_added = mapping_added;
     report.bulk_jobs = jobs;
     report.jobs_settled = settled_before.jobs;
     if jobs > 0 {
@@ -970,6 +1016,39 @@ struct Pass1 {
 
 /// Stage 3: forgets the snapshot's attributes that are no longer mapped and records the
 /// mapping the run uses.
+/// The attribute keys of `mapping` that the mapping the activation last ran with did not
+/// have; none when it never ran (a first run is not a mapping change).
+fn added_attributes(
+    store: &StateStore,
+    activation: &str,
+    mapping: &BoundMapping,
+) -> Result<Vec<String>, state_store::Error> {
+    let Some(previous) = previous_attribute_keys(store, activation)? else {
+        return Ok(Vec::new());
+    };
+    Ok(mapping
+        .attribute_keys()
+        .filter(|k| !previous.iter().any(|p| p == k))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The attribute keys of the mapping the activation last ran with (`None`: it never ran).
+pub fn previous_attribute_keys(
+    store: &StateStore,
+    activation: &str,
+) -> Result<Option<Vec<String>>, state_store::Error> {
+    let Some(json) = store.activation_mapping(activation)? else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    Ok(value.get("attributes").and_then(|a| a.as_array()).map(|a| {
+        a.iter()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect()
+    }))
+}
+
 fn record_mapping(
     store: &mut StateStore,
     activation: &str,
@@ -1420,6 +1499,7 @@ fn conclude(
         jobs_settled: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         error,
+        mapping_added: Vec::new(),
     })
 }
 

@@ -183,6 +183,22 @@ date_of_birth = "birthday"
 "Loyalty Tier" = "loyalty_tier"
 "Lifetime Value" = {{ column = "lifetime_value", type = "number" }}
 "VIP" = {{ column = "vip", type = "bool" }}
+
+# Alert rules watch every run and are on by default (docs/ALERTS.md): failed runs, rejected or
+# not-found rows, slow runs, unusual numbers of changed contacts, mapping backfills, missed
+# schedules. Tune them, or turn one off with `= false`:
+# [activations.vip.alerts]
+# rows_rejected = {{ percent = 2.0 }}
+# slow_run = false
+
+# Where run events and alerts go, once per change of state (docs/ALERTS.md):
+# [notifications.ops]
+# url = "https://ops.example.com/hooks/attentive-sync"
+# secret_env = "ATTENTIVE_SYNC_WEBHOOK_SECRET"   # HMAC-SHA256 signing key, read from the environment
+# [notifications.slack]
+# kind = "slack"
+# url = "${{SLACK_WEBHOOK_URL}}"
+# events = ["alert.firing", "alert.resolved"]
 "#
     )
 }

@@ -37,11 +37,13 @@ use crate::views::{
         run_rows,
         rejected_csv,
         contact,
+        list_alerts,
+        list_notifications,
         healthz,
         readyz,
         metrics
     ),
-    components(schemas(OutcomeName)),
+    components(schemas(OutcomeName, DeliveryStateName)),
     info(
         title = "attentive-sync server",
         description = "Runs attentive-sync activations on schedules and on demand, and shows their runs. \
@@ -53,6 +55,7 @@ use crate::views::{
         (name = "activations", description = "Activations, starting runs, dry-run plans"),
         (name = "runs", description = "Runs and their row outcomes"),
         (name = "contacts", description = "What the snapshot holds for a contact"),
+        (name = "alerts", description = "Alert rules and their states; notifications and their deliveries"),
         (name = "operations", description = "Health, readiness and metrics (no token)")
     )
 )]
@@ -133,6 +136,8 @@ pub fn routers(app: &Arc<App>) -> (axum::Router<Arc<App>>, utoipa::openapi::Open
         .route("/api/v1/runs/{id}/rows", get(run_rows))
         .route("/api/v1/runs/{id}/rejected.csv", get(rejected_csv))
         .route("/api/v1/contacts/{contact}", get(contact))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/notifications", get(list_notifications))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_token,
@@ -623,6 +628,82 @@ async fn contact(
     Ok(Json(view))
 }
 
+/// Every alert rule of every activation (in the config's order) and its state.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    tag = "alerts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The rules: `ok` or `firing`, since when, why", body = [crate::alerting::AlertView]),
+        (status = 401, description = "No or wrong token", body = ErrorBody)
+    )
+)]
+async fn list_alerts(
+    State(app): State<Arc<App>>,
+) -> Result<Json<Vec<crate::alerting::AlertView>>, ApiError> {
+    let a = app.clone();
+    Ok(Json(
+        app.db.read(move |s| crate::alerting::alerts(&a, s)).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct NotificationsQuery {
+    /// Only this activation's notifications.
+    activation: Option<String>,
+    /// Only deliveries in this state.
+    #[param(value_type = Option<DeliveryStateName>)]
+    state: Option<String>,
+    /// Deliveries per page (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+}
+
+/// A delivery state.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used: the value is parsed by `alerting::parse_delivery_state`
+enum DeliveryStateName {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+/// Notification deliveries, newest first: event, endpoint, attempts, the last HTTP status
+/// and error, when it was delivered.
+#[utoipa::path(
+    get,
+    path = "/api/v1/notifications",
+    tag = "alerts",
+    security(("bearer" = [])),
+    params(NotificationsQuery),
+    responses(
+        (status = 200, description = "The deliveries", body = [crate::alerting::DeliveryView]),
+        (status = 400, description = "A bad parameter (`invalid_request`)", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody)
+    )
+)]
+async fn list_notifications(
+    State(app): State<Arc<App>>,
+    q: Result<Query<NotificationsQuery>, QueryRejection>,
+) -> Result<Json<Vec<crate::alerting::DeliveryView>>, ApiError> {
+    let q = query(q)?;
+    let limit = page_limit(q.limit, 50)?;
+    let state = crate::alerting::parse_delivery_state(q.state.as_deref())?;
+    let deliveries = app
+        .db
+        .read(move |s| {
+            Ok(s.deliveries(q.activation.as_deref(), state, limit)?
+                .iter()
+                .map(crate::alerting::DeliveryView::of)
+                .collect())
+        })
+        .await?;
+    Ok(Json(deliveries))
+}
+
 /// Health.
 #[derive(Debug, Serialize, ToSchema)]
 struct Status {
@@ -695,6 +776,18 @@ async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Status>, ApiError> {
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     if app.settings.metrics_require_token && !app.token.authorizes(&headers) {
         return Err(ApiError::unauthorized());
+    }
+    // Alert states and deliveries are read from the state at each scrape: other processes
+    // (`attentive-sync run` under cron) change them too.
+    let read = app
+        .db
+        .read(|s| Ok((s.alert_states(None)?, s.delivery_totals()?)))
+        .await;
+    match read {
+        Ok((states, totals)) => app
+            .metrics
+            .set_notifications(&app.project, &states, &totals),
+        Err(e) => tracing::warn!("metrics: reading alert states failed: {}", e.message),
     }
     let text = app
         .metrics

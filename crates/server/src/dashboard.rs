@@ -5,7 +5,8 @@
 //! Stable hooks for browser tests: `#login-form`, `#token`, `#login`, `#logout`,
 //! `#activation-{name}`, `#run-now-{name}`, `#preview-plan-{name}`, `#run-status`
 //! (`data-status`), `.count-{outcome}` (`.value` inside), `#rows`, `#next-page`,
-//! `#download-rejected`, `#plan-counts`, `#flash`.
+//! `#download-rejected`, `#plan-counts`, `#flash`, `td.alerts` (`data-firing`); the pages
+//! of `insights` add their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +29,11 @@ use crate::runs::{self, StartError, Trigger};
 use crate::state::App;
 use crate::views::{self, ActivationView, RowsPage, RunView};
 
+mod insights;
+
 /// The dashboard's routes.
 pub fn router(app: &Arc<App>) -> Router<Arc<App>> {
-    Router::new()
+    insights::routes(Router::new())
         .route("/", get(index))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
@@ -217,15 +220,16 @@ async fn index(State(app): State<Arc<App>>, LoggedIn(session): LoggedIn) -> Resp
         .db
         .read(move |s| {
             let activations = views::activations(&a, s)?;
+            let alerts = crate::alerting::alerts(&a, s)?;
             let runs = s
                 .runs(None, 25)?
                 .iter()
                 .map(|r| views::run_view(&a, r))
                 .collect::<Vec<_>>();
-            Ok((activations, runs))
+            Ok((activations, runs, alerts))
         })
         .await;
-    let (activations, runs) = match data {
+    let (activations, runs, alerts) = match data {
         Ok(d) => d,
         Err(e) => return error_page(&e, Some(&session)),
     };
@@ -241,12 +245,12 @@ async fn index(State(app): State<Arc<App>>, LoggedIn(session): LoggedIn) -> Resp
             } @else {
                 table.grid #activations {
                     thead { tr {
-                        th { "Activation" } th { "Schedule" } th { "Last run" }
+                        th { "Activation" } th { "Schedule" } th { "Alerts" } th { "Last run" }
                         @for o in crate::metrics::OUTCOMES { th.num { (outcome_label(*o)) } }
                         th { "" }
                     } }
                     tbody {
-                        @for a in &activations { (activation_row(a, &session)) }
+                        @for a in &activations { (activation_row(a, &alerts, &session)) }
                     }
                 }
             }
@@ -265,13 +269,17 @@ async fn index(State(app): State<Arc<App>>, LoggedIn(session): LoggedIn) -> Resp
     .into_response()
 }
 
-fn activation_row(a: &ActivationView, session: &Session) -> Markup {
+fn activation_row(
+    a: &ActivationView,
+    alerts: &[crate::alerting::AlertView],
+    session: &Session,
+) -> Markup {
     let last = a.last_run.as_ref();
     let count = |o: Outcome| last.and_then(|r| r.count(o));
     html! {
         tr.activation #{"activation-" (a.name)} data-activation=(a.name) {
             td {
-                div.name { (a.name) }
+                div.name { a href={"/activations/" (seg(&a.name))} { (a.name) } }
                 div.muted.small.nowrap { (a.model) " → " (a.destination) }
             }
             td.schedule {
@@ -282,6 +290,7 @@ fn activation_row(a: &ActivationView, session: &Session) -> Markup {
                     span.muted { "on demand" }
                 }
             }
+            (insights::alert_cell(alerts, &a.name))
             td.last-run {
                 @if let Some(live) = &a.running {
                     span.badge.status-running { "running" }
@@ -751,7 +760,7 @@ fn page(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 @if let Some(s) = refresh_secs { meta http-equiv="refresh" content=(s); }
                 title { (title) " · attentive-sync" }
-                style { (PreEscaped(CSS)) }
+                style { (PreEscaped(CSS)) (PreEscaped(insights::CSS)) }
             }
             body {
                 header.top {
@@ -759,6 +768,8 @@ fn page(
                     @if let Some(s) = session {
                         nav {
                             a href="/" { "Activations" }
+                            a href="/contacts" { "Contacts" }
+                            a href="/notifications" { "Notifications" }
                             form.inline method="post" action="/logout" {
                                 input type="hidden" name="csrf" value=(s.csrf);
                                 button.link #logout type="submit" { "Log out" }

@@ -19,6 +19,7 @@ use axum::Router;
 use runner::Project;
 use tokio::sync::watch;
 
+pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod dashboard;
@@ -176,10 +177,11 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut schedules = scheduler::spawn(&app, &stop_rx);
     schedules.push(scheduler::spawn_settler(&app, &stop_rx));
+    schedules.push(alerting::spawn_notifier(&app, &stop_rx));
     tracing::info!(
         %addr,
         activations = app.project.activations.len(),
-        scheduled = schedules.len() - 1,
+        scheduled = schedules.len() - 2,
         "serving"
     );
     on_listening(addr);

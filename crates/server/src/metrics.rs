@@ -17,6 +17,9 @@
 //! | `attentive_sync_run_duration_seconds` | activation | histogram of run durations |
 //! | `attentive_sync_last_success_timestamp_seconds` | activation | Unix time the last run that finished (`succeeded` or `partial`) ended |
 //! | `attentive_sync_run_in_progress` | activation | 1 while a run of the activation goes on in this server |
+//! | `attentive_sync_alert_firing` | activation, rule | 1 while the alert rule fires, 0 otherwise (read from the state at each scrape) |
+//! | `attentive_sync_notification_deliveries` | endpoint, state | notification deliveries per state (`pending`, `delivered`, `failed`), in the state file |
+//! | `attentive_sync_notification_attempts` | endpoint | attempts those deliveries took |
 
 use std::sync::atomic::AtomicU64;
 
@@ -48,6 +51,23 @@ struct OutcomeLabels {
 struct StatusLabels {
     activation: String,
     status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    activation: String,
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    endpoint: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +122,9 @@ pub struct Metrics {
     duration: Family<ActivationLabels, Histogram, fn() -> Histogram>,
     last_success: Family<ActivationLabels, FloatGauge>,
     in_progress: Family<ActivationLabels, Gauge>,
+    alert_firing: Family<RuleLabels, Gauge>,
+    deliveries: Family<DeliveryLabels, Gauge>,
+    attempts: Family<EndpointLabels, Gauge>,
 }
 
 /// The row outcomes, as the reports name them.
@@ -133,6 +156,9 @@ impl Metrics {
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             last_success: Family::default(),
             in_progress: Family::default(),
+            alert_firing: Family::default(),
+            deliveries: Family::default(),
+            attempts: Family::default(),
         };
         let mut m = m;
         let r = &mut m.registry;
@@ -201,7 +227,28 @@ impl Metrics {
             "1 while a run of the activation goes on in this server",
             m.in_progress.clone(),
         );
+        r.register(
+            "attentive_sync_alert_firing",
+            "1 while the alert rule fires for the activation, 0 otherwise",
+            m.alert_firing.clone(),
+        );
+        r.register(
+            "attentive_sync_notification_deliveries",
+            "Notification deliveries in the state file, per endpoint and state",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "attentive_sync_notification_attempts",
+            "Attempts the notification deliveries in the state file took, per endpoint",
+            m.attempts.clone(),
+        );
         for a in activations {
+            for rule in runner::alerts::Rule::ALL {
+                let _ = m.alert_firing.get_or_create(&RuleLabels {
+                    activation: a.clone(),
+                    rule: rule.as_str().to_owned(),
+                });
+            }
             let al = ActivationLabels {
                 activation: a.clone(),
             };
@@ -308,6 +355,58 @@ impl Metrics {
             .set(i64::from(running));
     }
 
+    /// Sets the alert and delivery gauges from what the state holds now: a series for every
+    /// rule of every activation and for every state of every configured endpoint.
+    pub fn set_notifications(
+        &self,
+        project: &runner::Project,
+        states: &[state_store::AlertStateRow],
+        totals: &[(String, state_store::DeliveryState, u64, u64)],
+    ) {
+        for a in project.activations.keys() {
+            for rule in runner::alerts::Rule::ALL {
+                let firing = states.iter().any(|s| {
+                    s.activation == *a
+                        && s.rule == rule.as_str()
+                        && s.state == state_store::AlertState::Firing
+                });
+                self.alert_firing
+                    .get_or_create(&RuleLabels {
+                        activation: a.clone(),
+                        rule: rule.as_str().to_owned(),
+                    })
+                    .set(i64::from(firing));
+            }
+        }
+        let mut endpoints: Vec<&String> = project.notifications.keys().collect();
+        for (e, _, _, _) in totals {
+            if !endpoints.contains(&e) {
+                endpoints.push(e);
+            }
+        }
+        for e in endpoints {
+            let mut attempts = 0;
+            for state in state_store::DeliveryState::ALL {
+                let (n, a) = totals
+                    .iter()
+                    .find(|(te, ts, _, _)| te == e && ts == state)
+                    .map_or((0, 0), |(_, _, n, a)| (*n, *a));
+                attempts += a;
+                self.deliveries
+                    .get_or_create(&DeliveryLabels {
+                        endpoint: e.clone(),
+                        state: state.as_str().to_owned(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            self.attempts
+                .get_or_create(&EndpointLabels {
+                    endpoint: e.clone(),
+                })
+                .set(i64::try_from(attempts).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The metrics as OpenMetrics text.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut s = String::new();
@@ -354,6 +453,7 @@ mod tests {
                 throttled_ms: 1500,
             },
             existence_checks: 4,
+            mapping_added: Vec::new(),
             delivery_mode: "realtime".into(),
             bulk_jobs: 0,
             jobs_settled: 0,

@@ -438,6 +438,8 @@ async fn the_openapi_document_lists_every_api_route() {
         "/api/v1/runs/{id}/rows",
         "/api/v1/runs/{id}/rejected.csv",
         "/api/v1/contacts/{contact}",
+        "/api/v1/alerts",
+        "/api/v1/notifications",
         "/healthz",
         "/readyz",
         "/metrics",

@@ -16,21 +16,25 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 mod account;
+mod alerts;
 mod bulk;
 mod commit;
 mod compact;
 mod doubt;
 mod existence;
 mod lock;
+mod notifications;
 mod packed;
 mod runs;
 mod schema;
 mod snapshot;
 
 pub use account::AccountBinding;
+pub use alerts::{AlertBatch, AlertState, AlertStateRow, AlertUpdate, AlertsRecorded};
 pub use bulk::{JobRecord, JobRecordIn, JobState, JobSummary, RecordResult};
 pub use commit::CommitBatch;
 pub use lock::{ActivationLock, DEFAULT_LOCK_STALE_AFTER};
+pub use notifications::{AttemptResult, ClaimedDelivery, Delivery, DeliveryState, NewNotification};
 pub use runs::{Outcome, RunKind, RunRow, RunStatus, RunSummary};
 pub use snapshot::ContactSnapshot;
 
@@ -224,6 +228,12 @@ pub enum Error {
         what: &'static str,
         /// The number.
         value: u64,
+    },
+    /// No notification delivery has this id.
+    #[error("notification delivery {id} does not exist")]
+    UnknownDelivery {
+        /// The id given.
+        id: i64,
     },
     /// The database holds something this program never writes.
     #[error("corrupt state database: {table}.{column} holds {value:?}")]

@@ -234,6 +234,57 @@ CREATE TABLE snapshot (
 -- its key hash uses it too.
 CREATE INDEX snapshot_index ON snapshot (activation_id, key_hash, row_fingerprint);
 "#,
+    // 7: alerts and notifications. New tables only: the state of each alert rule per activation, which runs
+    // had their alerts evaluated (runs that had finished before this migration count as
+    // evaluated, so upgrading sends nothing about old runs), the notification outbox and one
+    // delivery per notification and endpoint with its attempts.
+    r#"
+CREATE TABLE alert_states (
+    activation   TEXT    NOT NULL,
+    rule         TEXT    NOT NULL,
+    state        TEXT    NOT NULL CHECK (state IN ('ok', 'firing')),
+    since        TEXT    NOT NULL,
+    run_id       INTEGER,
+    message      TEXT,
+    evaluated_at TEXT    NOT NULL,
+    PRIMARY KEY (activation, rule)
+) WITHOUT ROWID;
+
+CREATE TABLE alert_evaluations (
+    run_id       INTEGER PRIMARY KEY,
+    evaluated_at TEXT    NOT NULL
+);
+INSERT INTO alert_evaluations (run_id, evaluated_at)
+    SELECT id, coalesce(finished_at, started_at) FROM runs
+    WHERE status NOT IN ('running', 'pending');
+
+CREATE TABLE notifications (
+    id           INTEGER PRIMARY KEY,
+    activation   TEXT,
+    event        TEXT    NOT NULL,
+    run_id       INTEGER,
+    rule         TEXT,
+    payload_json TEXT    NOT NULL,
+    created_at   TEXT    NOT NULL
+);
+
+CREATE TABLE notification_deliveries (
+    id              INTEGER PRIMARY KEY,
+    notification_id INTEGER NOT NULL REFERENCES notifications(id) ON DELETE CASCADE,
+    endpoint        TEXT    NOT NULL,
+    state           TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT    NOT NULL,
+    last_attempt_at TEXT,
+    http_status     INTEGER,
+    error           TEXT,
+    delivered_at    TEXT
+);
+CREATE INDEX notification_deliveries_due
+    ON notification_deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX notification_deliveries_by_notification
+    ON notification_deliveries (notification_id);
+"#,
 ];
 
 /// A migration's code, run after its SQL in the same transaction.

@@ -13,7 +13,7 @@ use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, S
 use super::*;
 
 /// The schema version this build writes.
-const LATEST: i64 = 6;
+const LATEST: i64 = 7;
 
 fn mapping() -> BoundMapping {
     let attr = |attribute, column: &str| AttributeMapping {
@@ -193,12 +193,16 @@ fn migrations_are_idempotent_on_reopen() {
         tables,
         [
             "activations",
+            "alert_evaluations",
+            "alert_states",
             "bulk_jobs",
             "bulk_records",
             "contact_existence",
             "destination_accounts",
             "in_doubt",
             "locks",
+            "notification_deliveries",
+            "notifications",
             "run_rows",
             "runs",
             "snapshot",
@@ -213,16 +217,17 @@ fn a_newer_schema_is_refused() {
     drop(StateStore::open(&path).unwrap());
     {
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", 7).unwrap();
+        conn.pragma_update(None, "user_version", LATEST + 1)
+            .unwrap();
     }
     let err = StateStore::open(&path).unwrap_err();
     assert!(
         matches!(
             err,
             Error::SchemaTooNew {
-                found: 7,
+                found,
                 supported: LATEST
-            }
+            } if found == LATEST + 1
         ),
         "{err:?}"
     );
@@ -1906,6 +1911,9 @@ fn a_large_migration_logs_its_progress() {
         .with_max_level(tracing::Level::INFO)
         .with_ansi(false)
         .finish();
+    // (Only this test reaches these callsites: a callsite another test thread reaches first,
+    // with no subscriber, may stay silenced for this one, such as the warning about
+    // recomputed fingerprints, which a_schema_2_file_is_migrated_keeping_its_snapshot hits.)
     let store = tracing::subscriber::with_default(subscriber, || StateStore::open(&path).unwrap());
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     for expected in [
@@ -1919,11 +1927,6 @@ fn a_large_migration_logs_its_progress() {
     ] {
         assert!(text.contains(&expected), "{expected:?} in:\n{text}");
     }
-    // Every value's fingerprint was recomputed (the file's were 0, no value's).
-    assert!(
-        text.contains(&format!("{} stored value fingerprints differed", 2 * n)),
-        "{text}"
-    );
     assert_eq!(store.contact_count("big").unwrap(), n);
     // (The fixture's key hashes are not its keys' hashes: contacts are read by key hash.)
     let idx = index(&store, "big");

@@ -420,3 +420,86 @@ fn plain_http_is_refused_outside_this_machine_unless_allowed() {
     );
     assert!(parse(&with("http://10.0.0.5:8080", "allow_insecure_http = true")).is_ok());
 }
+
+#[test]
+fn run_all_follows_the_order_of_the_file() {
+    let text = format!(
+        "{GOOD}\n[activations.after]\nmodel = \"customers\"\ndestination = \"attentive\"\nidentifier = {{ column = \"email\", kind = \"email\" }}\ncustom = {{ \"Tier\" = \"tier\" }}\n\n[activations.aardvark]\nmodel = \"customers\"\ndestination = \"attentive\"\nidentifier = {{ column = \"email\", kind = \"email\" }}\ncustom = {{ \"Tier\" = \"tier\" }}\n"
+    );
+    let p = parse(&text).unwrap();
+    assert_eq!(p.activation_order, ["vip", "after", "aardvark"]);
+}
+
+#[test]
+fn alert_rules_and_notifications_are_validated() {
+    let text = format!(
+        r#"{GOOD}
+[activations.vip.alerts]
+rows_rejected = {{ count = 10 }}
+rows_not_found = false
+slow_run = {{ factor = 0.5 }}
+changed_deviation = {{ percent = 50, runs = 5 }}
+
+[notifications.ops]
+url = "http://hooks.example.com/x"
+kind = "teams"
+events = ["run.failed", "run.exploded"]
+activations = ["nope"]
+"#
+    );
+    let Err(ConfigError::Invalid { problems, .. }) = parse(&text) else {
+        panic!("accepted");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "activations.vip.alerts.slow_run.factor",
+            "notifications.ops.kind",
+            "notifications.ops.url",
+            "notifications.ops.events",
+            "notifications.ops.activations"
+        ],
+        "{problems:#?}"
+    );
+    // The URL (a credential for incoming webhooks) is never in a message.
+    assert!(problems
+        .iter()
+        .all(|p| !p.message.contains("hooks.example.com")));
+
+    let text = format!(
+        r#"{GOOD}
+[activations.vip.alerts]
+rows_rejected = {{ count = 10 }}
+rows_not_found = false
+changed_deviation = {{ percent = 50, runs = 5 }}
+
+[notifications.ops]
+kind = "slack"
+url = "https://hooks.example.com/x"
+secret_env = "UNSET_SECRET"
+"#
+    );
+    let p = parse(&text).unwrap();
+    let rules = &p.activations["vip"].alerts;
+    assert_eq!(
+        rules.rows_rejected,
+        Some(Threshold {
+            count: Some(10),
+            percent: None
+        })
+    );
+    assert_eq!(rules.rows_not_found, None);
+    assert_eq!(
+        rules.changed_deviation.map(|d| (d.percent, d.runs)),
+        Some((50.0, 5))
+    );
+    assert!(rules.run_failed && rules.slow_run.is_some());
+    let ops = &p.notifications["ops"];
+    assert_eq!(ops.kind, notifications::Kind::Slack);
+    assert_eq!(ops.events.len(), notifications::EventKind::ALL.len());
+    let problems = p.notification_problems();
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].contains("UNSET_SECRET"), "{problems:?}");
+    assert!(!format!("{ops:?}").contains("hooks.example.com"));
+}
