@@ -22,6 +22,15 @@ pub trait ModelSource {
     /// error: it comes back with [`SourceRow::defect`] set, and reading goes on. `Err` is for
     /// failures that stop the read (I/O error, lost connection).
     fn next_row(&mut self, row: &mut SourceRow) -> Result<bool, Self::Error>;
+
+    /// Whether the source already reads on a thread of its own, batches ahead of
+    /// [`next_row`](ModelSource::next_row) (the SQLite, Parquet and PostgreSQL sources do). A
+    /// caller that reads on a separate thread from where it plans adds that thread only for
+    /// sources that do not, so that rows cross one read-ahead thread, not two. `false` unless
+    /// a source says otherwise.
+    fn reads_ahead(&self) -> bool {
+        false
+    }
 }
 
 impl<S: ModelSource + ?Sized> ModelSource for Box<S> {
@@ -31,6 +40,9 @@ impl<S: ModelSource + ?Sized> ModelSource for Box<S> {
     }
     fn next_row(&mut self, row: &mut SourceRow) -> Result<bool, Self::Error> {
         (**self).next_row(row)
+    }
+    fn reads_ahead(&self) -> bool {
+        (**self).reads_ahead()
     }
 }
 

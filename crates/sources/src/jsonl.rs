@@ -13,14 +13,18 @@ use sync_core::message::excerpt;
 use sync_core::ports::ModelSource;
 use sync_core::value::{SourceRow, Value};
 
-use crate::error::Error;
+use crate::error::{Error, Model};
+use crate::typed;
 use crate::{buffered, max_record_size, set_defect, Input, BOM, MAX_COLUMNS, MAX_RECORD_BYTES};
+
+mod columns;
+mod decode;
+
+use columns::*;
+use decode::*;
 
 /// How many non-blank lines are read to learn the columns.
 const SAMPLE_LINES: usize = 1000;
-
-/// How many characters of an array or object are kept in [`Value::Unsupported`].
-const UNSUPPORTED_CHARS: usize = 200;
 
 /// The lines of one input.
 struct Lines {
@@ -148,7 +152,7 @@ impl JsonlSource {
     /// lines.
     pub fn open(path: &Path) -> Result<Self, Error> {
         let file = File::open(path).map_err(|source| Error::Open {
-            path: path.to_owned(),
+            model: Model::File(path.to_owned()),
             source,
         })?;
         Self::with_input(Box::new(file), path.to_owned())
@@ -178,7 +182,7 @@ impl JsonlSource {
                 Ok(None) => break,
                 Err(source) => {
                     return Err(Error::Read {
-                        path,
+                        model: Model::File(path),
                         line: Some(lines.line + 1),
                         source,
                     })
@@ -200,7 +204,7 @@ impl JsonlSource {
                     }
                     if columns.len() > MAX_COLUMNS {
                         return Err(Error::Json {
-                            path,
+                            model: Model::File(path),
                             message: format!(
                                 "its first {} non-blank lines have more than {MAX_COLUMNS} \
                                  distinct keys, the most a JSONL model may have as columns \
@@ -229,7 +233,10 @@ impl JsonlSource {
                     sample.lines.len()
                 )
             };
-            return Err(Error::Json { path, message });
+            return Err(Error::Json {
+                model: Model::File(path),
+                message,
+            });
         }
         let ncols = columns.len();
         Ok(JsonlSource {
@@ -242,39 +249,6 @@ impl JsonlSource {
             seen: vec![false; ncols],
         })
     }
-}
-
-/// The keys of one line's object, in order, into `keys`; or the line's defect.
-fn line_keys(bytes: &[u8], info: LineInfo, keys: &mut Vec<String>) -> Result<(), String> {
-    keys.clear();
-    let text = line_text(bytes, info)?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = KeysSeed(keys).deserialize(&mut de).and_then(|()| de.end());
-    parsed.map_err(|e| json_defect(info.number, &e))
-}
-
-/// The line as text, or its defect.
-fn line_text(bytes: &[u8], info: LineInfo) -> Result<&str, String> {
-    if info.too_long {
-        return Err(format!(
-            "line {}: longer than {}",
-            info.number,
-            max_record_size()
-        ));
-    }
-    std::str::from_utf8(bytes).map_err(|_| format!("line {}: not valid UTF-8", info.number))
-}
-
-fn json_defect(line: u64, e: &serde_json::Error) -> String {
-    let full = e.to_string();
-    // serde_json appends " at line L column C"; a line is always line 1 to it.
-    let what = full
-        .rsplit_once(" at line ")
-        .map_or(full.as_str(), |(what, _)| what);
-    format!(
-        "line {line}: not a JSON object: {what} at column {}",
-        e.column()
-    )
 }
 
 impl ModelSource for JsonlSource {
@@ -303,7 +277,7 @@ impl ModelSource for JsonlSource {
                 Ok(None) => return Ok(false),
                 Err(source) => {
                     return Err(Error::Read {
-                        path: self.path.clone(),
+                        model: Model::File(self.path.clone()),
                         line: Some(self.lines.line + 1),
                         source,
                     })
@@ -358,167 +332,6 @@ impl JsonlSource {
                 set_defect(row, defect);
             }
         }
-    }
-}
-
-/// A JSON object key, borrowed from the line unless it has escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-/// Collects the keys of one object, in order.
-struct KeysSeed<'k>(&'k mut Vec<String>);
-
-impl<'de> DeserializeSeed<'de> for KeysSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeysSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            map.next_value::<IgnoredAny>()?;
-            self.0.push(key.into_owned());
-        }
-        Ok(())
-    }
-}
-
-/// Types the values of one object into the row.
-struct RowSeed<'r> {
-    columns: &'r [String],
-    index: &'r HashMap<String, usize>,
-    values: &'r mut [Value],
-    seen: &'r mut [bool],
-    /// Set to a column's key that the object has twice (and the object is not read on).
-    duplicate: &'r mut Option<String>,
-}
-
-impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RowSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // Lines mostly list their keys in the same order: try the column after the last one
-        // before hashing.
-        let mut next = 0;
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let i = match self.columns.get(next) {
-                Some(column) if *column == key => next,
-                _ => match self.index.get(key.as_ref()) {
-                    Some(&i) => i,
-                    None => {
-                        map.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
-                },
-            };
-            next = i + 1;
-            if self.seen.get(i).copied().unwrap_or(false) {
-                *self.duplicate = Some(key.into_owned());
-                return Err(de::Error::custom("duplicate key"));
-            }
-            let raw: &'de RawValue = map.next_value()?;
-            if let (Some(value), Some(seen)) = (self.values.get_mut(i), self.seen.get_mut(i)) {
-                let text = raw.get();
-                if text.starts_with('"') && text.contains('\\') {
-                    // Decoded here, so that an escape that stands for no character (a lone
-                    // surrogate, `"\udc00"`, which `RawValue` lets through) makes the line a
-                    // defect instead of a value holding the JSON text.
-                    let s = serde_json::from_str::<String>(text).map_err(|e| {
-                        de::Error::custom(format_args!(
-                            "a string that is not valid text ({})",
-                            e.to_string()
-                                .rsplit_once(" at line ")
-                                .map_or("", |(m, _)| m)
-                        ))
-                    })?;
-                    *value = Value::Text(s);
-                } else {
-                    set_typed(value, text);
-                }
-                *seen = true;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Sets `value` from the JSON text `raw` of one value, reusing its allocation where it can
-/// (also how the PostgreSQL source reads `json`/`jsonb` values).
-pub(crate) fn set_typed(value: &mut Value, raw: &str) {
-    match raw.as_bytes().first() {
-        Some(b'n') => *value = Value::Null,
-        Some(b't') => *value = Value::Bool(true),
-        Some(b'f') => *value = Value::Bool(false),
-        Some(b'"') => {
-            let inner = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"'));
-            match inner {
-                Some(s) if !s.contains('\\') => value.set_text(s),
-                _ => match serde_json::from_str::<String>(raw) {
-                    Ok(s) => *value = Value::Text(s),
-                    Err(_) => value.set_text(raw),
-                },
-            }
-        }
-        Some(b'[') => *value = unsupported("array", raw),
-        Some(b'{') => *value = unsupported("object", raw),
-        _ => match raw.parse::<i64>() {
-            Ok(i) => *value = Value::Int(i),
-            Err(_) => {
-                if let Value::Number(buf) = value {
-                    buf.clear();
-                    buf.push_str(raw);
-                } else {
-                    *value = Value::Number(raw.to_owned());
-                }
-            }
-        },
-    }
-}
-
-fn unsupported(kind: &'static str, raw: &str) -> Value {
-    let cut = raw
-        .char_indices()
-        .nth(UNSUPPORTED_CHARS)
-        .map_or(raw, |(i, _)| raw.get(..i).unwrap_or(raw));
-    Value::Unsupported {
-        kind,
-        text: cut.to_owned(),
     }
 }
 

@@ -37,22 +37,25 @@
 //! Lines are numbered from 1; a line ends at `\n`, `\r\n` or a lone `\r`. Messages quote
 //! input through [`sync_core::message`], so that they stay short whatever the input is.
 
+mod columns;
 mod csv;
 mod error;
 mod float;
 mod jsonl;
 mod parquet;
 mod postgres;
+mod readahead;
 pub mod segment;
 mod sqlite;
 mod timestamp;
+mod typed;
 
 use std::io::{self, BufReader, Read};
 
 use sync_core::value::{SourceRow, Value};
 
 pub use crate::csv::{CsvOptions, CsvSource};
-pub use crate::error::Error;
+pub use crate::error::{Error, Model};
 pub use crate::jsonl::JsonlSource;
 pub use crate::parquet::ParquetSource;
 pub use crate::postgres::{redact_url, PostgresSource};

@@ -82,7 +82,10 @@ fn defect(number: u64, message: &str) -> Row {
 
 fn header_error(input: &[u8]) -> String {
     match source(input, &CsvOptions::default()) {
-        Err(Error::Header { path, message }) => {
+        Err(Error::Header {
+            model: Model::File(path),
+            message,
+        }) => {
             assert_eq!(path, Path::new("model.csv"));
             message
         }

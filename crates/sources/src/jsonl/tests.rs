@@ -44,7 +44,10 @@ fn text(s: &str) -> Value {
 
 fn json_error(input: &[u8]) -> String {
     match source(input) {
-        Err(Error::Json { path, message }) => {
+        Err(Error::Json {
+            model: Model::File(path),
+            message,
+        }) => {
             assert_eq!(path, Path::new("model.jsonl"));
             message
         }
