@@ -452,17 +452,29 @@ pub fn plan_bound<S: SnapshotStore<Error = state_store::Error>>(
         source,
     };
     std::thread::scope(|scope| {
-        // The model is read and parsed on its own thread, in batches, while this thread loads
-        // the snapshot index and plans. Batches go back to the reader to reuse their buffers.
-        let (tx, rx) = mpsc::sync_channel::<Result<Batch, sources::Error>>(READ_AHEAD);
-        let (back_tx, back_rx) = mpsc::channel::<Batch>();
-        std::thread::Builder::new()
-            .name("model-reader".into())
-            .spawn_scoped(scope, {
-                let mapping = &mapping;
-                move || read_batches(&mut *source, mapping, &tx, &back_rx)
-            })
-            .map_err(Error::Thread)?;
+        // The model is read and parsed on a thread of its own, in batches, while this thread
+        // loads the snapshot index and plans: the source's own thread when it has one
+        // (`ModelSource::reads_ahead`), else one started here. Either way one thread, not two,
+        // is between reading and planning. Batches go back to be refilled.
+        let mut batches = if source.reads_ahead() {
+            Batches::Inline {
+                source: &mut *source,
+                hasher: sync_core::fingerprint::RowHasher::default(),
+                batch: None,
+                ended: false,
+            }
+        } else {
+            let (tx, rx) = mpsc::sync_channel::<Result<Batch, sources::Error>>(READ_AHEAD);
+            let (back_tx, back_rx) = mpsc::channel::<Batch>();
+            std::thread::Builder::new()
+                .name("model-reader".into())
+                .spawn_scoped(scope, {
+                    let mapping = &mapping;
+                    move || read_batches(&mut *source, mapping, &tx, &back_rx)
+                })
+                .map_err(Error::Thread)?;
+            Batches::Thread { rx, back_tx }
+        };
 
         let mut index = SnapshotIndex::default();
         store
@@ -474,7 +486,7 @@ pub fn plan_bound<S: SnapshotStore<Error = state_store::Error>>(
             .with_segment(filter);
         let mut n = 0u64;
         let mut plans = Vec::with_capacity(BATCH_ROWS);
-        for batch in rx {
+        while let Some(batch) = batches.next(&mapping) {
             let batch = batch.map_err(source_error)?;
             plans.clear();
             planner
@@ -489,12 +501,69 @@ pub fn plan_bound<S: SnapshotStore<Error = state_store::Error>>(
                     progress(n);
                 }
             }
-            // The reader may have finished; then the batch is simply dropped.
-            let _ = back_tx.send(batch);
+            batches.recycle(batch);
         }
         progress(n);
         Ok((planner.into_counts(), snapshot_contacts, started.elapsed()))
     })
+}
+
+/// Where the planner's batches come from: the model-reader thread, or, for a source that
+/// reads ahead on its own thread, the source itself, read here.
+enum Batches<'s> {
+    Thread {
+        rx: mpsc::Receiver<Result<Batch, sources::Error>>,
+        back_tx: mpsc::Sender<Batch>,
+    },
+    Inline {
+        source: &'s mut (dyn ModelSource<Error = sources::Error> + Send),
+        hasher: sync_core::fingerprint::RowHasher,
+        /// The batch to refill (`None` while the planner holds it).
+        batch: Option<Batch>,
+        /// The source has reported its end or an error: nothing is read after it.
+        ended: bool,
+    },
+}
+
+impl Batches<'_> {
+    /// The next batch; `None` at the end (after an error too).
+    fn next(&mut self, mapping: &BoundMapping) -> Option<Result<Batch, sources::Error>> {
+        match self {
+            Batches::Thread { rx, .. } => rx.recv().ok(),
+            Batches::Inline {
+                source,
+                hasher,
+                batch,
+                ended,
+            } => {
+                if *ended {
+                    return None;
+                }
+                let mut next = batch.take().unwrap_or_default();
+                match fill_batch(&mut **source, mapping, hasher, &mut next) {
+                    Ok(end) => {
+                        *ended = end;
+                        (!next.rows.is_empty()).then_some(Ok(next))
+                    }
+                    Err(e) => {
+                        *ended = true;
+                        Some(Err(e))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a planned batch back to be refilled.
+    fn recycle(&mut self, planned: Batch) {
+        match self {
+            // The reader may have finished; then the batch is simply dropped.
+            Batches::Thread { back_tx, .. } => {
+                let _ = back_tx.send(planned);
+            }
+            Batches::Inline { batch, .. } => *batch = Some(planned),
+        }
+    }
 }
 
 /// Rows per batch handed from the reader thread to the planner.
@@ -522,38 +591,49 @@ fn read_batches(
     let mut hasher = sync_core::fingerprint::RowHasher::default();
     loop {
         let mut batch = recycled.try_recv().unwrap_or_default();
-        batch.digests.clear();
-        let mut n = 0;
-        let mut end = false;
-        while n < BATCH_ROWS {
-            if batch.rows.len() <= n {
-                batch.rows.push(SourceRow::default());
+        let end = match fill_batch(source, mapping, &mut hasher, &mut batch) {
+            Ok(end) => end,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
             }
-            match source.next_row(&mut batch.rows[n]) {
-                Ok(true) => {
-                    batch
-                        .digests
-                        .push(hasher.cells_digest(mapping, &batch.rows[n]));
-                    n += 1;
-                }
-                Ok(false) => {
-                    end = true;
-                    break;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            }
-        }
-        batch.rows.truncate(n);
-        if n > 0 && tx.send(Ok(batch)).is_err() {
+        };
+        if !batch.rows.is_empty() && tx.send(Ok(batch)).is_err() {
             return;
         }
         if end {
             return;
         }
     }
+}
+
+/// Reads up to [`BATCH_ROWS`] rows into `batch` (reusing its rows), with their digests;
+/// `Ok(true)` when the model ended.
+fn fill_batch(
+    source: &mut (dyn ModelSource<Error = sources::Error> + Send),
+    mapping: &BoundMapping,
+    hasher: &mut sync_core::fingerprint::RowHasher,
+    batch: &mut Batch,
+) -> Result<bool, sources::Error> {
+    batch.digests.clear();
+    let mut n = 0;
+    let mut end = false;
+    while n < BATCH_ROWS {
+        if batch.rows.len() <= n {
+            batch.rows.push(SourceRow::default());
+        }
+        if source.next_row(&mut batch.rows[n])? {
+            batch
+                .digests
+                .push(hasher.cells_digest(mapping, &batch.rows[n]));
+            n += 1;
+        } else {
+            end = true;
+            break;
+        }
+    }
+    batch.rows.truncate(n);
+    Ok(end)
 }
 
 #[derive(Serialize)]
