@@ -326,3 +326,101 @@ fn a_missing_column_echoed_the_whole_header_for_each_missing_column() {
     assert!(text.contains("is not in the model either"), "{text}");
     assert!(text.len() < 5_000, "{} bytes", text.len());
 }
+
+/// The sample's source, saying it reads ahead or not as told, and failing after `fail_after`
+/// rows when set.
+struct Told {
+    inner: model::DynSource,
+    reads_ahead: bool,
+    fail_after: Option<u64>,
+    read: u64,
+}
+
+impl ModelSource for Told {
+    type Error = sources::Error;
+    fn columns(&self) -> &[String] {
+        self.inner.columns()
+    }
+    fn next_row(&mut self, row: &mut sync_core::value::SourceRow) -> Result<bool, Self::Error> {
+        if self.fail_after == Some(self.read) {
+            return Err(sources::Error::Read {
+                model: sources::Model::Database("postgres://db/m".to_owned()),
+                line: Some(self.read + 1),
+                source: std::io::Error::other("connection lost"),
+            });
+        }
+        self.read += 1;
+        self.inner.next_row(row)
+    }
+    fn reads_ahead(&self) -> bool {
+        self.reads_ahead
+    }
+}
+
+/// Plans the sample's `vip` activation with its source wrapped in [`Told`]: the outcome of
+/// every row planned, in order, and the result.
+fn plan_told(
+    project: &Project,
+    reads_ahead: bool,
+    fail_after: Option<u64>,
+) -> (Vec<String>, Result<PlanCounts, String>) {
+    let store = StateStore::open(&project.state_path).unwrap();
+    let activation = project.activation("vip").unwrap();
+    let mut bound = bind(project, activation).unwrap();
+    bound.source = Box::new(Told {
+        inner: bound.source,
+        reads_ahead,
+        fail_after,
+        read: 0,
+    });
+    let mut rows = Vec::new();
+    let result = plan_bound(
+        bound,
+        "vip",
+        &activation.model,
+        &store,
+        Default::default(),
+        &|_| {},
+        &mut |_, p, _| {
+            rows.push(format!("{} {:?}", p.row, p.outcome));
+            Ok(())
+        },
+    );
+    (
+        rows,
+        result.map(|(counts, _, _)| counts).map_err(|e| {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        }),
+    )
+}
+
+#[test]
+fn a_source_that_reads_ahead_is_planned_without_a_second_thread_and_plans_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::sample::write_sample_project(dir.path(), 3000, None, true).unwrap();
+    let project = Project::parse(&cfg, &std::fs::read_to_string(&cfg).unwrap(), &|_| None).unwrap();
+    let (threaded, counts) = plan_told(&project, false, None);
+    let (inline, inline_counts) = plan_told(&project, true, None);
+    assert_eq!(threaded.len(), 3000);
+    assert_eq!(inline, threaded);
+    assert_eq!(inline_counts, counts);
+
+    // A failure part way stops both the same way: the batch it ends is not planned, and the
+    // error names the model.
+    let (threaded, failed) = plan_told(&project, false, Some(1024 + 10));
+    let (inline, inline_failed) = plan_told(&project, true, Some(1024 + 10));
+    assert_eq!(threaded.len(), 1024);
+    assert_eq!(inline, threaded);
+    assert_eq!(inline_failed, failed);
+    let message = failed.unwrap_err();
+    assert!(
+        message.contains("the model database postgres://db/m at record 1035 failed"),
+        "{message}"
+    );
+}
