@@ -8,7 +8,14 @@
 //! The SQLite, Parquet and PostgreSQL sources read on a thread of their own (stepping the
 //! query, decoding the column chunks, fetching from the cursor) a few batches ahead, and type
 //! the values as rows are handed out, so reading and typing overlap; see
-//! `docs/PERFORMANCE.md` for what that buys.
+//! `docs/PERFORMANCE.md` for what that buys. That thread is one primitive (`readahead`), and
+//! such a source says so ([`ModelSource::reads_ahead`](sync_core::ports::ModelSource)), so
+//! that a caller does not put a second reading thread in front of it.
+//!
+//! Every source has the same layout: `<source>.rs` (the source and its `ModelSource` impl),
+//! `<source>/columns.rs` (the schema and column checks), `<source>/decode.rs` (typing values),
+//! `<source>/tests.rs`; what they share is in `columns`, `float` (the one float formatter),
+//! `typed`, `timestamp` and [`Error`].
 //!
 //! # Defects and errors
 //!

@@ -1,10 +1,6 @@
 //! PostgreSQL models: the rows of a SQL query, streamed through a server-side cursor (see
 //! [`PostgresSource`]).
 
-// `lib.rs` does not re-export this module yet; until it does (`pub use
-// crate::postgres::{redact_url, PostgresSource};`), its public items are unreachable and unused
-// outside the tests.
-
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
