@@ -76,7 +76,7 @@ fn main() -> Result<(), String> {
             let mut refreshes: Vec<Refresh> = Vec::new();
             let mut ack_seconds = 0.0;
             let mut ack = |store: &mut StateStore,
-                           mapping: &sync_core::BoundMapping,
+                           mapping: &sync_core::mapping::BoundMapping,
                            changes: &mut Vec<ContactChange>,
                            refreshes: &mut Vec<Refresh>|
              -> Result<(), state_store::Error> {
@@ -335,7 +335,7 @@ fn deliver(
             .map(|i| {
                 (
                     sync_core::ports::ContactRef {
-                        kind: sync_core::IdentifierKind::Email,
+                        kind: sync_core::mapping::IdentifierKind::Email,
                         key: format!("user{i}@example.com"),
                     },
                     sync_core::ports::Existence::Exists,

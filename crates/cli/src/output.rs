@@ -240,7 +240,7 @@ pub(crate) fn contact_text(key: &str, entries: &[state_store::ContactSnapshot]) 
         return s;
     }
     let name = |key: &str| {
-        sync_core::AttributeId::from_key(key).map_or(key.to_owned(), |id| id.to_string())
+        sync_core::mapping::AttributeId::from_key(key).map_or(key.to_owned(), |id| id.to_string())
     };
     let run = |r: Option<i64>| r.map_or("-".to_owned(), |r| r.to_string());
     for e in entries {

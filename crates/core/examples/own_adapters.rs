@@ -21,7 +21,10 @@ use sync_core::memory::MemorySnapshot;
 use sync_core::ports::{
     ContactRef, ContactWrite, Destination, Existence, ModelSource, SnapshotStore, WriteOutcome,
 };
-use sync_core::{Canonical, Planner, RowOutcome, SnapshotIndex, SourceRow, Value};
+use sync_core::{
+    plan::Planner, plan::RowOutcome, plan::SnapshotIndex, value::Canonical, value::SourceRow,
+    value::Value,
+};
 
 /// The program's own model: rows it already holds in memory.
 struct Rows {

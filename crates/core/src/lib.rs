@@ -21,7 +21,3 @@ pub mod plan;
 pub mod ports;
 pub mod segment;
 pub mod value;
-
-pub use mapping::{AttributeId, BoundMapping, IdentifierKind, Mapping, StandardField};
-pub use plan::{PlanCounts, Planner, RowOutcome, RowPlan, SnapshotIndex};
-pub use value::{Canonical, SourceRow, Value};

@@ -397,29 +397,24 @@ pub struct BoundAttribute {
     pub key: String,
     /// The model column that feeds it.
     pub column: String,
-    /// That column's index in [`crate::SourceRow::values`].
+    /// That column's index in [`crate::value::SourceRow::values`].
     pub index: usize,
     /// The declared type of a custom attribute (`None`: the value's own).
     pub custom_type: Option<CustomType>,
 }
 
-/// A mapping checked against a model's columns: what the planner runs.
+/// A mapping checked against a model's columns: what the planner runs. Made only by
+/// [`Mapping::bind`], which keeps its parts consistent (columns resolved, attributes sorted,
+/// the signature of exactly these parts); read through its accessors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoundMapping {
-    /// The identifier's column and kind.
-    pub identifier: Identifier,
-    /// The identifier column's index in [`crate::SourceRow::values`].
-    pub identifier_index: usize,
-    /// Sorted by snapshot key, so fingerprints do not depend on config order.
-    pub attributes: Vec<BoundAttribute>,
-    /// What a null value does.
-    pub on_null: OnNull,
-    /// Which row of a duplicated identifier wins.
-    pub duplicates: DuplicatePolicy,
-    /// How raw cells are normalized.
-    pub options: NormalizeOptions,
-    /// [`crate::fingerprint::mapping_signature`] of this mapping: part of every row fingerprint.
-    pub signature: u64,
+    pub(crate) identifier: Identifier,
+    pub(crate) identifier_index: usize,
+    pub(crate) attributes: Vec<BoundAttribute>,
+    pub(crate) on_null: OnNull,
+    pub(crate) duplicates: DuplicatePolicy,
+    pub(crate) options: NormalizeOptions,
+    pub(crate) signature: u64,
 }
 
 impl Mapping {
@@ -517,6 +512,43 @@ impl Mapping {
 }
 
 impl BoundMapping {
+    /// The identifier's column and kind.
+    pub fn identifier(&self) -> &Identifier {
+        &self.identifier
+    }
+
+    /// The identifier column's index in [`crate::value::SourceRow::values`].
+    pub fn identifier_index(&self) -> usize {
+        self.identifier_index
+    }
+
+    /// The mapped attributes, sorted by snapshot key (so fingerprints do not depend on the
+    /// config's order); a change's [`crate::plan::AttributeChange::attribute`] indexes them.
+    pub fn attributes(&self) -> &[BoundAttribute] {
+        &self.attributes
+    }
+
+    /// What a null value does.
+    pub fn on_null(&self) -> OnNull {
+        self.on_null
+    }
+
+    /// Which row of a duplicated identifier wins.
+    pub fn duplicates(&self) -> DuplicatePolicy {
+        self.duplicates
+    }
+
+    /// How raw cells are normalized.
+    pub fn options(&self) -> &NormalizeOptions {
+        &self.options
+    }
+
+    /// [`crate::fingerprint::mapping_signature`] of this mapping: part of every row
+    /// fingerprint.
+    pub fn signature(&self) -> u64 {
+        self.signature
+    }
+
     /// The snapshot keys of every mapped attribute.
     pub fn attribute_keys(&self) -> impl Iterator<Item = &str> {
         self.attributes.iter().map(|a| a.key.as_str())

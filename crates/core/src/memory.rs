@@ -40,7 +40,7 @@ impl MemorySnapshot {
     pub fn mark_in_doubt(
         &mut self,
         change: &ContactChange,
-        mapping: &crate::BoundMapping,
+        mapping: &crate::mapping::BoundMapping,
         run_id: i64,
     ) {
         self.mark(change, mapping, run_id, false);
@@ -51,7 +51,7 @@ impl MemorySnapshot {
     pub fn mark_pending(
         &mut self,
         change: &ContactChange,
-        mapping: &crate::BoundMapping,
+        mapping: &crate::mapping::BoundMapping,
         run_id: i64,
     ) {
         self.mark(change, mapping, run_id, true);
@@ -70,7 +70,7 @@ impl MemorySnapshot {
     fn mark(
         &mut self,
         change: &ContactChange,
-        mapping: &crate::BoundMapping,
+        mapping: &crate::mapping::BoundMapping,
         run_id: i64,
         pending: bool,
     ) {
@@ -111,7 +111,12 @@ impl MemorySnapshot {
 
     /// Records an acknowledged write: its attributes and its row fingerprint. The attributes
     /// it carried are no longer in doubt.
-    pub fn apply(&mut self, change: &ContactChange, mapping: &crate::BoundMapping, run_id: i64) {
+    pub fn apply(
+        &mut self,
+        change: &ContactChange,
+        mapping: &crate::mapping::BoundMapping,
+        run_id: i64,
+    ) {
         let keys: Vec<&str> = change
             .changes
             .iter()
@@ -205,7 +210,7 @@ pub struct MemoryError(pub String);
 /// What a [`MemoryDestination`] holds and has seen.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryAccount {
-    /// Contact key → attribute key ([`crate::AttributeId::key`]) → value. A cleared value is
+    /// Contact key → attribute key ([`crate::mapping::AttributeId::key`]) → value. A cleared value is
     /// removed.
     pub contacts: BTreeMap<String, BTreeMap<String, Canonical>>,
     /// Other identifiers of contacts (a phone of an email contact...): identifier → the key

@@ -72,6 +72,7 @@ impl SnapshotIndex {
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RejectCode {
     /// The source could not read the record (ragged row, invalid UTF-8, bad JSON).
     UnreadableRow,

@@ -187,6 +187,7 @@ pub struct ContactWrite {
 
 /// What the destination answered for one write.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteOutcome {
     /// Accepted (2xx, or a bulk result line saying success): the snapshot may move.
     Acknowledged,
@@ -232,6 +233,7 @@ pub enum BulkSubmission {
 
 /// Where a bulk job is ([`Destination::bulk_job`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BulkJobState {
     /// Not done: `PENDING`, `IN_PROGRESS`, or a status the destination does not know (which
     /// is never taken for an answer).
@@ -271,6 +273,7 @@ pub struct BulkRecordResult {
 
 /// The outcome of one bulk record.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BulkRecordOutcome {
     /// The line clearly says success: the values the record carried are applied.
     Acknowledged,

@@ -142,6 +142,7 @@ pub enum Literal {
 
 /// A filter that cannot be parsed or bound.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FilterError {
     /// The text is not a filter. `at` is the character position (0-based) of the problem.
     /// The message shows the text around it (at most [`CARET_CONTEXT`] characters each side).

@@ -120,6 +120,7 @@ pub struct NumberText(String);
 
 /// Why a text is not a number Attentive can be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NumberError {
     /// Not a decimal number at all (`"12x"`, `"NaN"`, `"1,5"`).
     NotANumber,

@@ -12,7 +12,7 @@ use sync_core::mapping::{BoundMapping, MappingError};
 use sync_core::plan::{PlanCounts, PlanError, Planner, Rejection, RowOutcome, RowPlan};
 use sync_core::ports::{ModelSource, SnapshotStore};
 use sync_core::segment::BoundFilter;
-use sync_core::{SnapshotIndex, SourceRow};
+use sync_core::{plan::SnapshotIndex, value::SourceRow};
 
 use crate::config::{Activation, Project, Segment};
 use crate::model;
@@ -171,8 +171,8 @@ pub struct AttributeView {
     pub attribute: String,
     pub custom: bool,
     /// The new value (`null` = cleared).
-    pub value: Option<sync_core::Canonical>,
-    pub previous: Option<sync_core::Canonical>,
+    pub value: Option<sync_core::value::Canonical>,
+    pub previous: Option<sync_core::value::Canonical>,
 }
 
 /// One contact's planned change.
@@ -389,13 +389,13 @@ pub fn change_view(
             .changes
             .iter()
             .map(|a| {
-                let attr = &mapping.attributes[a.attribute].attribute;
+                let attr = &mapping.attributes()[a.attribute].attribute;
                 AttributeView {
                     attribute: match attr {
-                        sync_core::AttributeId::Standard(f) => f.name().to_owned(),
-                        sync_core::AttributeId::Custom(n) => n.clone(),
+                        sync_core::mapping::AttributeId::Standard(f) => f.name().to_owned(),
+                        sync_core::mapping::AttributeId::Custom(n) => n.clone(),
                     },
-                    custom: matches!(attr, sync_core::AttributeId::Custom(_)),
+                    custom: matches!(attr, sync_core::mapping::AttributeId::Custom(_)),
                     value: a.value.clone(),
                     previous: a.previous.clone(),
                 }

@@ -24,7 +24,10 @@ use sync_core::plan::{ContactChange, PlanCounts, Refresh, RowOutcome};
 use sync_core::ports::{
     ContactRef, ContactWrite, DeliveryStats, Destination, Existence, SnapshotStore, WriteOutcome,
 };
-use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, StandardField};
+use sync_core::{
+    mapping::AttributeId, mapping::BoundMapping, mapping::IdentifierKind, mapping::StandardField,
+    value::Canonical,
+};
 
 use crate::config::{AttachSecondary, Project};
 use crate::plan::{self, Error as PlanFailure};
@@ -317,13 +320,13 @@ fn secondary_field(kind: IdentifierKind) -> StandardField {
 /// reference (`phone` for an email identifier, `email` for a phone identifier).
 /// Returns its index in the change's attributes too.
 fn secondary_of(mapping: &BoundMapping, change: &ContactChange) -> Option<(usize, ContactRef)> {
-    let kind = match mapping.identifier.kind {
+    let kind = match mapping.identifier().kind {
         IdentifierKind::Email => IdentifierKind::Phone,
         IdentifierKind::Phone => IdentifierKind::Email,
     };
     let field = AttributeId::Standard(secondary_field(kind));
     change.changes.iter().enumerate().find_map(|(i, c)| {
-        let attribute = &mapping.attributes.get(c.attribute)?.attribute;
+        let attribute = &mapping.attributes().get(c.attribute)?.attribute;
         match (&c.value, *attribute == field) {
             (Some(Canonical::Text(v)), true) => Some((
                 i,
@@ -599,7 +602,7 @@ impl SnapshotStore for SharedStore {
     fn load_index(
         &self,
         activation: &str,
-        index: &mut sync_core::SnapshotIndex,
+        index: &mut sync_core::plan::SnapshotIndex,
     ) -> Result<(), state_store::Error> {
         self.with(|s| s.load_index(activation, index))
     }
@@ -1057,7 +1060,7 @@ fn record_mapping(
     let keys: Vec<&str> = mapping.attribute_keys().collect();
     store.retain_attributes(activation, &keys)?;
     let mapping_json = serde_json::json!({
-        "identifier": { "column": mapping.identifier.column, "kind": mapping.identifier.kind },
+        "identifier": { "column": mapping.identifier().column, "kind": mapping.identifier().kind },
         "attributes": keys,
     });
     store.set_activation_mapping(activation, &mapping_json.to_string())
@@ -1683,6 +1686,12 @@ async fn deliver<D: Destination>(
             row: work.row,
             contact,
             reason,
+        }),
+        // An answer a newer port knows: not known to be applied, so sent again.
+        Ok(other) => send(Commit::Failed {
+            row: work.row,
+            contact,
+            reason: format!("an answer this version does not know: {other:?}"),
         }),
         Err(e) if !destination.stops_run(&e) => send(Commit::Failed {
             row: work.row,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use state_store::{AlertState, Delivery, DeliveryState, StateStore};
+use sync_core::mapping::IdentifierKind;
 use sync_core::ports::{ContactRef, Existence};
-use sync_core::IdentifierKind;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;

@@ -8,7 +8,7 @@
 
 use std::fmt::{self, Write as _};
 
-use sync_core::Value;
+use sync_core::value::Value;
 
 /// A float type whose value can be written through [`Decimal::shortest`]: `f64` can; `f32`
 /// cannot (its shortest digits are those of an `f32`), and always goes through `fmt`.

@@ -151,7 +151,7 @@ mod tests {
         let read = |condition: &str| -> Result<Vec<String>, crate::Error> {
             use sync_core::ports::ModelSource as _;
             let mut source = crate::SqliteSource::open(&db, &segment_query(query, condition))?;
-            let mut row = sync_core::SourceRow::default();
+            let mut row = sync_core::value::SourceRow::default();
             let mut emails = Vec::new();
             while source.next_row(&mut row)? {
                 emails.push(row.values[0].to_string());

@@ -1,7 +1,7 @@
 //! Timestamps as model values, shared by the typed sources.
 
 use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
-use sync_core::Value;
+use sync_core::value::Value;
 
 /// Sets `slot` to [`Value::Timestamp`] with `at` as `to_rfc3339_opts(SecondsFormat::AutoSi,
 /// true)` writes it (`2024-05-01T12:00:00Z`, `…:00.250Z`, `…:00.000001Z`), reusing the slot's

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use sync_core::Value;
+use sync_core::value::Value;
 
 /// How many characters of an unsupported JSON array or object a value keeps.
 const UNSUPPORTED_CHARS: usize = 200;

@@ -16,10 +16,10 @@
 //!   plain doubts, sent again by the next run whatever the model holds.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use sync_core::mapping::BoundMapping;
 use sync_core::mapping::IdentifierKind;
 use sync_core::plan::ContactChange;
 use sync_core::ports::ContactRef;
-use sync_core::BoundMapping;
 
 use crate::packed::Slot;
 use crate::snapshot::{change_keys, decode_value, millis, stored_value, Entry, Slots};

@@ -1,8 +1,8 @@
 //! What a run records as it goes, committed in one transaction per batch.
 
+use sync_core::mapping::BoundMapping;
 use sync_core::plan::{ContactChange, Refresh};
 use sync_core::ports::{ContactRef, Existence};
-use sync_core::BoundMapping;
 
 use crate::bulk::{self, JobRecordIn, RecordResult};
 use crate::runs::{record_rows_in, RunRow};

@@ -3,9 +3,9 @@
 //! again by the next run, whatever the model holds by then.
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use sync_core::mapping::BoundMapping;
 use sync_core::plan::ContactChange;
 use sync_core::ports::InDoubt;
-use sync_core::BoundMapping;
 
 use crate::snapshot::{change_keys, decode_value, stored_value};
 use crate::StateStore;

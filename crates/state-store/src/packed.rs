@@ -13,7 +13,7 @@
 //! `snapshot_attributes` show it as the tables of earlier schemas did.
 
 use rusqlite::types::{Value, ValueRef};
-use sync_core::Canonical;
+use sync_core::value::Canonical;
 
 /// One stored value: its tag and text (`tagged[0]` is the tag), and the run that set it.
 #[derive(Debug, Clone, PartialEq, Eq)]

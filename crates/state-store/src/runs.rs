@@ -143,7 +143,7 @@ pub struct RunSummary {
 /// The outcome of one model row in one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRow {
-    /// The row's number in its source ([`sync_core::SourceRow::number`]); unique per run:
+    /// The row's number in its source ([`sync_core::value::SourceRow::number`]); unique per run:
     /// recording a number again replaces the earlier entry.
     pub row_number: u64,
     /// The normalized identifier, when the row had a readable one.

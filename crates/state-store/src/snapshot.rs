@@ -11,7 +11,7 @@ use sync_core::fingerprint::{key_hash, value_fingerprint, IN_DOUBT_ROW};
 use sync_core::mapping::IdentifierKind;
 use sync_core::plan::{ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{with_in_doubt, InDoubt, SnapshotStore, StoredAttribute};
-use sync_core::{BoundMapping, Canonical};
+use sync_core::{mapping::BoundMapping, value::Canonical};
 
 use crate::packed::{push_tagged, Malformed, Packed, Slot};
 use crate::{activation_id, u64_from_sql, u64_to_sql, Context, Error, StateStore};
@@ -718,13 +718,13 @@ pub(crate) fn change_keys<'m>(
         .iter()
         .map(|a| {
             mapping
-                .attributes
+                .attributes()
                 .get(a.attribute)
                 .map(|b| b.key.as_str())
                 .ok_or_else(|| Error::AttributeIndex {
                     contact_key: change.contact.key.clone(),
                     index: a.attribute,
-                    count: mapping.attributes.len(),
+                    count: mapping.attributes().len(),
                 })
         })
         .collect()
@@ -763,7 +763,7 @@ pub(crate) fn apply_changes_in(
     let at_ms = millis(at)?;
     let mut slots = Slots::load(tx, activation_id)?;
     // The slot of each of the mapping's attributes, numbered on first use.
-    let mut slot_of: Vec<Option<usize>> = vec![None; mapping.attributes.len()];
+    let mut slot_of: Vec<Option<usize>> = vec![None; mapping.attributes().len()];
     let doubts = crate::doubt::any_in_doubt(tx, activation_id)?;
     let mut buf = Vec::new();
     // (slot, tag, text) of a new contact's values.
@@ -776,11 +776,11 @@ pub(crate) fn apply_changes_in(
             let slot = match slot_of.get(a.attribute).copied().flatten() {
                 Some(slot) => slot,
                 None => {
-                    let attribute = mapping.attributes.get(a.attribute).ok_or_else(|| {
+                    let attribute = mapping.attributes().get(a.attribute).ok_or_else(|| {
                         Error::AttributeIndex {
                             contact_key: key.to_owned(),
                             index: a.attribute,
-                            count: mapping.attributes.len(),
+                            count: mapping.attributes().len(),
                         }
                     })?;
                     let slot = slots.slot(tx, &attribute.key)?;

@@ -8,7 +8,10 @@ use sync_core::mapping::{
 use sync_core::plan::{AttributeChange, ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{ContactRef, Existence, SnapshotStore, StoredAttribute};
 use sync_core::value::NumberText;
-use sync_core::{AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, StandardField};
+use sync_core::{
+    mapping::AttributeId, mapping::BoundMapping, mapping::IdentifierKind, mapping::Mapping,
+    mapping::StandardField, value::Canonical,
+};
 
 use super::*;
 

@@ -14,7 +14,10 @@ use state_store::StateStore;
 use sync_core::mapping::{AttributeMapping, DuplicatePolicy, Identifier, NormalizeOptions, OnNull};
 use sync_core::plan::{AttributeChange, ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{ContactRef, SnapshotStore};
-use sync_core::{AttributeId, Canonical, IdentifierKind, Mapping, StandardField};
+use sync_core::{
+    mapping::AttributeId, mapping::IdentifierKind, mapping::Mapping, mapping::StandardField,
+    value::Canonical,
+};
 
 fn contacts() -> usize {
     std::env::var("STATE_BENCH_CONTACTS")

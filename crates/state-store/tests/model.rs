@@ -13,8 +13,8 @@ use sync_core::plan::{AttributeChange, ContactChange, Refresh, RowOutcome, Snaps
 use sync_core::ports::{ContactRef, InDoubt, SnapshotStore, StoredAttribute};
 use sync_core::value::NumberText;
 use sync_core::{
-    AttributeId, BoundMapping, Canonical, IdentifierKind, Mapping, Planner, SourceRow,
-    StandardField, Value,
+    mapping::AttributeId, mapping::BoundMapping, mapping::IdentifierKind, mapping::Mapping,
+    mapping::StandardField, plan::Planner, value::Canonical, value::SourceRow, value::Value,
 };
 
 const ACTIVATIONS: [&str; 2] = ["orders", "loyalty"];

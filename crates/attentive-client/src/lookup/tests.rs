@@ -1,5 +1,5 @@
 use super::*;
-use sync_core::IdentifierKind;
+use sync_core::mapping::IdentifierKind;
 
 fn contact(kind: IdentifierKind, key: &str) -> ContactRef {
     ContactRef {

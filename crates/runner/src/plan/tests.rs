@@ -88,11 +88,11 @@ fn changing_one_cell_changes_exactly_one_attribute_of_one_contact() {
     assert_eq!(views[0].attributes[0].attribute, "city");
     assert_eq!(
         views[0].attributes[0].value,
-        Some(sync_core::Canonical::Text("Springfield".into()))
+        Some(sync_core::value::Canonical::Text("Springfield".into()))
     );
     assert_eq!(
         views[0].attributes[0].previous,
-        Some(sync_core::Canonical::Text(old_city))
+        Some(sync_core::value::Canonical::Text(old_city))
     );
 }
 

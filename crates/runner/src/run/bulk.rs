@@ -182,6 +182,10 @@ pub(super) fn match_results(
                 RecordResult::Rejected(message.clone())
             }
             Some(Ok(BulkRecordOutcome::Failed { reason })) => RecordResult::Failed(reason.clone()),
+            // An outcome a newer port knows: not known to be applied, so sent again.
+            Some(Ok(other)) => {
+                RecordResult::Failed(format!("an outcome this version does not know: {other:?}"))
+            }
             Some(Err(())) => RecordResult::Failed(
                 "the job's result file gives this record two different outcomes".to_owned(),
             ),
@@ -270,6 +274,8 @@ async fn settle_one<D: Destination>(
         BulkJobState::Unknown { message } => failed(format!(
             "Attentive does not know job {remote} ({message}); its records are sent again"
         )),
+        // A state a newer port knows: asked again later (a job open for two weeks fails).
+        _ => Ok(false),
     }
 }
 
