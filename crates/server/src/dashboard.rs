@@ -113,6 +113,24 @@ fn csrf_ok(session: &Session, form: Result<Form<CsrfForm>, FormRejection>) -> bo
 }
 
 /// An error as a page.
+/// The activation a page's path names, or the error page to answer with (a path that is not
+/// a name, or an activation the config does not have).
+pub(crate) fn known_activation(
+    app: &App,
+    name: Result<Path<String>, PathRejection>,
+    session: &Session,
+) -> Result<String, Box<Response>> {
+    let Ok(Path(name)) = name else {
+        return Err(Box::new(error_page(
+            &ApiError::bad_request("bad activation name"),
+            Some(session),
+        )));
+    };
+    app.activation(&name)
+        .map_err(|e| Box::new(error_page(&e, Some(session))))?;
+    Ok(name)
+}
+
 fn error_page(e: &ApiError, session: Option<&Session>) -> Response {
     let body = html! {
         div.card #flash .error {
@@ -356,15 +374,10 @@ async fn run_now(
     if !csrf_ok(&session, form) {
         return csrf_failed();
     }
-    let Ok(Path(name)) = name else {
-        return error_page(
-            &ApiError::bad_request("bad activation name"),
-            Some(&session),
-        );
+    let name = match known_activation(&app, name, &session) {
+        Ok(name) => name,
+        Err(page) => return *page,
     };
-    if let Err(e) = app.activation(&name) {
-        return error_page(&e, Some(&session));
-    }
     match runs::start(&app, &name, Trigger::Manual).await {
         Ok(id) => Redirect::to(&format!("/runs/{id}")).into_response(),
         Err(StartError::InProgress {
@@ -379,15 +392,10 @@ async fn preview_plan(
     LoggedIn(session): LoggedIn,
     name: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let Ok(Path(name)) = name else {
-        return error_page(
-            &ApiError::bad_request("bad activation name"),
-            Some(&session),
-        );
+    let name = match known_activation(&app, name, &session) {
+        Ok(name) => name,
+        Err(page) => return *page,
     };
-    if let Err(e) = app.activation(&name) {
-        return error_page(&e, Some(&session));
-    }
     let report = match crate::api::dry_run(&app, &name, 20).await {
         Ok(r) => r,
         Err(e) => return error_page(&e, Some(&session)),

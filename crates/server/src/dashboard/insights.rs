@@ -62,15 +62,10 @@ async fn activation_page(
     LoggedIn(session): LoggedIn,
     name: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let Ok(Path(name)) = name else {
-        return error_page(
-            &ApiError::bad_request("not an activation name"),
-            Some(&session),
-        );
+    let name = match super::known_activation(&app, name, &session) {
+        Ok(name) => name,
+        Err(page) => return *page,
     };
-    if let Err(e) = app.activation(&name) {
-        return error_page(&e, Some(&session));
-    }
     let a = app.clone();
     let n = name.clone();
     let data = app
