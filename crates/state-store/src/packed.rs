@@ -111,26 +111,18 @@ impl Packed {
     /// Writes `snapshot.attributes` into `out` (cleared first; UTF-8 JSON) and returns
     /// `snapshot.attribute_runs`. Trailing empty slots are left out.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Value {
-        out.clear();
         let used = self
             .slots
             .iter()
             .rposition(Option::is_some)
             .map_or(0, |i| i + 1);
-        out.push(b'[');
-        for (i, s) in self.slots[..used].iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            match s {
-                Some(s) => {
-                    let (tag, text) = s.parts();
-                    push_tagged(out, tag, text);
-                }
-                None => out.extend_from_slice(b"null"),
-            }
-        }
-        out.push(b']');
+        write_values(
+            out,
+            self.slots[..used]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.parts()))),
+        );
         let mut runs = self.slots[..used].iter().flatten().map(|s| s.run);
         let Some(first) = runs.next() else {
             return Value::Null;
@@ -166,8 +158,31 @@ impl Packed {
     }
 }
 
+/// Writes `snapshot.attributes` into `out` (cleared first): `(slot, (tag, text))` in ascending
+/// slot order, one value a slot, `null` in the slots between.
+pub(crate) fn write_values<'a>(
+    out: &mut Vec<u8>,
+    values: impl IntoIterator<Item = (usize, (char, &'a str))>,
+) {
+    out.clear();
+    out.push(b'[');
+    let mut next = 0;
+    for (slot, (tag, text)) in values {
+        while next < slot {
+            out.extend_from_slice(if next == 0 { b"null" } else { b",null" });
+            next += 1;
+        }
+        if next > 0 {
+            out.push(b',');
+        }
+        push_tagged(out, tag, text);
+        next = slot + 1;
+    }
+    out.push(b']');
+}
+
 /// Appends one packed value, `"<tag><text>"` as a JSON string, to `out`.
-pub(crate) fn push_tagged(out: &mut Vec<u8>, tag: char, text: &str) {
+fn push_tagged(out: &mut Vec<u8>, tag: char, text: &str) {
     let start = out.len();
     out.push(b'"');
     let mut t = [0u8; 4];

@@ -13,7 +13,7 @@ use sync_core::plan::{ContactChange, Refresh, SnapshotIndex};
 use sync_core::ports::{with_in_doubt, InDoubt, SnapshotStore, StoredAttribute};
 use sync_core::{mapping::BoundMapping, value::Canonical};
 
-use crate::packed::{push_tagged, Malformed, Packed, Slot};
+use crate::packed::{write_values, Malformed, Packed, Slot};
 use crate::{activation_id, u64_from_sql, u64_to_sql, Context, Error, StateStore};
 
 /// One activation's entry for a contact, for `contacts show`.
@@ -228,11 +228,39 @@ impl Entry {
         keys: &[String],
         out: &mut Vec<StoredAttribute>,
     ) -> Result<(), Error> {
-        attributes_of(&self.packed, keys, out)
+        for (i, slot) in self.packed.slots.iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            let key = keys.get(i).ok_or_else(|| Error::Corrupt {
+                table: "snapshot",
+                column: "attributes",
+                value: format!("a value in slot {i}, which `snapshot_keys` does not number"),
+            })?;
+            let value = slot.value().ok_or_else(|| Error::Corrupt {
+                table: "snapshot",
+                column: "attributes",
+                value: slot.tagged.clone(),
+            })?;
+            out.push(StoredAttribute {
+                key: key.clone(),
+                fingerprint: value_fingerprint(&value),
+                value,
+                run_id: slot.run,
+            });
+        }
+        Ok(())
     }
 }
 
-/// The JSON `Packed::encode` and `push_tagged` write: UTF-8 by construction.
+/// Column `i` of a row as text, borrowed.
+fn text_at<'r>(r: &'r Row<'_>, i: usize, action: &'static str) -> Result<&'r str, Error> {
+    let v = r.get_ref(i).ctx(action)?;
+    v.as_str().map_err(|e| Error::Sqlite {
+        action,
+        source: rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(e)),
+    })
+}
+
+/// The JSON [`write_values`] writes: UTF-8 by construction.
 fn json_text(buf: &[u8]) -> &str {
     std::str::from_utf8(buf).unwrap_or("[]")
 }
@@ -282,43 +310,6 @@ fn text_of(v: &Canonical) -> Cow<'_, str> {
         Canonical::Number(n) => Cow::Borrowed(n.as_str()),
         Canonical::Text(t) => Cow::Borrowed(t),
     }
-}
-
-/// Appends the values of a packed row as stored attributes (keys by slot in `keys`).
-fn attributes_of(
-    packed: &Packed,
-    keys: &[String],
-    out: &mut Vec<StoredAttribute>,
-) -> Result<(), Error> {
-    for (i, slot) in packed.slots.iter().enumerate() {
-        let Some(slot) = slot else { continue };
-        let key = keys.get(i).ok_or_else(|| Error::Corrupt {
-            table: "snapshot",
-            column: "attributes",
-            value: format!("a value in slot {i}, which `snapshot_keys` does not number"),
-        })?;
-        let value = slot.value().ok_or_else(|| Error::Corrupt {
-            table: "snapshot",
-            column: "attributes",
-            value: slot.tagged.clone(),
-        })?;
-        out.push(StoredAttribute {
-            key: key.clone(),
-            fingerprint: value_fingerprint(&value),
-            value,
-            run_id: slot.run,
-        });
-    }
-    Ok(())
-}
-
-/// Column `i` of a row as text, borrowed.
-fn text_at<'r>(r: &'r Row<'_>, i: usize, action: &'static str) -> Result<&'r str, Error> {
-    let v = r.get_ref(i).ctx(action)?;
-    v.as_str().map_err(|e| Error::Sqlite {
-        action,
-        source: rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(e)),
-    })
 }
 
 fn corrupt(m: Malformed) -> Error {
@@ -731,10 +722,10 @@ pub(crate) fn change_keys<'m>(
 }
 
 /// The tag and text a change's value is stored as (a clear, `None`, as the empty text sent).
-pub(crate) fn stored_value(value: Option<&Canonical>) -> (char, String) {
+pub(crate) fn stored_value(value: Option<&Canonical>) -> (char, Cow<'_, str>) {
     match value {
-        Some(v) => (v.tag(), v.to_text()),
-        None => ('s', String::new()),
+        Some(v) => (v.tag(), text_of(v)),
+        None => ('s', Cow::Borrowed("")),
     }
 }
 
@@ -790,11 +781,7 @@ pub(crate) fn apply_changes_in(
                     slot
                 }
             };
-            // A clear is stored as the empty text that was sent.
-            let (tag, text) = match &a.value {
-                Some(v) => (v.tag(), text_of(v)),
-                None => ('s', Cow::Borrowed("")),
-            };
+            let (tag, text) = stored_value(a.value.as_ref());
             values.push((slot, tag, text));
         }
         match found {
@@ -810,25 +797,15 @@ pub(crate) fn apply_changes_in(
             // The common case of a first sync: the row is written straight from the change.
             None => {
                 values.sort_by_key(|v| v.0);
-                buf.clear();
-                buf.push(b'[');
-                let mut next = 0;
-                for (i, (slot, tag, text)) in values.iter().enumerate() {
-                    if values.get(i + 1).is_some_and(|v| v.0 == *slot) {
-                        // The same attribute twice (the sort is stable): the later one wins.
-                        continue;
-                    }
-                    while next < *slot {
-                        buf.extend_from_slice(if next == 0 { b"null" } else { b",null" });
-                        next += 1;
-                    }
-                    if next > 0 {
-                        buf.push(b',');
-                    }
-                    push_tagged(&mut buf, *tag, text);
-                    next = slot + 1;
-                }
-                buf.push(b']');
+                // The same attribute twice (the sort is stable): the later one wins.
+                let last_of_each = values
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, v)| values.get(i + 1).is_none_or(|next| next.0 != v.0));
+                write_values(
+                    &mut buf,
+                    last_of_each.map(|(_, (slot, tag, text))| (*slot, (*tag, text.as_ref()))),
+                );
                 let runs = if values.is_empty() {
                     rusqlite::types::Value::Null
                 } else {
