@@ -52,7 +52,7 @@ pub fn alerts(app: &App, store: &StateStore) -> Result<Vec<AlertView>, ApiError>
             out.push(AlertView {
                 activation: name.clone(),
                 rule: rule.as_str().to_owned(),
-                enabled: enabled(&a.alerts, *rule),
+                enabled: a.alerts.enabled(*rule),
                 state: stored
                     .map_or(AlertState::Ok, |s| s.state)
                     .as_str()
@@ -65,20 +65,6 @@ pub fn alerts(app: &App, store: &StateStore) -> Result<Vec<AlertView>, ApiError>
         }
     }
     Ok(out)
-}
-
-/// Whether a rule is on.
-pub fn enabled(rules: &runner::config::AlertRules, rule: runner::alerts::Rule) -> bool {
-    use runner::alerts::Rule;
-    match rule {
-        Rule::RunFailed => rules.run_failed,
-        Rule::RowsRejected => rules.rows_rejected.is_some(),
-        Rule::RowsNotFound => rules.rows_not_found.is_some(),
-        Rule::SlowRun => rules.slow_run.is_some(),
-        Rule::ChangedDeviation => rules.changed_deviation.is_some(),
-        Rule::MappingBackfill => rules.mapping_backfill,
-        Rule::ScheduleMissed => rules.schedule_missed.is_some(),
-    }
 }
 
 /// One delivery of a notification to an endpoint.

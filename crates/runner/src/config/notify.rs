@@ -139,6 +139,22 @@ pub(crate) const DEFAULT_DEVIATION_PERCENT: f64 = 90.0;
 pub(crate) const DEFAULT_DEVIATION_MIN_AVERAGE: f64 = 20.0;
 pub(crate) const DEFAULT_SCHEDULE_GRACE_MINUTES: f64 = 15.0;
 
+impl AlertRules {
+    /// Whether `rule` is on.
+    pub fn enabled(&self, rule: crate::alerts::Rule) -> bool {
+        use crate::alerts::Rule;
+        match rule {
+            Rule::RunFailed => self.run_failed,
+            Rule::RowsRejected => self.rows_rejected.is_some(),
+            Rule::RowsNotFound => self.rows_not_found.is_some(),
+            Rule::SlowRun => self.slow_run.is_some(),
+            Rule::ChangedDeviation => self.changed_deviation.is_some(),
+            Rule::MappingBackfill => self.mapping_backfill,
+            Rule::ScheduleMissed => self.schedule_missed.is_some(),
+        }
+    }
+}
+
 impl Default for AlertRules {
     fn default() -> Self {
         let mut problems = Vec::new();
